@@ -1,0 +1,103 @@
+-- The identity service's schema, as far as the worker reads it. Owned by the identity service;
+-- the devstack creates it so a laptop or CI has something real to read.
+CREATE TABLE organizations (
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    slug        text NOT NULL UNIQUE,
+    status      text NOT NULL DEFAULT 'active',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE tenants (
+    id               text PRIMARY KEY,
+    organization_id  text NOT NULL REFERENCES organizations(id),
+    name             text NOT NULL,
+    status           text NOT NULL DEFAULT 'active',
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE users (
+    id              text PRIMARY KEY,
+    email           text NOT NULL UNIQUE,
+    full_name       text NOT NULL,
+    status          text NOT NULL DEFAULT 'active',
+    is_super_admin  boolean NOT NULL DEFAULT false,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE memberships (
+    user_id          text NOT NULL REFERENCES users(id),
+    organization_id  text NOT NULL REFERENCES organizations(id),
+    tenant_id        text REFERENCES tenants(id),
+    role             text NOT NULL,
+    PRIMARY KEY (user_id, organization_id)
+);
+CREATE TABLE products (
+    slug  text PRIMARY KEY,
+    name  text NOT NULL
+);
+CREATE TABLE product_default_entitlements (
+    product_slug  text NOT NULL REFERENCES products(slug),
+    feature       text NOT NULL,
+    quota         bigint,
+    PRIMARY KEY (product_slug, feature)
+);
+CREATE TABLE plans (
+    id                text PRIMARY KEY,
+    name              text NOT NULL,
+    currency          text NOT NULL,
+    base_price_minor  bigint NOT NULL
+);
+CREATE TABLE plan_feature_prices (
+    plan_id            text NOT NULL REFERENCES plans(id),
+    feature            text NOT NULL,
+    included_quantity  numeric NOT NULL DEFAULT 0,
+    unit_price_minor   numeric NOT NULL,
+    PRIMARY KEY (plan_id, feature)
+);
+CREATE TABLE subscriptions (
+    id                    text PRIMARY KEY,
+    organization_id       text NOT NULL REFERENCES organizations(id),
+    plan_id               text NOT NULL REFERENCES plans(id),
+    status                text NOT NULL DEFAULT 'active',
+    current_period_start  timestamptz NOT NULL,
+    current_period_end    timestamptz NOT NULL,
+    stripe_customer_id    text
+);
+CREATE TABLE usage_events (
+    id               bigserial PRIMARY KEY,
+    organization_id  text NOT NULL REFERENCES organizations(id),
+    subscription_id  text NOT NULL REFERENCES subscriptions(id),
+    feature          text NOT NULL,
+    quantity         numeric NOT NULL,
+    occurred_at      timestamptz NOT NULL
+);
+CREATE INDEX usage_events_window ON usage_events(subscription_id, occurred_at);
+CREATE TABLE invitations (
+    id               text PRIMARY KEY,
+    organization_id  text NOT NULL REFERENCES organizations(id),
+    tenant_id        text REFERENCES tenants(id),
+    email            text NOT NULL,
+    role             text NOT NULL,
+    invited_by       text NOT NULL REFERENCES users(id),
+    status           text NOT NULL DEFAULT 'pending',
+    sent_at          timestamptz
+);
+CREATE TABLE sessions (
+    id          text PRIMARY KEY,
+    user_id     text NOT NULL REFERENCES users(id),
+    expires_at  timestamptz NOT NULL
+);
+CREATE TABLE impersonation_tokens (
+    id          text PRIMARY KEY,
+    actor_id    text NOT NULL REFERENCES users(id),
+    user_id     text NOT NULL REFERENCES users(id),
+    expires_at  timestamptz NOT NULL,
+    retired_at  timestamptz
+);
+CREATE TABLE audit_events (
+    id          bigserial PRIMARY KEY,
+    action      text NOT NULL,
+    actor_id    text,
+    target_id   text,
+    details     jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

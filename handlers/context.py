@@ -1,0 +1,56 @@
+"""What every handler receives: process-wide resources built once, plus this job's identity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class EventSink(Protocol):
+    def __call__(self, kind: str, message: str, **fields: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Built once per process at start; shared by every job of that process."""
+
+    settings: Any
+    redis: Redis
+    identity_db: AsyncEngine
+    tasks_db: AsyncEngine
+    event: EventSink
+    """Record a worker event (ma-top's log across hosts): event(kind, message, **fields)."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    resources: Resources
+    queue: str
+    job_id: str
+    job_name: str
+    attempt: int
+    log: logging.Logger
+
+    @property
+    def settings(self) -> Any:
+        return self.resources.settings
+
+    @property
+    def redis(self) -> Redis:
+        return self.resources.redis
+
+    @property
+    def identity_db(self) -> AsyncEngine:
+        return self.resources.identity_db
+
+    @property
+    def tasks_db(self) -> AsyncEngine:
+        return self.resources.tasks_db
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        self.resources.event(kind, message, queue=self.queue, jobId=self.job_id, name=self.job_name, **fields)

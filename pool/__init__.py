@@ -1,0 +1,1 @@
+"""The pool: one OS process per queue slot, each running one bullmq.Worker under supervisord."""

@@ -1,0 +1,133 @@
+"""`ma-worker`: run one pool slot, the local stack, supervisord, and the operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from pool.enqueue import CliError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pool.logs import setup_logging
+    from pool.queue_table import load_table
+    from pool.runtime import serve
+    from pool.settings import fail, load_settings
+
+    settings = load_settings()
+    try:
+        table = load_table(settings.MA_QUEUE_TABLE)
+    except LookupError as error:
+        fail(str(error))
+    if args.queue not in table:
+        fail(f"unknown queue {args.queue!r}; known queues: {', '.join(table)}")
+    secrets = [s.get_secret_value() for s in (settings.SUPABASE_SERVICE_ROLE_KEY, settings.STRIPE_SECRET_KEY,
+                                              settings.STRIPE_WEBHOOK_SECRET) if s is not None]  # fmt: skip
+    secrets += [u.password for u in (settings.REDIS_URL, settings.DATABASE_URL) if getattr(u, "password", None)]
+    setup_logging(secrets)
+    return asyncio.run(serve(table[args.queue], settings))
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    url = args.redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        raise CliError("REDIS_URL is not set (Redis connection string); pass --redis-url or export it")
+    return url
+
+
+async def _enqueue(args: argparse.Namespace) -> str:
+    from pool.connection import plain_redis
+    from pool.enqueue import add_job, parse_data, requeue_failed, requeue_one, spec_for
+    from pool.queue_table import load_table
+
+    spec = spec_for(load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES")), args.queue)
+    redis = plain_redis(_redis_url(args))
+    try:
+        if args.requeue:
+            return await requeue_one(redis, spec, args.requeue)
+        if args.requeue_failed:
+            return await requeue_failed(redis, spec, assume_yes=args.yes, confirm=_confirm)
+        if not args.name:
+            raise CliError("give a job NAME to add, or --requeue JOB_ID, or --requeue-failed")
+        data = parse_data(args.data)
+        return await add_job(redis, spec, args.name, data, args.job_id, args.delay)
+    finally:
+        await redis.aclose()
+
+
+def _confirm(prompt: str) -> bool:
+    if not sys.stdin.isatty():
+        print("not a terminal: pass --yes to confirm", file=sys.stderr)
+        return False
+    return input(prompt).strip().lower() in ("y", "yes")
+
+
+def _cmd_enqueue(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    try:
+        print(asyncio.run(_enqueue(args)))
+    except RedisError as error:
+        raise CliError(f"Redis: {error}") from None
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from devstack.dev import run_dev
+
+    return run_dev(with_top=not args.no_top)
+
+
+def _cmd_supervisord(args: argparse.Namespace) -> int:
+    from pool.supervise import exec_supervisord
+
+    return exec_supervisord(args.config, list(args.extra))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ma-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one pool slot: a bullmq Worker for QUEUE (what supervisord starts)")
+    run.add_argument("queue")
+    run.set_defaults(func=_cmd_run)
+
+    dev = sub.add_parser("dev", help="the whole local stack: engines, doubles, supervisord, ma-top")
+    dev.add_argument("--no-top", action="store_true", help="do not open ma-top; wait for Ctrl-C")
+    dev.set_defaults(func=_cmd_dev)
+
+    sup = sub.add_parser("supervisord", help="start supervisord on supervisord.conf with the per-queue defaults")
+    sup.add_argument("-c", "--config", default="supervisord.conf")
+    sup.add_argument("extra", nargs=argparse.REMAINDER, help="more supervisord arguments (e.g. -n)")
+    sup.set_defaults(func=_cmd_supervisord)
+
+    enq = sub.add_parser("enqueue", help="add a job, or requeue failed jobs")
+    enq.add_argument("queue")
+    enq.add_argument("name", nargs="?", help="job name, e.g. organization.created")
+    enq.add_argument("--data", default="{}", help="JSON payload (camelCase, as the Node producers send it)")
+    enq.add_argument("--job-id", help="deterministic job id (adding it twice adds nothing)")
+    enq.add_argument("--delay", type=int, help="milliseconds before the job may run")
+    enq.add_argument("--requeue", metavar="JOB_ID", help="move one failed job back to wait")
+    enq.add_argument("--requeue-failed", action="store_true", help="move every failed job of QUEUE back to wait")
+    enq.add_argument("--yes", action="store_true", help="do not ask before --requeue-failed")
+    enq.add_argument("--redis-url", help="defaults to $REDIS_URL")
+    enq.set_defaults(func=_cmd_enqueue)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as error:
+        print(f"ma-worker: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Job name -> handler, payloads validated at the edge, and the one place failures meet BullMQ.
+
+PermanentError / bad payload / unknown name -> UnrecoverableError (failed now, no retry).
+ThrottledError -> moveToDelayed + DelayedError (deferred, no attempt burned).
+Anything else -> re-raised, so BullMQ retries it with the job's backoff.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bullmq import DelayedError, Job, UnrecoverableError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from handlers.context import JobContext, Resources
+from handlers.errors import PermanentError, ThrottledError
+from pool.queue_table import Handler, QueueSpec
+from pool.telemetry import Telemetry
+
+log = logging.getLogger("pool.dispatch")
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    payload: TypeAdapter[Any]
+
+    @classmethod
+    def of(cls, handler: Handler) -> Route:
+        params = list(inspect.signature(handler).parameters.values())
+        if len(params) != 2:
+            raise TypeError(f"handler {handler.__qualname__} must take (ctx, payload)")
+        hints = inspect.get_annotations(handler, eval_str=True)
+        model = hints.get(params[1].name, dict[str, Any])
+        return cls(handler, TypeAdapter(model))
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`organizationId: Field required; ids.3: Input should be a valid string` — fields first."""
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "payload"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class Dispatcher:
+    """The processor handed to bullmq.Worker for one queue."""
+
+    def __init__(self, spec: QueueSpec, resources: Resources, telemetry: Telemetry) -> None:
+        self.spec = spec
+        self.resources = resources
+        self.telemetry = telemetry
+        self.routes = {name: Route.of(handler) for name, handler in spec.handlers.items()}
+        self.job_log = logging.getLogger(f"jobs.{spec.name}")
+
+    def _apply_queue_defaults(self, job: Job) -> None:
+        # Node producers often leave attempts/backoff to the consumer: use the queue table's.
+        if not job.opts.get("attempts"):
+            job.opts["attempts"] = job.attempts = self.spec.attempts
+            if not job.opts.get("backoff"):
+                job.opts["backoff"] = {"type": "exponential", "delay": self.spec.backoff_ms}
+
+    def _parse(self, job: Job) -> tuple[Route, Any]:
+        route = self.routes.get(job.name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none yet"
+            raise PermanentError(f"unknown job name {job.name!r} on queue {self.spec.name} (handled: {known})")
+        try:
+            return route, route.payload.validate_python(job.data)
+        except ValidationError as error:
+            raise PermanentError(f"invalid payload for {job.name}: {describe_validation_error(error)}") from None
+
+    async def __call__(self, job: Job, token: str) -> Any:
+        self._apply_queue_defaults(job)
+        attempt = job.attemptsMade + 1
+        label = f"{self.spec.name} {job.name}#{job.id} try={attempt}"
+        started = time.perf_counter()
+        self.telemetry.job_started(job.id)
+        try:
+            route, payload = self._parse(job)
+            ctx = JobContext(self.resources, self.spec.name, str(job.id), job.name, attempt, self.job_log)
+            result = await route.handler(ctx, payload)
+        except ThrottledError as error:
+            await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
+            self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
+            self.job_log.info("%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label,
+                              error.retry_after)  # fmt: skip
+            raise DelayedError() from None
+        except PermanentError as error:
+            reason = str(error)
+            self.job_log.warning("%.2fs %s failed: %s", time.perf_counter() - started, label, reason)
+            self.telemetry.failed(self.spec, job, reason, final=True)
+            raise UnrecoverableError(reason) from None
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            final = attempt >= int(job.opts.get("attempts") or 1)
+            outcome = "failed" if final else "will retry"
+            self.job_log.warning("%.2fs %s %s: %s", time.perf_counter() - started, label, outcome, reason)
+            self.telemetry.failed(self.spec, job, reason, final=final)
+            raise
+        finally:
+            self.telemetry.job_finished(job.id)
+        self.job_log.info("%.2fs %s ok", time.perf_counter() - started, label)
+        self.telemetry.completed()
+        return _jsonable(result)
+
+
+def _jsonable(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    if isinstance(result, Mapping):
+        return {k: _jsonable(v) for k, v in result.items()}
+    return result

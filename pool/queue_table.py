@@ -1,0 +1,155 @@
+"""The whole system on one page: queue name -> handler table and the BullMQ options of its slots.
+
+supervisord.conf has one program per entry here (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers import (
+    billing_invoice,
+    billing_payment_sync,
+    billing_usage,
+    identity_events,
+    super_admin_bulk,
+    task_notifications,
+    user_management,
+)
+
+Handler = Callable[..., Awaitable[Any]]
+
+HOUR = 3600
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A BullMQ job scheduler upserted (idempotently) by every slot of its queue at start."""
+
+    id: str
+    job_name: str
+    every_ms: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    handlers: Mapping[str, Handler]
+    concurrency: int = 10
+    processes: int = 1
+    """Default supervisord numprocs; override with the env var `procs_env`."""
+    lock_duration_ms: int = 30_000
+    stalled_interval_ms: int = 30_000
+    max_stalled_count: int = 1
+    attempts: int = 5
+    """Applied to jobs whose producer set no `attempts` (and to jobs we enqueue)."""
+    backoff_ms: int = 2_000
+    """Base of the exponential backoff between attempts."""
+    limiter: Mapping[str, int] | None = None
+    keep_completed: Mapping[str, int] = field(default_factory=lambda: {"age": DAY, "count": 1_000})
+    keep_failed: Mapping[str, int] = field(default_factory=lambda: {"age": 14 * DAY, "count": 50_000})
+    throttle_message: str = ""
+    """The log line written (coalesced) when identity throttles this queue's jobs."""
+    schedules: tuple[Schedule, ...] = ()
+
+    @property
+    def procs_env(self) -> str:
+        return "MA_PROCS_" + re.sub(r"[^A-Z0-9]+", "_", self.name.upper())
+
+    @property
+    def drain_delay_s(self) -> int:
+        # The Python Worker ignores the limiter's wake-up time (DESIGN 8.2): poll sooner when limited.
+        return 1 if self.limiter else 5
+
+    @property
+    def throttle_line(self) -> str:
+        return self.throttle_message or f"{self.name} throttled"
+
+    def worker_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "lockDuration": self.lock_duration_ms,
+            "stalledInterval": self.stalled_interval_ms,
+            "maxStalledCount": self.max_stalled_count,
+            "drainDelay": self.drain_delay_s,
+            "runRetryDelay": 2_000,
+            "removeOnComplete": dict(self.keep_completed),
+            "removeOnFail": dict(self.keep_failed),
+            "metrics": {"maxDataPoints": 7 * 24 * 60},  # one week of per-minute points
+        }
+        if self.limiter:
+            opts["limiter"] = dict(self.limiter)
+        return opts
+
+    def job_options(self) -> dict[str, Any]:
+        """Options for jobs we enqueue ourselves (CLI, schedulers, renewals)."""
+        return {
+            "attempts": self.attempts,
+            "backoff": {"type": "exponential", "delay": self.backoff_ms},
+            "removeOnComplete": dict(self.keep_completed),
+            "removeOnFail": dict(self.keep_failed),
+        }
+
+
+QUEUES: dict[str, QueueSpec] = {
+    spec.name: spec
+    for spec in (
+        QueueSpec("identity-events", identity_events.HANDLERS, attempts=8),
+        QueueSpec(
+            "user-management-jobs",
+            user_management.HANDLERS,
+            schedules=(Schedule("impersonation-cleanup", "impersonation.cleanup", DAY * 1000),),
+        ),
+        QueueSpec(
+            "task-notifications",
+            task_notifications.HANDLERS,
+            concurrency=20,
+            schedules=(Schedule("task-due-soon", "task.due-soon", 5 * 60 * 1000, {"windowMinutes": 60}),),
+        ),
+        QueueSpec(
+            "super-admin.bulk-job",
+            super_admin_bulk.HANDLERS,
+            concurrency=2,
+            lock_duration_ms=60_000,
+            attempts=3,
+            backoff_ms=10_000,
+        ),
+        QueueSpec(
+            "billing-usage",
+            billing_usage.HANDLERS,
+            processes=2,
+            limiter={"max": 50, "duration": 1_000},
+            throttle_message="Billing usage aggregation throttled",
+        ),
+        QueueSpec(
+            "billing-invoice",
+            billing_invoice.HANDLERS,
+            concurrency=4,
+            lock_duration_ms=60_000,
+            throttle_message="Billing invoice creation throttled",
+        ),
+        QueueSpec(
+            "billing-payment-sync",
+            billing_payment_sync.HANDLERS,
+            attempts=8,
+            backoff_ms=5_000,
+            throttle_message="Billing payment sync throttled",
+        ),
+    )
+}
+
+
+def load_table(path: str) -> Mapping[str, QueueSpec]:
+    """Resolve `module:attribute` to a queue table (the default is QUEUES above)."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        table = getattr(importlib.import_module(module_name), attribute or "QUEUES")
+    except (ImportError, AttributeError) as error:
+        raise LookupError(f"MA_QUEUE_TABLE={path!r} cannot be loaded: {error}") from error
+    return table

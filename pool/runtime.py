@@ -1,0 +1,158 @@
+"""One pool process: one bullmq.Worker for one queue, with an explicit lifecycle.
+
+start: settings -> Redis (retry with backoff until reachable) -> schedulers -> worker + telemetry.
+SIGTERM/SIGINT: stop taking jobs, let in-flight ones finish up to MA_SHUTDOWN_GRACE, then
+force-close (the unfinished ones are re-run by BullMQ's stall check), retire the heartbeat, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import warnings
+from typing import Any
+
+from bullmq import Queue, Worker
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from handlers.context import Resources
+from pool.connection import pooled_redis
+from pool.dispatch import Dispatcher
+from pool.queue_table import QueueSpec
+from pool.settings import Settings
+from pool.telemetry import Telemetry
+
+log = logging.getLogger("pool.runtime")
+
+
+def async_url(url: Any) -> str:
+    """postgresql://... -> postgresql+asyncpg://... (settings keep the conventional scheme)."""
+    text = str(url)
+    scheme, _, rest = text.partition("://")
+    return f"postgresql+asyncpg://{rest}" if scheme in ("postgres", "postgresql") else text
+
+
+def make_engine(url: Any, *, read_only: bool = False) -> AsyncEngine:
+    args = {"server_settings": {"default_transaction_read_only": "on"}} if read_only else {}
+    return create_async_engine(async_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True,
+                               connect_args=args)  # fmt: skip
+
+
+async def wait_for_redis(redis: Redis, url: str) -> None:
+    """Redis unreachable at start is an outage, not a crash: retry with backoff, log each failure."""
+    failures = 0
+    started = time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(redis.ping(), timeout=10)
+        except (RedisError, OSError, TimeoutError) as error:
+            failures += 1
+            delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+            log.error("Redis connection failed at start (attempt %d, next in %.0fs): %s", failures, delay, error)
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            log.warning("Redis connection recovered after %.1fs", time.monotonic() - started)
+        return
+
+
+async def check_redis_policy(redis: Redis, telemetry: Telemetry) -> None:
+    """bullmq never warns about eviction (DESIGN 8.7): jobs silently vanish under any other policy."""
+    policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy", "?")
+    if policy != "noeviction":
+        message = f"Redis maxmemory-policy is {policy!r}; BullMQ needs 'noeviction' or jobs can be lost"
+        log.error(message)
+        telemetry.event("redis-policy", message)
+
+
+async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
+    if not spec.schedules:
+        return
+    queue = Queue(spec.name, {"connection": redis})
+    for schedule in spec.schedules:
+        await queue.upsertJobScheduler(
+            schedule.id,
+            {"every": schedule.every_ms},
+            schedule.job_name,
+            dict(schedule.data),
+            spec.job_options(),
+        )
+        log.info("scheduler %s: %s every %ds on %s", schedule.id, schedule.job_name, schedule.every_ms // 1000,
+                 spec.name)  # fmt: skip
+
+
+async def serve(spec: QueueSpec, settings: Settings) -> int:
+    telemetry = Telemetry(spec.name, settings.process_name or f"{spec.name}(pid)", spec.concurrency)
+    redis_url = str(settings.REDIS_URL)
+    redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6)
+    identity_db = make_engine(settings.DATABASE_URL, read_only=True)
+    tasks_db = make_engine(settings.TASKS_DATABASE_URL)
+    resources = Resources(settings, redis, identity_db, tasks_db, telemetry.event)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # bullmq installs none (DESIGN 8.7)
+        loop.add_signal_handler(sig, stop.set)
+
+    waiting = asyncio.ensure_future(wait_for_redis(redis, redis_url))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        waiting.cancel()
+        log.info("stopped before Redis was reachable")
+        await _dispose(redis, identity_db, tasks_db)
+        return 0
+    await check_redis_policy(redis, telemetry)
+    await upsert_schedules(spec, redis)
+
+    dispatcher = Dispatcher(spec, resources, telemetry)
+    opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
+        worker = Worker(spec.name, dispatcher, opts)
+    worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
+    worker.on("error", lambda error, *_: log.error("worker error: %s", error))
+    beats = asyncio.ensure_future(telemetry.run(redis))
+    log.info("consuming %s: concurrency=%d handlers=%s", spec.name, spec.concurrency,
+             ",".join(sorted(spec.handlers)) or "-")  # fmt: skip
+
+    await stopping
+    await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
+    beats.cancel()
+    await telemetry.retire(redis)
+    await _dispose(redis, identity_db, tasks_db)
+    log.info("stopped %s: processed=%d failed=%d throttled=%d", spec.name, telemetry.processed,
+             telemetry.failed_count, telemetry.throttled_count)  # fmt: skip
+    return 0
+
+
+def _on_stalled(telemetry: Telemetry, job_id: str) -> None:
+    log.warning("job %s stalled (its worker died or blocked); moved back to wait", job_id)
+    telemetry.event("stalled", f"job {job_id} stalled and was moved back to wait", jobId=str(job_id))
+
+
+async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
+    """Graceful first; bullmq's close() waits forever for in-flight jobs (DESIGN 8.5), so bound it."""
+    in_flight = len(telemetry.in_flight)
+    log.info("shutting down: %d job(s) in flight, grace %.0fs", in_flight, grace)
+    closing = asyncio.ensure_future(worker.close())
+    done, _ = await asyncio.wait({closing}, timeout=grace)
+    if not done:
+        left = sorted(telemetry.in_flight)
+        log.warning("grace of %.0fs expired with job(s) %s in flight; forcing close (they will be re-run)",
+                    grace, ",".join(left))  # fmt: skip
+        telemetry.event("forced-shutdown", f"forced close with {len(left)} job(s) in flight", jobIds=left)
+        await asyncio.wait({asyncio.ensure_future(worker.close(force=True)), closing}, timeout=5)
+
+
+async def _dispose(redis: Redis, *engines: AsyncEngine) -> None:
+    for engine in engines:
+        await engine.dispose()
+    try:
+        await asyncio.wait_for(redis.aclose(), timeout=2)
+    except (RedisError, OSError, TimeoutError):
+        pass

@@ -1,0 +1,89 @@
+"""One settings object, read once at process start from the environment (runbook names, verbatim)."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class Settings(BaseSettings):
+    """Environment of a pool process. Names without a prefix are the runbook's."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    REDIS_URL: RedisDsn
+    """Redis connection string (the shared Redis the Node producers use)."""
+    DATABASE_URL: PostgresDsn
+    """Identity database; the worker only reads it."""
+    TASKS_DATABASE_URL: PostgresDsn
+    """Tasks database; the worker owns its schema (Alembic)."""
+    IDENTITY_BASE_URL: AnyUrl
+    """Identity HTTP API base for fallback HTTP calls."""
+    SUPABASE_SERVICE_ROLE_KEY: SecretStr
+    """Privileged Supabase operations (email, user context). Never logged."""
+    SUPABASE_URL: AnyUrl | None = None
+    """Supabase base URL for the auth admin API; defaults to IDENTITY_BASE_URL."""
+    TASKS_PRODUCT_SLUG: str = "tasks"
+    """Product whose default entitlements are seeded when an organization is bootstrapped."""
+    BULLMQ_METRICS_INTERVAL: float = Field(default=15.0, gt=0)
+    """Seconds between queue-stat samples (exporter, heartbeats)."""
+    TASKS_GRAFANA_DASHBOARD_URL: str | None = None
+    """Where the Grafana dashboard lives; shown by ma-top."""
+    STRIPE_SECRET_KEY: SecretStr | None = None
+    STRIPE_WEBHOOK_SECRET: SecretStr | None = None
+    STRIPE_API_BASE: AnyUrl | None = None
+    """Stripe API base; set to the Stripe double locally."""
+
+    MA_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
+    """Seconds in-flight jobs get after SIGTERM before a forced close (below supervisord's stopwaitsecs)."""
+    MA_PROCESS_NAME: str = ""
+    """supervisord process name of this slot (supervisord sets SUPERVISOR_PROCESS_NAME; we read either)."""
+    SUPERVISOR_PROCESS_NAME: str = ""
+    SUPERVISOR_GROUP_NAME: str = ""
+    MA_QUEUE_TABLE: str = "pool.queue_table:QUEUES"
+    """Where the queue table lives (module:attribute). Tests and experiments may point elsewhere."""
+    MA_EXPORT_DIR: str = "var/exports"
+    MA_INVOICE_DIR: str = "var/invoices"
+
+    @property
+    def process_name(self) -> str:
+        if self.MA_PROCESS_NAME:
+            return self.MA_PROCESS_NAME
+        if self.SUPERVISOR_PROCESS_NAME:  # as supervisorctl names it: group:process
+            return f"{self.SUPERVISOR_GROUP_NAME or self.SUPERVISOR_PROCESS_NAME}:{self.SUPERVISOR_PROCESS_NAME}"
+        return ""
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "environment"
+        if item["type"] == "missing":
+            field = Settings.model_fields.get(name)
+            doc = field.description.split(".")[0] if field and field.description else ""
+            problems.append(f"{name} is not set" + (f" ({doc})" if doc else ""))
+        else:
+            secret = "SECRET" in name or "KEY" in name
+            shown = "<hidden>" if secret else repr(item.get("input"))
+            problems.append(f"{name} is malformed: {item['msg']} (got {shown})")
+    return "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Read the environment once; on a missing or malformed variable exit with one line naming it."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        fail(_describe(error))
+
+
+def fail(message: str) -> NoReturn:
+    print(f"ma-worker: configuration error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)

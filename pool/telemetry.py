@@ -1,0 +1,168 @@
+"""What a pool process tells the world: the `ma:events` stream, its heartbeat record, coalesced throttles.
+
+Writes are buffered and flushed by one background loop, so a job never waits on telemetry and
+events raised while Redis is down are delivered once it is back (bounded buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from bullmq import Job
+    from redis.asyncio import Redis
+
+    from pool.queue_table import QueueSpec
+
+EVENTS_STREAM = "ma:events"
+EVENTS_MAXLEN = 10_000
+WORKERS_INDEX = "ma:workers"
+HEARTBEAT_PREFIX = "ma:worker:"
+HEARTBEAT_EVERY = 5.0
+HEARTBEAT_TTL = 20
+THROTTLE_WINDOW = 30.0
+
+log = logging.getLogger("pool.telemetry")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _ThrottleWindow:
+    line: str
+    opened: float
+    count: int = 0
+
+
+@dataclass
+class Telemetry:
+    queue: str
+    process_name: str
+    concurrency: int
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started: int = field(default_factory=now_ms)
+    processed: int = 0
+    failed_count: int = 0
+    throttled_count: int = 0
+    in_flight: set[str] = field(default_factory=set)
+    _pending: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=1_000))
+    _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
+
+    @property
+    def heartbeat_key(self) -> str:
+        return f"{HEARTBEAT_PREFIX}{self.host}:{self.pid}"
+
+    # -- called from the dispatcher and handlers (never block) --------------------------------
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        record = {"ts": str(now_ms()), "kind": kind, "message": message, "queue": self.queue,
+                  "host": self.host, "pid": str(self.pid), "process": self.process_name}  # fmt: skip
+        record.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None})
+        self._pending.append(record)
+
+    def job_started(self, job_id: str) -> None:
+        self.in_flight.add(str(job_id))
+
+    def job_finished(self, job_id: str) -> None:
+        self.in_flight.discard(str(job_id))
+
+    def completed(self) -> None:
+        self.processed += 1
+
+    def failed(self, spec: QueueSpec, job: Job, reason: str, *, final: bool) -> None:
+        self.failed_count += 1
+        self.event("failed" if final else "retry", reason, jobId=str(job.id), name=job.name,
+                   attempt=str(job.attemptsMade + 1))  # fmt: skip
+
+    def throttled(self, spec: QueueSpec, job: Job, reason: str, retry_after: float) -> None:
+        """First throttle of a window logs at once; repeats are counted and logged when it closes."""
+        self.throttled_count += 1
+        window = self._throttles.get(spec.name)
+        if window is None:
+            self._throttles[spec.name] = _ThrottleWindow(spec.throttle_line, time.monotonic())
+            log.warning("%s (job %s#%s, retry in %.1fs: %s)", spec.throttle_line, job.name, job.id,
+                        retry_after, reason)  # fmt: skip
+            self.event("throttled", spec.throttle_line, jobId=str(job.id), name=job.name, count="1")
+        else:
+            window.count += 1
+
+    def close_throttle_windows(self, *, force: bool = False) -> None:
+        for queue, window in list(self._throttles.items()):
+            if force or time.monotonic() - window.opened >= THROTTLE_WINDOW:
+                del self._throttles[queue]
+                if window.count:
+                    secs = time.monotonic() - window.opened
+                    log.warning("%s x%d more in the last %.0fs", window.line, window.count, secs)
+                    self.event("throttled", window.line, count=str(window.count))
+
+    # -- the background loop --------------------------------------------------------------------
+    def heartbeat(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "pid": self.pid, "queue": self.queue, "process": self.process_name,
+            "concurrency": self.concurrency, "inFlight": sorted(self.in_flight),
+            "processed": self.processed, "failed": self.failed_count, "throttled": self.throttled_count,
+            "started": self.started, "lastBeat": now_ms(),
+        }  # fmt: skip
+
+    async def flush(self, redis: Redis) -> None:
+        self.close_throttle_windows()
+        batch = list(self._pending)
+        async with redis.pipeline(transaction=False) as pipe:
+            for record in batch:
+                pipe.xadd(EVENTS_STREAM, record, maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
+            pipe.zadd(WORKERS_INDEX, {self.heartbeat_key: now_ms()})
+            pipe.zremrangebyscore(WORKERS_INDEX, 0, now_ms() - HEARTBEAT_TTL * 1000)
+            await pipe.execute()
+        for _ in batch:
+            self._pending.popleft()
+
+    async def run(self, redis: Redis, every: float = HEARTBEAT_EVERY) -> None:
+        """Flush events and beat until cancelled; report losing and regaining Redis once each."""
+        down_since: float | None = None
+        failures = 0
+        last_beat = 0.0
+        while True:
+            if not self._pending and time.monotonic() - last_beat < every and down_since is None:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await asyncio.wait_for(self.flush(redis), timeout=10)
+                last_beat = time.monotonic()
+                if down_since is not None:
+                    outage = time.monotonic() - down_since
+                    log.warning("Redis connection recovered after %.1fs (%d failed checks)", outage, failures)
+                    self.event("redis-recovered", f"Redis connection recovered after {outage:.1f}s",
+                               failures=str(failures))  # fmt: skip
+                    down_since, failures = None, 0
+                    continue  # deliver the recovery event now
+            except (RedisError, OSError, TimeoutError) as error:
+                failures += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                log.error("Redis connection failed (check %d): %s", failures, error)
+                if failures == 1:
+                    self.event("redis-connection-error", f"Redis connection failed: {error}")
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+
+    async def retire(self, redis: Redis) -> None:
+        """Last flush, then remove our heartbeat so ma-top stops counting us at once."""
+        self.close_throttle_windows(force=True)
+        try:
+            await asyncio.wait_for(self.flush(redis), timeout=3)
+            await asyncio.wait_for(redis.delete(self.heartbeat_key), timeout=2)
+            await asyncio.wait_for(redis.zrem(WORKERS_INDEX, self.heartbeat_key), timeout=2)
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("could not retire heartbeat: %s", error)

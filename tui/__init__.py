@@ -1,0 +1,1 @@
+"""ma-top, the on-call dashboard (Textual). Its data layer imports no Textual."""
