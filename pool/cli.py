@@ -78,7 +78,7 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from devstack.dev import run_dev
 
-    return run_dev(with_top=not args.no_top)
+    return run_dev(with_top=args.top)
 
 
 def _cmd_supervisord(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     dev = sub.add_parser("dev", help="the whole local stack: engines, doubles, supervisord, ma-top")
-    dev.add_argument("--no-top", action="store_true", help="do not open ma-top; wait for Ctrl-C")
+    dev.add_argument("--top", action="store_true", help="open ma-top in this terminal (else wait for Ctrl-C)")
     dev.set_defaults(func=_cmd_dev)
 
     sup = sub.add_parser("supervisord", help="start supervisord on supervisord.conf with the per-queue defaults")

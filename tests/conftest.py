@@ -1,0 +1,155 @@
+"""Real engines for the whole session: Valkey and PostgreSQL from the embedded wheels, on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from devstack import databases, engines
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+NODE_DIR = ROOT / "tests" / "node"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def valkey(state_dir: Path) -> Iterator[engines.Engine]:
+    engine = engines.valkey(state_dir / "valkey").start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def pg(state_dir: Path) -> Iterator[engines.Engine]:
+    engine = engines.postgres(state_dir / "pg" / "data", fast=True).start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def db_urls(pg: engines.Engine) -> databases.DatabaseUrls:
+    urls = databases.bootstrap(pg.url)
+
+    async def create_test_tables() -> None:
+        conn = await asyncpg.connect(urls.tasks)
+        await conn.execute("""
+            CREATE TABLE IF NOT EXISTS test_effects (key text PRIMARY KEY, at timestamptz DEFAULT now());
+            CREATE TABLE IF NOT EXISTS test_attempts (key text, pid int, attempt int, at timestamptz DEFAULT now());
+        """)
+        await conn.close()
+
+    asyncio.run(create_test_tables())
+    return urls
+
+
+def pool_env(redis_url: str, urls: databases.DatabaseUrls, **extra: str) -> dict[str, str]:
+    """The environment a pool process gets: runbook variables plus the test queue table."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MA_", "SUPERVISOR_"))}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=urls.identity_ro,
+        TASKS_DATABASE_URL=urls.tasks,
+        IDENTITY_BASE_URL="http://127.0.0.1:9",
+        SUPABASE_SERVICE_ROLE_KEY="test-service-role-key-very-secret",
+        MA_QUEUE_TABLE="tests.support.table:QUEUES",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+async def redis(valkey: engines.Engine) -> Any:
+    client = Redis.from_url(valkey.url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def tasks_db(db_urls: databases.DatabaseUrls) -> Any:
+    conn = await asyncpg.connect(db_urls.tasks)
+    await conn.execute("TRUNCATE test_effects, test_attempts")
+    yield conn
+    await conn.close()
+
+
+async def wait_for(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition",
+                   every: float = 0.1) -> Any:  # fmt: skip
+    """Poll an (async or sync) check until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def node_bullmq() -> Path:
+    """npm `bullmq` 6 + ioredis, installed once (CI installs them in .ci/run; this makes a bare run work too)."""
+    if shutil.which("node") is None:
+        pytest.fail("node is not on PATH: the interop tests need Node 20 and npm")
+    if not (NODE_DIR / "node_modules" / "bullmq").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
+                       capture_output=True)  # fmt: skip
+    return NODE_DIR
+
+
+class PoolProcess:
+    """`ma-worker run QUEUE` as a real child process, its output kept for assertions."""
+
+    def __init__(self, queue: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.out = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(BIN / "ma-worker"), "run", queue], env=env, stdout=self.out,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_pool(valkey: engines.Engine, db_urls: databases.DatabaseUrls, tmp_path: Path) -> Iterator[Any]:
+    started: list[PoolProcess] = []
+
+    def start(queue: str = "identity-events", **extra: str) -> PoolProcess:
+        proc = PoolProcess(queue, pool_env(valkey.url, db_urls, **extra), tmp_path / f"pool-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,15 @@
+"""A queue table for tests: the seven real queue names (so supervisord.conf runs unchanged) with
+test handlers and short lock/stall timings so recovery is observable within seconds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pool.queue_table import QUEUES as REAL
+from tests.support import handlers
+
+QUEUES = {
+    name: replace(spec, handlers=handlers.HANDLERS, lock_duration_ms=4_000, stalled_interval_ms=2_000,
+                  backoff_ms=300, attempts=3, schedules=spec.schedules, limiter=None)  # fmt: skip
+    for name, spec in REAL.items()
+}

@@ -1,0 +1,121 @@
+"""Dispatch through a real `ma-worker run` process: validation at the edge, the two failure kinds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bullmq import Job, Queue
+
+from tests.conftest import wait_for
+
+Q = "identity-events"
+
+
+async def add(redis: Any, name: str, data: Any, **opts: Any) -> Job:
+    return await Queue(Q, {"connection": redis}).add(name, data, opts)
+
+
+async def state(redis: Any, job_id: str) -> str:
+    return await Queue(Q, {"connection": redis}).getJobState(job_id)
+
+
+async def finished(redis: Any, job: Job, want: str = "completed", timeout: float = 20) -> Job:
+    await wait_for(lambda: _is(redis, job.id, want), timeout=timeout, what=f"job {job.name}#{job.id} {want}")
+    fetched = await Job.fromId(Queue(Q, {"connection": redis}), job.id)
+    assert fetched is not None
+    return fetched
+
+
+async def _is(redis: Any, job_id: str, want: str) -> bool:
+    return await state(redis, job_id) == want
+
+
+async def test_invalid_payload_fails_at_once_naming_the_field_and_the_process_keeps_working(redis, start_pool):
+    pool = start_pool(Q)
+    bad = await add(redis, "test.order", {"orderId": "o-1", "quantity": "many"}, attempts=5)
+    missing = await add(redis, "test.order", {"quantity": 2}, attempts=5)
+    good = await add(redis, "test.order", {"orderId": "o-2", "quantity": 2, "email": "a@b.c"}, attempts=5)
+
+    bad = await finished(redis, bad, "failed")
+    assert "invalid payload for test.order" in bad.failedReason
+    assert "quantity" in bad.failedReason and "email" in bad.failedReason
+    assert bad.attemptsMade == 1, "a bad payload must not be retried"
+    missing = await finished(redis, missing, "failed")
+    assert "orderId: Field required" in missing.failedReason
+    good = await finished(redis, good)
+    assert good.returnvalue == {"orderId": "o-2"}
+    assert pool.proc.poll() is None
+
+
+async def test_unknown_job_name_fails_without_retry_and_names_the_job(redis, start_pool):
+    start_pool(Q)
+    job = await finished(redis, await add(redis, "organization.exploded", {"organizationId": "o"}, attempts=5),
+                         "failed")  # fmt: skip
+    assert "unknown job name 'organization.exploded' on queue identity-events" in job.failedReason
+    assert job.attemptsMade == 1
+    ok = await finished(redis, await add(redis, "test.sleep", {"seconds": 0}))
+    assert ok.returnvalue == {"slept": 0}
+
+
+async def test_non_object_payload_from_a_foreign_producer_is_refused_with_a_reason(redis, start_pool):
+    start_pool(Q)
+    job = await finished(redis, await add(redis, "test.order", ["not", "an", "object"]), "failed")
+    assert "invalid payload for test.order" in job.failedReason
+    assert job.attemptsMade == 1
+
+
+async def test_permanent_error_fails_now_and_is_reported_on_the_event_stream(redis, start_pool):
+    start_pool(Q)
+    job = await finished(redis, await add(redis, "test.refuse", {"key": "org_x"}, attempts=5), "failed")
+    assert job.failedReason == "organization org_x does not exist"
+    assert job.attemptsMade == 1
+
+    async def failure_event() -> list[Any]:
+        entries = await redis.xrange("ma:events")
+        return [f for _, f in entries if f.get("kind") == "failed" and f.get("jobId") == job.id]
+
+    (event,) = await wait_for(failure_event, what="failure event on ma:events")
+    assert event["queue"] == Q and event["message"] == "organization org_x does not exist"
+
+
+async def test_transient_errors_retry_with_backoff_until_success(redis, start_pool):
+    start_pool(Q)
+    job = await finished(redis, await add(redis, "test.flaky", {"key": "k", "succeedOnAttempt": 3}))
+    assert job.returnvalue == {"attempt": 3}
+    assert job.attemptsMade == 3
+
+
+async def test_jobs_without_attempts_from_a_producer_get_the_queue_defaults(redis, start_pool):
+    """Node producers often leave attempts to the consumer: the queue table's apply (3 in the test table)."""
+    start_pool(Q)
+    job = await finished(redis, await add(redis, "test.flaky", {"key": "k", "succeedOnAttempt": 9}), "failed")
+    assert job.attemptsMade == 3
+    assert "downstream unavailable (attempt 3)" in job.failedReason
+
+
+async def test_throttled_job_is_deferred_without_burning_an_attempt(redis, start_pool):
+    pool = start_pool(Q)
+    job = await add(redis, "test.throttle", {"key": "t1", "times": 2, "retryAfter": 1}, attempts=1)
+    await wait_for(lambda: _is(redis, job.id, "delayed"), what="job deferred to delayed")
+    job = await finished(redis, job, timeout=30)
+    assert job.returnvalue == {"calls": 3, "attempt": 1}, "two throttles burned no attempt (attempts=1)"
+    assert job.attemptsMade == 1
+    await wait_for(lambda: "throttled, retry in 1.0s" in pool.text(), what="throttle log line")
+
+
+async def test_one_log_line_per_job_with_duration_queue_name_id_attempt_and_outcome(redis, start_pool):
+    pool = start_pool(Q)
+    job = await finished(redis, await add(redis, "test.sleep", {"seconds": 0.2}))
+    line = await wait_for(lambda: [ln for ln in pool.text().splitlines() if f"test.sleep#{job.id} " in ln],
+                          what="job log line")  # fmt: skip
+    assert len(line) == 1
+    assert line[0].split(": ", 1)[1].startswith("0.2") and line[0].endswith(f"{Q} test.sleep#{job.id} try=1 ok")
+
+
+async def test_secrets_never_reach_the_log(redis, start_pool):
+    pool = start_pool(Q)
+    job = await finished(redis, await add(redis, "test.refuse", {"key": "test-service-role-key-very-secret"}),
+                         "failed")  # fmt: skip
+    await wait_for(lambda: f"#{job.id}" in pool.text(), what="failure logged")
+    assert "test-service-role-key-very-secret" not in pool.text()
+    assert "organization *** does not exist" in pool.text()
