@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from handlers.context import Resources
-from pool.connection import pooled_redis
+from pool.connection import plain_redis, pooled_redis
 from pool.dispatch import Dispatcher
 from pool.queue_table import QueueSpec
 from pool.settings import Settings
@@ -42,7 +42,11 @@ def make_engine(url: Any, *, read_only: bool = False) -> AsyncEngine:
                                connect_args=args)  # fmt: skip
 
 
-async def wait_for_redis(redis: Redis, url: str) -> None:
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+async def wait_for_redis(redis: Redis) -> None:
     """Redis unreachable at start is an outage, not a crash: retry with backoff, log each failure."""
     failures = 0
     started = time.monotonic()
@@ -52,7 +56,8 @@ async def wait_for_redis(redis: Redis, url: str) -> None:
         except (RedisError, OSError, TimeoutError) as error:
             failures += 1
             delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-            log.error("Redis connection failed at start (attempt %d, next in %.0fs): %s", failures, delay, error)
+            log.error("Redis connection failed at start (attempt %d, next in %.0fs): %s", failures, delay,
+                      describe(error))  # fmt: skip
             await asyncio.sleep(delay)
             continue
         if failures:
@@ -89,6 +94,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     telemetry = Telemetry(spec.name, settings.process_name or f"{spec.name}(pid)", spec.concurrency)
     redis_url = str(settings.REDIS_URL)
     redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6)
+    probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
     resources = Resources(settings, redis, identity_db, tasks_db, telemetry.event)
@@ -98,13 +104,13 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # bullmq installs none (DESIGN 8.7)
         loop.add_signal_handler(sig, stop.set)
 
-    waiting = asyncio.ensure_future(wait_for_redis(redis, redis_url))
+    waiting = asyncio.ensure_future(wait_for_redis(probe))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
         waiting.cancel()
         log.info("stopped before Redis was reachable")
-        await _dispose(redis, identity_db, tasks_db)
+        await _dispose(redis, probe, identity_db, tasks_db)
         return 0
     await check_redis_policy(redis, telemetry)
     await upsert_schedules(spec, redis)
@@ -116,15 +122,15 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         worker = Worker(spec.name, dispatcher, opts)
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
-    beats = asyncio.ensure_future(telemetry.run(redis))
+    beats = asyncio.ensure_future(telemetry.run(probe))
     log.info("consuming %s: concurrency=%d handlers=%s", spec.name, spec.concurrency,
              ",".join(sorted(spec.handlers)) or "-")  # fmt: skip
 
     await stopping
     await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
     beats.cancel()
-    await telemetry.retire(redis)
-    await _dispose(redis, identity_db, tasks_db)
+    await telemetry.retire(probe)
+    await _dispose(redis, probe, identity_db, tasks_db)
     log.info("stopped %s: processed=%d failed=%d throttled=%d", spec.name, telemetry.processed,
              telemetry.failed_count, telemetry.throttled_count)  # fmt: skip
     return 0
@@ -149,10 +155,11 @@ async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
         await asyncio.wait({asyncio.ensure_future(worker.close(force=True)), closing}, timeout=5)
 
 
-async def _dispose(redis: Redis, *engines: AsyncEngine) -> None:
+async def _dispose(redis: Redis, probe: Redis, *engines: AsyncEngine) -> None:
     for engine in engines:
         await engine.dispose()
-    try:
-        await asyncio.wait_for(redis.aclose(), timeout=2)
-    except (RedisError, OSError, TimeoutError):
-        pass
+    for client in (redis, probe):
+        try:
+            await asyncio.wait_for(client.aclose(), timeout=2)
+        except (RedisError, OSError, TimeoutError):
+            pass

@@ -152,9 +152,10 @@ class Telemetry:
                 failures += 1
                 if down_since is None:
                     down_since = time.monotonic()
-                log.error("Redis connection failed (check %d): %s", failures, error)
+                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                log.error("Redis connection failed (check %d): %s", failures, reason)
                 if failures == 1:
-                    self.event("redis-connection-error", f"Redis connection failed: {error}")
+                    self.event("redis-connection-error", f"Redis connection failed: {reason}")
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
 
     async def retire(self, redis: Redis) -> None:

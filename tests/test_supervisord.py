@@ -1,0 +1,169 @@
+"""The pool as production runs it: supervisord.conf (unchanged) starting every queue's slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+import xmlrpc.client
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bullmq import Job, Queue
+from redis.asyncio import Redis
+from supervisor.xmlrpc import SupervisorTransport
+
+from devstack import engines
+from pool.supervise import supervisord_env
+from tests.conftest import BIN, ROOT, pool_env, wait_for
+
+Q = "identity-events"
+
+
+class Supervisord:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.conf = home / "supervisord.conf"
+        shutil.copy(ROOT / "supervisord.conf", self.conf)
+        (home / "var" / "log").mkdir(parents=True)
+        self.proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(self.conf)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+    @property
+    def rpc(self) -> Any:
+        """A fresh proxy each time: SupervisorTransport's connection is stuck after one failed request."""
+        transport = SupervisorTransport(None, None, f"unix://{self.home}/var/supervisor.sock")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def processes(self) -> list[dict[str, Any]]:
+        return self.rpc.supervisor.getAllProcessInfo()
+
+    def all_running(self) -> bool:
+        try:
+            infos = self.processes()
+        except (OSError, xmlrpc.client.Fault):
+            return False
+        return bool(infos) and all(p["statename"] == "RUNNING" for p in infos)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[Supervisord, engines.Engine]]:
+    home = tmp_path_factory.mktemp("host")
+    valkey = engines.valkey(home / "valkey-data").start()  # its own: this module stops and starts it
+    env = supervisord_env(pool_env(valkey.url, db_urls, MA_PROCS_IDENTITY_EVENTS="2"))
+    sup = Supervisord(home, env)
+    deadline = time.monotonic() + 30
+    while not sup.all_running():
+        assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
+        time.sleep(0.3)
+    yield sup, valkey
+    sup.stop()
+    valkey.stop()
+
+
+@pytest.fixture
+async def sredis(stack) -> Any:
+    client = Redis.from_url(stack[1].url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
+    out = subprocess.run(["node", "produce.mjs", url, queue, json.dumps(jobs)], cwd=node_dir, check=True,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+async def completed(queue: Queue, job_id: str, timeout: float = 30) -> Job:
+    await wait_for(lambda: _state_is(queue, job_id, "completed"), timeout=timeout, what=f"job {job_id} completed")
+    job = await Job.fromId(queue, job_id)
+    assert job is not None
+    return job
+
+
+async def _state_is(queue: Queue, job_id: str, want: str) -> bool:
+    return await queue.getJobState(job_id) == want
+
+
+def test_every_queue_has_its_programs_running_and_supervisorctl_reads_the_conf(stack):
+    sup, _ = stack
+    names = sorted(p["group"] + ":" + p["name"] for p in sup.processes())
+    assert "identity-events:identity-events_00" in names and "identity-events:identity-events_01" in names
+    assert "super-admin.bulk-job:super-admin.bulk-job_00" in names
+    assert len(names) == 9  # billing-usage defaults to 2 slots, identity-events set to 2 here
+    out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(sup.conf), "status"], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert out.stdout.count("RUNNING") == 9, out.stdout
+    mode = stat.S_IMODE((sup.home / "var" / "supervisor.sock").stat().st_mode)
+    assert mode & 0o077 == 0, f"control socket must be owner-only, is {oct(mode)}"
+
+
+async def test_a_job_from_a_node_producer_is_processed_by_a_supervisord_started_process(stack, sredis,
+                                                                                          node_bullmq, tasks_db):  # fmt: skip
+    sup, valkey = stack
+    (job_id,) = node_add(node_bullmq, valkey.url, Q, [{"name": "test.effect", "data": {"key": "from-node"}}])
+    job = await completed(Queue(Q, {"connection": sredis}), job_id)
+    pids = {p["pid"] for p in sup.processes() if p["group"] == Q}
+    assert job.returnvalue["pid"] in pids
+    assert await tasks_db.fetchval("SELECT count(*) FROM test_effects WHERE key = 'from-node'") == 1
+
+
+async def test_sigkill_during_a_job_reruns_it_after_the_stall_interval_and_the_effect_happens_once(
+    stack, sredis, tasks_db
+):
+    queue = Queue(Q, {"connection": sredis})
+    job = await queue.add("test.effect", {"key": "killed", "sleepSeconds": 5}, {"attempts": 3})
+    await wait_for(lambda: tasks_db.fetchval("SELECT pid FROM test_attempts WHERE key = 'killed'"),
+                   what="first attempt started")  # fmt: skip
+    victim = await tasks_db.fetchval("SELECT pid FROM test_attempts WHERE key = 'killed'")
+    os.kill(victim, signal.SIGKILL)
+    await completed(queue, job.id, timeout=45)
+    attempts = await tasks_db.fetch("SELECT pid FROM test_attempts WHERE key = 'killed' ORDER BY at")
+    assert len(attempts) == 2 and attempts[1]["pid"] != victim
+    assert await tasks_db.fetchval("SELECT count(*) FROM test_effects WHERE key = 'killed'") == 1
+
+    async def stalled_event() -> bool:
+        return any(f.get("kind") == "stalled" and f.get("jobId") == job.id
+                   for _, f in await sredis.xrange("ma:events"))  # fmt: skip
+
+    await wait_for(stalled_event, what="stall reported on ma:events")
+    sup, _ = stack
+    await wait_for(sup.all_running, what="supervisord restarted the killed slot")
+
+
+async def test_redis_down_for_10s_ends_no_process_and_new_jobs_run_after_it_returns(stack, sredis):
+    sup, valkey = stack
+    before = {p["name"]: p["pid"] for p in sup.processes()}
+    valkey.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = {p["statename"] for p in sup.processes()}
+        assert states <= {"RUNNING"}, f"a process left RUNNING during the outage: {states}"
+        time.sleep(1)
+    valkey.start()
+    queue = Queue(Q, {"connection": sredis})
+    job = await queue.add("test.sleep", {"seconds": 0})
+    await completed(queue, job.id, timeout=60)
+    after = sup.processes()
+    assert all(p["statename"] == "RUNNING" for p in after)
+    assert {p["name"]: p["pid"] for p in after} == before, "no slot crashed or was restarted"
+    log = sup.home / "var" / "log" / "identity-events_00.log"
+    await wait_for(lambda: "Redis connection recovered" in log.read_text(), what="recovery logged")
+    assert "Redis connection failed" in log.read_text()
+
+    async def outage_events() -> set[str]:
+        kinds = {f.get("kind") for _, f in await sredis.xrange("ma:events")}
+        return {"redis-connection-error", "redis-recovered"} <= kinds and kinds
+
+    await wait_for(outage_events, what="outage and recovery on ma:events")
