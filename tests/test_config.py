@@ -1,0 +1,107 @@
+"""Static promises: supervisord.conf follows the queue table, dependency direction, README and CI agree."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import re
+from pathlib import Path
+
+from pool.queue_table import QUEUES
+from pool.settings import Settings
+from tests.conftest import ROOT
+
+
+def programs() -> dict[str, dict[str, str]]:
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "supervisord.conf")
+    return {s.removeprefix("program:"): dict(parser[s]) for s in parser.sections() if s.startswith("program:")}
+
+
+def test_supervisord_has_exactly_one_program_per_queue_of_the_table():
+    assert sorted(programs()) == sorted(QUEUES)
+
+
+def test_every_program_runs_its_queue_with_graceful_stop_and_rotated_logs():
+    grace = Settings.model_fields["MA_SHUTDOWN_GRACE"].default
+    for name, prog in programs().items():
+        spec = QUEUES[name]
+        assert prog["command"] == f"ma-worker run {name}"
+        assert prog["numprocs"] == f"%(ENV_{spec.procs_env})s"
+        assert "%(process_num)" in prog["process_name"]
+        assert prog["stopsignal"] == "TERM"
+        assert int(prog["stopwaitsecs"]) > grace + 5, "supervisord must not SIGKILL before the pool's own grace"
+        assert prog["stopasgroup"] == "true" and prog["autorestart"] == "true"
+        assert int(prog["startsecs"]) >= 1
+        assert prog["stdout_logfile"].startswith("%(here)s/var/log/")
+        assert prog["stdout_logfile_maxbytes"] and int(prog["stdout_logfile_backups"]) >= 1
+
+
+def test_control_socket_lives_under_var_and_is_owner_only():
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "supervisord.conf")
+    assert parser["unix_http_server"]["file"] == "%(here)s/var/supervisor.sock"
+    assert parser["unix_http_server"]["chmod"] == "0700"
+    assert parser["supervisorctl"]["serverurl"] == "unix://%(here)s/var/supervisor.sock"
+
+
+def test_queue_table_retention_is_bounded_and_metrics_are_on():
+    for spec in QUEUES.values():
+        opts = spec.worker_options()
+        for keep in (opts["removeOnComplete"], opts["removeOnFail"]):
+            assert keep.get("age") and keep.get("count"), f"{spec.name}: never keep forever"
+        assert opts["metrics"]["maxDataPoints"] > 0
+        assert opts["lockDuration"] > 0 and opts["concurrency"] > 0
+
+
+def _imports(package: str) -> dict[Path, set[str]]:
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[path] = names
+    return found
+
+
+def test_dependency_direction_handlers_and_pool_never_import_the_tui_or_textual():
+    for package, banned in (("handlers", {"tui", "textual", "pool", "devstack"}), ("pool", {"tui", "textual"}),
+                            ("tui", {"handlers"})):  # fmt: skip
+        for path, names in _imports(package).items():
+            assert not names & banned, f"{path.relative_to(ROOT)} imports {names & banned}"
+
+
+def test_pool_never_imports_devstack_at_run_time():
+    for path, names in _imports("pool").items():
+        assert "devstack" not in names or path.name == "cli.py", f"{path} imports devstack"
+
+
+def test_readme_opens_with_the_run_and_test_commands_and_ci_runs_the_test_one():
+    head = (ROOT / "README.md").read_text().splitlines()[:25]
+    commands = [line.strip() for line in head if re.match(r"^\s*(bash|\./|python|make)\S*", line)]
+    assert len(commands) >= 2, head
+    run_cmd, test_cmd = commands[0], commands[1]
+    assert "dev" in run_cmd and "test" in test_cmd
+    assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_documents_every_queue_and_every_runbook_variable():
+    readme = (ROOT / "README.md").read_text()
+    for queue in QUEUES:
+        assert f"`{queue}`" in readme
+    for var in ("REDIS_URL", "SUPABASE_SERVICE_ROLE_KEY", "IDENTITY_BASE_URL", "DATABASE_URL", "TASKS_DATABASE_URL",
+                "TASKS_PRODUCT_SLUG", "BULLMQ_METRICS_INTERVAL"):  # fmt: skip
+        assert f"`{var}`" in readme
+    for spec in QUEUES.values():
+        assert f"`{spec.procs_env}`" in readme
+
+
+def test_adding_a_product_queue_guide_names_the_real_places():
+    readme = (ROOT / "README.md").read_text()
+    guide = readme[readme.index("## Adding a product queue"):]
+    for place in ("handlers/", "pool/queue_table.py", "supervisord.conf", "HANDLERS", "QueueSpec", "MA_PROCS_"):
+        assert place in guide, place
+    assert (ROOT / "pool" / "queue_table.py").exists()

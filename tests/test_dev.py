@@ -1,0 +1,68 @@
+"""`ma-worker dev`: the whole stack from one command, one instance at a time, nothing left after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from devstack import engines
+from tests.conftest import BIN, ROOT
+
+
+def _clean_env() -> dict[str, str]:
+    drop = ("REDIS_URL", "DATABASE_URL", "TASKS_DATABASE_URL", "MA_", "SUPERVISOR_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if needle in text:
+            return text
+        assert proc.poll() is None, f"ma-worker dev exited early:\n{text}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {needle!r} within {timeout}s:\n{path.read_text(errors='replace')}")
+
+
+def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_nothing(tmp_path):
+    shutil.copy(ROOT / "supervisord.conf", tmp_path / "supervisord.conf")
+    out = tmp_path / "dev.out"
+    env = _clean_env()
+    with open(out, "wb") as sink:
+        dev = subprocess.Popen([str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, stdout=sink,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        text = _wait_text(out, "Ctrl-C stops everything.", dev)
+        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)]
+        assert len(ports) >= 4  # valkey, postgres (x2 lines), identity, stripe
+        status = ""
+        deadline = time.monotonic() + 30
+        while status.count("RUNNING") < 8 and time.monotonic() < deadline:
+            status = subprocess.run([str(BIN / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf"), "status"],
+                                    capture_output=True, text=True).stdout  # fmt: skip
+            time.sleep(0.5)
+        assert status.count("RUNNING") == 8, status
+        assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
+        assert "dev-service-role-key" not in text, "no secret on screen"
+
+        second = subprocess.run([str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=30)  # fmt: skip
+        assert second.returncode == 1 and "already running here" in second.stderr
+
+        pids = [int(p) for p in re.findall(r"pid (\d+)", status)]
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(90) == 0
+        assert "stopped." in out.read_text()
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        for port in set(ports):
+            assert not engines.port_open(port), f"something still listens on {port}"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
