@@ -63,10 +63,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[S
     valkey = engines.valkey(home / "valkey-data").start()  # its own: this module stops and starts it
     env = supervisord_env(pool_env(valkey.url, db_urls, MA_PROCS_IDENTITY_EVENTS="2"))
     sup = Supervisord(home, env)
-    deadline = time.monotonic() + 30
-    while not sup.all_running():
-        assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
-        time.sleep(0.3)
+    try:
+        deadline = time.monotonic() + 30
+        while not sup.all_running():
+            assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
+            time.sleep(0.3)
+    except BaseException:
+        sup.stop()
+        valkey.stop()
+        raise
     yield sup, valkey
     sup.stop()
     valkey.stop()
