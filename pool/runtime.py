@@ -67,7 +67,7 @@ async def wait_for_redis(redis: Redis) -> None:
 
 async def check_redis_policy(redis: Redis, telemetry: Telemetry) -> None:
     """bullmq never warns about eviction (DESIGN 8.7): jobs silently vanish under any other policy."""
-    policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy", "?")
+    policy = (await redis.info("memory")).get("maxmemory_policy", "?")  # INFO works where CONFIG is disabled
     if policy != "noeviction":
         message = f"Redis maxmemory-policy is {policy!r}; BullMQ needs 'noeviction' or jobs can be lost"
         log.error(message)
