@@ -100,10 +100,11 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env["REDIS_URL"] = redis_url
 
             identity_port, stripe_port = engines.free_port(), engines.free_port()
+            env.setdefault("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key")
             if identity_admin:
                 identity = Service("identity", [str(bindir / "python"), "-m", "devstack.identity_double",
                                                 "--port", str(identity_port), "--database-url", identity_admin],
-                                   var / "log" / "identity-double.log")  # fmt: skip
+                                   var / "log" / "identity-double.log", env=env)  # fmt: skip
                 stack.callback(identity.stop)
                 _wait_http(f"http://127.0.0.1:{identity_port}/healthz", identity.proc, "identity double")
             stripe = Service("stripe", [str(bindir / "localstripe"), "--port", str(stripe_port)],
@@ -113,7 +114,6 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
 
             env.setdefault("IDENTITY_BASE_URL", f"http://127.0.0.1:{identity_port}")
             env.setdefault("SUPABASE_URL", env["IDENTITY_BASE_URL"])
-            env.setdefault("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key")
             env.setdefault("STRIPE_SECRET_KEY", "sk_test_dev")
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")

@@ -1,61 +1,399 @@
-"""A small identity-service double: a real HTTP server over the identity database.
+"""The identity-service double: a real HTTP server over the identity database.
 
-Its endpoints grow with the handler issues. Run: python -m devstack.identity_double --port P --database-url URL
+What the worker's clients call, with the behaviours that matter to them:
+- tokens: `POST /v1/auth/token` (service key) -> short-lived access token + refresh token; `POST /v1/auth/refresh`;
+  `POST /v1/admin/sessions/{id}/rotate` (TokenService.rotateSession). A token's organization scope is the
+  snapshot taken when its session was issued or rotated: an organization created later answers
+  403 `organization_scope_mismatch` until the session is rotated.
+- lookups: organizations, tenants, invitations; `POST /v1/tasks/context` (fetchTasksContext).
+- admin: session cleanup, impersonation cleanup (with audit events), invitation marked sent.
+- Supabase auth admin: `POST /auth/v1/invite`, `GET /auth/v1/admin/users/{id}` (apikey + bearer service key).
+- rate limiting from IDENTITY_RATE_LIMIT_MAX / IDENTITY_RATE_LIMIT_TIME_WINDOW (ms): 429 + Retry-After.
+- test hooks: `POST /__faults` (next N requests answer 429/401/403/500 or hang), `POST /__ratelimit`,
+  `GET /__stats`, `POST /__reset`.
+
+Run: python -m devstack.identity_double --port P --database-url URL [--service-key K] [--token-ttl S]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import math
+import os
+import secrets
 import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 log = logging.getLogger("identity-double")
-DB = web.AppKey("db", asyncpg.Pool)
 
 
+@dataclass
+class Session:
+    id: str
+    refresh_token: str
+    orgs: frozenset[str]
+
+
+@dataclass
+class Fault:
+    status: int | str
+    remaining: int
+    path: str = ""
+    retry_after: float = 1.0
+
+
+@dataclass
+class State:
+    db: asyncpg.Pool
+    service_key: str
+    token_ttl: float
+    rate_max: int = 0
+    rate_window_ms: int = 60_000
+    window_start: float = 0.0
+    window_count: int = 0
+    sessions: dict[str, Session] = field(default_factory=dict)
+    access: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (session id, expires)
+    faults: list[Fault] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+
+
+STATE = web.AppKey("state", State)
+
+
+def error(status: int, code: str, message: str = "") -> web.Response:
+    return web.json_response({"error": code, "message": message or code}, status=status)
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+
+
+@web.middleware
+async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Faults, rate limit and stats for every API call (not /__ hooks, not /healthz)."""
+    state = request.app[STATE]
+    path = request.path
+    if path.startswith("/__") or path == "/healthz":
+        return await handler(request)
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else path
+    state.stats[f"{request.method} {route}"] += 1
+    for fault in state.faults:
+        if fault.remaining > 0 and path.startswith(fault.path):
+            fault.remaining -= 1
+            state.stats[f"fault {fault.status}"] += 1
+            if fault.status == "hang":
+                await asyncio.sleep(60)
+            if fault.status == 429:
+                return web.json_response({"error": "rate_limited"}, status=429,
+                                         headers={"Retry-After": str(math.ceil(fault.retry_after))})  # fmt: skip
+            if fault.status == 403:
+                return error(403, "organization_scope_mismatch")
+            return error(int(fault.status), "injected_fault")
+    if state.rate_max > 0:
+        now = time.monotonic()
+        if now - state.window_start >= state.rate_window_ms / 1000:
+            state.window_start, state.window_count = now, 0
+        state.window_count += 1
+        if state.window_count > state.rate_max:
+            state.stats["rate limited"] += 1
+            wait = max(0.0, state.window_start + state.rate_window_ms / 1000 - now)
+            return web.json_response({"error": "rate_limited"}, status=429,
+                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+    response = await handler(request)
+    state.stats[f"{response.status}"] += 1
+    return response
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+async def _all_orgs(state: State) -> frozenset[str]:
+    return frozenset(r["id"] for r in await state.db.fetch("SELECT id FROM organizations"))
+
+
+def _issue(state: State, session: Session) -> web.Response:
+    token = "at_" + secrets.token_urlsafe(18)
+    state.access[token] = (session.id, time.time() + state.token_ttl)
+    return web.json_response({"accessToken": token, "refreshToken": session.refresh_token,
+                              "expiresIn": state.token_ttl, "sessionId": session.id})  # fmt: skip
+
+
+def _service_key_ok(request: web.Request) -> bool:
+    state = request.app[STATE]
+    return secrets.compare_digest(_bearer(request), state.service_key)
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _service_key_ok(request):
+        return error(401, "invalid_service_key")
+    session = Session("sess_" + secrets.token_hex(6), "rt_" + secrets.token_urlsafe(18), await _all_orgs(state))
+    state.sessions[session.id] = session
+    return _issue(state, session)
+
+
+async def refresh_token(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await request.json()
+    session = next((s for s in state.sessions.values() if s.refresh_token == body.get("refreshToken")), None)
+    if session is None:
+        return error(401, "invalid_refresh_token")
+    return _issue(state, session)  # same session, same scope snapshot: claims are refreshed only by rotation
+
+
+async def rotate_session(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _service_key_ok(request):
+        return error(401, "invalid_service_key")
+    session = state.sessions.get(request.match_info["session_id"])
+    if session is None:
+        return error(404, "session_not_found")
+    session.refresh_token = "rt_" + secrets.token_urlsafe(18)  # stale refresh tokens are revoked
+    session.orgs = await _all_orgs(state)
+    for token, (sid, _) in list(state.access.items()):
+        if sid == session.id:
+            del state.access[token]
+    state.stats["sessions rotated"] += 1
+    return _issue(state, session)
+
+
+def _session_of(request: web.Request) -> Session | web.Response:
+    state = request.app[STATE]
+    token = _bearer(request)
+    entry = state.access.get(token)
+    if entry is None:
+        return error(401, "invalid_token")
+    sid, expires = entry
+    if time.time() >= expires:
+        return error(401, "token_expired")
+    return state.sessions[sid]
+
+
+def _scoped(request: web.Request, org_id: str) -> Session | web.Response:
+    session = _session_of(request)
+    if isinstance(session, Session) and org_id not in session.orgs:
+        return error(403, "organization_scope_mismatch", f"token is not scoped to organization {org_id}")
+    return session
+
+
+# -- lookups ----------------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
-    await request.app[DB].fetchval("SELECT 1")
+    await request.app[STATE].db.fetchval("SELECT 1")
     return web.json_response({"status": "ok"})
 
 
 async def get_organization(request: web.Request) -> web.Response:
-    row = await request.app[DB].fetchrow(
-        "SELECT id, name, slug, status FROM organizations WHERE id = $1", request.match_info["org_id"]
-    )
+    org_id = request.match_info["org_id"]
+    if isinstance(session := _scoped(request, org_id), web.Response):
+        return session
+    row = await request.app[STATE].db.fetchrow("SELECT id, name, slug, status FROM organizations WHERE id = $1", org_id)
     if row is None:
-        return web.json_response({"error": "organization_not_found"}, status=404)
-    return web.json_response({"id": row["id"], "name": row["name"], "slug": row["slug"], "status": row["status"]})
+        return error(404, "organization_not_found")
+    return web.json_response(dict(row))
 
 
 async def get_tenant(request: web.Request) -> web.Response:
-    row = await request.app[DB].fetchrow(
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    row = await request.app[STATE].db.fetchrow(
         "SELECT id, organization_id, name, status FROM tenants WHERE id = $1", request.match_info["tenant_id"]
     )
     if row is None:
-        return web.json_response({"error": "tenant_not_found"}, status=404)
+        return error(404, "tenant_not_found")
     return web.json_response({"id": row["id"], "organizationId": row["organization_id"], "name": row["name"],
                               "status": row["status"]})  # fmt: skip
 
 
-def build_app(pool: asyncpg.Pool) -> web.Application:
-    app = web.Application()
-    app[DB] = pool
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/organizations/{org_id}", get_organization)
-    app.router.add_get("/v1/tenants/{tenant_id}", get_tenant)
+async def tasks_context(request: web.Request) -> web.Response:
+    """fetchTasksContext: the org/tenant context is required and checked (tenant guardrail)."""
+    body = await request.json()
+    context = body.get("context") or {}
+    org_id, tenant_id = context.get("organizationId"), context.get("tenantId")
+    if not org_id:
+        return error(400, "context_required", "context.organizationId is required")
+    if isinstance(session := _scoped(request, org_id), web.Response):
+        return session
+    db = request.app[STATE].db
+    org = await db.fetchrow("SELECT id, name, status FROM organizations WHERE id = $1", org_id)
+    if org is None:
+        return error(404, "organization_not_found")
+    tenant = None
+    if tenant_id:
+        tenant = await db.fetchrow("SELECT id, organization_id FROM tenants WHERE id = $1", tenant_id)
+        if tenant is None:
+            return error(404, "tenant_not_found")
+        if tenant["organization_id"] != org_id:
+            return error(403, "tenant_not_in_organization", f"tenant {tenant_id} is not in organization {org_id}")
+    product = body.get("productSlug") or "tasks"
+    rows = await db.fetch("SELECT feature, quota FROM product_default_entitlements WHERE product_slug = $1", product)
+    return web.json_response({
+        "organization": {"id": org["id"], "name": org["name"], "status": org["status"]},
+        "tenant": {"id": tenant["id"], "organizationId": tenant["organization_id"]} if tenant else None,
+        "entitlements": [{"feature": r["feature"], "quota": r["quota"]} for r in rows],
+    })  # fmt: skip
+
+
+async def get_invitation(request: web.Request) -> web.Response:
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    row = await request.app[STATE].db.fetchrow(
+        "SELECT id, organization_id, tenant_id, email, status FROM invitations WHERE id = $1",
+        request.match_info["invitation_id"],
+    )
+    if row is None:
+        return error(404, "invitation_not_found")
+    return web.json_response({"id": row["id"], "organizationId": row["organization_id"], "tenantId": row["tenant_id"],
+                              "email": row["email"], "status": row["status"]})  # fmt: skip
+
+
+async def mark_invitation_sent(request: web.Request) -> web.Response:
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    row = await request.app[STATE].db.fetchrow(
+        "UPDATE invitations SET status = 'sent', sent_at = coalesce(sent_at, now()) WHERE id = $1 RETURNING status",
+        request.match_info["invitation_id"],
+    )
+    if row is None:
+        return error(404, "invitation_not_found")
+    return web.json_response({"id": request.match_info["invitation_id"], "status": row["status"]})
+
+
+async def cleanup_sessions(request: web.Request) -> web.Response:
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    body = await request.json() if request.can_read_body else {}
+    days = int(body.get("olderThanDays", 30))
+    result = await request.app[STATE].db.execute(
+        "DELETE FROM sessions WHERE expires_at < now() - make_interval(days => $1)", days
+    )
+    return web.json_response({"deleted": int(result.split()[-1]), "olderThanDays": days})
+
+
+async def cleanup_impersonation(request: web.Request) -> web.Response:
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    async with request.app[STATE].db.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE impersonation_tokens SET retired_at = now() WHERE expires_at < now() AND retired_at IS NULL"
+            " RETURNING id, actor_id, user_id"
+        )
+        await conn.executemany(
+            "INSERT INTO audit_events (action, actor_id, target_id, details) VALUES"
+            " ('impersonation.retired', $1, $2, $3::jsonb)",
+            [(r["actor_id"], r["user_id"], json.dumps({"tokenId": r["id"]})) for r in rows],
+        )
+    return web.json_response({"retired": len(rows), "tokenIds": [r["id"] for r in rows]})
+
+
+# -- Supabase auth admin ------------------------------------------------------------------------------
+def _supabase_ok(request: web.Request) -> bool:
+    state = request.app[STATE]
+    return secrets.compare_digest(request.headers.get("apikey", ""), state.service_key) and _service_key_ok(request)
+
+
+async def supabase_invite(request: web.Request) -> web.Response:
+    if not _supabase_ok(request):
+        return web.json_response({"msg": "Invalid API key"}, status=401)
+    body = await request.json()
+    email = (body.get("email") or "").strip().lower()
+    if not email:
+        return web.json_response({"code": 400, "msg": "email is required"}, status=400)
+    row = await request.app[STATE].db.fetchrow(
+        "INSERT INTO auth_users (email, metadata) VALUES ($1, $2::jsonb) ON CONFLICT (email) DO NOTHING"
+        " RETURNING id, email, invited_at",
+        email, json.dumps(body.get("data") or {}),
+    )  # fmt: skip
+    if row is None:
+        return web.json_response({"code": 422, "error_code": "email_exists",
+                                  "msg": "A user with this email address has already been registered"},
+                                 status=422)  # fmt: skip
+    return web.json_response({"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()})
+
+
+async def supabase_get_user(request: web.Request) -> web.Response:
+    if not _supabase_ok(request):
+        return web.json_response({"msg": "Invalid API key"}, status=401)
+    try:
+        row = await request.app[STATE].db.fetchrow(
+            "SELECT id, email, invited_at FROM auth_users WHERE id = $1::uuid", request.match_info["user_id"]
+        )
+    except asyncpg.DataError:
+        row = None
+    if row is None:
+        return web.json_response({"code": 404, "msg": "User not found"}, status=404)
+    return web.json_response({"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()})
+
+
+# -- test hooks ---------------------------------------------------------------------------------------
+async def add_fault(request: web.Request) -> web.Response:
+    body = await request.json()
+    fault = Fault(body["status"], int(body.get("count", 1)), body.get("path", ""), float(body.get("retryAfter", 1)))
+    request.app[STATE].faults.append(fault)
+    return web.json_response({"queued": len(request.app[STATE].faults)})
+
+
+async def set_rate_limit(request: web.Request) -> web.Response:
+    body = await request.json()
+    state = request.app[STATE]
+    state.rate_max, state.rate_window_ms = int(body.get("max", 0)), int(body.get("windowMs", 60_000))
+    state.window_start, state.window_count = time.monotonic(), 0
+    return web.json_response({"max": state.rate_max, "windowMs": state.rate_window_ms})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.app[STATE].stats))
+
+
+async def reset(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.faults.clear()
+    state.stats.clear()
+    state.rate_max = 0
+    return web.json_response({"reset": True})
+
+
+def build_app(state: State) -> web.Application:
+    app = web.Application(middlewares=[gatekeeper])
+    app[STATE] = state
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_post("/v1/auth/token", issue_token)
+    r.add_post("/v1/auth/refresh", refresh_token)
+    r.add_post("/v1/admin/sessions/{session_id}/rotate", rotate_session)
+    r.add_get("/v1/organizations/{org_id}", get_organization)
+    r.add_get("/v1/tenants/{tenant_id}", get_tenant)
+    r.add_post("/v1/tasks/context", tasks_context)
+    r.add_get("/v1/invitations/{invitation_id}", get_invitation)
+    r.add_post("/v1/invitations/{invitation_id}/sent", mark_invitation_sent)
+    r.add_post("/v1/admin/sessions/cleanup", cleanup_sessions)
+    r.add_post("/v1/admin/impersonation/cleanup", cleanup_impersonation)
+    r.add_post("/auth/v1/invite", supabase_invite)
+    r.add_get("/auth/v1/admin/users/{user_id}", supabase_get_user)
+    r.add_post("/__faults", add_fault)
+    r.add_post("/__ratelimit", set_rate_limit)
+    r.add_get("/__stats", get_stats)
+    r.add_post("/__reset", reset)
     return app
 
 
-async def serve(port: int, database_url: str) -> None:
+async def serve(port: int, database_url: str, service_key: str, token_ttl: float) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-    runner = web.AppRunner(build_app(pool), access_log=None)
+    state = State(pool, service_key, token_ttl,
+                  rate_max=int(os.environ.get("IDENTITY_RATE_LIMIT_MAX", "0") or 0),
+                  rate_window_ms=int(os.environ.get("IDENTITY_RATE_LIMIT_TIME_WINDOW", "60000") or 60000))  # fmt: skip
+    runner = web.AppRunner(build_app(state), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    log.info("identity double on http://127.0.0.1:%d", port)
+    log.info("identity double on http://127.0.0.1:%d (token ttl %.0fs, rate limit %s/%sms)", port, token_ttl,
+             state.rate_max or "off", state.rate_window_ms)  # fmt: skip
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -65,12 +403,14 @@ async def serve(port: int, database_url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--database-url", required=True, help="the identity DB, with write access")
+    parser.add_argument("--service-key", default=os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key"))
+    parser.add_argument("--token-ttl", type=float, default=300.0, help="access token lifetime, seconds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args.port, args.database_url))
+    asyncio.run(serve(args.port, args.database_url, args.service_key, args.token_ttl))
 
 
 if __name__ == "__main__":

@@ -101,3 +101,11 @@ CREATE TABLE audit_events (
     details     jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Supabase auth users (the double serves the auth admin API over this table).
+CREATE TABLE auth_users (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    email        text NOT NULL UNIQUE,
+    invited_at   timestamptz NOT NULL DEFAULT now(),
+    invite_count int NOT NULL DEFAULT 1,
+    metadata     jsonb NOT NULL DEFAULT '{}'
+);

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from handlers.clients.identity import IdentityClient
+    from handlers.clients.supabase import SupabaseAdmin
+
 
 class EventSink(Protocol):
     def __call__(self, kind: str, message: str, **fields: Any) -> None: ...
@@ -25,6 +28,8 @@ class Resources:
     tasks_db: AsyncEngine
     event: EventSink
     """Record a worker event (ma-top's log across hosts): event(kind, message, **fields)."""
+    identity: IdentityClient | None = None
+    supabase: SupabaseAdmin | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,16 @@ class JobContext:
     @property
     def tasks_db(self) -> AsyncEngine:
         return self.resources.tasks_db
+
+    @property
+    def identity(self) -> IdentityClient:
+        assert self.resources.identity is not None, "the pool builds the identity client at start"
+        return self.resources.identity
+
+    @property
+    def supabase(self) -> SupabaseAdmin:
+        assert self.resources.supabase is not None, "the pool builds the Supabase client at start"
+        return self.resources.supabase
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
         self.resources.event(kind, message, queue=self.queue, jobId=self.job_id, name=self.job_name, **fields)

@@ -1,11 +1,104 @@
-"""Queue `task-notifications`: job contracts in DESIGN.md section 3.
+"""Queue `task-notifications`: one notification per (task, assignee), one reminder per (task, due date).
 
-Handlers land with their issue; until then a job here fails at once as an unknown job name
-(kept in the failed set, requeue-able with `ma-worker enqueue --requeue-failed task-notifications`).
+Notifications are rows in the tasks DB keyed by a dedupe key, so a retried or re-delivered job adds
+nothing. Assignment latency (assignedAt -> notified) is sampled into the capped Redis list
+`ma:latency:task-assignment`, read by ma-top and the metrics exporter.
 """
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
-HANDLERS: dict[str, Any] = {}
+from pydantic import AwareDatetime, Field
+from sqlalchemy import text
+
+from handlers.clients.identity import NotFound
+from handlers.context import JobContext
+from handlers.errors import PermanentError
+from handlers.payloads import Id, Payload
+
+LATENCY_KEY = "ma:latency:task-assignment"
+LATENCY_SAMPLES = 10_000
+
+
+class TaskAssigned(Payload):
+    task_id: Id
+    organization_id: Id
+    tenant_id: Id
+    assignee_id: Id
+    assigned_by: Id
+    assigned_at: AwareDatetime
+
+
+class TaskDueSoon(Payload):
+    window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
+async def task_assigned(ctx: JobContext, payload: TaskAssigned) -> dict[str, Any]:
+    try:
+        context = await ctx.identity.fetch_tasks_context(
+            context={"organizationId": payload.organization_id, "tenantId": payload.tenant_id},
+            product_slug=ctx.settings.TASKS_PRODUCT_SLUG,
+        )  # a tenant outside the organization is refused here (tenant guardrail)
+    except NotFound as missing:
+        raise PermanentError(f"{missing.what}: organization or tenant does not exist") from None
+    async with ctx.tasks_db.begin() as conn:
+        local = (await conn.execute(text("SELECT status FROM organizations WHERE id = :o"),
+                                    {"o": payload.organization_id})).scalar()  # fmt: skip
+        if "suspended" in (local, context["organization"]["status"]):
+            ctx.log.info("task %s: organization %s is suspended; no notification", payload.task_id,
+                         payload.organization_id)  # fmt: skip
+            return {"notified": False, "reason": "organization suspended"}
+        task = (await conn.execute(text("SELECT organization_id, tenant_id FROM tasks WHERE id = :t"),
+                                   {"t": payload.task_id})).first()  # fmt: skip
+        if task is not None and (task.organization_id, task.tenant_id) != (payload.organization_id, payload.tenant_id):
+            raise PermanentError(f"task {payload.task_id} is not in organization {payload.organization_id} / "
+                                 f"tenant {payload.tenant_id}; refused")  # fmt: skip
+        created = (await conn.execute(
+            text("INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id, payload)"
+                 " VALUES (:key, 'task.assigned', :org, :task, :to, CAST(:body AS jsonb))"
+                 " ON CONFLICT (dedupe_key) DO NOTHING RETURNING created_at"),
+            {"key": f"task.assigned:{payload.task_id}:{payload.assignee_id}", "org": payload.organization_id,
+             "task": payload.task_id, "to": payload.assignee_id,
+             "body": json.dumps({"assignedBy": payload.assigned_by, "assignedAt": payload.assigned_at.isoformat(),
+                                 "tenantId": payload.tenant_id})},
+        )).scalar()  # fmt: skip
+    if created is None:
+        return {"notified": False, "reason": "already notified"}
+    latency_ms = max(0, round((created - payload.assigned_at).total_seconds() * 1000))
+    sample = json.dumps({"taskId": payload.task_id, "organizationId": payload.organization_id,
+                         "latencyMs": latency_ms, "at": created.isoformat()})  # fmt: skip
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(LATENCY_KEY, sample).ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
+        await pipe.execute()
+    return {"notified": True, "latencyMs": latency_ms}
+
+
+async def task_due_soon(ctx: JobContext, payload: TaskDueSoon) -> dict[str, Any]:
+    """Every 5 min (scheduler `task-due-soon`): one set-based insert; the dedupe key holds the due date,
+    so a task whose due date moves gets a new reminder and a re-run adds none."""
+    async with ctx.tasks_db.begin() as conn:
+        result = await conn.execute(
+            text("""
+            INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id, payload)
+            SELECT 'task.due-soon:' || t.id || ':' || to_char(t.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   'task.due-soon', t.organization_id, t.id, t.assignee_id,
+                   jsonb_build_object('dueAt', t.due_at, 'title', t.title)
+            FROM tasks t JOIN organizations o ON o.id = t.organization_id
+            WHERE o.status = 'active' AND t.status <> 'done' AND t.assignee_id IS NOT NULL
+              AND t.due_at > now() AND t.due_at <= now() + make_interval(mins => :window)
+            ON CONFLICT (dedupe_key) DO NOTHING
+            """),
+            {"window": payload.window_minutes},
+        )  # fmt: skip
+    reminders = result.rowcount
+    ctx.log.info("Due-soon reminders sent: %d (window %d min)", reminders, payload.window_minutes)
+    return {"reminders": reminders, "windowMinutes": payload.window_minutes}
+
+
+HANDLERS = {
+    "task.assigned": task_assigned,
+    "task.due-soon": task_due_soon,
+}

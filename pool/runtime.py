@@ -14,11 +14,14 @@ import time
 import warnings
 from typing import Any
 
+import httpx
 from bullmq import Queue, Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from handlers.clients.identity import IdentityClient
+from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
 from pool.connection import plain_redis, pooled_redis
 from pool.dispatch import Dispatcher
@@ -97,7 +100,14 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
-    resources = Resources(settings, redis, identity_db, tasks_db, telemetry.event)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0),
+                             limits=httpx.Limits(max_connections=spec.concurrency + 10))  # fmt: skip
+    identity_base = str(settings.IDENTITY_BASE_URL)
+    resources = Resources(
+        settings, redis, identity_db, tasks_db, telemetry.event,
+        identity=IdentityClient(identity_base, settings.SUPABASE_SERVICE_ROLE_KEY, http),
+        supabase=SupabaseAdmin(str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, http),
+    )  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,6 +121,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         waiting.cancel()
         log.info("stopped before Redis was reachable")
         await _dispose(redis, probe, identity_db, tasks_db)
+        await http.aclose()
         return 0
     await check_redis_policy(redis, telemetry)
     await upsert_schedules(spec, redis)
@@ -131,6 +142,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     beats.cancel()
     await telemetry.retire(probe)
     await _dispose(redis, probe, identity_db, tasks_db)
+    await http.aclose()
     log.info("stopped %s: processed=%d failed=%d throttled=%d", spec.name, telemetry.processed,
              telemetry.failed_count, telemetry.throttled_count)  # fmt: skip
     return 0

@@ -153,3 +153,98 @@ def start_pool(valkey: engines.Engine, db_urls: databases.DatabaseUrls, tmp_path
     yield start
     for proc in started:
         proc.stop()
+
+
+SERVICE_KEY = "test-service-role-key-very-secret"
+
+
+class IdentityDouble:
+    """The identity double as a real HTTP server (subprocess), with its test hooks."""
+
+    def __init__(self, admin_url: str, log: Path) -> None:
+        self.port = engines.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(BIN / "python"), "-m", "devstack.identity_double", "--port", str(self.port),
+             "--database-url", admin_url, "--service-key", SERVICE_KEY, "--token-ttl", "300"],
+            stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        import httpx
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+    def hook(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        return httpx.request(method, self.url + path, json=body, timeout=5).json()
+
+    def fault(self, status: int | str, count: int = 1, path: str = "", retry_after: float = 1) -> None:
+        self.hook("POST", "/__faults", {"status": status, "count": count, "path": path, "retryAfter": retry_after})
+
+    def stats(self) -> dict[str, int]:
+        return self.hook("GET", "/__stats")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.out.close()
+
+
+@pytest.fixture(scope="session")
+def identity_double(db_urls: databases.DatabaseUrls, state_dir: Path) -> Iterator[IdentityDouble]:
+    double = IdentityDouble(db_urls.admin, state_dir / "identity-double.log")
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def identity(identity_double: IdentityDouble) -> IdentityDouble:
+    identity_double.hook("POST", "/__reset")
+    return identity_double
+
+
+@pytest.fixture
+async def identity_db(db_urls: databases.DatabaseUrls) -> Any:
+    """The identity service's own access to its database (tests play the identity service)."""
+    conn = await asyncpg.connect(db_urls.admin)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def start_real_pool(start_pool: Any, identity: IdentityDouble) -> Any:
+    """A pool process with the real queue table and handlers, talking to the identity double."""
+
+    def start(queue: str, **extra: str) -> PoolProcess:
+        return start_pool(queue, MA_QUEUE_TABLE="pool.queue_table:QUEUES", IDENTITY_BASE_URL=identity.url, **extra)
+
+    return start
+
+
+async def settle(redis: Any, queue: str, job_id: str, *, timeout: float = 30) -> Any:
+    """Wait until a job is completed or failed; return it (as bullmq reads it)."""
+    from bullmq import Job, Queue
+
+    q = Queue(queue, {"connection": redis})
+
+    async def done() -> bool:
+        return await q.getJobState(job_id) in ("completed", "failed")
+
+    await wait_for(done, timeout=timeout, what=f"{queue} job {job_id} to settle")
+    return await Job.fromId(q, job_id)
+
+
+async def run_job(redis: Any, queue: str, name: str, data: Any, *, timeout: float = 30, **opts: Any) -> Any:
+    from bullmq import Queue
+
+    job = await Queue(queue, {"connection": redis}).add(name, data, opts)
+    return await settle(redis, queue, job.id, timeout=timeout)
