@@ -92,7 +92,7 @@ async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
             fault.remaining -= 1
             state.stats[f"fault {fault.status}"] += 1
             if fault.status == "hang":
-                await asyncio.sleep(60)
+                await asyncio.sleep(30)
             if fault.status == 429:
                 return web.json_response({"error": "rate_limited"}, status=429,
                                          headers={"Retry-After": str(math.ceil(fault.retry_after))})  # fmt: skip
@@ -389,7 +389,7 @@ async def serve(port: int, database_url: str, service_key: str, token_ttl: float
     state = State(pool, service_key, token_ttl,
                   rate_max=int(os.environ.get("IDENTITY_RATE_LIMIT_MAX", "0") or 0),
                   rate_window_ms=int(os.environ.get("IDENTITY_RATE_LIMIT_TIME_WINDOW", "60000") or 60000))  # fmt: skip
-    runner = web.AppRunner(build_app(state), access_log=None)
+    runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)  # a hung fault must not block exit
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     log.info("identity double on http://127.0.0.1:%d (token ttl %.0fs, rate limit %s/%sms)", port, token_ttl,

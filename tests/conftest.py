@@ -161,13 +161,13 @@ SERVICE_KEY = "test-service-role-key-very-secret"
 class IdentityDouble:
     """The identity double as a real HTTP server (subprocess), with its test hooks."""
 
-    def __init__(self, admin_url: str, log: Path) -> None:
+    def __init__(self, admin_url: str, log: Path, token_ttl: float = 300) -> None:
         self.port = engines.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = open(log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "python"), "-m", "devstack.identity_double", "--port", str(self.port),
-             "--database-url", admin_url, "--service-key", SERVICE_KEY, "--token-ttl", "300"],
+             "--database-url", admin_url, "--service-key", SERVICE_KEY, "--token-ttl", str(token_ttl)],
             stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         import httpx
@@ -195,7 +195,11 @@ class IdentityDouble:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.out.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 from bullmq import Queue
 
-from tests.conftest import run_job, settle, wait_for
+from tests.conftest import IdentityDouble, run_job, settle, wait_for
 
 Q = "task-notifications"
 
@@ -140,3 +141,29 @@ async def test_scope_mismatch_rotates_the_session_and_the_job_succeeds(redis, st
     job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}", org, f"{org}_t"))
     assert job.failedReason is None and job.returnvalue["notified"] is True
     assert identity.stats().get("sessions rotated") == 1
+
+
+async def test_short_lived_tokens_are_refreshed_before_they_expire(redis, start_pool, db_urls, tmp_path):
+    """A double whose tokens live 2 s: the worker refreshes ahead of expiry, so no call is refused."""
+    double = IdentityDouble(db_urls.admin, tmp_path / "short-ttl.log", token_ttl=2)
+    try:
+        start_pool(Q, MA_QUEUE_TABLE="pool.queue_table:QUEUES", IDENTITY_BASE_URL=double.url)
+        for _ in range(3):
+            job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"))
+            assert job.returnvalue["notified"] is True
+            await asyncio.sleep(1.5)
+        stats = double.stats()
+        assert stats.get("POST /v1/auth/refresh", 0) >= 1
+        assert stats.get("401", 0) == 0, "refreshed ahead of expiry: no call was refused"
+    finally:
+        double.stop()
+
+
+async def test_a_hanging_identity_is_cut_off_by_the_timeout_and_the_job_retried(redis, start_real_pool, identity):
+    start_real_pool(Q)
+    await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"))
+    identity.fault("hang", count=1, path="/v1/tasks/context")
+    job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"), attempts=3,
+                        backoff={"type": "fixed", "delay": 200}, timeout=60)  # fmt: skip
+    assert job.returnvalue["notified"] is True
+    assert job.attemptsMade == 2, "the hung call timed out (bounded), the retry succeeded"
