@@ -117,6 +117,7 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env.setdefault("STRIPE_SECRET_KEY", "sk_test_dev")
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
+            env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))
             exported = ["REDIS_URL", "DATABASE_URL", "TASKS_DATABASE_URL", "IDENTITY_BASE_URL", "SUPABASE_URL",
                         "STRIPE_API_BASE", "TASKS_PRODUCT_SLUG"]  # fmt: skip
             (var / "dev.env").write_text("".join(f"export {k}={shlex.quote(env[k])}\n" for k in exported))
@@ -166,6 +167,7 @@ ma-worker dev is up.
   tasks DB           postgresql://…@{redact(env['TASKS_DATABASE_URL'])}
   identity double    http://127.0.0.1:{identity_port}
   Stripe double      http://127.0.0.1:{stripe_port}
+  metrics            http://127.0.0.1:{env['MA_EXPORTER_PORT']}/metrics  (and /api/telemetry/metrics)
   supervisord        supervisorctl -c {config} status
   logs               {var / 'log'}
   in another shell   source {var / 'dev.env'}; ma-worker enqueue identity-events organization.created --data '{{"organizationId":"org_acme"}}'

@@ -21,6 +21,9 @@ from handlers.payloads import Id, Payload
 
 LATENCY_KEY = "ma:latency:task-assignment"
 LATENCY_SAMPLES = 10_000
+LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
+"""Cumulative histogram (Prometheus-style): fields `le:<seconds>`, `le:+Inf`, `sum_ms`, `count`."""
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
 
 class TaskAssigned(Payload):
@@ -72,6 +75,11 @@ async def task_assigned(ctx: JobContext, payload: TaskAssigned) -> dict[str, Any
                          "latencyMs": latency_ms, "at": created.isoformat()})  # fmt: skip
     async with ctx.redis.pipeline(transaction=False) as pipe:
         pipe.lpush(LATENCY_KEY, sample).ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
+        for bound in LATENCY_BUCKETS:
+            if latency_ms <= bound * 1000:
+                pipe.hincrby(LATENCY_HIST_KEY, f"le:{bound}", 1)
+        pipe.hincrby(LATENCY_HIST_KEY, "le:+Inf", 1).hincrby(LATENCY_HIST_KEY, "count", 1)
+        pipe.hincrby(LATENCY_HIST_KEY, "sum_ms", latency_ms)
         await pipe.execute()
     return {"notified": True, "latencyMs": latency_ms}
 

@@ -75,6 +75,16 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_exporter(args: argparse.Namespace) -> int:
+    from pool.exporter import ExporterSettings, serve
+    from pool.logs import setup_logging
+    from pool.settings import load_settings
+
+    settings = load_settings(ExporterSettings)
+    setup_logging([u.password for u in (settings.REDIS_URL,) if u.password])
+    return asyncio.run(serve(settings))
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from devstack.dev import run_dev
 
@@ -94,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one pool slot: a bullmq Worker for QUEUE (what supervisord starts)")
     run.add_argument("queue")
     run.set_defaults(func=_cmd_run)
+
+    exp = sub.add_parser("exporter", help="Prometheus metrics and tasks telemetry over HTTP (one per host)")
+    exp.set_defaults(func=_cmd_exporter)
 
     dev = sub.add_parser("dev", help="the whole local stack: engines, doubles, supervisord, ma-top")
     dev.add_argument("--top", action="store_true", help="open ma-top in this terminal (else wait for Ctrl-C)")

@@ -149,6 +149,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
 
 
 def _on_stalled(telemetry: Telemetry, job_id: str) -> None:
+    telemetry.count("stalled")
     log.warning("job %s stalled (its worker died or blocked); moved back to wait", job_id)
     telemetry.event("stalled", f"job {job_id} stalled and was moved back to wait", jobId=str(job_id))
 

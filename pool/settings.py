@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -61,12 +62,12 @@ class Settings(BaseSettings):
         return ""
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, model: type[BaseSettings] | None = None) -> str:
     problems = []
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"]) or "environment"
         if item["type"] == "missing":
-            field = Settings.model_fields.get(name)
+            field = (model or Settings).model_fields.get(name)
             doc = field.description.split(".")[0] if field and field.description else ""
             problems.append(f"{name} is not set" + (f" ({doc})" if doc else ""))
         else:
@@ -76,12 +77,12 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def load_settings() -> Settings:
+def load_settings(model: type[_S] = Settings) -> _S:  # type: ignore[assignment]
     """Read the environment once; on a missing or malformed variable exit with one line naming it."""
     try:
-        return Settings()  # type: ignore[call-arg]
+        return model()
     except ValidationError as error:
-        fail(_describe(error))
+        fail(_describe(error, model))
 
 
 def fail(message: str) -> NoReturn:

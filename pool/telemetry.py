@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 EVENTS_STREAM = "ma:events"
 EVENTS_MAXLEN = 10_000
 WORKERS_INDEX = "ma:workers"
+QUEUES_REGISTRY = "ma:queues"
+STATS_PREFIX = "ma:stats:"
+"""`ma:stats:<queue>`: cumulative counters across hosts and restarts (retries, throttled, stalled, ...);
+`ma:stats:redis`: connection failures seen by the pool."""
 HEARTBEAT_PREFIX = "ma:worker:"
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 20
@@ -59,6 +63,8 @@ class Telemetry:
     throttled_count: int = 0
     in_flight: set[str] = field(default_factory=set)
     _pending: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=1_000))
+    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(stats key suffix, counter) -> increments not yet written to Redis."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
 
     @property
@@ -81,14 +87,19 @@ class Telemetry:
     def completed(self) -> None:
         self.processed += 1
 
+    def count(self, counter: str, n: int = 1, *, scope: str | None = None) -> None:
+        self._counts[(scope or self.queue, counter)] += n
+
     def failed(self, spec: QueueSpec, job: Job, reason: str, *, final: bool) -> None:
         self.failed_count += 1
+        self.count("failed" if final else "retries")
         self.event("failed" if final else "retry", reason, jobId=str(job.id), name=job.name,
                    attempt=str(job.attemptsMade + 1))  # fmt: skip
 
     def throttled(self, spec: QueueSpec, job: Job, reason: str, retry_after: float) -> None:
         """First throttle of a window logs at once; repeats are counted and logged when it closes."""
         self.throttled_count += 1
+        self.count("throttled")
         window = self._throttles.get(spec.name)
         if window is None:
             self._throttles[spec.name] = _ThrottleWindow(spec.throttle_line, time.monotonic())
@@ -119,7 +130,11 @@ class Telemetry:
     async def flush(self, redis: Redis) -> None:
         self.close_throttle_windows()
         batch = list(self._pending)
+        counts = dict(self._counts)
         async with redis.pipeline(transaction=False) as pipe:
+            for (scope, counter), n in counts.items():
+                pipe.hincrby(f"{STATS_PREFIX}{scope}", counter, n)
+            pipe.sadd(QUEUES_REGISTRY, self.queue)
             for record in batch:
                 pipe.xadd(EVENTS_STREAM, record, maxlen=EVENTS_MAXLEN, approximate=True)
             pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
@@ -128,6 +143,8 @@ class Telemetry:
             await pipe.execute()
         for _ in batch:
             self._pending.popleft()
+        self._counts.subtract(counts)
+        self._counts = +self._counts  # drop the zeros
 
     async def run(self, redis: Redis, every: float = HEARTBEAT_EVERY) -> None:
         """Flush events and beat until cancelled; report losing and regaining Redis once each."""
@@ -156,6 +173,7 @@ class Telemetry:
                 log.error("Redis connection failed (check %d): %s", failures, reason)
                 if failures == 1:
                     self.event("redis-connection-error", f"Redis connection failed: {reason}")
+                    self.count("connection_failures", scope="redis")
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
 
     async def retire(self, redis: Redis) -> None:

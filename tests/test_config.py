@@ -18,13 +18,17 @@ def programs() -> dict[str, dict[str, str]]:
     return {s.removeprefix("program:"): dict(parser[s]) for s in parser.sections() if s.startswith("program:")}
 
 
-def test_supervisord_has_exactly_one_program_per_queue_of_the_table():
-    assert sorted(programs()) == sorted(QUEUES)
+def test_supervisord_has_exactly_one_program_per_queue_of_the_table_plus_the_exporter():
+    assert sorted(programs()) == sorted([*QUEUES, "exporter"])
+    assert programs()["exporter"]["command"] == "ma-worker exporter"
+    assert "unix://%(here)s/var/supervisor.sock" in programs()["exporter"]["environment"]
 
 
 def test_every_program_runs_its_queue_with_graceful_stop_and_rotated_logs():
     grace = Settings.model_fields["MA_SHUTDOWN_GRACE"].default
     for name, prog in programs().items():
+        if name == "exporter":
+            continue
         spec = QUEUES[name]
         assert prog["command"] == f"ma-worker run {name}"
         assert prog["numprocs"] == f"%(ENV_{spec.procs_env})s"

@@ -43,11 +43,11 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         assert len(ports) >= 4  # valkey, postgres (x2 lines), identity, stripe
         status = ""
         deadline = time.monotonic() + 30
-        while status.count("RUNNING") < 8 and time.monotonic() < deadline:
+        while status.count("RUNNING") < 9 and time.monotonic() < deadline:
             status = subprocess.run([str(BIN / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf"), "status"],
                                     capture_output=True, text=True).stdout  # fmt: skip
             time.sleep(0.5)
-        assert status.count("RUNNING") == 8, status
+        assert status.count("RUNNING") == 9, status
         assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
         assert "dev-service-role-key" not in text, "no secret on screen"
 

@@ -22,7 +22,8 @@ def real_stack(tmp_path_factory, db_urls, identity_double):
     home = tmp_path_factory.mktemp("e2e-host")
     valkey = engines.valkey(home / "valkey-data").start()
     env = supervisord_env(pool_env(valkey.url, db_urls, MA_QUEUE_TABLE="pool.queue_table:QUEUES",
-                                   IDENTITY_BASE_URL=identity_double.url))  # fmt: skip
+                                   IDENTITY_BASE_URL=identity_double.url,
+                                   MA_EXPORTER_PORT=str(engines.free_port())))  # fmt: skip
     sup = Supervisord(home, env)
     try:
         deadline = time.monotonic() + 30

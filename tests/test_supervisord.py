@@ -61,7 +61,8 @@ class Supervisord:
 def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[Supervisord, engines.Engine]]:
     home = tmp_path_factory.mktemp("host")
     valkey = engines.valkey(home / "valkey-data").start()  # its own: this module stops and starts it
-    env = supervisord_env(pool_env(valkey.url, db_urls, MA_PROCS_IDENTITY_EVENTS="2"))
+    env = supervisord_env(pool_env(valkey.url, db_urls, MA_PROCS_IDENTITY_EVENTS="2",
+                                   MA_EXPORTER_PORT=str(engines.free_port())))  # fmt: skip
     sup = Supervisord(home, env)
     try:
         deadline = time.monotonic() + 30
@@ -106,10 +107,10 @@ def test_every_queue_has_its_programs_running_and_supervisorctl_reads_the_conf(s
     names = sorted(p["group"] + ":" + p["name"] for p in sup.processes())
     assert "identity-events:identity-events_00" in names and "identity-events:identity-events_01" in names
     assert "super-admin.bulk-job:super-admin.bulk-job_00" in names
-    assert len(names) == 9  # billing-usage defaults to 2 slots, identity-events set to 2 here
+    assert len(names) == 10  # billing-usage defaults to 2 slots, identity-events set to 2 here, the exporter
     out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(sup.conf), "status"], capture_output=True,
                          text=True, timeout=30)  # fmt: skip
-    assert out.stdout.count("RUNNING") == 9, out.stdout
+    assert out.stdout.count("RUNNING") == 10, out.stdout
     mode = stat.S_IMODE((sup.home / "var" / "supervisor.sock").stat().st_mode)
     assert mode & 0o077 == 0, f"control socket must be owner-only, is {oct(mode)}"
 

@@ -1,0 +1,246 @@
+"""`ma-worker exporter`: Prometheus metrics for Grafana, plus the tasks telemetry JSON, one per host.
+
+- GET /metrics                  queue depth per state, totals, retries, throttles, stalls, oldest-waiting age,
+                                workers, paused; Redis health; supervisord process states; assignment latency.
+- GET /api/telemetry/metrics    recent assignment-latency samples and percentiles (JSON).
+- GET /healthz
+
+A background sampler refreshes a snapshot every BULLMQ_METRICS_INTERVAL seconds; a scrape only renders the
+latest snapshot, so it never waits on Redis. A failed source shows as a metric (ma_exporter_source_up 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field, RedisDsn
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pool.collector import Collector, Snapshot
+from pool.connection import plain_redis
+from pool.queue_table import QUEUES
+from pool.supervisor_source import ProcessInfo, read_processes
+
+log = logging.getLogger("pool.exporter")
+SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
+
+
+class ExporterSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True)
+
+    REDIS_URL: RedisDsn
+    """Redis connection string."""
+    BULLMQ_METRICS_INTERVAL: float = Field(default=15.0, gt=0)
+    """Seconds between samples."""
+    MA_EXPORTER_HOST: str = "127.0.0.1"
+    MA_EXPORTER_PORT: int = Field(default=9464, ge=0, le=65535)
+    MA_SUPERVISOR_URLS: str = ""
+    """Comma-separated supervisord endpoints (unix:///path/var/supervisor.sock or http://host:port)."""
+
+
+@dataclass
+class Sample:
+    snapshot: Snapshot | None = None
+    processes: list[ProcessInfo] = field(default_factory=list)
+    supervisor_errors: dict[str, str] = field(default_factory=dict)
+    latency: dict[str, int] = field(default_factory=dict)
+    taken_at: float = 0.0
+    duration: float = 0.0
+
+
+class Exporter:
+    def __init__(self, collector: Collector, supervisors: list[str], interval: float) -> None:
+        self.collector = collector
+        self.supervisors = supervisors
+        self.interval = interval
+        self.sample = Sample()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
+
+    async def refresh(self) -> None:
+        started = time.monotonic()
+        bound = max(1.0, min(self.interval, 10.0))
+        try:
+            snapshot = await asyncio.wait_for(self.collector.fetch(), bound)
+        except TimeoutError:
+            snapshot = Snapshot(time.time(), (), (), self._redis_down("timed out"), {"redis": "timed out"})
+        latency: dict[str, int] = {}
+        if "redis" not in snapshot.errors:
+            try:
+                latency = await asyncio.wait_for(self.collector.latency_histogram(), bound)
+            except Exception as error:  # noqa: BLE001 - shown as a metric
+                snapshot.errors["latency"] = str(error)  # type: ignore[index]
+        processes, sup_errors = await read_processes(self.supervisors) if self.supervisors else ([], {})
+        self.sample = Sample(snapshot, processes, sup_errors, latency, time.time(), time.monotonic() - started)
+
+    @staticmethod
+    def _redis_down(reason: str) -> Any:
+        from pool.collector import RedisHealth
+
+        return RedisHealth(up=False, error=reason)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the sampler must outlive any single failure
+                log.exception("sampling failed")
+            await asyncio.sleep(self.interval)
+
+    # -- prometheus_client custom collector ---------------------------------------------------------
+    def collect(self) -> Any:  # noqa: C901 - one family after another
+        sample = self.sample
+        snap = sample.snapshot
+        up = GaugeMetricFamily("ma_exporter_source_up", "1 if the source answered at the last sample", labels=["source"])
+        up.add_metric(["redis"], 0.0 if snap is None or "redis" in snap.errors else 1.0)
+        for endpoint in self.supervisors:
+            up.add_metric([f"supervisord {endpoint}"], 0.0 if endpoint in sample.supervisor_errors else 1.0)
+        yield up
+        last = GaugeMetricFamily("ma_exporter_last_sample_timestamp_seconds", "When the last sample was taken")
+        last.add_metric([], sample.taken_at)
+        yield last
+        took = GaugeMetricFamily("ma_exporter_sample_duration_seconds", "How long the last sample took")
+        took.add_metric([], sample.duration)
+        yield took
+        if snap is None:
+            return
+        health = snap.redis
+        yield from self._gauges([
+            ("ma_redis_up", "1 if Redis answered the last sample", float(health.up)),
+            ("ma_redis_memory_used_bytes", "Redis used_memory", health.used_memory),
+            ("ma_redis_memory_max_bytes", "Redis maxmemory (0 = no limit)", health.maxmemory),
+            ("ma_redis_connected_clients", "Redis connected_clients", health.clients),
+            ("ma_redis_eviction_policy_ok", "1 if maxmemory-policy is noeviction (BullMQ needs it)",
+             float(health.policy == "noeviction") if health.up else 0.0),
+        ])  # fmt: skip
+        evicted = CounterMetricFamily("ma_redis_evicted_keys", "Keys Redis evicted (any is a BullMQ data loss)")
+        evicted.add_metric([], health.evicted_keys)
+        yield evicted
+        failures = CounterMetricFamily("ma_redis_connection_failures", "Redis connection failures seen by the pool")
+        failures.add_metric([], health.connection_failures)
+        yield failures
+
+        jobs = GaugeMetricFamily("ma_queue_jobs", "Jobs per queue and state", labels=["queue", "state"])
+        families = {
+            name: CounterMetricFamily(f"ma_queue_{name}", doc, labels=["queue"])
+            for name, doc in (("completed", "Jobs completed (BullMQ metrics)"), ("failed", "Jobs failed (BullMQ metrics)"),
+                              ("retries", "Failed attempts that were retried"),
+                              ("throttled", "Jobs deferred because identity throttled (no attempt burned)"),
+                              ("stalled", "Jobs found stalled and moved back to wait"))
+        }  # fmt: skip
+        gauges = {
+            name: GaugeMetricFamily(f"ma_queue_{name}", doc, labels=["queue"])
+            for name, doc in (("oldest_waiting_seconds", "Age of the oldest waiting job (0 when none)"),
+                              ("workers", "Pool processes consuming the queue (heartbeats)"),
+                              ("paused", "1 if the queue is paused"), ("rate_limited", "1 if the queue is rate limited"),
+                              ("handled", "1 if the pool's queue table handles this queue"))
+        }  # fmt: skip
+        for q in snap.queues:
+            for state, n in q.counts.items():
+                jobs.add_metric([q.name, state], n)
+            families["completed"].add_metric([q.name], q.completed_total)
+            families["failed"].add_metric([q.name], q.failed_total)
+            for counter in ("retries", "throttled", "stalled"):
+                families[counter].add_metric([q.name], q.counters.get(counter, 0))
+            gauges["oldest_waiting_seconds"].add_metric([q.name], q.oldest_waiting_s or 0.0)
+            gauges["workers"].add_metric([q.name], q.workers)
+            gauges["paused"].add_metric([q.name], float(q.paused))
+            gauges["rate_limited"].add_metric([q.name], float(q.rate_limited_ms > 0))
+            gauges["handled"].add_metric([q.name], float(q.name in QUEUES))
+        yield jobs
+        yield from families.values()
+        yield from gauges.values()
+
+        procs = GaugeMetricFamily("ma_supervisor_processes", "supervisord processes per program and state",
+                                  labels=["program", "state"])  # fmt: skip
+        counted: dict[tuple[str, str], int] = {}
+        for p in sample.processes:
+            counted[(p.group, p.state)] = counted.get((p.group, p.state), 0) + 1
+        for program in sorted({p.group for p in sample.processes}):
+            for state in SUPERVISOR_STATES:
+                procs.add_metric([program, state], counted.get((program, state), 0))
+        yield procs
+
+        hist = sample.latency
+        if hist:
+            buckets = sorted(((k[3:], v) for k, v in hist.items() if k.startswith("le:") and k != "le:+Inf"),
+                             key=lambda kv: float(kv[0]))  # fmt: skip
+            family = HistogramMetricFamily("ma_task_assignment_latency_seconds",
+                                           "Task assigned -> notification created")  # fmt: skip
+            family.add_metric([], [(b, v) for b, v in buckets] + [("+Inf", hist.get("le:+Inf", 0))],
+                              sum_value=hist.get("sum_ms", 0) / 1000)  # fmt: skip
+            yield family
+
+    @staticmethod
+    def _gauges(items: list[tuple[str, str, float]]) -> Any:
+        for name, doc, value in items:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def telemetry(self, request: web.Request) -> web.Response:
+        try:
+            samples = await asyncio.wait_for(self.collector.latency_samples(1000), 2.0)
+        except Exception as error:  # noqa: BLE001
+            return web.json_response({"error": f"redis: {type(error).__name__}"}, status=503)
+        values = sorted(s["latencyMs"] for s in samples)
+
+        def pct(p: float) -> float | None:
+            if not values:
+                return None
+            return float(statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]) if len(values) > 1 \
+                else float(values[0])  # fmt: skip
+
+        return web.json_response({
+            "metric": "task_assignment_latency_ms", "count": len(values),
+            "percentiles": {"p50": pct(50), "p90": pct(90), "p99": pct(99)},
+            "samples": samples[:100],
+        })  # fmt: skip
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        fresh = time.time() - self.sample.taken_at < 3 * self.interval + 10
+        return web.json_response({"status": "ok" if fresh else "stale", "lastSample": self.sample.taken_at},
+                                 status=200 if fresh else 503)  # fmt: skip
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/telemetry/metrics", self.telemetry)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+
+async def serve(settings: ExporterSettings) -> int:
+    redis = plain_redis(str(settings.REDIS_URL), timeout=5)
+    supervisors = [u.strip() for u in settings.MA_SUPERVISOR_URLS.split(",") if u.strip()]
+    exporter = Exporter(Collector(redis, QUEUES), supervisors, settings.BULLMQ_METRICS_INTERVAL)
+    await exporter.refresh()
+    sampler = asyncio.ensure_future(exporter.run())
+    runner = web.AppRunner(exporter.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.MA_EXPORTER_HOST, settings.MA_EXPORTER_PORT).start()
+    log.info("exporter on http://%s:%d/metrics (every %.0fs; supervisord: %s)", settings.MA_EXPORTER_HOST,
+             settings.MA_EXPORTER_PORT, settings.BULLMQ_METRICS_INTERVAL, ", ".join(supervisors) or "-")  # fmt: skip
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    sampler.cancel()
+    await runner.cleanup()
+    await redis.aclose()
+    return 0

@@ -1,0 +1,58 @@
+"""supervisord over XML-RPC (unix socket or http), read in a thread so no event loop ever blocks on it."""
+
+from __future__ import annotations
+
+import asyncio
+import xmlrpc.client
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    endpoint: str
+    group: str
+    name: str
+    state: str
+    pid: int
+    start: int
+    now: int
+    description: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.group}:{self.name}"
+
+    @property
+    def uptime_s(self) -> int:
+        return max(0, self.now - self.start) if self.state == "RUNNING" else 0
+
+
+def _proxy(endpoint: str) -> Any:
+    """A fresh proxy per call: SupervisorTransport keeps a dead connection after one failure."""
+    if endpoint.startswith("unix://"):
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, endpoint))
+    return xmlrpc.client.ServerProxy(endpoint.rstrip("/") + "/RPC2")
+
+
+def _read(endpoint: str) -> list[ProcessInfo]:
+    infos = _proxy(endpoint).supervisor.getAllProcessInfo()
+    return [ProcessInfo(endpoint, p["group"], p["name"], p["statename"], p["pid"], p["start"], p["now"],
+                        p["description"]) for p in infos]  # fmt: skip
+
+
+async def read_processes(endpoints: list[str], timeout: float = 3.0) -> tuple[list[ProcessInfo], dict[str, str]]:
+    """Every endpoint's processes; an endpoint that fails is reported in the errors, the rest still count."""
+    results = await asyncio.gather(
+        *(asyncio.wait_for(asyncio.to_thread(_read, e), timeout) for e in endpoints), return_exceptions=True
+    )
+    processes: list[ProcessInfo] = []
+    errors: dict[str, str] = {}
+    for endpoint, result in zip(endpoints, results, strict=True):
+        if isinstance(result, BaseException):
+            errors[endpoint] = f"{type(result).__name__}: {result}" if str(result) else type(result).__name__
+        else:
+            processes.extend(result)
+    return processes, errors
