@@ -177,7 +177,7 @@ class Exporter:
                              key=lambda kv: float(kv[0]))  # fmt: skip
             family = HistogramMetricFamily("ma_task_assignment_latency_seconds",
                                            "Task assigned -> notification created")  # fmt: skip
-            family.add_metric([], [(b, v) for b, v in buckets] + [("+Inf", hist.get("le:+Inf", 0))],
+            family.add_metric([], [(str(float(b)), v) for b, v in buckets] + [("+Inf", hist.get("le:+Inf", 0))],
                               sum_value=hist.get("sum_ms", 0) / 1000)  # fmt: skip
             yield family
 
