@@ -19,6 +19,11 @@ from redis.exceptions import RedisError
 from pool.telemetry import HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
 
 STATES = ("waiting", "active", "delayed", "prioritized", "failed", "completed", "waiting-children")
+BULK_JOBS_KEY = "ma:bulk-jobs"
+"""Hash bulkJobId -> JSON of the last message published on `super-admin.bulk-job.metrics`, so a dashboard
+opened later still sees a bulk job's state (pub/sub alone loses messages)."""
+BULK_RECENT_S = 24 * 3600
+BULK_MAX = 50
 LATENCY_KEY = "ma:latency:task-assignment"
 LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 SPARK_MINUTES = 60
@@ -71,12 +76,31 @@ class RedisHealth:
 
 
 @dataclass(frozen=True)
+class BulkJob:
+    bulk_job_id: str
+    job_id: str
+    operation: str
+    status: str
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    throughput_per_sec: float
+    started_at: float
+    updated_at: float
+    """Epoch seconds of the publisher's last message."""
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     queues: tuple[QueueStats, ...]
     workers: tuple[WorkerBeat, ...]
     redis: RedisHealth
     errors: Mapping[str, str] = field(default_factory=dict)
+    bulk_jobs: tuple[BulkJob, ...] = ()
     """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
 
     def queue(self, name: str) -> QueueStats | None:
@@ -88,6 +112,17 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _epoch(value: Any) -> float:
+    """Epoch seconds from epoch ms, epoch s or an ISO-8601 string."""
+    if isinstance(value, int | float):
+        return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str) and value:
+        from datetime import datetime
+
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return 0.0
 
 
 def _per_minute(total: Any, meta_prev: Any, points: list[str]) -> tuple[int, ...]:
@@ -138,6 +173,7 @@ class Collector:
                 self._info, self._info_at = await self._health(), now
             queues = await self._queue_stats(self._queues)
             workers = await self._workers()
+            bulk = await self._bulk_jobs()
         except (RedisError, OSError, TimeoutError) as error:
             text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             errors["redis"] = text
@@ -149,7 +185,27 @@ class Collector:
         queues = tuple(
             QueueStats(**{**q.__dict__, "workers": per_queue.get(q.name, 0)}) for q in queues
         )
-        return Snapshot(time.time(), queues, workers, self._info, errors)
+        return Snapshot(time.time(), queues, workers, self._info, errors, bulk)
+
+    async def _bulk_jobs(self) -> tuple[BulkJob, ...]:
+        """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""
+        now = time.time()
+        jobs = []
+        for raw in (await self.redis.hgetall(BULK_JOBS_KEY)).values():
+            try:
+                m = json.loads(raw)
+                updated = _epoch(m.get("updatedAt"))
+                if now - updated > BULK_RECENT_S:
+                    continue
+                jobs.append(BulkJob(str(m["bulkJobId"]), str(m.get("jobId", "")), str(m.get("operation", "")),
+                                    str(m.get("status", "")), _int(m.get("total")), _int(m.get("processed")),
+                                    _int(m.get("succeeded")), _int(m.get("failed")),
+                                    float(m.get("throughputPerSec") or 0), _epoch(m.get("startedAt")), updated,
+                                    str(m.get("host", "")), _int(m.get("pid"))))  # fmt: skip
+            except (ValueError, KeyError, TypeError):
+                continue  # a malformed record must not hide the others
+        jobs.sort(key=lambda j: j.updated_at, reverse=True)
+        return tuple(jobs[:BULK_MAX])
 
     async def _queue_stats(self, names: tuple[str, ...]) -> tuple[QueueStats, ...]:
         p = self.prefix

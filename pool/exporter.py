@@ -161,6 +161,23 @@ class Exporter:
         yield from families.values()
         yield from gauges.values()
 
+        bulk = {
+            name: GaugeMetricFamily(f"ma_bulk_job_{name}", doc, labels=["bulk_job_id", "operation"])
+            for name, doc in (("total", "Items in the bulk job"), ("processed", "Items processed so far"),
+                              ("failed", "Items that failed"), ("throughput_per_second", "Items per second"),
+                              ("last_heard_seconds", "Seconds since the bulk job's publisher was last heard"),
+                              ("running", "1 while the bulk job is running or throttled"))
+        }  # fmt: skip
+        for job in snap.bulk_jobs:  # bounded: the collector keeps at most 50, updated within a day
+            labels = [job.bulk_job_id, job.operation]
+            bulk["total"].add_metric(labels, job.total)
+            bulk["processed"].add_metric(labels, job.processed)
+            bulk["failed"].add_metric(labels, job.failed)
+            bulk["throughput_per_second"].add_metric(labels, job.throughput_per_sec)
+            bulk["last_heard_seconds"].add_metric(labels, max(0.0, snap.taken_at - job.updated_at))
+            bulk["running"].add_metric(labels, float(job.status in ("running", "throttled")))
+        yield from bulk.values()
+
         procs = GaugeMetricFamily("ma_supervisor_processes", "supervisord processes per program and state",
                                   labels=["program", "state"])  # fmt: skip
         counted: dict[tuple[str, str], int] = {}

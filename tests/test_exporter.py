@@ -228,3 +228,27 @@ def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for topic in ("depth", "throughput", "fail", "retries", "throttled", "latency", "supervisord"):
         assert topic in titles, topic
+
+
+async def test_bulk_jobs_from_their_last_state_records_are_exported_and_bounded(redis, exporter):
+    """The contract with the bulk-job publisher: its last message per bulk job in the hash `ma:bulk-jobs`."""
+    now_ms = int(time.time() * 1000)
+
+    def message(i: int, status: str, updated_ms: int) -> str:
+        return json.dumps({"bulkJobId": f"bulk-{i}", "jobId": str(i), "operation": "bulk.suspend", "status": status,
+                           "total": 100, "processed": 40 + i, "succeeded": 38 + i, "failed": 2,
+                           "throughputPerSec": 12.5, "startedAt": now_ms - 60_000, "updatedAt": updated_ms,
+                           "host": "h1", "pid": 4242})  # fmt: skip
+
+    await redis.hset("ma:bulk-jobs", mapping={
+        "bulk-1": message(1, "running", now_ms - 3_000),
+        "bulk-2": message(2, "completed", now_ms - 10_000),
+        "bulk-old": message(9, "completed", now_ms - 3 * 86_400_000),  # too old to show
+        "bulk-bad": "{not json",
+    })  # fmt: skip
+    m = exporter().scrape()
+    assert value(m, "ma_bulk_job_processed", bulk_job_id="bulk-1", operation="bulk.suspend") == 41
+    assert value(m, "ma_bulk_job_running", bulk_job_id="bulk-1", operation="bulk.suspend") == 1
+    assert value(m, "ma_bulk_job_running", bulk_job_id="bulk-2", operation="bulk.suspend") == 0
+    assert 2 <= value(m, "ma_bulk_job_last_heard_seconds", bulk_job_id="bulk-1", operation="bulk.suspend") < 30
+    assert value(m, "ma_bulk_job_total", bulk_job_id="bulk-9", operation="bulk.suspend") is None
