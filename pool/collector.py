@@ -44,6 +44,8 @@ class QueueStats:
     counters: Mapping[str, int]
     """Our own cumulative counters from the pool (retries, throttled, stalled, ...)."""
     workers: int = 0
+    handled: bool = True
+    """False for a queue no pool process ever registered and no queue table names (a new product's queue)."""
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,16 @@ class Collector:
         self.discover_every = discover_every
         self.info_every = info_every
         self._queues: tuple[str, ...] = self.known
+        self._registered: frozenset[str] = frozenset(self.known)
         self._discovered_at = 0.0
         self._info: RedisHealth = RedisHealth(up=False, error="not sampled yet")
         self._info_at = 0.0
 
     async def discover(self) -> tuple[str, ...]:
         """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
-        found = set(self.known) | set(await self.redis.smembers(QUEUES_REGISTRY))
+        registered = set(await self.redis.smembers(QUEUES_REGISTRY))
+        self._registered = frozenset(registered | set(self.known))
+        found = set(self.known) | registered
         async for key in self.redis.scan_iter(match=f"{self.prefix}:*:meta", count=1000, _type="hash"):
             found.add(key[len(self.prefix) + 1 : -len(":meta")])
         self._queues = tuple(sorted(found))
@@ -183,7 +188,8 @@ class Collector:
         for beat in workers:
             per_queue[beat.queue] = per_queue.get(beat.queue, 0) + 1
         queues = tuple(
-            QueueStats(**{**q.__dict__, "workers": per_queue.get(q.name, 0)}) for q in queues
+            QueueStats(**{**q.__dict__, "workers": per_queue.get(q.name, 0), "handled": q.name in self._registered})
+            for q in queues
         )
         return Snapshot(time.time(), queues, workers, self._info, errors, bulk)
 

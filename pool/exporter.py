@@ -156,7 +156,7 @@ class Exporter:
             gauges["workers"].add_metric([q.name], q.workers)
             gauges["paused"].add_metric([q.name], float(q.paused))
             gauges["rate_limited"].add_metric([q.name], float(q.rate_limited_ms > 0))
-            gauges["handled"].add_metric([q.name], float(q.name in QUEUES))
+            gauges["handled"].add_metric([q.name], float(q.handled))
         yield jobs
         yield from families.values()
         yield from gauges.values()

@@ -1,14 +1,152 @@
-"""ma-top entry point. The dashboard itself is tracked by its own issue; until it lands this says so."""
+"""ma-top: the on-call dashboard. `ma-top [--redis-url URL] [--supervisor URL ...] [--refresh S] [--read-only]`,
+or `ma-top --once [--json]` for scripts."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from redis.asyncio import Redis
+from textual.app import App
+from textual.binding import Binding
+
+from pool.collector import Collector, Snapshot
+from pool.supervisor_source import ProcessInfo, read_processes
+from tui import ops
+from tui.screens import EventsScreen, HelpScreen, ProcessesScreen, QueuesScreen, RedisScreen
+
+THRESHOLDS = {"billing_usage_backlog": 300, "payment_sync_retries": 50}
 
 
-def main() -> int:
-    print("ma-top: the dashboard is not built yet; use `supervisorctl -c supervisord.conf status` and "
-          "`ma-worker enqueue` meanwhile", file=sys.stderr)  # fmt: skip
-    return 2
+class MaTop(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "ma-top"
+    BINDINGS: ClassVar = [
+        Binding("1", "show_view('queues')", "queues"), Binding("2", "show_view('events')", "events"),
+        Binding("3", "show_view('processes')", "processes"), Binding("4", "show_view('redis')", "redis"),
+        Binding("question_mark", "help", "help"), Binding("q", "quit", "quit"),
+    ]  # fmt: skip
+    MODES: ClassVar = {"queues": QueuesScreen, "events": EventsScreen, "processes": ProcessesScreen,
+                       "redis": RedisScreen}  # fmt: skip
+
+    def __init__(self, redis: Redis, supervisors: list[str], *, refresh_s: float = 1.0, read_only: bool = False,
+                 journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.redis = redis
+        self.collector = Collector(redis)
+        self.supervisors = supervisors
+        self.refresh_s = refresh_s
+        self.read_only = read_only
+        self.journal = ops.Journal(redis, journal_path)
+        self.thresholds = thresholds or dict(THRESHOLDS)
+        self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
+        self.snapshot: Snapshot | None = None
+        self.processes: list[ProcessInfo] = []
+        self.supervisor_errors: dict[str, str] = {}
+        self.events: list[dict[str, str]] = []
+        self._last_event = "-"
+        self.message = ""
+        self.sub_title = ("READ-ONLY  " if read_only else "") + (self.grafana_url or "")
+
+    def on_mount(self) -> None:
+        self.switch_mode("queues")
+        self.set_interval(self.refresh_s, self.refresh_now)
+        self.set_interval(max(2.0, self.refresh_s * 3), self.refresh_processes)
+        self.call_later(self.refresh_processes)
+        self.call_later(self.refresh_now)
+
+    async def refresh_now(self) -> None:
+        self.snapshot = await self.collector.fetch()
+        if "redis" not in self.snapshot.errors:
+            try:
+                for entry_id, fields in await ops.events_after(self.redis, self._last_event):
+                    self.events.append(fields)
+                    self._last_event = entry_id
+                self.events = self.events[-2000:]
+            except Exception as error:  # noqa: BLE001 - a failed source shows, the rest updates
+                self.supervisor_errors["events"] = str(error)
+        screen = self.screen
+        if hasattr(screen, "render_snapshot"):
+            screen.render_snapshot(self.snapshot)
+
+    async def refresh_processes(self) -> None:
+        if self.supervisors:
+            self.processes, self.supervisor_errors = await read_processes(self.supervisors)
+
+    def action_show_view(self, mode: str) -> None:
+        self.switch_mode(mode)
+        if self.snapshot is not None and hasattr(self.screen, "render_snapshot"):
+            self.screen.render_snapshot(self.snapshot)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def allowed(self, what: str) -> bool:
+        if self.read_only:
+            self.notify_action(f"read-only: {what} refused")
+            return False
+        return True
+
+    def notify_action(self, text: str) -> None:
+        self.message = text
+        self.notify(text)
+
+
+def _plain(snapshot: Snapshot) -> str:
+    lines = [f"redis {'up' if snapshot.redis.up else 'DOWN ' + snapshot.redis.error}  workers {len(snapshot.workers)}"]
+    lines.append(f"{'queue':28} {'wait':>7} {'active':>7} {'delayed':>7} {'failed':>7} {'oldest':>8} {'workers':>7}")
+    for q in snapshot.queues:
+        oldest = f"{q.oldest_waiting_s:.0f}s" if q.oldest_waiting_s is not None else "-"
+        lines.append(f"{q.name:28} {q.counts['waiting']:>7} {q.counts['active']:>7} {q.counts['delayed']:>7} "
+                     f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7}")  # fmt: skip
+    return "\n".join(lines)
+
+
+async def _once(redis: Redis, as_json: bool, supervisors: list[str]) -> int:
+    snapshot = await Collector(redis).fetch()
+    processes, errors = await read_processes(supervisors) if supervisors else ([], {})
+    if as_json:
+        body: dict[str, Any] = dataclasses.asdict(snapshot)
+        body["processes"] = [dataclasses.asdict(p) for p in processes]
+        body["errors"] = {**snapshot.errors, **errors}
+        print(json.dumps(body, default=str))
+    else:
+        print(_plain(snapshot))
+    await redis.aclose()
+    return 0 if snapshot.redis.up else 1
+
+
+def _default_supervisor() -> list[str]:
+    sock = Path("var/supervisor.sock")
+    return [f"unix://{sock.resolve()}"] if sock.exists() else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ma-top", description=__doc__)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--supervisor", action="append", default=None,
+                        help="supervisord endpoint (unix:///path/var/supervisor.sock or http://host:port); repeat")
+    parser.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
+    parser.add_argument("--read-only", action="store_true", help="refuse every action")
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
+    args = parser.parse_args(argv)
+    if not args.redis_url:
+        print("ma-top: REDIS_URL is not set (Redis connection string); pass --redis-url", file=sys.stderr)
+        return 2
+    supervisors = args.supervisor if args.supervisor is not None else _default_supervisor()
+    redis = Redis.from_url(args.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    if args.once:
+        return asyncio.run(_once(redis, args.json, supervisors))
+    MaTop(redis, supervisors, refresh_s=args.refresh, read_only=args.read_only).run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""ma-top's reads beyond the snapshot, and its actions. No Textual here: tested on its own.
+
+Every read is O(page) or O(1) in the number of jobs; every action is journaled (Redis `ma:audit` and a
+local file) with who, where, when, what and the job ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import socket
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bullmq import Job, Queue
+from redis.asyncio import Redis
+
+from pool.supervisor_source import _proxy
+
+AUDIT_STREAM = "ma:audit"
+EVENTS_STREAM = "ma:events"
+PAGE = 50
+SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
+
+STATE_KEYS = {  # state -> (key suffix, kind); lists hold newest at index 0, sorted sets are scored by time
+    "waiting": ("wait", "list"),
+    "active": ("active", "list"),
+    "delayed": ("delayed", "zset"),
+    "prioritized": ("prioritized", "zset"),
+    "failed": ("failed", "zset"),
+    "completed": ("completed", "zset"),
+}
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    timestamp: int
+    attempts_made: int
+    failed_reason: str
+    processed_on: int
+    finished_on: int
+
+
+async def jobs_page(redis: Redis, queue: str, state: str, page: int = 0, size: int = PAGE,
+                    prefix: str = "bull") -> tuple[list[JobRow], int]:  # fmt: skip
+    """One page of a state, newest first: LRANGE/ZREVRANGE plus one pipelined HMGET per row."""
+    suffix, kind = STATE_KEYS[state]
+    key = f"{prefix}:{queue}:{suffix}"
+    start, stop = page * size, page * size + size - 1
+    if kind == "list":
+        total, ids = await asyncio.gather(redis.llen(key), redis.lrange(key, start, stop))
+    else:
+        total, ids = await asyncio.gather(redis.zcard(key), redis.zrevrange(key, start, stop))
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"{prefix}:{queue}:{job_id}", "name", "timestamp", "atm", "failedReason", "processedOn",
+                       "finishedOn")  # fmt: skip
+        fields = await pipe.execute()
+    rows = [JobRow(str(job_id), f[0] or "?", int(f[1] or 0), int(f[2] or 0), f[3] or "", int(f[4] or 0), int(f[5] or 0))
+            for job_id, f in zip(ids, fields, strict=True)]  # fmt: skip
+    return rows, int(total)
+
+
+def redact(value: Any) -> Any:
+    """Secrets never reach the screen: values under secret-looking keys are masked, recursively."""
+    if isinstance(value, dict):
+        return {k: "***" if any(w in k.lower() for w in SECRET_WORDS) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+async def job_detail(redis: Redis, queue: str, job_id: str, prefix: str = "bull") -> dict[str, Any] | None:
+    raw = await redis.hgetall(f"{prefix}:{queue}:{job_id}")
+    if not raw:
+        return None
+    logs = await redis.lrange(f"{prefix}:{queue}:{job_id}:logs", 0, 99)
+    state = await Queue(queue, {"connection": redis, "prefix": prefix}).getJobState(job_id)
+
+    def loads(text: str | None, default: Any) -> Any:
+        try:
+            return json.loads(text) if text else default
+        except ValueError:
+            return text
+
+    return {
+        "id": job_id, "queue": queue, "name": raw.get("name"), "state": state,
+        "data": redact(loads(raw.get("data"), {})), "opts": loads(raw.get("opts"), {}),
+        "attemptsMade": int(raw.get("atm") or raw.get("attemptsMade") or 0),
+        "failedReason": raw.get("failedReason"), "stacktrace": loads(raw.get("stacktrace"), []),
+        "returnvalue": redact(loads(raw.get("returnvalue"), None)), "progress": loads(raw.get("progress"), 0),
+        "timestamp": int(raw.get("timestamp") or 0), "processedOn": int(raw.get("processedOn") or 0),
+        "finishedOn": int(raw.get("finishedOn") or 0), "logs": logs,
+    }  # fmt: skip
+
+
+async def events_after(redis: Redis, last_id: str = "-", count: int = 500) -> list[tuple[str, dict[str, str]]]:
+    """New entries of the event stream after `last_id` (read incrementally, never the whole stream)."""
+    start = "-" if last_id == "-" else f"({last_id}"
+    if last_id == "-":
+        return list(reversed(await redis.xrevrange(EVENTS_STREAM, "+", "-", count=count)))
+    return await redis.xrange(EVENTS_STREAM, start, "+", count=count)
+
+
+def coalesce(events: list[dict[str, str]], window_s: float = 60.0) -> list[dict[str, Any]]:
+    """`Billing usage aggregation throttled ×143 in 60s`: repeats of (kind, queue, message) inside a window."""
+    out: list[dict[str, Any]] = []
+    open_groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in events:
+        key = (e.get("kind", ""), e.get("queue", ""), e.get("message", ""))
+        ts = int(e.get("ts", "0")) / 1000
+        count = int(e.get("count", "1") or 1)
+        group = open_groups.get(key)
+        if group and ts - group["first"] <= window_s:
+            group["count"] += count
+            group["last"] = ts
+            continue
+        group = {**e, "count": count, "first": ts, "last": ts}
+        open_groups[key] = group
+        out.append(group)
+    return out
+
+
+class Journal:
+    """Who did what, when, to which jobs: the audit stream plus a local file that survives Redis."""
+
+    def __init__(self, redis: Redis, path: Path) -> None:
+        self.redis = redis
+        self.path = path
+        self.who = f"{getpass.getuser()}@{socket.gethostname()}"
+
+    async def write(self, action: str, target: str, ids: list[str] | None = None, outcome: str = "") -> None:
+        record = {"ts": str(int(time.time() * 1000)), "who": self.who, "pid": str(os.getpid()), "action": action,
+                  "target": target, "ids": json.dumps(ids or []), "outcome": outcome}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        await self.redis.xadd(AUDIT_STREAM, record, maxlen=100_000, approximate=True)
+
+
+async def requeue(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
+    """Requeue exactly these failed jobs (fresh attempts); ones no longer failed are skipped."""
+    q = Queue(queue, {"connection": redis})
+    done = skipped = 0
+    for job_id in ids:
+        job = await Job.fromId(q, job_id)
+        if job is None or await q.getJobState(job_id) != "failed":
+            skipped += 1
+            continue
+        try:
+            await job.retry("failed", {"resetAttemptsMade": True})
+            done += 1
+        except Exception:  # noqa: BLE001 - moved meanwhile
+            skipped += 1
+    return done, skipped
+
+
+async def promote(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
+    q = Queue(queue, {"connection": redis})
+    done = skipped = 0
+    for job_id in ids:
+        job = await Job.fromId(q, job_id)
+        try:
+            if job is None:
+                raise LookupError(job_id)
+            await job.promote()
+            done += 1
+        except Exception:  # noqa: BLE001 - no longer delayed
+            skipped += 1
+    return done, skipped
+
+
+async def set_paused(redis: Redis, queue: str, paused: bool) -> None:
+    q = Queue(queue, {"connection": redis})
+    await (q.pause() if paused else q.resume())
+
+
+async def supervisor_call(endpoint: str, method: str, *args: Any) -> Any:
+    """stopProcess / startProcess / readProcessStdoutLog ... in a thread (XML-RPC is blocking)."""
+
+    def call() -> Any:
+        return getattr(_proxy(endpoint).supervisor, method)(*args)
+
+    try:
+        return await asyncio.to_thread(call)
+    except xmlrpc.client.Fault as fault:
+        raise RuntimeError(f"supervisord {method}: {fault.faultString}") from None
