@@ -129,7 +129,10 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             stack.callback(sup.stop)
             _print_where(env, identity_port, stripe_port, config, var)
             if with_top:
-                subprocess.run([str(bindir / "ma-top")], env=env, check=False)
+                print("opening ma-top (q quits it and stops the stack) ...", flush=True)
+                time.sleep(1.0)
+                subprocess.run([str(bindir / "ma-top"), "--supervisor", f"unix://{var / 'supervisor.sock'}"],
+                               env=env, check=False)  # fmt: skip
             else:
                 print("Ctrl-C stops everything.", flush=True)
                 while sup.proc.poll() is None:

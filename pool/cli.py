@@ -88,7 +88,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from devstack.dev import run_dev
 
-    return run_dev(with_top=args.top)
+    return run_dev(with_top=sys.stdin.isatty() and sys.stdout.isatty() and not args.no_top)
 
 
 def _cmd_supervisord(args: argparse.Namespace) -> int:
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=_cmd_exporter)
 
     dev = sub.add_parser("dev", help="the whole local stack: engines, doubles, supervisord, ma-top")
-    dev.add_argument("--top", action="store_true", help="open ma-top in this terminal (else wait for Ctrl-C)")
+    dev.add_argument("--no-top", action="store_true",
+                     help="do not open ma-top (it opens when this is a terminal); wait for Ctrl-C")
     dev.set_defaults(func=_cmd_dev)
 
     sup = sub.add_parser("supervisord", help="start supervisord on supervisord.conf with the per-queue defaults")

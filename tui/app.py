@@ -73,7 +73,7 @@ class MaTop(App[None]):
             except Exception as error:  # noqa: BLE001 - a failed source shows, the rest updates
                 self.supervisor_errors["events"] = str(error)
         screen = self.screen
-        if hasattr(screen, "render_snapshot"):
+        if hasattr(screen, "render_snapshot") and screen.is_mounted:
             screen.render_snapshot(self.snapshot)
 
     async def refresh_processes(self) -> None:
@@ -82,7 +82,7 @@ class MaTop(App[None]):
 
     def action_show_view(self, mode: str) -> None:
         self.switch_mode(mode)
-        if self.snapshot is not None and hasattr(self.screen, "render_snapshot"):
+        if self.snapshot is not None and hasattr(self.screen, "render_snapshot") and self.screen.is_mounted:
             self.screen.render_snapshot(self.snapshot)
 
     def action_help(self) -> None:

@@ -102,6 +102,11 @@ class Base(Screen[None]):
     def body(self) -> ComposeResult:
         yield from ()
 
+    def on_mount(self) -> None:
+        app: MaTop = self.app  # type: ignore[assignment]
+        if app.snapshot is not None:
+            self.render_snapshot(app.snapshot)
+
     def render_snapshot(self, snapshot: Snapshot) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
         errors = "  ".join(f"[red]{k}: {v}[/red]" for k, v in {**snapshot.errors, **app.supervisor_errors}.items())
@@ -197,7 +202,10 @@ class QueueScreen(Base):
 
     async def load(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
-        self.shown, self.total = await ops.jobs_page(app.redis, self.queue, self.state, self.page)
+        shown, total = await ops.jobs_page(app.redis, self.queue, self.state, self.page)
+        if not self.is_mounted or app.screen is not self:  # left (or covered) while the page was loading
+            return
+        self.shown, self.total = shown, total
         pages = max(1, -(-self.total // ops.PAGE))
         tabs = " ".join(f"[reverse]{s}[/reverse]" if s == self.state else s for s in self.STATES)
         self.query_one("#title", Static).update(f"[b]{self.queue}[/b]  {tabs}   page {self.page + 1}/{pages} "

@@ -1,0 +1,182 @@
+"""ma-top through Textual's Pilot (behaviour), plus --once/--json and one run in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+from bullmq import Queue
+from textual.widgets import DataTable, Static
+
+from tests.conftest import BIN, run_job, wait_for
+from tui.app import MaTop
+from tui.screens import ConfirmScreen, QueueScreen
+
+Q = "identity-events"
+
+
+def rows(app: MaTop) -> list[list[str]]:
+    table = app.screen.query_one(DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def failed_jobs(redis, start_pool, n: int) -> list[str]:
+    pool = start_pool(Q)
+    ids = [(await run_job(redis, Q, "test.refuse", {"key": f"org_{i}"})).id for i in range(n)]
+    pool.stop()
+    return ids
+
+
+async def test_queues_view_lists_every_queue_with_counts_and_alerts(redis, tmp_path):
+    await Queue(Q, {"connection": redis}).add("test.sleep", {"seconds": 0})
+    await Queue("product-x.jobs", {"connection": redis}).add("x", {})
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: len(rows(app)) == 2, what="two queues on screen")
+        table = {r[0]: r for r in rows(app)}
+        assert table[Q][1] == "1" and "NO WORKERS" in table[Q][-1]
+        assert "NO HANDLER" in table["product-x.jobs"][-1]
+        await pilot.press("question_mark")
+        assert "keys" in str(app.screen.query_one("#help", Static).render())
+        await pilot.press("escape")
+
+
+async def test_requeue_shown_acts_on_exactly_the_ids_on_screen_after_a_confirm(redis, start_pool, tmp_path):
+    shown = await failed_jobs(redis, start_pool, 3)
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: rows(app), what="queues on screen")
+        await pilot.press("enter")
+        assert isinstance(app.screen, QueueScreen)
+        await wait_for(lambda: len(rows(app)) == 3, what="failed jobs listed")
+        await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "requeue 3 failed job(s) shown on identity-events" in app.screen.question
+        late = await failed_jobs(redis, start_pool, 1)  # fails after the key press: not on the screen
+        await pilot.press("y")
+        queue = Queue(Q, {"connection": redis})
+        await wait_for(lambda: _states(queue, shown, "waiting"), what="shown jobs requeued")
+        assert await queue.getJobState(late[0]) == "failed"
+        await pilot.pause(0.2)
+    audit = [f for _, f in await redis.xrange("ma:audit")]
+    assert audit[-1]["action"] == "requeue" and sorted(json.loads(audit[-1]["ids"])) == sorted(shown)
+    assert "requeue" in (tmp_path / "audit.log").read_text()
+
+
+async def _states(queue: Queue, ids: list[str], want: str) -> bool:
+    return all([await queue.getJobState(i) == want for i in ids])
+
+
+async def test_read_only_refuses_every_action(redis, start_pool, tmp_path):
+    ids = await failed_jobs(redis, start_pool, 1)
+    app = MaTop(redis, [], refresh_s=0.2, read_only=True, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: rows(app), what="queues on screen")
+        await pilot.press("space")
+        await pilot.press("enter")
+        await wait_for(lambda: rows(app), what="jobs listed")
+        await pilot.press("r")
+        await pilot.press("R")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "read-only" in app.message
+    queue = Queue(Q, {"connection": redis})
+    assert await queue.getJobState(ids[0]) == "failed" and not await queue.isPaused()
+    assert await redis.xlen("ma:audit") == 0
+
+
+async def test_pause_and_resume_a_queue_from_the_queues_view(redis, tmp_path):
+    queue = Queue(Q, {"connection": redis})
+    await queue.add("test.sleep", {"seconds": 0})
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: rows(app), what="queues on screen")
+        await pilot.press("space")
+        await wait_for(queue.isPaused, what="paused")
+        await wait_for(lambda: "PAUSED" in rows(app)[0][-1], what="PAUSED badge")
+        await pilot.press("space")
+        await wait_for(lambda: _not(queue.isPaused), what="resumed")
+    assert [f["action"] for _, f in await redis.xrange("ma:audit")] == ["pause", "resume"]
+
+
+async def _not(check) -> bool:
+    return not await check()
+
+
+async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_urls, tmp_path):
+    from devstack import engines
+    from pool.supervise import supervisord_env
+    from tests.conftest import pool_env
+    from tests.test_supervisord import Supervisord
+
+    (tmp_path / "host").mkdir()
+    sup = Supervisord(tmp_path / "host", supervisord_env(pool_env(valkey.url, db_urls,
+                                                                  MA_EXPORTER_PORT=str(engines.free_port()))))  # fmt: skip
+    try:
+        await wait_for(sup.all_running, timeout=30, what="supervisord up")
+        endpoint = f"unix://{tmp_path}/host/var/supervisor.sock"
+        app = MaTop(redis, [endpoint], refresh_s=0.3, journal_path=tmp_path / "audit.log")
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.press("3")
+            await wait_for(lambda: len(rows(app)) == 9, what="processes listed")
+            name, before = rows(app)[0][0], rows(app)[0][2]
+            await pilot.press("s")
+            await wait_for(lambda: _pid_of(sup, name) not in (None, int(before)), timeout=20, what="new pid")
+            await wait_for(lambda: all(p["statename"] == "RUNNING" for p in sup.processes()), what="RUNNING again")
+        assert any(f["action"] == "restart process" for _, f in await redis.xrange("ma:audit"))
+    finally:
+        sup.stop()
+
+
+def _pid_of(sup, full_name: str) -> int | None:
+    for p in sup.processes():
+        if f"{p['group']}:{p['name']}" == full_name and p["statename"] == "RUNNING":
+            return p["pid"]
+    return None
+
+
+def test_once_json_prints_the_snapshot_for_scripts(valkey):
+    subprocess.run([str(BIN / "ma-worker"), "enqueue", "billing-usage", "usage.aggregate"], check=True,
+                   env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url}, capture_output=True)  # fmt: skip
+    out = subprocess.run([str(BIN / "ma-top"), "--once", "--json", "--redis-url", valkey.url], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    usage = next(q for q in snap["queues"] if q["name"] == "billing-usage")
+    assert usage["counts"]["waiting"] >= 1 and snap["redis"]["up"] is True
+    plain = subprocess.run([str(BIN / "ma-top"), "--once", "--redis-url", valkey.url], capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+    assert "billing-usage" in plain.stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by .ci/run; absent here")
+def test_ma_top_in_a_real_terminal_shows_queues_and_answers_keys(valkey):
+    subprocess.run([str(BIN / "ma-worker"), "enqueue", "task-notifications", "task.due-soon"], check=True,
+                   env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url}, capture_output=True)  # fmt: skip
+    session = f"matop{int(time.time())}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "36",
+                    f"{BIN / 'ma-top'} --read-only --redis-url {valkey.url}"], check=True)  # fmt: skip
+    try:
+        def screen() -> str:
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                  text=True).stdout  # fmt: skip
+
+        deadline = time.monotonic() + 20
+        while "task-notifications" not in screen() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        text = screen()
+        assert "task-notifications" in text and "READ-ONLY" in text
+        subprocess.run(["tmux", "send-keys", "-t", session, "4"], check=True)
+        deadline = time.monotonic() + 10
+        while "maxmemory-policy noeviction" not in screen() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "maxmemory-policy noeviction" in screen()
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 10
+        while session in subprocess.run(["tmux", "ls"], capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "ma-top did not quit on q"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

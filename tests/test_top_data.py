@@ -1,0 +1,93 @@
+"""ma-top's data layer (no Textual): counts, metrics, oldest age, paging, grouping, and O(1) refreshes."""
+
+from __future__ import annotations
+
+import time
+
+from bullmq import Queue
+
+from pool.collector import Collector
+from tui import ops
+from tests.conftest import run_job
+
+
+async def commands_sent(redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info"
+               and k != "cmdstat_config")  # fmt: skip
+
+
+async def test_snapshot_counts_metrics_and_oldest_age_match_the_queue(redis, start_pool):
+    q = "identity-events"
+    queue = Queue(q, {"connection": redis})
+    start_pool(q)
+    await run_job(redis, q, "test.sleep", {"seconds": 0})
+    await run_job(redis, q, "test.refuse", {"key": "x"})
+    await queue.pause()
+    for _ in range(3):
+        await queue.add("test.sleep", {"seconds": 0})
+    await queue.add("test.sleep", {"seconds": 0}, {"delay": 60_000})
+    snap = await Collector(redis).fetch()
+    stats = snap.queue(q)
+    assert stats is not None and stats.paused
+    assert stats.counts == {**stats.counts, "waiting": 3, "delayed": 1, "failed": 1, "completed": 1}
+    assert stats.completed_total == 1 and stats.failed_total == 1
+    assert stats.completed_per_min[0] >= 0 and len(stats.completed_per_min) <= 60
+    assert stats.oldest_waiting_s is not None and stats.oldest_waiting_s < 30
+    assert stats.workers == 1 and stats.handled
+    await queue.resume()
+
+
+async def test_a_refresh_sends_the_same_commands_for_a_small_and_a_large_queue(redis):
+    queue = Queue("billing-usage", {"connection": redis})
+    await queue.add("usage.aggregate", {})
+    collector = Collector(redis, ["billing-usage"])
+    await collector.fetch()  # discovery and INFO happen on their slower timers: not on the next ticks
+    before = await commands_sent(redis)
+    await collector.fetch()
+    small = await commands_sent(redis) - before
+    for start in range(0, 5000, 1000):
+        await queue.addBulk([{"name": "usage.aggregate", "data": {"i": i}} for i in range(start, start + 1000)])
+    before = await commands_sent(redis)
+    await collector.fetch()
+    large = await commands_sent(redis) - before
+    assert small == large, f"{small} commands for 1 job, {large} for 5001"
+    stats = await redis.info("commandstats")
+    assert "cmdstat_keys" not in stats
+
+
+async def test_jobs_page_is_newest_first_and_pages(redis):
+    queue = Queue("identity-events", {"connection": redis})
+    for i in range(120):
+        await queue.add(f"job.{i}", {"i": i})
+    first, total = await ops.jobs_page(redis, "identity-events", "waiting", 0)
+    last, _ = await ops.jobs_page(redis, "identity-events", "waiting", 2)
+    assert total == 120 and len(first) == 50 and len(last) == 20
+    assert first[0].name == "job.119" and last[-1].name == "job.0"
+
+
+async def test_requeue_touches_exactly_the_given_ids(redis, start_pool):
+    q = "identity-events"
+    start_pool(q)
+    shown = [(await run_job(redis, q, "test.refuse", {"key": f"o{i}"})).id for i in range(3)]
+    later = (await run_job(redis, q, "test.refuse", {"key": "late"})).id  # failed after the key press
+    done, skipped = await ops.requeue(redis, q, shown + ["missing-id"])
+    assert (done, skipped) == (3, 1)
+    assert await Queue(q, {"connection": redis}).getJobState(later) == "failed"
+
+
+def test_repeated_events_are_coalesced_per_window():
+    now = int(time.time() * 1000)
+    events = [{"ts": str(now + i * 1000), "kind": "throttled", "queue": "billing-usage",
+               "message": "Billing usage aggregation throttled", "count": "1"} for i in range(143)]  # fmt: skip
+    events.append({"ts": str(now + 500), "kind": "failed", "queue": "billing-usage", "message": "boom"})
+    groups = ops.coalesce(events, window_s=60)
+    throttles = [g for g in groups if g["kind"] == "throttled"]
+    assert [g["count"] for g in throttles] == [61, 61, 21]  # windows of 60 s, both ends inclusive
+    assert sum(1 for g in groups if g["kind"] == "failed") == 1
+
+
+def test_secrets_in_job_data_are_redacted():
+    data = {"email": "a@b.c", "apiKey": "k", "nested": {"stripeSecret": "s", "list": [{"token": "t"}]}}
+    assert ops.redact(data) == {"email": "a@b.c", "apiKey": "***",
+                                "nested": {"stripeSecret": "***", "list": [{"token": "***"}]}}  # fmt: skip
