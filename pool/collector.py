@@ -173,7 +173,12 @@ class Collector:
         errors: dict[str, str] = {}
         try:
             if now - self._discovered_at >= self.discover_every:
-                await self.discover()
+                await self.discover()  # SCAN: the slow timer
+            else:  # the registry is O(number of queues): new pool queues show up within a tick
+                registered = set(await self.redis.smembers(QUEUES_REGISTRY))
+                if not registered <= self._registered:
+                    self._registered = frozenset(registered | set(self.known))
+                    self._queues = tuple(sorted(set(self._queues) | registered))
             if now - self._info_at >= self.info_every:
                 self._info, self._info_at = await self._health(), now
             queues = await self._queue_stats(self._queues)
