@@ -45,11 +45,12 @@ def test_unknown_queue_is_refused_with_the_known_ones_listed(valkey, db_urls):
     assert "unknown queue 'identity-event'; known queues: identity-events" in result.stderr
 
 
-async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis, start_pool):
+async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis, start_pool, tasks_db):
     pool = start_pool(Q)
     queue = Queue(Q, {"connection": redis})
-    job = await queue.add("test.sleep", {"seconds": 3})
-    await wait_for(lambda: _state_is(queue, job.id, "active"), what="job active")
+    job = await queue.add("test.effect", {"key": "sigterm", "sleepSeconds": 3})
+    await wait_for(lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'"),
+                   what="the handler is running")  # fmt: skip
     started = time.monotonic()
     pool.proc.send_signal(signal.SIGTERM)
     code = await wait_for(lambda: pool.proc.poll() is not None and (pool.proc.returncode,), timeout=30,
@@ -59,6 +60,7 @@ async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis,
     assert await queue.getJobState(job.id) == "completed"
     assert "shutting down: 1 job(s) in flight" in pool.text()
     assert "stopped identity-events: processed=1 failed=0" in pool.text()
+    assert await tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'") == 1
 
 
 async def test_a_job_outliving_the_grace_is_force_closed_and_rerun_later(redis, start_pool, tasks_db):

@@ -180,3 +180,18 @@ def test_ma_top_in_a_real_terminal_shows_queues_and_answers_keys(valkey):
             time.sleep(0.2)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def test_failures_view_groups_and_requeues_a_whole_group(redis, start_pool, tmp_path):
+    ids = await failed_jobs(redis, start_pool, 3)
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(140, 36)) as pilot:
+        await wait_for(lambda: rows(app), what="queues on screen")
+        await pilot.press("5")
+        await wait_for(lambda: rows(app) and rows(app)[0][1] == "3", what="one group of 3")
+        assert "organization <id> does not exist" in rows(app)[0][5]
+        await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        queue = Queue(Q, {"connection": redis})
+        await wait_for(lambda: _states(queue, ids, "waiting"), what="group requeued")

@@ -91,3 +91,20 @@ def test_secrets_in_job_data_are_redacted():
     data = {"email": "a@b.c", "apiKey": "k", "nested": {"stripeSecret": "s", "list": [{"token": "t"}]}}
     assert ops.redact(data) == {"email": "a@b.c", "apiKey": "***",
                                 "nested": {"stripeSecret": "***", "list": [{"token": "***"}]}}  # fmt: skip
+
+
+async def test_failures_group_by_normalized_reason_and_top_frame(redis, start_pool):
+    q = "identity-events"
+    start_pool(q)
+    for i in range(3):
+        await run_job(redis, q, "test.refuse", {"key": f"org_{i}x{i}"})  # PermanentError: same signature
+    for i in range(2):
+        await run_job(redis, q, "test.flaky", {"key": f"k{i}", "succeedOnAttempt": 9}, attempts=1)
+    groups = await ops.failure_groups(redis, [q])
+    assert [(g.count, g.signature) for g in groups] == [
+        (3, "organization <id> does not exist"),
+        (2, "downstream unavailable (attempt <n>)"),
+    ]
+    assert groups[1].top_frame.endswith("handlers.py:flaky")
+    assert groups[0].names == ("test.refuse",) and len(groups[0].ids) == 3
+    assert groups[0].first_seen <= groups[0].last_seen

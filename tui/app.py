@@ -20,7 +20,7 @@ from textual.binding import Binding
 from pool.collector import Collector, Snapshot
 from pool.supervisor_source import ProcessInfo, read_processes
 from tui import ops
-from tui.screens import EventsScreen, HelpScreen, ProcessesScreen, QueuesScreen, RedisScreen
+from tui.screens import EventsScreen, FailuresScreen, HelpScreen, ProcessesScreen, QueuesScreen, RedisScreen
 
 THRESHOLDS = {"billing_usage_backlog": 300, "payment_sync_retries": 50}
 
@@ -31,10 +31,11 @@ class MaTop(App[None]):
     BINDINGS: ClassVar = [
         Binding("1", "show_view('queues')", "queues"), Binding("2", "show_view('events')", "events"),
         Binding("3", "show_view('processes')", "processes"), Binding("4", "show_view('redis')", "redis"),
+        Binding("5", "show_view('failures')", "failures"),
         Binding("question_mark", "help", "help"), Binding("q", "quit", "quit"),
     ]  # fmt: skip
     MODES: ClassVar = {"queues": QueuesScreen, "events": EventsScreen, "processes": ProcessesScreen,
-                       "redis": RedisScreen}  # fmt: skip
+                       "redis": RedisScreen, "failures": FailuresScreen}  # fmt: skip
 
     def __init__(self, redis: Redis, supervisors: list[str], *, refresh_s: float = 1.0, read_only: bool = False,
                  journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None) -> None:  # fmt: skip

@@ -192,3 +192,82 @@ async def supervisor_call(endpoint: str, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(call)
     except xmlrpc.client.Fault as fault:
         raise RuntimeError(f"supervisord {method}: {fault.faultString}") from None
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    queue: str
+    signature: str
+    example: str
+    top_frame: str
+    count: int
+    first_seen: int
+    last_seen: int
+    names: tuple[str, ...]
+    ids: tuple[str, ...]
+
+
+_VOLATILE = [
+    (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>"),
+    (r"'[^']*'|\"[^\"]*\"", "<str>"),
+    (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
+    (r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]+\b", "<id>"),  # letters and digits
+    (r"\b[a-z]+_[A-Za-z0-9_]+\b", "<id>"),  # snake ids such as org_nope
+    (r"\d+(\.\d+)?", "<n>"),
+]
+
+
+def normalize(reason: str) -> str:
+    """`tenant org_acme_t1 is not in organization org_x` and its siblings share one signature."""
+    import re
+
+    text = reason.strip().splitlines()[0] if reason.strip() else ""
+    for pattern, placeholder in _VOLATILE:
+        text = re.sub(pattern, placeholder, text)
+    return text[:200]
+
+
+def top_frame(stacktrace: str | None) -> str:
+    """The innermost `File "...", line N, in func` of the last traceback, without the line number."""
+    import re
+
+    try:
+        traces = json.loads(stacktrace) if stacktrace else []
+    except ValueError:
+        return ""
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)', traces[-1]) if traces else []
+    if not frames:
+        return ""
+    path, func = frames[-1]
+    return f"{'/'.join(path.split('/')[-2:])}:{func}"
+
+
+async def failure_groups(redis: Redis, queues: list[str], newest: int = 2000,
+                         prefix: str = "bull") -> list[FailureGroup]:  # fmt: skip
+    """Group the newest failed jobs of each queue by signature (normalized reason + top frame).
+
+    Bounded by `newest` per queue; runs when the Failures view refreshes, not on the overview's tick.
+    """
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for queue in queues:
+        ids = await redis.zrevrange(f"{prefix}:{queue}:failed", 0, newest - 1)
+        if not ids:
+            continue
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(f"{prefix}:{queue}:{job_id}", "name", "failedReason", "stacktrace", "finishedOn")
+            rows = await pipe.execute()
+        for job_id, (name, reason, stack, finished) in zip(ids, rows, strict=True):
+            key = (queue, normalize(reason or ""), top_frame(stack))
+            g = groups.setdefault(key, {"example": reason or "", "count": 0, "first": 0, "last": 0, "names": set(),
+                                        "ids": []})  # fmt: skip
+            at = int(finished or 0)
+            g["count"] += 1
+            g["first"] = min(g["first"] or at, at)
+            g["last"] = max(g["last"], at)
+            g["names"].add(name or "?")
+            g["ids"].append(job_id)
+    result = [FailureGroup(q, sig, g["example"][:300], frame, g["count"], g["first"], g["last"],
+                           tuple(sorted(g["names"])), tuple(g["ids"]))
+              for (q, sig, frame), g in groups.items()]  # fmt: skip
+    return sorted(result, key=lambda g: (-g.count, g.queue))

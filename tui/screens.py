@@ -79,11 +79,12 @@ class HelpScreen(ModalScreen[None]):
         app: MaTop = self.app  # type: ignore[assignment]
         lines = [
             "[b]ma-top[/b] — keys",
-            "1 queues   2 events   3 processes   4 redis   ? help   q quit",
+            "1 queues   2 events   3 processes   4 redis   5 failures   ? help   q quit",
             "enter  drill into a queue / job     esc  back",
             "queue view:  ←/→ state   n/p page   r requeue job   R requeue shown failed",
             "             P promote shown delayed   space pause/resume queue",
             "processes:   s restart   x stop   a start   l log tail",
+            "failures:    R requeue the selected group (the ids shown)",
             "",
             "read-only: every action is refused" if app.read_only else "actions are journaled to ma:audit",
         ]
@@ -397,3 +398,65 @@ class RedisScreen(Base):
             f"clients {r.clients}   ops/s {r.ops_per_sec}   evicted keys {r.evicted_keys}\n"
             f"maxmemory-policy {policy}\nconnection failures seen by the pool: {r.connection_failures}"
         )
+
+
+class FailuresScreen(Base):
+    """Failed jobs grouped by signature (normalized reason + top frame); requeue a whole group."""
+
+    BINDINGS = [Binding("escape", "app.show_view('queues')", "back"), Binding("R", "requeue_group", "requeue group")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[ops.FailureGroup] = []
+        self.loaded_at = 0.0
+
+    def body(self) -> ComposeResult:
+        table = DataTable(id="failures", cursor_type="row", zebra_stripes=True)
+        table.add_columns("queue", "count", "first", "last", "jobs", "signature", "top frame")
+        yield table
+
+    def render_snapshot(self, snapshot: Snapshot) -> None:
+        super().render_snapshot(snapshot)
+        import time
+
+        if time.monotonic() - self.loaded_at >= 5:  # grouping reads failed jobs: on its own slower timer
+            self.loaded_at = time.monotonic()
+            queues = [q.name for q in snapshot.queues if q.counts["failed"]]
+            self.run_worker(self.load(queues), exclusive=True, group="failures")
+
+    async def load(self, queues: list[str]) -> None:
+        app: MaTop = self.app  # type: ignore[assignment]
+        groups = await ops.failure_groups(app.redis, queues)
+        if not self.is_mounted:
+            return
+        self.groups = groups
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear()
+        for i, g in enumerate(groups):
+            table.add_row(g.queue, g.count, when(g.first_seen), when(g.last_seen), ", ".join(g.names)[:30],
+                          g.signature[:70], g.top_frame, key=str(i))  # fmt: skip
+        if groups:
+            table.move_cursor(row=min(row, len(groups) - 1))
+
+    def action_requeue_group(self) -> None:
+        app: MaTop = self.app  # type: ignore[assignment]
+        table = self.query_one(DataTable)
+        if not table.row_count or not app.allowed("requeue group"):
+            return
+        group = self.groups[table.cursor_row]
+        ids = list(group.ids)  # the group as shown when the key was pressed
+
+        async def decided(yes: bool | None) -> None:
+            if not yes:
+                return
+            done, skipped = await ops.requeue(app.redis, group.queue, ids)
+            await app.journal.write("requeue group", f"{group.queue} {group.signature}", ids,
+                                    f"{done} done, {skipped} skipped")  # fmt: skip
+            app.notify_action(f"requeued {done} job(s) of the group, {skipped} skipped")
+            self.loaded_at = 0.0
+
+        self.app.push_screen(ConfirmScreen(
+            f"requeue {len(ids)} failed job(s) of {group.queue}?\n{group.example[:200]}\n"
+            f"names: {', '.join(group.names)[:150]}\nfirst {when(group.first_seen)}  last {when(group.last_seen)}"),
+            decided)  # fmt: skip
