@@ -95,6 +95,19 @@ class BulkJob:
     pid: int
 
 
+def bulk_job_from(raw: str) -> BulkJob | None:
+    """A telemetry message (channel or last-state record) as a BulkJob; None when malformed."""
+    try:
+        m = json.loads(raw)
+        return BulkJob(str(m["bulkJobId"]), str(m.get("jobId", "")), str(m.get("operation", "")),
+                       str(m.get("status", "")), _int(m.get("total")), _int(m.get("processed")),
+                       _int(m.get("succeeded")), _int(m.get("failed")), float(m.get("throughputPerSec") or 0),
+                       _epoch(m.get("startedAt")), _epoch(m.get("updatedAt")), str(m.get("host", "")),
+                       _int(m.get("pid")))  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: float
@@ -203,18 +216,9 @@ class Collector:
         now = time.time()
         jobs = []
         for raw in (await self.redis.hgetall(BULK_JOBS_KEY)).values():
-            try:
-                m = json.loads(raw)
-                updated = _epoch(m.get("updatedAt"))
-                if now - updated > BULK_RECENT_S:
-                    continue
-                jobs.append(BulkJob(str(m["bulkJobId"]), str(m.get("jobId", "")), str(m.get("operation", "")),
-                                    str(m.get("status", "")), _int(m.get("total")), _int(m.get("processed")),
-                                    _int(m.get("succeeded")), _int(m.get("failed")),
-                                    float(m.get("throughputPerSec") or 0), _epoch(m.get("startedAt")), updated,
-                                    str(m.get("host", "")), _int(m.get("pid"))))  # fmt: skip
-            except (ValueError, KeyError, TypeError):
-                continue  # a malformed record must not hide the others
+            job = bulk_job_from(raw)  # a malformed record must not hide the others
+            if job is not None and now - job.updated_at <= BULK_RECENT_S:
+                jobs.append(job)
         jobs.sort(key=lambda j: j.updated_at, reverse=True)
         return tuple(jobs[:BULK_MAX])
 

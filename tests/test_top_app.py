@@ -195,3 +195,36 @@ async def test_failures_view_groups_and_requeues_a_whole_group(redis, start_pool
         await pilot.press("y")
         queue = Queue(Q, {"connection": redis})
         await wait_for(lambda: _states(queue, ids, "waiting"), what="group requeued")
+
+
+async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_states(redis, tmp_path):
+    now_ms = int(time.time() * 1000)
+
+    def message(bulk_id: str, status: str, processed: int) -> str:
+        return json.dumps({"bulkJobId": bulk_id, "jobId": "9", "operation": "bulk.activate", "status": status,
+                           "total": 10, "processed": processed, "succeeded": processed, "failed": 0,
+                           "throughputPerSec": 2.5, "startedAt": now_ms - 5000, "updatedAt": int(time.time() * 1000),
+                           "host": "h", "pid": 1})  # fmt: skip
+
+    await redis.hset("ma:bulk-jobs", "bulk-earlier", message("bulk-earlier", "completed", 10))
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(140, 36)) as pilot:
+        await pilot.press("6")
+        await wait_for(lambda: any(r[0] == "bulk-earlier" for r in rows(app)), what="last-state record shown")
+        await wait_for(lambda: _published(redis, message("bulk-live", "running", 4)), what="a subscriber")
+        await wait_for(lambda: any(r[0] == "bulk-live" and r[3] == "4/10" for r in rows(app)), what="live message")
+
+
+async def _published(redis, payload: str) -> bool:
+    return await redis.publish("super-admin.bulk-job.metrics", payload) > 0
+
+
+def test_drain_eta_uses_the_recent_completion_rate():
+    from types import SimpleNamespace
+
+    from tui.screens import drain_eta
+
+    q = SimpleNamespace(counts={"waiting": 600, "prioritized": 0}, completed_per_min=(7, 10, 10, 10, 10, 10))
+    assert drain_eta(q) == "1h"  # 600 jobs at 10/min
+    stuck = SimpleNamespace(counts={"waiting": 5, "prioritized": 0}, completed_per_min=(0, 0, 0))
+    assert drain_eta(stuck) == "∞"

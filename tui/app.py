@@ -17,12 +17,26 @@ from redis.asyncio import Redis
 from textual.app import App
 from textual.binding import Binding
 
-from pool.collector import Collector, Snapshot
+from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
 from pool.supervisor_source import ProcessInfo, read_processes
 from tui import ops
-from tui.screens import EventsScreen, FailuresScreen, HelpScreen, ProcessesScreen, QueuesScreen, RedisScreen
+from tui.screens import (
+    BulkScreen,
+    EventsScreen,
+    FailuresScreen,
+    HelpScreen,
+    ProcessesScreen,
+    QueuesScreen,
+    RedisScreen,
+)
 
 THRESHOLDS = {"billing_usage_backlog": 300, "payment_sync_retries": 50}
+"""The runbook's alert thresholds; override with MA_TOP_BILLING_USAGE_BACKLOG / MA_TOP_PAYMENT_SYNC_RETRIES."""
+BULK_CHANNEL = "super-admin.bulk-job.metrics"
+
+
+def thresholds_from_env() -> dict[str, int]:
+    return {name: int(os.environ.get(f"MA_TOP_{name.upper()}", default)) for name, default in THRESHOLDS.items()}
 
 
 class MaTop(App[None]):
@@ -31,11 +45,11 @@ class MaTop(App[None]):
     BINDINGS: ClassVar = [
         Binding("1", "show_view('queues')", "queues"), Binding("2", "show_view('events')", "events"),
         Binding("3", "show_view('processes')", "processes"), Binding("4", "show_view('redis')", "redis"),
-        Binding("5", "show_view('failures')", "failures"),
+        Binding("5", "show_view('failures')", "failures"), Binding("6", "show_view('bulk')", "bulk jobs"),
         Binding("question_mark", "help", "help"), Binding("q", "quit", "quit"),
     ]  # fmt: skip
     MODES: ClassVar = {"queues": QueuesScreen, "events": EventsScreen, "processes": ProcessesScreen,
-                       "redis": RedisScreen, "failures": FailuresScreen}  # fmt: skip
+                       "redis": RedisScreen, "failures": FailuresScreen, "bulk": BulkScreen}  # fmt: skip
 
     def __init__(self, redis: Redis, supervisors: list[str], *, refresh_s: float = 1.0, read_only: bool = False,
                  journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None) -> None:  # fmt: skip
@@ -46,7 +60,8 @@ class MaTop(App[None]):
         self.refresh_s = refresh_s
         self.read_only = read_only
         self.journal = ops.Journal(redis, journal_path)
-        self.thresholds = thresholds or dict(THRESHOLDS)
+        self.thresholds = thresholds or thresholds_from_env()
+        self.live_bulk: dict[str, BulkJob] = {}
         self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
         self.snapshot: Snapshot | None = None
         self.processes: list[ProcessInfo] = []
@@ -62,6 +77,22 @@ class MaTop(App[None]):
         self.set_interval(max(2.0, self.refresh_s * 3), self.refresh_processes)
         self.call_later(self.refresh_processes)
         self.call_later(self.refresh_now)
+        self.run_worker(self.listen_bulk(), group="bulk", exclusive=True)
+
+    async def listen_bulk(self) -> None:
+        """Live bulk-job telemetry; the last-state records in the snapshot cover what pub/sub missed."""
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(BULK_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        job = bulk_job_from(message["data"])
+                        if job is not None:
+                            self.live_bulk[job.bulk_job_id] = job
+            except Exception as error:  # noqa: BLE001 - shown; retried
+                self.supervisor_errors["bulk channel"] = f"{type(error).__name__}: {error}"
+                await asyncio.sleep(2)
 
     async def refresh_now(self) -> None:
         self.snapshot = await self.collector.fetch()

@@ -36,6 +36,16 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def drain_eta(q: Any) -> str:
+    """Time to empty the backlog at the recent completion rate (last 5 full minutes); ∞ when nothing completes."""
+    backlog = q.counts["waiting"] + q.counts["prioritized"]
+    if not backlog:
+        return "-"
+    recent = q.completed_per_min[1:6]
+    rate = sum(recent) / len(recent) if recent else 0
+    return age(backlog / rate * 60) if rate > 0 else "∞"
+
+
 def when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S") if ms else "-"
 
@@ -79,7 +89,7 @@ class HelpScreen(ModalScreen[None]):
         app: MaTop = self.app  # type: ignore[assignment]
         lines = [
             "[b]ma-top[/b] — keys",
-            "1 queues   2 events   3 processes   4 redis   5 failures   ? help   q quit",
+            "1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs   ? help   q quit",
             "enter  drill into a queue / job     esc  back",
             "queue view:  ←/→ state   n/p page   r requeue job   R requeue shown failed",
             "             P promote shown delayed   space pause/resume queue",
@@ -88,6 +98,8 @@ class HelpScreen(ModalScreen[None]):
             "",
             "read-only: every action is refused" if app.read_only else "actions are journaled to ma:audit",
         ]
+        lines.append(f"alerts: billing-usage backlog > {app.thresholds['billing_usage_backlog']}, payment-sync "
+                     f"retries > {app.thresholds['payment_sync_retries']}, waiting with no workers, no handler")
         if app.grafana_url:
             lines.append(f"Grafana: {app.grafana_url}")
         yield Static("\n".join(lines), id="help")
@@ -120,8 +132,8 @@ class Base(Screen[None]):
 
 class QueuesScreen(Base):
     BINDINGS = [Binding("enter", "open", "open queue", show=True), Binding("space", "pause", "pause/resume")]
-    COLUMNS = ("queue", "wait", "active", "delayed", "prio", "failed", "done/min", "fail/min", "oldest", "workers",
-               "alerts")  # fmt: skip
+    COLUMNS = ("queue", "wait", "active", "delayed", "prio", "failed", "done/min", "fail/min", "oldest", "eta",
+               "workers", "alerts")  # fmt: skip
 
     def body(self) -> ComposeResult:
         table = DataTable(id="queues", cursor_type="row", zebra_stripes=True)
@@ -139,7 +151,7 @@ class QueuesScreen(Base):
             table.add_row(
                 q.name, q.counts["waiting"], q.counts["active"], q.counts["delayed"], q.counts["prioritized"],
                 q.counts["failed"], spark(q.completed_per_min), spark(q.failed_per_min), age(q.oldest_waiting_s),
-                q.workers, " ".join(found), key=q.name,
+                drain_eta(q), q.workers, " ".join(found), key=q.name,
             )  # fmt: skip
         if snapshot.queues:
             table.move_cursor(row=min(row, len(snapshot.queues) - 1))
@@ -460,3 +472,27 @@ class FailuresScreen(Base):
             f"requeue {len(ids)} failed job(s) of {group.queue}?\n{group.example[:200]}\n"
             f"names: {', '.join(group.names)[:150]}\nfirst {when(group.first_seen)}  last {when(group.last_seen)}"),
             decided)  # fmt: skip
+
+
+class BulkScreen(Base):
+    """Bulk jobs: live from `super-admin.bulk-job.metrics`, with the last-state records for older ones."""
+
+    BINDINGS = [Binding("escape", "app.show_view('queues')", "back")]
+
+    def body(self) -> ComposeResult:
+        table = DataTable(id="bulk", cursor_type="row", zebra_stripes=True)
+        table.add_columns("bulk job", "operation", "status", "progress", "failed", "items/s", "last heard", "where")
+        yield table
+
+    def render_snapshot(self, snapshot: Snapshot) -> None:
+        super().render_snapshot(snapshot)
+        app: MaTop = self.app  # type: ignore[assignment]
+        jobs = {j.bulk_job_id: j for j in snapshot.bulk_jobs}
+        jobs.update({k: v for k, v in app.live_bulk.items() if k not in jobs or v.updated_at >= jobs[k].updated_at})
+        table = self.query_one(DataTable)
+        table.clear()
+        for job in sorted(jobs.values(), key=lambda j: j.updated_at, reverse=True):
+            heard = snapshot.taken_at - job.updated_at
+            stale = " [red](silent)[/red]" if job.status in ("running", "throttled") and heard > 30 else ""
+            table.add_row(job.bulk_job_id, job.operation, job.status, f"{job.processed}/{job.total}", job.failed,
+                          f"{job.throughput_per_sec:.1f}", age(heard) + stale, f"{job.host}:{job.pid}")  # fmt: skip
