@@ -3,7 +3,6 @@ with the real queue table and handlers, processes them against the identity doub
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -11,32 +10,14 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from devstack import engines
-from pool.supervise import supervisord_env
-from tests.conftest import pool_env, settle
-from tests.test_supervisord import Supervisord, node_add
+from tests.conftest import settle
+from tests.test_supervisord import host, node_add
 
 
 @pytest.fixture(scope="module")
 def real_stack(tmp_path_factory, db_urls, identity_double):
-    home = tmp_path_factory.mktemp("e2e-host")
-    valkey = engines.valkey(home / "valkey-data").start()
-    env = supervisord_env(pool_env(valkey.url, db_urls, MA_QUEUE_TABLE="pool.queue_table:QUEUES",
-                                   IDENTITY_BASE_URL=identity_double.url,
-                                   MA_EXPORTER_PORT=str(engines.free_port())))  # fmt: skip
-    sup = Supervisord(home, env)
-    try:
-        deadline = time.monotonic() + 30
-        while not sup.all_running():
-            assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
-            time.sleep(0.3)
-    except BaseException:
-        sup.stop()
-        valkey.stop()
-        raise
-    yield sup, valkey
-    sup.stop()
-    valkey.stop()
+    yield from host(tmp_path_factory.mktemp("e2e-host"), db_urls, MA_QUEUE_TABLE="pool.queue_table:QUEUES",
+                    IDENTITY_BASE_URL=identity_double.url)
 
 
 async def test_one_node_job_per_queue_is_processed_end_to_end(real_stack, node_bullmq, identity_db, db_urls):

@@ -18,7 +18,6 @@ import pytest
 import yaml
 from bullmq import Queue
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
 from devstack import engines
 from tests.conftest import BIN, ROOT, run_job, wait_for
@@ -201,7 +200,7 @@ def _exported_names() -> set[str]:
     source = (ROOT / "pool" / "exporter.py").read_text()
     for name in base:
         stem = re.sub(r"_(total|bucket)$", "", name)
-        assert f'"{stem}' in source or f'f"ma_queue_{{name}}"' in source, name
+        assert f'"{stem}' in source or 'f"ma_queue_{name}"' in source, name
     return base
 
 

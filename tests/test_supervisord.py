@@ -57,13 +57,11 @@ class Supervisord:
             self.proc.wait(60)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[Supervisord, engines.Engine]]:
-    home = tmp_path_factory.mktemp("host")
-    valkey = engines.valkey(home / "valkey-data").start()  # its own: this module stops and starts it
-    env = supervisord_env(pool_env(valkey.url, db_urls, MA_PROCS_IDENTITY_EVENTS="2",
-                                   MA_EXPORTER_PORT=str(engines.free_port())))  # fmt: skip
-    sup = Supervisord(home, env)
+def host(home: Path, db_urls: Any, **env: str) -> Iterator[tuple[Supervisord, engines.Engine]]:
+    """A 'host': its own Valkey (tests stop and start it) and supervisord.conf, every program RUNNING."""
+    valkey = engines.valkey(home / "valkey-data").start()
+    sup = Supervisord(home, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()),
+                                                     **env)))  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not sup.all_running():
@@ -76,6 +74,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[S
     yield sup, valkey
     sup.stop()
     valkey.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, db_urls) -> Iterator[tuple[Supervisord, engines.Engine]]:
+    yield from host(tmp_path_factory.mktemp("host"), db_urls, MA_PROCS_IDENTITY_EVENTS="2")
 
 
 @pytest.fixture

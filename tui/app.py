@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
 from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
@@ -82,17 +83,23 @@ class MaTop(App[None]):
     async def listen_bulk(self) -> None:
         """Live bulk-job telemetry; the last-state records in the snapshot cover what pub/sub missed."""
         while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = self.redis.pubsub()
                 await pubsub.subscribe(BULK_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while True:  # polled with a timeout, so cancellation at exit is prompt and clean
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
                         job = bulk_job_from(message["data"])
                         if job is not None:
                             self.live_bulk[job.bulk_job_id] = job
+            except asyncio.CancelledError:
+                raise
             except Exception as error:  # noqa: BLE001 - shown; retried
                 self.supervisor_errors["bulk channel"] = f"{type(error).__name__}: {error}"
                 await asyncio.sleep(2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def refresh_now(self) -> None:
         self.snapshot = await self.collector.fetch()
@@ -104,7 +111,10 @@ class MaTop(App[None]):
                 self.events = self.events[-2000:]
             except Exception as error:  # noqa: BLE001 - a failed source shows, the rest updates
                 self.supervisor_errors["events"] = str(error)
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down: nothing left to render on
+            return
         if hasattr(screen, "render_snapshot") and screen.is_mounted:
             screen.render_snapshot(self.snapshot)
 

@@ -115,6 +115,22 @@ class Base(Screen[None]):
     def body(self) -> ComposeResult:
         yield from ()
 
+    def fill(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Replace the table's rows, keeping the cursor where it was."""
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        if rows:
+            table.move_cursor(row=min(row, len(rows) - 1))
+
+    def selected_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
     def on_mount(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
         if app.snapshot is not None:
@@ -143,28 +159,15 @@ class QueuesScreen(Base):
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         app: MaTop = self.app  # type: ignore[assignment]
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
-        for q in snapshot.queues:
-            found = alerts(snapshot, q, app.thresholds)
-            table.add_row(
-                q.name, q.counts["waiting"], q.counts["active"], q.counts["delayed"], q.counts["prioritized"],
-                q.counts["failed"], spark(q.completed_per_min), spark(q.failed_per_min), age(q.oldest_waiting_s),
-                drain_eta(q), q.workers, " ".join(found), key=q.name,
-            )  # fmt: skip
-        if snapshot.queues:
-            table.move_cursor(row=min(row, len(snapshot.queues) - 1))
-
-    def selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        self.fill([(q.name, (
+            q.name, q.counts["waiting"], q.counts["active"], q.counts["delayed"], q.counts["prioritized"],
+            q.counts["failed"], spark(q.completed_per_min), spark(q.failed_per_min), age(q.oldest_waiting_s),
+            drain_eta(q), q.workers, " ".join(alerts(snapshot, q, app.thresholds)),
+        )) for q in snapshot.queues])  # fmt: skip
 
     def action_open(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
-        if (name := self.selected()) is not None:
+        if (name := self.selected_key()) is not None:
             stats = app.snapshot.queue(name) if app.snapshot else None
             self.app.push_screen(QueueScreen(name, "failed" if stats and stats.counts["failed"] else "waiting"))
 
@@ -174,7 +177,7 @@ class QueuesScreen(Base):
 
     async def action_pause(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
-        if (name := self.selected()) is None or not app.allowed("pause/resume"):
+        if (name := self.selected_key()) is None or not app.allowed("pause/resume"):
             return
         stats = app.snapshot.queue(name) if app.snapshot else None
         paused = not (stats and stats.paused)
@@ -223,14 +226,8 @@ class QueueScreen(Base):
         tabs = " ".join(f"[reverse]{s}[/reverse]" if s == self.state else s for s in self.STATES)
         self.query_one("#title", Static).update(f"[b]{self.queue}[/b]  {tabs}   page {self.page + 1}/{pages} "
                                                 f"({self.total} jobs)")  # fmt: skip
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
-        for job in self.shown:
-            table.add_row(job.id, job.name, when(job.timestamp), job.attempts_made, when(job.finished_on),
-                          job.failed_reason[:80], key=job.id)  # fmt: skip
-        if self.shown:
-            table.move_cursor(row=min(row, len(self.shown) - 1))
+        self.fill([(job.id, (job.id, job.name, when(job.timestamp), job.attempts_made, when(job.finished_on),
+                             job.failed_reason[:80])) for job in self.shown])  # fmt: skip
 
     def action_state(self, step: int) -> None:
         self.state = self.STATES[(self.STATES.index(self.state) + step) % len(self.STATES)]
@@ -242,14 +239,9 @@ class QueueScreen(Base):
         self.page = min(last, max(0, self.page + step))
         self.run_worker(self.load(), exclusive=True, group="jobs")
 
-    def selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def action_open(self) -> None:
-        if (job_id := self.selected()) is not None:
+        if (job_id := self.selected_key()) is not None:
             self.app.push_screen(JobScreen(self.queue, job_id))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:  # enter on the table
@@ -258,7 +250,7 @@ class QueueScreen(Base):
 
     async def action_requeue_one(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
-        if self.state != "failed" or (job_id := self.selected()) is None or not app.allowed("requeue"):
+        if self.state != "failed" or (job_id := self.selected_key()) is None or not app.allowed("requeue"):
             return
         done, _ = await ops.requeue(app.redis, self.queue, [job_id])
         await app.journal.write("requeue", self.queue, [job_id], f"{done} requeued")
@@ -352,21 +344,16 @@ class ProcessesScreen(Base):
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         app: MaTop = self.app  # type: ignore[assignment]
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
-        for p in app.processes:
-            table.add_row(p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
-                          p.endpoint.rsplit("/", 3)[-3] if "/" in p.endpoint else p.endpoint, p.description[:40],
-                          key=f"{p.endpoint}|{p.full_name}")  # fmt: skip
-        if app.processes:
-            table.move_cursor(row=min(row, len(app.processes) - 1))
+        self.fill([(f"{p.endpoint}|{p.full_name}", (
+            p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
+            p.endpoint.rsplit("/", 3)[-3] if "/" in p.endpoint else p.endpoint, p.description[:40],
+        )) for p in app.processes])  # fmt: skip
 
     def selected(self) -> tuple[str, str] | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
+        key = self.selected_key()
+        if key is None:
             return None
-        endpoint, _, name = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value).partition("|")
+        endpoint, _, name = key.partition("|")
         return endpoint, name
 
     async def action_control(self, verb: str) -> None:
