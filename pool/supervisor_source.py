@@ -20,6 +20,8 @@ class ProcessInfo:
     start: int
     now: int
     description: str
+    exitstatus: int = 0
+    spawnerr: str = ""
 
     @property
     def full_name(self) -> str:
@@ -40,7 +42,7 @@ def _proxy(endpoint: str) -> Any:
 def _read(endpoint: str) -> list[ProcessInfo]:
     infos = _proxy(endpoint).supervisor.getAllProcessInfo()
     return [ProcessInfo(endpoint, p["group"], p["name"], p["statename"], p["pid"], p["start"], p["now"],
-                        p["description"]) for p in infos]  # fmt: skip
+                        p["description"], p.get("exitstatus", 0), p.get("spawnerr", "")) for p in infos]  # fmt: skip
 
 
 async def read_processes(endpoints: list[str], timeout: float = 3.0) -> tuple[list[ProcessInfo], dict[str, str]]:

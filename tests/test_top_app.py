@@ -121,13 +121,32 @@ async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_ur
         async with app.run_test(size=(140, 40)) as pilot:
             await pilot.press("3")
             await wait_for(lambda: len(rows(app)) == 9, what="processes listed")
+            await pilot.pause(1.0)  # a second sample, so the CPU column has a baseline
             name, before = rows(app)[0][0], rows(app)[0][2]
+            assert float(rows(app)[0][6]) > 10, "RSS of a local pool process, in MiB"
             await pilot.press("s")
             await wait_for(lambda: _pid_of(sup, name) not in (None, int(before)), timeout=20, what="new pid")
             await wait_for(lambda: all(p["statename"] == "RUNNING" for p in sup.processes()), what="RUNNING again")
-        assert any(f["action"] == "restart process" for _, f in await redis.xrange("ma:audit"))
+            await wait_for(lambda: rows(app)[0][4] == "1", what="the restart counted")
+
+            table = app.screen.query_one(DataTable)
+            while not rows(app)[table.cursor_row][0].startswith("billing-usage:"):
+                await pilot.press("down")
+            usage_before = {n: _pid_of(sup, n) for n in ("billing-usage:billing-usage_00", "billing-usage:billing-usage_01")}
+            await pilot.press("S")
+            assert isinstance(app.screen, ConfirmScreen) and "2 process(es)" in app.screen.question
+            await pilot.press("y")
+            await wait_for(lambda: all(_pid_of(sup, n) not in (None, pid) for n, pid in usage_before.items()),
+                           timeout=40, what="both billing-usage slots restarted")  # fmt: skip
+        actions = [f["action"] for _, f in await redis.xrange("ma:audit")]
+        assert "restart process" in actions
+        await wait_for(lambda: _journal_has(redis, "rolling restart", "2 restarted"), what="rolling restart journaled")
     finally:
         sup.stop()
+
+
+async def _journal_has(redis, action: str, outcome: str) -> bool:
+    return any(f["action"] == action and f["outcome"] == outcome for _, f in await redis.xrange("ma:audit"))
 
 
 def _pid_of(sup, full_name: str) -> int | None:

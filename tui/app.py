@@ -63,6 +63,9 @@ class MaTop(App[None]):
         self.journal = ops.Journal(redis, journal_path)
         self.thresholds = thresholds or thresholds_from_env()
         self.live_bulk: dict[str, BulkJob] = {}
+        self.restarts: dict[tuple[str, str], int] = {}
+        """(endpoint, process) -> pid changes seen while ma-top watched (crash loops show here)."""
+        self._pids: dict[tuple[str, str], int] = {}
         self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
         self.snapshot: Snapshot | None = None
         self.processes: list[ProcessInfo] = []
@@ -121,6 +124,12 @@ class MaTop(App[None]):
     async def refresh_processes(self) -> None:
         if self.supervisors:
             self.processes, self.supervisor_errors = await read_processes(self.supervisors)
+            for p in self.processes:
+                key = (p.endpoint, p.full_name)
+                if p.pid and self._pids.get(key) not in (None, p.pid):
+                    self.restarts[key] = self.restarts.get(key, 0) + 1
+                if p.pid:
+                    self._pids[key] = p.pid
 
     def action_show_view(self, mode: str) -> None:
         self.switch_mode(mode)

@@ -271,3 +271,34 @@ async def failure_groups(redis: Redis, queues: list[str], newest: int = 2000,
                            tuple(sorted(g["names"])), tuple(g["ids"]))
               for (q, sig, frame), g in groups.items()]  # fmt: skip
     return sorted(result, key=lambda g: (-g.count, g.queue))
+
+
+def local_usage(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """RSS (MiB) and CPU % of processes on this host (the runbook's "Memory growth"); others are skipped."""
+    import psutil
+
+    usage: dict[int, tuple[float, float]] = {}
+    for pid in pids:
+        try:
+            proc = _procs.get(pid) or _procs.setdefault(pid, psutil.Process(pid))
+            with proc.oneshot():
+                usage[pid] = (proc.memory_info().rss / 2**20, proc.cpu_percent(None))
+        except (psutil.Error, ValueError):
+            _procs.pop(pid, None)
+    return usage
+
+
+_procs: dict[int, Any] = {}  # kept so cpu_percent measures since the previous refresh
+
+
+async def rolling_restart(endpoint: str, names: list[str], timeout: float = 60.0) -> list[str]:
+    """Restart a program's processes one at a time, each back to RUNNING before the next stops."""
+    done = []
+    for name in names:
+        await supervisor_call(endpoint, "stopProcess", name, True)
+        await supervisor_call(endpoint, "startProcess", name, True)  # wait=True: returns once RUNNING
+        info = await supervisor_call(endpoint, "getProcessInfo", name)
+        if info["statename"] != "RUNNING":
+            raise RuntimeError(f"{name} is {info['statename']} after restart; rolling restart stopped")
+        done.append(name)
+    return done

@@ -93,7 +93,7 @@ class HelpScreen(ModalScreen[None]):
             "enter  drill into a queue / job     esc  back",
             "queue view:  ←/→ state   n/p page   r requeue job   R requeue shown failed",
             "             P promote shown delayed   space pause/resume queue",
-            "processes:   s restart   x stop   a start   l log tail",
+            "processes:   s restart   x stop   a start   S rolling restart of the program   l log tail",
             "failures:    R requeue the selected group (the ids shown)",
             "",
             "read-only: every action is refused" if app.read_only else "actions are journaled to ma:audit",
@@ -333,21 +333,30 @@ class EventsScreen(Base):
 class ProcessesScreen(Base):
     BINDINGS = [Binding("escape", "app.show_view('queues')", "back"), Binding("s", "control('restart')", "restart"),
                 Binding("x", "control('stop')", "stop"), Binding("a", "control('start')", "start"),
-                Binding("l", "tail", "log tail")]  # fmt: skip
+                Binding("S", "rolling", "rolling restart"), Binding("l", "tail", "log tail")]  # fmt: skip
 
     def body(self) -> ComposeResult:
         table = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
-        table.add_columns("process", "state", "pid", "uptime", "endpoint", "description")
+        table.add_columns("process", "state", "pid", "uptime", "restarts", "exit", "rss MiB", "cpu %", "endpoint",
+                          "note")  # fmt: skip
         yield table
         yield Static("", id="tail")
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         app: MaTop = self.app  # type: ignore[assignment]
-        self.fill([(f"{p.endpoint}|{p.full_name}", (
-            p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
-            p.endpoint.rsplit("/", 3)[-3] if "/" in p.endpoint else p.endpoint, p.description[:40],
-        )) for p in app.processes])  # fmt: skip
+        usage = ops.local_usage([p.pid for p in app.processes if p.pid])
+        rows = []
+        for p in app.processes:
+            rss, cpu = usage.get(p.pid, (None, None))
+            rows.append((f"{p.endpoint}|{p.full_name}", (
+                p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
+                app.restarts.get((p.endpoint, p.full_name), 0), p.exitstatus if p.state != "RUNNING" else "-",
+                f"{rss:.0f}" if rss is not None else "-", f"{cpu:.0f}" if cpu is not None else "-",
+                p.endpoint.rsplit("/", 3)[-3] if "/" in p.endpoint else p.endpoint,
+                (p.spawnerr or p.description)[:40],
+            )))  # fmt: skip
+        self.fill(rows)
 
     def selected(self) -> tuple[str, str] | None:
         key = self.selected_key()
@@ -372,6 +381,30 @@ class ProcessesScreen(Base):
         await app.journal.write(f"{verb} process", f"{endpoint} {name}", outcome=outcome)
         app.notify_action(f"{verb} {name}: {outcome}")
         await app.refresh_now()
+
+    def action_rolling(self) -> None:
+        """Restart every process of the selected program, one at a time, each back to RUNNING first."""
+        app: MaTop = self.app  # type: ignore[assignment]
+        if (picked := self.selected()) is None or not app.allowed("rolling restart"):
+            return
+        endpoint, name = picked
+        group = name.split(":")[0]
+        names = [p.full_name for p in app.processes if p.endpoint == endpoint and p.group == group]
+
+        async def decided(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                done = await ops.rolling_restart(endpoint, names)
+                outcome = f"{len(done)} restarted"
+            except RuntimeError as error:
+                outcome = str(error)
+            await app.journal.write("rolling restart", f"{endpoint} {group}", outcome=outcome)
+            app.notify_action(f"rolling restart {group}: {outcome}")
+            await app.refresh_processes()
+
+        self.app.push_screen(ConfirmScreen(f"rolling restart of {group} ({len(names)} process(es)), one at a time?"),
+                             decided)  # fmt: skip
 
     async def action_tail(self) -> None:
         if (picked := self.selected()) is None:
