@@ -247,3 +247,16 @@ def test_drain_eta_uses_the_recent_completion_rate():
     assert drain_eta(q) == "1h"  # 600 jobs at 10/min
     stuck = SimpleNamespace(counts={"waiting": 5, "prioritized": 0}, completed_per_min=(0, 0, 0))
     assert drain_eta(stuck) == "∞"
+
+
+async def test_slash_filters_the_queues_shown(redis, tmp_path):
+    for name in ("billing-usage", "billing-invoice", "identity-events"):
+        await Queue(name, {"connection": redis}).add("x", {})
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: len(rows(app)) == 3, what="three queues")
+        await pilot.press("slash", "b", "i", "l", "l", "enter")
+        await wait_for(lambda: sorted(r[0] for r in rows(app)) == ["billing-invoice", "billing-usage"],
+                       what="filtered to billing")  # fmt: skip
+        await pilot.press("slash", "backspace", "backspace", "backspace", "backspace", "enter")
+        await wait_for(lambda: len(rows(app)) == 3, what="filter cleared")

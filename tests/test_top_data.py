@@ -108,3 +108,20 @@ async def test_failures_group_by_normalized_reason_and_top_frame(redis, start_po
     assert groups[1].top_frame.endswith("handlers.py:flaky")
     assert groups[0].names == ("test.refuse",) and len(groups[0].ids) == 3
     assert groups[0].first_seen <= groups[0].last_seen
+
+
+def test_an_active_job_far_longer_than_usual_is_overdue():
+    now = 1_000_000_000.0
+    assert ops.is_overdue(int(now - 60_000), now, typical_ms=2_000)  # 60 s vs a 2 s median
+    assert not ops.is_overdue(int(now - 8_000), now, typical_ms=2_000)  # under the 30 s floor
+    assert not ops.is_overdue(int(now - 60_000), now, typical_ms=20_000)  # 3x: still usual enough
+    assert not ops.is_overdue(0, now, typical_ms=None)
+
+
+async def test_typical_duration_is_the_median_of_recent_completions(redis, start_pool):
+    q = "identity-events"
+    start_pool(q)
+    for seconds in (0.1, 0.3, 0.2):
+        await run_job(redis, q, "test.sleep", {"seconds": seconds})
+    typical = await ops.typical_duration_ms(redis, q)
+    assert typical is not None and 150 <= typical <= 600

@@ -302,3 +302,23 @@ async def rolling_restart(endpoint: str, names: list[str], timeout: float = 60.0
             raise RuntimeError(f"{name} is {info['statename']} after restart; rolling restart stopped")
         done.append(name)
     return done
+
+
+async def typical_duration_ms(redis: Redis, queue: str, sample: int = 50, prefix: str = "bull") -> float | None:
+    """Median run time of the newest completed jobs (O(sample)): what "far longer than usual" compares to."""
+    ids = await redis.zrevrange(f"{prefix}:{queue}:completed", 0, sample - 1)
+    if not ids:
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"{prefix}:{queue}:{job_id}", "processedOn", "finishedOn")
+        rows = await pipe.execute()
+    runs = sorted(int(f) - int(p) for p, f in rows if p and f)
+    return float(runs[len(runs) // 2]) if runs else None
+
+
+def is_overdue(processed_on_ms: int, now_ms: float, typical_ms: float | None, floor_ms: float = 30_000) -> bool:
+    """An active job running 5x longer than the queue's median (and at least 30 s) is flagged."""
+    if not processed_on_ms:
+        return False
+    return now_ms - processed_on_ms > max(floor_ms, 5 * (typical_ms or 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pool.collector import Snapshot
 from tui import ops
@@ -90,6 +91,7 @@ class HelpScreen(ModalScreen[None]):
         lines = [
             "[b]ma-top[/b] — keys",
             "1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs   ? help   q quit",
+            "/  filter the queues or events shown (by name, kind, queue or message)",
             "enter  drill into a queue / job     esc  back",
             "queue view:  ←/→ state   n/p page   r requeue job   R requeue shown failed",
             "             P promote shown delayed   space pause/resume queue",
@@ -106,11 +108,35 @@ class HelpScreen(ModalScreen[None]):
 
 
 class Base(Screen[None]):
+    filter_text = ""
+    filterable = False
+    """Screens with a `/` filter get the (hidden until asked for) filter box."""
+
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="status")
+        if self.filterable:
+            yield Input(placeholder="filter (enter keeps it, empty clears)", id="filter")
         yield from self.body()
         yield Footer()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip().lower()
+        app: MaTop = self.app  # type: ignore[assignment]
+        if app.snapshot is not None:
+            self.render_snapshot(app.snapshot)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = bool(event.value.strip())
+        self.query_one(DataTable).focus()
+
+    def matches(self, *fields: Any) -> bool:
+        return not self.filter_text or any(self.filter_text in str(f).lower() for f in fields)
 
     def body(self) -> ComposeResult:
         yield from ()
@@ -133,6 +159,9 @@ class Base(Screen[None]):
 
     def on_mount(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
+        tables = self.query(DataTable)
+        if tables:
+            tables.first().focus()  # keys go to the table, not the (hidden) filter box
         if app.snapshot is not None:
             self.render_snapshot(app.snapshot)
 
@@ -147,7 +176,9 @@ class Base(Screen[None]):
 
 
 class QueuesScreen(Base):
-    BINDINGS = [Binding("enter", "open", "open queue", show=True), Binding("space", "pause", "pause/resume")]
+    filterable = True
+    BINDINGS = [Binding("enter", "open", "open queue", show=True), Binding("space", "pause", "pause/resume"),
+                Binding("slash", "filter", "filter")]  # fmt: skip
     COLUMNS = ("queue", "wait", "active", "delayed", "prio", "failed", "done/min", "fail/min", "oldest", "eta",
                "workers", "alerts")  # fmt: skip
 
@@ -163,7 +194,7 @@ class QueuesScreen(Base):
             q.name, q.counts["waiting"], q.counts["active"], q.counts["delayed"], q.counts["prioritized"],
             q.counts["failed"], spark(q.completed_per_min), spark(q.failed_per_min), age(q.oldest_waiting_s),
             drain_eta(q), q.workers, " ".join(alerts(snapshot, q, app.thresholds)),
-        )) for q in snapshot.queues])  # fmt: skip
+        )) for q in snapshot.queues if self.matches(q.name)])  # fmt: skip
 
     def action_open(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
@@ -219,15 +250,23 @@ class QueueScreen(Base):
     async def load(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
         shown, total = await ops.jobs_page(app.redis, self.queue, self.state, self.page)
+        typical = await ops.typical_duration_ms(app.redis, self.queue) if self.state == "active" else None
         if not self.is_mounted or app.screen is not self:  # left (or covered) while the page was loading
             return
         self.shown, self.total = shown, total
+        now_ms = time.time() * 1000
         pages = max(1, -(-self.total // ops.PAGE))
         tabs = " ".join(f"[reverse]{s}[/reverse]" if s == self.state else s for s in self.STATES)
         self.query_one("#title", Static).update(f"[b]{self.queue}[/b]  {tabs}   page {self.page + 1}/{pages} "
                                                 f"({self.total} jobs)")  # fmt: skip
+        def note(job: ops.JobRow) -> str:
+            if self.state == "active" and ops.is_overdue(job.processed_on, now_ms, typical):
+                usual = f", usual {typical / 1000:.1f}s" if typical else ""
+                return f"[b red]LONG-RUNNING[/b red] {age((now_ms - job.processed_on) / 1000)}{usual}"
+            return job.failed_reason[:80]
+
         self.fill([(job.id, (job.id, job.name, when(job.timestamp), job.attempts_made, when(job.finished_on),
-                             job.failed_reason[:80])) for job in self.shown])  # fmt: skip
+                             note(job))) for job in self.shown])  # fmt: skip
 
     def action_state(self, step: int) -> None:
         self.state = self.STATES[(self.STATES.index(self.state) + step) % len(self.STATES)]
@@ -312,7 +351,8 @@ class JobScreen(Base):
 
 
 class EventsScreen(Base):
-    BINDINGS = [Binding("escape", "app.show_view('queues')", "back")]
+    filterable = True
+    BINDINGS = [Binding("escape", "app.show_view('queues')", "back"), Binding("slash", "filter", "filter")]
 
     def body(self) -> ComposeResult:
         table = DataTable(id="events", cursor_type="row", zebra_stripes=True)
@@ -324,7 +364,8 @@ class EventsScreen(Base):
         app: MaTop = self.app  # type: ignore[assignment]
         table = self.query_one(DataTable)
         table.clear()
-        for e in reversed(ops.coalesce(app.events)[-200:]):
+        shown = [e for e in ops.coalesce(app.events) if self.matches(e.get("kind"), e.get("queue"), e.get("message"))]
+        for e in reversed(shown[-200:]):
             times = f"×{e['count']} in {e['last'] - e['first']:.0f}s" if e["count"] > 1 else ""
             table.add_row(when(int(e["first"] * 1000)), e.get("kind", ""), e.get("queue", ""), times,
                           e.get("message", "")[:90], f"{e.get('host', '')}:{e.get('pid', '')}")  # fmt: skip
@@ -449,8 +490,6 @@ class FailuresScreen(Base):
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
-        import time
-
         if time.monotonic() - self.loaded_at >= 5:  # grouping reads failed jobs: on its own slower timer
             self.loaded_at = time.monotonic()
             queues = [q.name for q in snapshot.queues if q.counts["failed"]]
