@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ def thresholds_from_env() -> dict[str, int]:
 
 
 class MaTop(App[None]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).parent / "app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "ma-top"
     BINDINGS: ClassVar = [
         Binding("1", "show_view('queues')", "queues"), Binding("2", "show_view('events')", "events"),
@@ -53,10 +54,11 @@ class MaTop(App[None]):
                        "redis": RedisScreen, "failures": FailuresScreen, "bulk": BulkScreen}  # fmt: skip
 
     def __init__(self, redis: Redis, supervisors: list[str], *, refresh_s: float = 1.0, read_only: bool = False,
-                 journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None) -> None:  # fmt: skip
+                 journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None,
+                 collector: Any = None) -> None:  # fmt: skip
         super().__init__()
         self.redis = redis
-        self.collector = Collector(redis)
+        self.collector = collector or Collector(redis)
         self.supervisors = supervisors
         self.refresh_s = refresh_s
         self.read_only = read_only
@@ -135,6 +137,10 @@ class MaTop(App[None]):
         self.switch_mode(mode)
         if self.snapshot is not None and hasattr(self.screen, "render_snapshot") and self.screen.is_mounted:
             self.screen.render_snapshot(self.snapshot)
+
+    def now(self) -> datetime:
+        """The clock the screens show (snapshot tests freeze it)."""
+        return datetime.now()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -171,7 +171,7 @@ class Base(Screen[None]):
         mode = "[reverse] READ-ONLY [/reverse] " if app.read_only else ""
         redis = "[green]redis up[/green]" if snapshot.redis.up else "[red]REDIS DOWN[/red]"
         self.query_one("#status", Static).update(
-            f"{mode}{redis}  workers {len(snapshot.workers)}  {datetime.now():%H:%M:%S}  {app.message}  {errors}"
+            f"{mode}{redis}  workers {len(snapshot.workers)}  {app.now():%H:%M:%S}  {app.message}  {errors}"
         )
 
 

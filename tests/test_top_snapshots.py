@@ -1,0 +1,64 @@
+"""How ma-top looks: SVG snapshots of each view at 120x36, time frozen, data fixed.
+
+The screens only render a Snapshot; here a fixed Snapshot stands in for the live fetch (the fetcher is
+swapped, as in asynq's dash tests), so a look change shows as a snapshot diff. Update deliberately with
+`pytest tests/test_top_snapshots.py --snapshot-update` and review the SVGs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from pool.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from tui.app import MaTop
+
+T0 = 1_795_000_000.0  # frozen "now", epoch seconds
+
+
+def _queue(name: str, waiting: int, failed: int, workers: int, *, handled: bool = True, paused: bool = False,
+           done: tuple[int, ...] = (3, 5, 8, 13, 8, 5)) -> QueueStats:  # fmt: skip
+    return QueueStats(name, {"waiting": waiting, "active": 1 if workers else 0, "delayed": 2, "prioritized": 0,
+                             "failed": failed, "completed": 120, "waiting-children": 0},
+                      paused, 0, 42.0 if waiting else None, 1200, failed, done, (0, 1, 0, 2, 0, 0), {"retries": 4},
+                      workers, handled)  # fmt: skip
+
+
+SNAPSHOT = Snapshot(
+    T0,
+    (
+        _queue("billing-usage", 450, 3, 2),
+        _queue("identity-events", 0, 0, 1),
+        _queue("product-x.jobs", 12, 0, 0, handled=False),
+        _queue("task-notifications", 5, 1, 1, paused=True),
+    ),
+    (WorkerBeat("host-a", 4242, "billing-usage", "billing-usage:billing-usage_00", 10, ("17",), 1200, 3, 0,
+                int(T0 * 1000) - 3_600_000, int(T0 * 1000)),),  # fmt: skip
+    RedisHealth(True, 52 * 2**20, 2**30, 14, 230, 0, "allkeys-lru", "8.1.8", 2),
+    {},
+    (BulkJob("bulk-7", "31", "bulk.suspend", "running", 500, 120, 118, 2, 12.5, T0 - 60, T0 - 3, "host-a", 4242),),
+)
+
+
+class FixedCollector:
+    async def fetch(self) -> Snapshot:
+        return SNAPSHOT
+
+
+class FrozenTop(MaTop):
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(T0)
+
+
+@pytest.fixture
+def app(valkey, tmp_path: Path) -> FrozenTop:
+    redis = Redis.from_url(valkey.url, decode_responses=True)  # connects inside the snapshot's own loop
+    return FrozenTop(redis, [], refresh_s=60, journal_path=tmp_path / "audit.log", collector=FixedCollector())
+
+
+@pytest.mark.parametrize("keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"])
+def test_view_looks_as_approved(snap_compare, app, keys):
+    assert snap_compare(app, press=["wait:300", *keys, "wait:300"], terminal_size=(120, 36))
