@@ -260,3 +260,60 @@ async def test_slash_filters_the_queues_shown(redis, tmp_path):
                        what="filtered to billing")  # fmt: skip
         await pilot.press("slash", "backspace", "backspace", "backspace", "backspace", "enter")
         await wait_for(lambda: len(rows(app)) == 3, what="filter cleared")
+
+
+async def test_job_detail_shows_reason_attempts_and_masks_secrets(redis, start_pool, tmp_path):
+    pool = start_pool(Q)
+    job = await run_job(redis, Q, "test.refuse", {"key": "org_q", "stripeSecret": "sk_live_do_not_show"})
+    pool.stop()
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(lambda: rows(app), what="queues")
+        await pilot.press("enter")
+        await wait_for(lambda: rows(app) and rows(app)[0][0] == job.id, what="the failed job listed")
+        await pilot.press("enter")
+        detail = app.screen.query_one("#job", Static)
+        await wait_for(lambda: "invalid payload for test.refuse: stripeSecret" in str(detail.render()),
+                       what="detail rendered with the failed reason")  # fmt: skip
+        text = str(detail.render())
+        assert '"stripeSecret": "***"' in text and "sk_live_do_not_show" not in text
+        assert '"attemptsMade": 1' in text and "Traceback" in text
+
+
+async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path):
+    ids = await failed_jobs(redis, start_pool, 2)
+    queue = Queue(Q, {"connection": redis})
+    delayed = [(await queue.add("test.sleep", {"seconds": 0}, {"delay": 3_600_000})).id for _ in range(2)]
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: rows(app), what="queues")
+        await pilot.press("enter")
+        await wait_for(lambda: len(rows(app)) == 2, what="failed jobs")
+        first = rows(app)[0][0]
+        await pilot.press("r")
+        await wait_for(lambda: _states(queue, [first], "waiting"), what="one requeued")
+        other = next(i for i in ids if i != first)
+        assert await queue.getJobState(other) == "failed"
+        await pilot.press("left", "left", "left")  # failed -> prioritized -> delayed ... (states cycle)
+        while not app.screen.state == "delayed":
+            await pilot.press("left")
+        await wait_for(lambda: len(rows(app)) == 2, what="delayed jobs listed")
+        await pilot.press("P", "y")
+        await wait_for(lambda: _states(queue, delayed, "waiting"), what="delayed jobs promoted")
+
+
+async def test_events_view_coalesces_and_filters(redis, tmp_path):
+    now = int(time.time() * 1000)
+    for i in range(5):
+        await redis.xadd("ma:events", {"ts": str(now + i), "kind": "throttled", "queue": "billing-usage",
+                                       "message": "Billing usage aggregation throttled", "host": "h", "pid": "1"})  # fmt: skip
+    await redis.xadd("ma:events", {"ts": str(now), "kind": "stalled", "queue": "identity-events",
+                                   "message": "job 7 stalled", "host": "h", "pid": "2"})  # fmt: skip
+    app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
+    async with app.run_test(size=(140, 36)) as pilot:
+        await pilot.press("2")
+        await wait_for(lambda: len(rows(app)) == 2, what="two coalesced lines")
+        throttle = next(r for r in rows(app) if r[1] == "throttled")
+        assert throttle[3].startswith("×5") and throttle[4] == "Billing usage aggregation throttled"
+        await pilot.press("slash", "s", "t", "a", "l", "enter")
+        await wait_for(lambda: [r[1] for r in rows(app)] == ["stalled"], what="filtered to stalls")

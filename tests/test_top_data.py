@@ -38,7 +38,22 @@ async def test_snapshot_counts_metrics_and_oldest_age_match_the_queue(redis, sta
     await queue.resume()
 
 
-async def test_a_refresh_sends_the_same_commands_for_a_small_and_a_large_queue(redis):
+async def test_a_refresh_sends_the_same_commands_for_a_small_and_a_large_queue(tmp_path):
+    """On a Valkey of its own: the command counters are server-wide, so no other client may talk to it."""
+    from redis.asyncio import Redis
+
+    from devstack import engines
+
+    own = engines.valkey(tmp_path / "v", persistent=False).start()
+    redis = Redis.from_url(own.url, decode_responses=True)
+    try:
+        await _same_commands(redis)
+    finally:
+        await redis.aclose()
+        own.stop()
+
+
+async def _same_commands(redis) -> None:
     queue = Queue("billing-usage", {"connection": redis})
     await queue.add("usage.aggregate", {})
     collector = Collector(redis, ["billing-usage"])

@@ -62,3 +62,16 @@ def app(valkey, tmp_path: Path) -> FrozenTop:
 @pytest.mark.parametrize("keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"])
 def test_view_looks_as_approved(snap_compare, app, keys):
     assert snap_compare(app, press=["wait:300", *keys, "wait:300"], terminal_size=(120, 36))
+
+
+def test_processes_view_looks_as_approved(snap_compare, app):
+    from pool.supervisor_source import ProcessInfo
+
+    start = int(T0) - 7200
+    app.processes = [
+        ProcessInfo("unix:///srv/a/var/supervisor.sock", "billing-usage", "billing-usage_00", "RUNNING", 999_991,
+                    start, int(T0), "pid 999991, uptime 2:00:00"),
+        ProcessInfo("unix:///srv/a/var/supervisor.sock", "billing-usage", "billing-usage_01", "FATAL", 0, start,
+                    int(T0), "Exited too quickly", 78, "Exited too quickly (process log may have details)"),
+    ]  # fmt: skip
+    assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))

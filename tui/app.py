@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from redis.asyncio import Redis
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
+from textual.css.query import NoMatches
 
 from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
 from pool.supervisor_source import ProcessInfo, read_processes
@@ -121,7 +122,10 @@ class MaTop(App[None]):
         except ScreenStackError:  # shutting down: nothing left to render on
             return
         if hasattr(screen, "render_snapshot") and screen.is_mounted:
-            screen.render_snapshot(self.snapshot)
+            try:
+                screen.render_snapshot(self.snapshot)
+            except NoMatches:  # the screen is being composed or torn down right now; the next tick renders
+                pass
 
     async def refresh_processes(self) -> None:
         if self.supervisors:

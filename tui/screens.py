@@ -93,7 +93,7 @@ class HelpScreen(ModalScreen[None]):
             "1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs   ? help   q quit",
             "/  filter the queues or events shown (by name, kind, queue or message)",
             "enter  drill into a queue / job     esc  back",
-            "queue view:  ←/→ state   n/p page   r requeue job   R requeue shown failed",
+            "queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job   R requeue shown failed",
             "             P promote shown delayed   space pause/resume queue",
             "processes:   s restart   x stop   a start   S rolling restart of the program   l log tail",
             "failures:    R requeue the selected group (the ids shown)",
@@ -223,7 +223,8 @@ class QueueScreen(Base):
         Binding("escape", "app.pop_screen", "back"),
         Binding("right,l", "state(1)", "next state", priority=True),
         Binding("left,h", "state(-1)", "prev state", priority=True), Binding("n", "page(1)", "next page"),
-        Binding("p", "page(-1)", "prev page"), Binding("enter", "open", "job detail"),
+        Binding("p", "page(-1)", "prev page"), Binding("g", "page(-1000000000)", "first page", show=False),
+        Binding("G", "page(1000000000)", "last page", show=False), Binding("enter", "open", "job detail"),
         Binding("r", "requeue_one", "requeue"), Binding("R", "requeue_shown", "requeue shown"),
         Binding("P", "promote_shown", "promote shown"),
     ]  # fmt: skip
@@ -245,7 +246,7 @@ class QueueScreen(Base):
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
-        self.run_worker(self.load(), exclusive=True, group="jobs")
+        self.run_worker(self.load(), exclusive=True, group="jobs", exit_on_error=False)
 
     async def load(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
@@ -271,12 +272,12 @@ class QueueScreen(Base):
     def action_state(self, step: int) -> None:
         self.state = self.STATES[(self.STATES.index(self.state) + step) % len(self.STATES)]
         self.page = 0
-        self.run_worker(self.load(), exclusive=True, group="jobs")
+        self.run_worker(self.load(), exclusive=True, group="jobs", exit_on_error=False)
 
     def action_page(self, step: int) -> None:
         last = max(0, -(-self.total // ops.PAGE) - 1)
         self.page = min(last, max(0, self.page + step))
-        self.run_worker(self.load(), exclusive=True, group="jobs")
+        self.run_worker(self.load(), exclusive=True, group="jobs", exit_on_error=False)
 
 
     def action_open(self) -> None:
@@ -493,12 +494,12 @@ class FailuresScreen(Base):
         if time.monotonic() - self.loaded_at >= 5:  # grouping reads failed jobs: on its own slower timer
             self.loaded_at = time.monotonic()
             queues = [q.name for q in snapshot.queues if q.counts["failed"]]
-            self.run_worker(self.load(queues), exclusive=True, group="failures")
+            self.run_worker(self.load(queues), exclusive=True, group="failures", exit_on_error=False)
 
     async def load(self, queues: list[str]) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
         groups = await ops.failure_groups(app.redis, queues)
-        if not self.is_mounted:
+        if not self.is_mounted or app.screen is not self:
             return
         self.groups = groups
         table = self.query_one(DataTable)
