@@ -75,3 +75,46 @@ def test_processes_view_looks_as_approved(snap_compare, app):
                     int(T0), "Exited too quickly", 78, "Exited too quickly (process log may have details)"),
     ]  # fmt: skip
     assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))
+
+
+@pytest.fixture
+def seeded(valkey) -> None:
+    """Fixed Redis content for the views that read Redis directly: events, failed jobs (fixed timestamps)."""
+    import json as _json
+
+    import redis as sync_redis
+
+    r = sync_redis.Redis.from_url(valkey.url, decode_responses=True)
+    r.flushdb()
+    t = int(T0 * 1000)
+    for i, (kind, queue, message) in enumerate([
+        ("throttled", "billing-usage", "Billing usage aggregation throttled"),
+        ("throttled", "billing-usage", "Billing usage aggregation throttled"),
+        ("stalled", "identity-events", "job 7 stalled and was moved back to wait"),
+        ("redis-recovered", "billing-invoice", "Redis connection recovered after 9.8s"),
+    ]):  # fmt: skip
+        r.xadd("ma:events", {"ts": str(t - 60_000 + i * 1000), "kind": kind, "queue": queue, "message": message,
+                             "host": "host-a", "pid": "4242"})  # fmt: skip
+    trace = _json.dumps(['Traceback (most recent call last):\n  File "/srv/pool/dispatch.py", line 90, in __call__\n'
+                         "    raise UnrecoverableError(reason)\nUnrecoverableError"])  # fmt: skip
+    for i in range(3):
+        key = f"bull:billing-usage:{100 + i}"
+        r.hset(key, mapping={"name": "tenant.created", "data": _json.dumps({"organizationId": f"org_{i}"}),
+                             "opts": "{}", "timestamp": str(t - 3_600_000), "atm": "1", "processedOn": str(t - 60_000),
+                             "finishedOn": str(t - 50_000 + i), "stacktrace": trace,
+                             "failedReason": f"tenant org_x_t{i} is not in organization org_{i}; refused"})  # fmt: skip
+        r.zadd("bull:billing-usage:failed", {str(100 + i): t - 50_000 + i})
+    r.close()
+
+
+def test_events_view_looks_as_approved(snap_compare, app, seeded):
+    assert snap_compare(app, press=["wait:300", "2", "wait:500"], terminal_size=(120, 36))
+
+
+def test_failures_view_looks_as_approved(snap_compare, app, seeded):
+    assert snap_compare(app, press=["wait:300", "5", "wait:800"], terminal_size=(120, 36))
+
+
+def test_queue_jobs_view_looks_as_approved(snap_compare, app, seeded):
+    # billing-usage is the first row and has failed jobs: it opens on its failed jobs (the seeded ones)
+    assert snap_compare(app, press=["wait:300", "enter", "wait:600"], terminal_size=(120, 36))
