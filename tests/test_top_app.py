@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ async def test_queues_view_lists_every_queue_with_counts_and_alerts(redis, tmp_p
     await Queue(Q, {"connection": redis}).add("test.sleep", {"seconds": 0})
     await Queue("product-x.jobs", {"connection": redis}).add("x", {})
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: len(rows(app)) == 2, what="two queues on screen")
         table = {r[0]: r for r in rows(app)}
         assert table[Q][1] == "1" and "NO WORKERS" in table[Q][-1]
@@ -47,7 +48,7 @@ async def test_queues_view_lists_every_queue_with_counts_and_alerts(redis, tmp_p
 async def test_requeue_shown_acts_on_exactly_the_ids_on_screen_after_a_confirm(redis, start_pool, tmp_path):
     shown = await failed_jobs(redis, start_pool, 3)
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: rows(app), what="queues on screen")
         await pilot.press("enter")
         assert isinstance(app.screen, QueueScreen)
@@ -73,7 +74,7 @@ async def _states(queue: Queue, ids: list[str], want: str) -> bool:
 async def test_read_only_refuses_every_action(redis, start_pool, tmp_path):
     ids = await failed_jobs(redis, start_pool, 1)
     app = MaTop(redis, [], refresh_s=0.2, read_only=True, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: rows(app), what="queues on screen")
         await pilot.press("space")
         await pilot.press("enter")
@@ -91,7 +92,7 @@ async def test_pause_and_resume_a_queue_from_the_queues_view(redis, tmp_path):
     queue = Queue(Q, {"connection": redis})
     await queue.add("test.sleep", {"seconds": 0})
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: rows(app), what="queues on screen")
         await pilot.press("space")
         await wait_for(queue.isPaused, what="paused")
@@ -118,7 +119,7 @@ async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_ur
         await wait_for(sup.all_running, timeout=30, what="supervisord up")
         endpoint = f"unix://{tmp_path}/host/var/supervisor.sock"
         app = MaTop(redis, [endpoint], refresh_s=0.3, journal_path=tmp_path / "audit.log")
-        async with app.run_test(size=(140, 40)) as pilot:
+        async with asyncio.timeout(90), app.run_test(size=(140, 40)) as pilot:
             await pilot.press("3")
             await wait_for(lambda: len(rows(app)) == 9, what="processes listed")
             await pilot.pause(1.0)  # a second sample, so the CPU column has a baseline
@@ -204,7 +205,7 @@ def test_ma_top_in_a_real_terminal_shows_queues_and_answers_keys(valkey):
 async def test_failures_view_groups_and_requeues_a_whole_group(redis, start_pool, tmp_path):
     ids = await failed_jobs(redis, start_pool, 3)
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(140, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(140, 36)) as pilot:
         await wait_for(lambda: rows(app), what="queues on screen")
         await pilot.press("5")
         await wait_for(lambda: rows(app) and rows(app)[0][1] == "3", what="one group of 3")
@@ -227,7 +228,7 @@ async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_state
 
     await redis.hset("ma:bulk-jobs", "bulk-earlier", message("bulk-earlier", "completed", 10))
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(140, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(140, 36)) as pilot:
         await pilot.press("6")
         await wait_for(lambda: any(r[0] == "bulk-earlier" for r in rows(app)), what="last-state record shown")
         await wait_for(lambda: _published(redis, message("bulk-live", "running", 4)), what="a subscriber")
@@ -253,7 +254,7 @@ async def test_slash_filters_the_queues_shown(redis, tmp_path):
     for name in ("billing-usage", "billing-invoice", "identity-events"):
         await Queue(name, {"connection": redis}).add("x", {})
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: len(rows(app)) == 3, what="three queues")
         await pilot.press("slash", "b", "i", "l", "l", "enter")
         await wait_for(lambda: sorted(r[0] for r in rows(app)) == ["billing-invoice", "billing-usage"],
@@ -267,7 +268,7 @@ async def test_job_detail_shows_reason_attempts_and_masks_secrets(redis, start_p
     job = await run_job(redis, Q, "test.refuse", {"key": "org_q", "stripeSecret": "sk_live_do_not_show"})
     pool.stop()
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 40)) as pilot:
         await wait_for(lambda: rows(app), what="queues")
         await pilot.press("enter")
         await wait_for(lambda: rows(app) and rows(app)[0][0] == job.id, what="the failed job listed")
@@ -285,7 +286,7 @@ async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path
     queue = Queue(Q, {"connection": redis})
     delayed = [(await queue.add("test.sleep", {"seconds": 0}, {"delay": 3_600_000})).id for _ in range(2)]
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: rows(app), what="queues")
         await pilot.press("enter")
         await wait_for(lambda: len(rows(app)) == 2, what="failed jobs")
@@ -310,7 +311,7 @@ async def test_events_view_coalesces_and_filters(redis, tmp_path):
     await redis.xadd("ma:events", {"ts": str(now), "kind": "stalled", "queue": "identity-events",
                                    "message": "job 7 stalled", "host": "h", "pid": "2"})  # fmt: skip
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
-    async with app.run_test(size=(140, 36)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(140, 36)) as pilot:
         await pilot.press("2")
         await wait_for(lambda: len(rows(app)) == 2, what="two coalesced lines")
         throttle = next(r for r in rows(app) if r[1] == "throttled")

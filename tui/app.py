@@ -84,7 +84,7 @@ class MaTop(App[None]):
         self.set_interval(max(2.0, self.refresh_s * 3), self.refresh_processes)
         self.call_later(self.refresh_processes)
         self.call_later(self.refresh_now)
-        self.run_worker(self.listen_bulk(), group="bulk", exclusive=True)
+        self.run_worker(self.listen_bulk(), group="bulk", exclusive=True, exit_on_error=False)
 
     async def listen_bulk(self) -> None:
         """Live bulk-job telemetry; the last-state records in the snapshot cover what pub/sub missed."""
@@ -108,6 +108,14 @@ class MaTop(App[None]):
                     await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def refresh_now(self) -> None:
+        """One tick. A dashboard must not die of a bad record or a flaky source: errors show, ticks go on."""
+        try:
+            await self._refresh()
+        except Exception as error:  # noqa: BLE001
+            self.supervisor_errors["refresh"] = f"{type(error).__name__}: {error}"
+
+    async def _refresh(self) -> None:
+        self.supervisor_errors.pop("refresh", None)
         self.snapshot = await self.collector.fetch()
         if "redis" not in self.snapshot.errors:
             try:
@@ -128,6 +136,12 @@ class MaTop(App[None]):
                 pass
 
     async def refresh_processes(self) -> None:
+        try:
+            await self._refresh_processes()
+        except Exception as error:  # noqa: BLE001 - shown, retried on the next tick
+            self.supervisor_errors["processes"] = f"{type(error).__name__}: {error}"
+
+    async def _refresh_processes(self) -> None:
         if self.supervisors:
             self.processes, self.supervisor_errors = await read_processes(self.supervisors)
             for p in self.processes:
