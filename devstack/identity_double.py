@@ -6,10 +6,14 @@ What the worker's clients call, with the behaviours that matter to them:
   snapshot taken when its session was issued or rotated: an organization created later answers
   403 `organization_scope_mismatch` until the session is rotated.
 - lookups: organizations, tenants, invitations; `POST /v1/tasks/context` (fetchTasksContext).
-- admin: session cleanup, impersonation cleanup (with audit events), invitation marked sent.
+- admin: session cleanup, impersonation cleanup (with audit events), invitation marked sent; bulk item changes
+  `POST /v1/admin/{users|organizations}/{id}/{activate|suspend}` with a required `Idempotency-Key` (a replayed
+  key answers the first result and changes nothing; each applied change is one audit event carrying the key);
+  `GET /v1/users/{id}`.
 - Supabase auth admin: `POST /auth/v1/invite`, `GET /auth/v1/admin/users/{id}` (apikey + bearer service key).
 - rate limiting from IDENTITY_RATE_LIMIT_MAX / IDENTITY_RATE_LIMIT_TIME_WINDOW (ms): 429 + Retry-After.
 - test hooks: `POST /__faults` (next N requests answer 429/401/403/500 or hang), `POST /__ratelimit`,
+  `POST /__latency` (delay answers under a path prefix),
   `GET /__stats`, `POST /__reset`.
 
 Run: python -m devstack.identity_double --port P --database-url URL [--service-key K] [--token-ttl S]
@@ -63,6 +67,7 @@ class State:
     sessions: dict[str, Session] = field(default_factory=dict)
     access: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (session id, expires)
     faults: list[Fault] = field(default_factory=list)
+    latency: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds
     stats: Counter[str] = field(default_factory=Counter)
 
 
@@ -109,6 +114,9 @@ async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
             wait = max(0.0, state.window_start + state.rate_window_ms / 1000 - now)
             return web.json_response({"error": "rate_limited"}, status=429,
                                      headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+    for prefix, delay in state.latency.items():
+        if path.startswith(prefix):
+            await asyncio.sleep(delay)
     response = await handler(request)
     state.stats[f"{response.status}"] += 1
     return response
@@ -293,6 +301,59 @@ async def cleanup_impersonation(request: web.Request) -> web.Response:
     return web.json_response({"retired": len(rows), "tokenIds": [r["id"] for r in rows]})
 
 
+async def get_user(request: web.Request) -> web.Response:
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    row = await request.app[STATE].db.fetchrow(
+        "SELECT id, email, status, is_super_admin FROM users WHERE id = $1", request.match_info["user_id"]
+    )
+    if row is None:
+        return error(404, "user_not_found")
+    return web.json_response({"id": row["id"], "email": row["email"], "status": row["status"],
+                              "isSuperAdmin": row["is_super_admin"]})  # fmt: skip
+
+
+BULK_TARGETS = {"users": "user", "organizations": "organization"}
+
+
+async def bulk_item(request: web.Request) -> web.Response:
+    """Activate or suspend one user or organization, idempotent per Idempotency-Key: the key is stored with
+    the audit event of the change, and a replay answers the first result without changing anything."""
+    if isinstance(session := _session_of(request), web.Response):
+        return session
+    state = request.app[STATE]
+    target, item_id, op = request.match_info["target"], request.match_info["item_id"], request.match_info["op"]
+    if target not in BULK_TARGETS or op not in ("activate", "suspend"):
+        return error(404, "not_found")
+    key = request.headers.get("Idempotency-Key", "")
+    if not key:
+        return error(400, "idempotency_key_required", "bulk changes need an Idempotency-Key header")
+    body = await request.json() if request.can_read_body else {}
+    kind, new_status = BULK_TARGETS[target], "active" if op == "activate" else "suspended"
+    async with state.db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+        earlier = await conn.fetchrow("SELECT details FROM audit_events WHERE details->>'idempotencyKey' = $1", key)
+        if earlier is not None:
+            state.stats["idempotent replays"] += 1
+            details = json.loads(earlier["details"])
+            return web.json_response(details["result"], headers={"Idempotent-Replayed": "true"})
+        extra = ", is_super_admin" if target == "users" else ""
+        row = await conn.fetchrow(f"SELECT id, status{extra} FROM {target} WHERE id = $1 FOR UPDATE", item_id)
+        if row is None:
+            return error(404, f"{kind}_not_found", f"{kind} {item_id} does not exist")
+        if target == "users" and op == "suspend" and row["is_super_admin"]:
+            return error(409, "cannot_suspend_super_admin", f"user {item_id} is a super admin")
+        await conn.execute(f"UPDATE {target} SET status = $2 WHERE id = $1", item_id, new_status)
+        result = {"id": item_id, "status": new_status, "previousStatus": row["status"],
+                  "changed": row["status"] != new_status}  # fmt: skip
+        details = {"idempotencyKey": key, "bulkJobId": body.get("bulkJobId"), "reason": body.get("reason"),
+                   "result": result}  # fmt: skip
+        await conn.execute("INSERT INTO audit_events (action, actor_id, target_id, details) VALUES ($1, $2, $3, $4)",
+                           f"{kind}.{op}", body.get("actorId"), item_id, json.dumps(details))  # fmt: skip
+    state.stats[f"bulk {op} applied"] += 1
+    return web.json_response(result)
+
+
 # -- Supabase auth admin ------------------------------------------------------------------------------
 def _supabase_ok(request: web.Request) -> bool:
     state = request.app[STATE]
@@ -348,6 +409,16 @@ async def set_rate_limit(request: web.Request) -> web.Response:
     return web.json_response({"max": state.rate_max, "windowMs": state.rate_window_ms})
 
 
+async def set_latency(request: web.Request) -> web.Response:
+    body = await request.json()
+    state = request.app[STATE]
+    if float(body.get("seconds", 0)) > 0:
+        state.latency[body.get("path", "")] = float(body["seconds"])
+    else:
+        state.latency.pop(body.get("path", ""), None)
+    return web.json_response(state.latency)
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[STATE].stats))
 
@@ -356,6 +427,7 @@ async def reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.faults.clear()
     state.stats.clear()
+    state.latency.clear()
     state.rate_max = 0
     return web.json_response({"reset": True})
 
@@ -375,10 +447,13 @@ def build_app(state: State) -> web.Application:
     r.add_post("/v1/invitations/{invitation_id}/sent", mark_invitation_sent)
     r.add_post("/v1/admin/sessions/cleanup", cleanup_sessions)
     r.add_post("/v1/admin/impersonation/cleanup", cleanup_impersonation)
+    r.add_get("/v1/users/{user_id}", get_user)
+    r.add_post("/v1/admin/{target}/{item_id}/{op}", bulk_item)
     r.add_post("/auth/v1/invite", supabase_invite)
     r.add_get("/auth/v1/admin/users/{user_id}", supabase_get_user)
     r.add_post("/__faults", add_fault)
     r.add_post("/__ratelimit", set_rate_limit)
+    r.add_post("/__latency", set_latency)
     r.add_get("/__stats", get_stats)
     r.add_post("/__reset", reset)
     return app

@@ -101,6 +101,7 @@ CREATE TABLE audit_events (
     details     jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+CREATE UNIQUE INDEX audit_events_idempotency_key ON audit_events ((details->>'idempotencyKey'));
 -- Supabase auth users (the double serves the auth admin API over this table).
 CREATE TABLE auth_users (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),

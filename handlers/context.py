@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -40,6 +41,15 @@ class JobContext:
     job_name: str
     attempt: int
     log: logging.Logger
+    max_attempts: int = 1
+    progress: Any = None
+    """The job's progress as stored when this run started: where a checkpointing handler resumes."""
+    save_progress: Callable[[Any], Awaitable[Any]] | None = None
+    """Store a checkpoint in the job's progress (BullMQ updateProgress); it survives retries and stalls."""
+
+    @property
+    def final_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
 
     @property
     def settings(self) -> Any:

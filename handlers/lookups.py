@@ -25,6 +25,13 @@ class Organization:
 
 
 @dataclass(frozen=True)
+class User:
+    id: str
+    status: str
+    is_super_admin: bool
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     organization_id: str
@@ -64,6 +71,19 @@ async def tenant(ctx: JobContext, tenant_id: str) -> Tenant | None:
     except NotFound:
         return None
     return Tenant(body["id"], body["organizationId"], body["name"])
+
+
+async def user(ctx: JobContext, user_id: str) -> User | None:
+    try:
+        rows = await _from_db(ctx, "SELECT id, status, is_super_admin FROM users WHERE id = :id", id=user_id)
+        return User(**rows[0]) if rows else None
+    except (SQLAlchemyError, OSError) as error:
+        _fallback(ctx, error, f"user {user_id}")
+    try:
+        body = await ctx.identity.call("GET", f"/v1/users/{user_id}", what=f"user {user_id}")
+    except NotFound:
+        return None
+    return User(body["id"], body["status"], bool(body.get("isSuperAdmin")))
 
 
 async def require_organization(ctx: JobContext, organization_id: str) -> Organization:

@@ -45,7 +45,7 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in item["loc"]) or "payload"
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
@@ -85,7 +85,9 @@ class Dispatcher:
         self.telemetry.job_started(job.id)
         try:
             route, payload = self._parse(job)
-            ctx = JobContext(self.resources, self.spec.name, str(job.id), job.name, attempt, self.job_log)
+            ctx = JobContext(self.resources, self.spec.name, str(job.id), job.name, attempt, self.job_log,
+                             max_attempts=int(job.opts.get("attempts") or 1), progress=job.progress,
+                             save_progress=job.updateProgress)  # fmt: skip
             result = await route.handler(ctx, payload)
         except ThrottledError as error:
             await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     MA_QUEUE_TABLE: str = "pool.queue_table:QUEUES"
     """Where the queue table lives (module:attribute). Tests and experiments may point elsewhere."""
     MA_EXPORT_DIR: str = "var/exports"
+    """Where bulk.export writes its gzip files (temporary name, renamed when complete)."""
+    MA_BULK_ITEM_CONCURRENCY: int = Field(default=8, ge=1, le=64)
+    """Identity admin calls in flight per bulk activate/suspend job."""
     MA_INVOICE_DIR: str = "var/invoices"
 
     @property

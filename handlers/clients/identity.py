@@ -109,31 +109,33 @@ class IdentityClient:
                     return self._store(response.json())
                 if response.status_code == 429 or response.status_code >= 500:
                     self._check_auth_answer(response, "the token refresh")
-            response = await self._send("POST", "/v1/auth/token", headers=self._service_auth())
-            return self._store(self._check_auth_answer(response, "the worker's service key"))
+            return await self._issue_new()
 
     async def rotate_session(self, *, stale: str) -> str:
         """TokenService.rotateSession: revoke stale refresh tokens and reissue with fresh claims."""
         async with self._lock:
             current = self._token
             if current is None or current.access != stale:  # someone rotated or refreshed meanwhile
-                return current.access if current else await self._unlocked_new()
+                return current.access if current else await self._issue_new()
             response = await self._send("POST", f"/v1/admin/sessions/{current.session_id}/rotate",
                                         headers=self._service_auth())  # fmt: skip
             self.rotations += 1
             return self._store(self._check_auth_answer(response, "the session rotation"))
 
-    async def _unlocked_new(self) -> str:
+    async def _issue_new(self) -> str:
+        """A new session from the service key (the caller holds the lock)."""
         response = await self._send("POST", "/v1/auth/token", headers=self._service_auth())
         return self._store(self._check_auth_answer(response, "the worker's service key"))
 
     # -- calls --------------------------------------------------------------------------------------
-    async def call(self, method: str, path: str, *, json: Any = None, what: str | None = None) -> dict[str, Any]:
+    async def call(self, method: str, path: str, *, json: Any = None, what: str | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
         what = what or f"{method} {path}"
         token = await self.token()
         refreshed = rotated = False
         while True:
-            response = await self._send(method, path, json=json, headers={"Authorization": f"Bearer {token}"})
+            response = await self._send(method, path, json=json, headers={**(headers or {}),
+                                                                          "Authorization": f"Bearer {token}"})
             status, code = response.status_code, ""
             if status in (401, 403):
                 code = _error_code(response)

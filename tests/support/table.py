@@ -13,3 +13,9 @@ QUEUES = {
                   backoff_ms=300, attempts=3, schedules=spec.schedules, limiter=None)  # fmt: skip
     for name, spec in REAL.items()
 }
+
+REAL_FAST = {
+    name: replace(spec, lock_duration_ms=3_000, stalled_interval_ms=2_000, backoff_ms=300)
+    for name, spec in REAL.items()
+}
+"""The real handlers with short locks, so a killed worker's job is recovered within seconds."""
