@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
-from bullmq import Job, Queue  # noqa: E402
-from redis.asyncio import Redis  # noqa: E402
+import asyncpg
+from bullmq import Job, Queue
+from redis.asyncio import Redis
 
-from devstack import databases, engines  # noqa: E402
+from devstack import databases, engines
 
 Q = "super-admin.bulk-job"
 BUDGET_RATIO, BUDGET_RSS_MB = 0.8, 150.0

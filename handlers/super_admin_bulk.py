@@ -142,7 +142,7 @@ async def _items(ctx: JobContext, payload: BulkChange) -> list[str]:
         return list(await ctx.redis.lrange(key, 0, -1))
     assert payload.filter is not None
     where, params = _where(payload.target, payload.filter)
-    sql = f"SELECT t.id FROM {_TABLE[payload.target]} t WHERE {where} ORDER BY t.id LIMIT {MAX_ITEMS + 1}"  # noqa: S608
+    sql = f"SELECT t.id FROM {_TABLE[payload.target]} t WHERE {where} ORDER BY t.id LIMIT {MAX_ITEMS + 1}"
     async with ctx.identity_db.connect() as conn:
         ids = [row[0] for row in await conn.execute(text(sql), params)]
     if len(ids) > MAX_ITEMS:
@@ -264,7 +264,7 @@ class Telemetry:
             await asyncio.sleep(TELEMETRY_EVERY_S)
             try:
                 await self.publish("running")
-            except Exception as error:  # telemetry must never stop the job
+            except Exception as error:  # noqa: BLE001 - telemetry must never stop the job
                 self.ctx.log.warning("bulk telemetry publish failed: %s", type(error).__name__)
 
 
@@ -428,7 +428,7 @@ def export_sql(target: Target, fmt: str, where: str, chunk_rows: int = EXPORT_CH
         FROM (SELECT t.id, {export_line_sql(target, fmt)} AS line FROM {table} t
               WHERE t.id > c.last_id{extra} ORDER BY t.id LIMIT {int(chunk_rows)}) s
     ) x WHERE c.n <> 0
-) SELECT convert_to(c.body, 'UTF8'), c.n FROM chunk c WHERE c.n > 0"""  # noqa: S608
+) SELECT convert_to(c.body, 'UTF8'), c.n FROM chunk c WHERE c.n > 0"""
 
 
 class _GzipFile:
@@ -478,7 +478,7 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> dict[str, Any]:
         async with ctx.identity_db.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")  # count and rows: one snapshot
             await conn.begin()
-            count_sql = f"SELECT count(*) FROM {_TABLE[payload.target]} t{' WHERE ' + where if where else ''}"  # noqa: S608
+            count_sql = f"SELECT count(*) FROM {_TABLE[payload.target]} t{' WHERE ' + where if where else ''}"
             progress.total = int((await conn.execute(text(count_sql), params)).scalar_one())
             await telemetry.publish("running")
             ticker = asyncio.create_task(telemetry.ticker())

@@ -228,7 +228,7 @@ async def test_export_chunks_join_to_exactly_the_rows_in_order(users, identity_d
     """The export query's chunking (keyset steps of N rows) neither drops nor repeats rows at chunk edges."""
     from sqlalchemy import text
 
-    from handlers.super_admin_bulk import _positional, _where, export_sql, BulkFilter
+    from handlers.super_admin_bulk import BulkFilter, _positional, _where, export_sql
 
     tag, ids = await users(23)
     where, params = _where("users", BulkFilter.model_validate({"emailDomain": f"{tag}.example"}))
