@@ -107,14 +107,15 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
                                    var / "log" / "identity-double.log", env=env)  # fmt: skip
                 stack.callback(identity.stop)
                 _wait_http(f"http://127.0.0.1:{identity_port}/healthz", identity.proc, "identity double")
-            stripe = Service("stripe", [str(bindir / "localstripe"), "--port", str(stripe_port)],
-                             var / "log" / "stripe-double.log")  # fmt: skip
+            stripe = Service("stripe", [str(bindir / "python"), "-m", "devstack.stripe_double", "--port", str(stripe_port)],
+                             var / "log" / "stripe-double.log", env=env)  # fmt: skip
             stack.callback(stripe.stop)
-            _wait_http(f"http://127.0.0.1:{stripe_port}/v1/customers", stripe.proc, "stripe double")
+            _wait_http(f"http://127.0.0.1:{stripe_port}/__stats", stripe.proc, "stripe double")
 
             env.setdefault("IDENTITY_BASE_URL", f"http://127.0.0.1:{identity_port}")
             env.setdefault("SUPABASE_URL", env["IDENTITY_BASE_URL"])
             env.setdefault("STRIPE_SECRET_KEY", "sk_test_dev")
+            env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_dev")
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
             env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))

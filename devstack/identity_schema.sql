@@ -60,7 +60,8 @@ CREATE TABLE subscriptions (
     status                text NOT NULL DEFAULT 'active',
     current_period_start  timestamptz NOT NULL,
     current_period_end    timestamptz NOT NULL,
-    stripe_customer_id    text
+    stripe_customer_id    text,
+    stripe_payment_method text
 );
 CREATE TABLE usage_events (
     id               bigserial PRIMARY KEY,
@@ -71,6 +72,50 @@ CREATE TABLE usage_events (
     occurred_at      timestamptz NOT NULL
 );
 CREATE INDEX usage_events_window ON usage_events(subscription_id, occurred_at);
+-- Billing, written by identity's billing API (the worker sends rollups, invoices and payment states).
+CREATE TABLE usage_rollups (
+    key              text PRIMARY KEY,  -- the rollup's idempotency key: subscription, feature, resolution, bucket
+    organization_id  text NOT NULL,
+    subscription_id  text NOT NULL REFERENCES subscriptions(id),
+    feature          text NOT NULL,
+    resolution       text NOT NULL CHECK (resolution IN ('hourly', 'daily', 'monthly')),
+    bucket_start     timestamptz NOT NULL,
+    bucket_end       timestamptz NOT NULL,
+    quantity         numeric NOT NULL,
+    event_count      bigint NOT NULL,
+    writes           int NOT NULL DEFAULT 1,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX usage_rollups_window ON usage_rollups(subscription_id, resolution, bucket_start);
+CREATE SEQUENCE invoice_number_seq START 1001;
+CREATE TABLE invoices (
+    id                     text PRIMARY KEY,
+    number                 text NOT NULL UNIQUE,
+    organization_id        text NOT NULL REFERENCES organizations(id),
+    subscription_id        text NOT NULL REFERENCES subscriptions(id),
+    period_start           timestamptz NOT NULL,
+    period_end             timestamptz NOT NULL,
+    currency               text NOT NULL,
+    subtotal_minor         bigint NOT NULL,
+    total_minor            bigint NOT NULL,
+    lines                  jsonb NOT NULL,
+    document_path          text,
+    document_sha256        text,
+    payment_status         text NOT NULL DEFAULT 'unpaid',
+    payment_intent_id      text,
+    amount_refunded_minor  bigint NOT NULL DEFAULT 0,
+    failure_code           text,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (subscription_id, period_start, period_end)
+);
+CREATE TABLE payment_events (
+    stripe_event_id  text PRIMARY KEY,
+    invoice_id       text NOT NULL REFERENCES invoices(id),
+    type             text NOT NULL,
+    payment_status   text NOT NULL,
+    received_at      timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE invitations (
     id               text PRIMARY KEY,
     organization_id  text NOT NULL REFERENCES organizations(id),

@@ -56,11 +56,14 @@ async def seed_identity(conn: asyncpg.Connection) -> None:
              ("plan_starter", "api.calls", 10_000, "0.05"), ("plan_growth", "ai.tokens", 1_000_000, "0.0015"),
              ("plan_growth", "storage.gb", 100, "20"), ("plan_growth", "api.calls", 100_000, "0.04")],
         )  # fmt: skip
-        subs = [(f"sub_{slug}", org, "plan_growth" if slug == "acme" else "plan_starter", period_start,
-                 period_start + timedelta(days=31), f"cus_{slug}") for org, _, slug in ORGS]  # fmt: skip
+        period_end = (period_start + timedelta(days=32)).replace(day=1)
+        # initech's card is declined on charge (the Stripe double's test card), so invoices show both outcomes.
+        subs = [(f"sub_{slug}", org, "plan_growth" if slug == "acme" else "plan_starter", period_start, period_end,
+                 f"cus_{slug}", "pm_card_chargeCustomerFail" if slug == "initech" else "pm_card_visa")
+                for org, _, slug in ORGS]  # fmt: skip
         await conn.executemany(
             "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start, current_period_end,"
-            " stripe_customer_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            " stripe_customer_id, stripe_payment_method) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             subs,
         )
         events = []
@@ -68,7 +71,8 @@ async def seed_identity(conn: asyncpg.Connection) -> None:
             for _ in range(600):
                 at = now - timedelta(seconds=rng.randint(0, 60 * 86400))
                 feature = rng.choice(FEATURES)
-                qty = {"ai.tokens": rng.randint(100, 5000), "storage.gb": rng.randint(1, 3)}.get(feature, rng.randint(1, 200))
+                tokens = rng.randint(2_000, 20_000) if sub_id == "sub_acme" else rng.randint(100, 5000)  # acme: overage
+                qty = {"ai.tokens": tokens, "storage.gb": rng.randint(1, 3)}.get(feature, rng.randint(1, 200))
                 events.append((org, sub_id, feature, qty, at))
         await conn.executemany(
             "INSERT INTO usage_events (organization_id, subscription_id, feature, quantity, occurred_at)"

@@ -1,11 +1,91 @@
-"""Queue `billing-usage`: job contracts in DESIGN.md section 3.
+"""Queue `billing-usage`: raw usage events -> rollups per organization, subscription, feature and period.
 
-Handlers land with their issue; until then a job here fails at once as an unknown job name
-(kept in the failed set, requeue-able with `ma-worker enqueue --requeue-failed billing-usage`).
+The aggregation is one set-based GROUP BY in the identity DB (read-only); the rollups go to identity's billing
+API as the whole period's set, each with its key (subscription, feature, resolution, bucket) as idempotency key:
+re-running a period replaces its rollups, never adds to them. 429 -> deferred (the queue's throttle line,
+`Billing usage aggregation throttled`, is logged once per window by the pool).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
-HANDLERS: dict[str, Any] = {}
+from pydantic import Field, model_validator
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
+
+from handlers import billing
+from handlers.billing import FEATURE, MAX_BUCKETS, Period, Resolution, iso
+from handlers.context import JobContext
+from handlers.payloads import Id
+
+TRUNC = {"hourly": "hour", "daily": "day", "monthly": "month"}
+
+AGGREGATE_SQL = text("""
+    SELECT feature, date_trunc(:unit, occurred_at, 'UTC') AS bucket, sum(quantity) AS quantity, count(*) AS events
+    FROM usage_events
+    WHERE subscription_id = :subscription AND organization_id = :organization
+      AND occurred_at >= :start AND occurred_at < :end
+      AND (CAST(:features AS text[]) IS NULL OR feature = ANY(CAST(:features AS text[])))
+    GROUP BY feature, bucket
+    ORDER BY bucket, feature
+""").bindparams(bindparam("features", type_=ARRAY(TEXT)))
+
+
+class UsageAggregate(Period):
+    resolution: Resolution
+    features: list[Annotated[str, FEATURE]] | None = Field(default=None, min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> UsageAggregate:
+        # Buckets are keyed by their start: a period cut inside a bucket would overwrite it with a partial sum.
+        for name, moment in (("periodStart", self.period_start), ("periodEnd", self.period_end)):
+            if not billing.is_aligned(moment, self.resolution):
+                unit = {"hourly": "an hour", "daily": "a day", "monthly": "a month"}[self.resolution]
+                raise ValueError(f"{name} must start {unit} (UTC) for resolution {self.resolution}")
+        if len(billing.periods(self.period_start, self.period_end, self.resolution)) > MAX_BUCKETS:
+            raise ValueError(f"period holds more than {MAX_BUCKETS} {self.resolution} buckets; split it")
+        return self
+
+
+class UsageBackfill(UsageAggregate):
+    backfill_id: Id
+
+
+async def aggregate(ctx: JobContext, p: UsageAggregate) -> dict[str, Any]:
+    """Aggregate and upsert one period; shared with invoice generation (which refreshes before pricing)."""
+    await billing.subscription(ctx, p.subscription_id, p.organization_id)
+    params = {"unit": TRUNC[p.resolution], "subscription": p.subscription_id, "organization": p.organization_id,
+              "start": p.period_start, "end": p.period_end, "features": p.features}  # fmt: skip
+    async with ctx.identity_db.connect() as conn:
+        rows = (await conn.execute(AGGREGATE_SQL, params)).all()
+    rollups, totals, events = [], dict.fromkeys(p.features or (), Decimal(0)), 0
+    for feature, bucket, quantity, count in rows:
+        rollups.append({"key": f"{p.subscription_id}:{feature}:{p.resolution}:{iso(bucket)}", "feature": feature,
+                        "bucketStart": iso(bucket), "bucketEnd": iso(billing.step(bucket, p.resolution)),
+                        "quantity": str(quantity), "eventCount": count})  # fmt: skip
+        totals[feature] = totals.get(feature, Decimal(0)) + quantity
+        events += count
+    body = {"organizationId": p.organization_id, "subscriptionId": p.subscription_id, "resolution": p.resolution,
+            "periodStart": iso(p.period_start), "periodEnd": iso(p.period_end), "features": p.features,
+            "rollups": rollups}  # fmt: skip
+    answer = await ctx.identity.call("POST", "/v1/billing/rollups/replace", json=body,
+                                     what=f"rollups of {p.subscription_id} {iso(p.period_start)}")  # fmt: skip
+    return {"subscriptionId": p.subscription_id, "resolution": p.resolution, "periodStart": iso(p.period_start),
+            "periodEnd": iso(p.period_end), "rollups": len(rollups), "removed": answer.get("removed", 0),
+            "events": events, "quantities": {f: str(q) for f, q in sorted(totals.items())}}  # fmt: skip
+
+
+async def usage_aggregate(ctx: JobContext, payload: UsageAggregate) -> dict[str, Any]:
+    return await aggregate(ctx, payload)
+
+
+async def usage_backfill(ctx: JobContext, payload: UsageBackfill) -> dict[str, Any]:
+    return {**await aggregate(ctx, payload), "backfillId": payload.backfill_id}
+
+
+HANDLERS = {
+    "usage.aggregate": usage_aggregate,
+    "billing-usage.backfill": usage_backfill,
+}

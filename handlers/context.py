@@ -31,6 +31,14 @@ class Resources:
     """Record a worker event (ma-top's log across hosts): event(kind, message, **fields)."""
     identity: IdentityClient | None = None
     supabase: SupabaseAdmin | None = None
+    stripe: Any = None
+    """stripe.StripeClient (async calls only), when STRIPE_SECRET_KEY is set."""
+    enqueue: Enqueue | None = None
+    """Add a job to one of our queues with its queue-table options: enqueue(queue, name, data, **opts) -> added?"""
+
+
+class Enqueue(Protocol):
+    def __call__(self, queue: str, name: str, data: dict[str, Any], **opts: Any) -> Awaitable[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,18 @@ class JobContext:
     def supabase(self) -> SupabaseAdmin:
         assert self.resources.supabase is not None, "the pool builds the Supabase client at start"
         return self.resources.supabase
+
+    @property
+    def stripe(self) -> Any:
+        if self.resources.stripe is None:
+            from handlers.errors import PermanentError
+
+            raise PermanentError("STRIPE_SECRET_KEY is not set: this worker cannot call Stripe")
+        return self.resources.stripe
+
+    async def enqueue(self, queue: str, name: str, data: dict[str, Any], **opts: Any) -> bool:
+        assert self.resources.enqueue is not None, "the pool builds the enqueuer at start"
+        return await self.resources.enqueue(queue, name, data, **opts)
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
         self.resources.event(kind, message, queue=self.queue, jobId=self.job_id, name=self.job_name, **fields)

@@ -75,6 +75,49 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "yes", "1"):
+        return True
+    if value.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+async def _billing(args: argparse.Namespace) -> tuple[str, bool]:
+    from pool import billing_cli
+    from pool.connection import plain_redis
+    from pool.queue_table import load_table
+
+    table = dict(load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES")))
+    database_url = args.database_url or os.environ.get("DATABASE_URL")
+    if not database_url:
+        raise CliError("DATABASE_URL is not set (identity database, read-only); pass --database-url or export it")
+    redis = plain_redis(_redis_url(args))
+    try:
+        if args.billing_command == "backfill":
+            out = await billing_cli.backfill(redis, table["billing-usage"], database_url, org=args.org,
+                                             sub=args.subscription, start=args.start, end=args.end,
+                                             resolution=args.resolution, features=args.features,
+                                             dry_run=args.dry_run)  # fmt: skip
+            return out, True
+        return await billing_cli.load_test(redis, table, database_url, org=args.org, sub=args.subscription,
+                                           days=args.days, usage_jobs=args.usage_jobs, invoices=args.invoices,
+                                           timeout=args.timeout)  # fmt: skip
+    finally:
+        await redis.aclose()
+
+
+def _cmd_billing(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    try:
+        out, ok = asyncio.run(_billing(args))
+    except RedisError as error:
+        raise CliError(f"Redis: {error}") from None
+    print(out)
+    return 0 if ok else 1
+
+
 def _cmd_exporter(args: argparse.Namespace) -> int:
     from pool.exporter import ExporterSettings, serve
     from pool.logs import setup_logging
@@ -129,6 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--yes", action="store_true", help="do not ask before --requeue-failed")
     enq.add_argument("--redis-url", help="defaults to $REDIS_URL")
     enq.set_defaults(func=_cmd_enqueue)
+
+    bil = sub.add_parser("billing", help="billing tooling: usage backfill, load test")
+    bsub = bil.add_subparsers(dest="billing_command", required=True)
+    for name, helptext in (("backfill", "enqueue billing-usage.backfill jobs, one per period (idempotent)"),
+                           ("load-test", "stress the billing queues and report how they drained")):  # fmt: skip
+        cmd = bsub.add_parser(name, help=helptext)
+        cmd.add_argument("--org", required=True, help="organization id, e.g. org_acme")
+        cmd.add_argument("--subscription", required=True, help="subscription id, e.g. sub_acme")
+        cmd.add_argument("--redis-url", help="defaults to $REDIS_URL")
+        cmd.add_argument("--database-url", help="identity DB (read-only check of org/subscription); $DATABASE_URL")
+        cmd.set_defaults(func=_cmd_billing)
+        if name == "backfill":
+            cmd.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC)")
+            cmd.add_argument("--end", required=True, help="day after the last one, YYYY-MM-DD (UTC, exclusive)")
+            cmd.add_argument("--resolution", choices=("hourly", "daily", "monthly"), default="daily")
+            cmd.add_argument("--features", action="append", help="feature(s), comma-separated or repeated")
+            cmd.add_argument("--dry-run", action="store_true", help="show what would be enqueued; enqueue nothing")
+        else:
+            cmd.add_argument("--days", type=int, default=3)
+            cmd.add_argument("--usage-jobs", type=int, default=25)
+            cmd.add_argument("--invoices", type=_bool, default=False, help="true|false: add invoice jobs too")
+            cmd.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the queues to drain")
     return parser
 
 

@@ -49,5 +49,5 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "asyncio", "sqlalchemy.engine"):
+    for noisy in ("httpx", "httpcore", "asyncio", "sqlalchemy.engine", "stripe", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -140,6 +140,7 @@ QUEUES: dict[str, QueueSpec] = {
             attempts=8,
             backoff_ms=5_000,
             throttle_message="Billing payment sync throttled",
+            schedules=(Schedule("payment-reconcile", "payment.reconcile", 15 * 60 * 1000),),
         ),
     )
 }

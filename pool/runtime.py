@@ -25,7 +25,7 @@ from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
 from pool.connection import plain_redis, pooled_redis
 from pool.dispatch import Dispatcher
-from pool.queue_table import QueueSpec
+from pool.queue_table import QueueSpec, load_table
 from pool.settings import Settings
 from pool.telemetry import Telemetry
 
@@ -107,6 +107,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         settings, redis, identity_db, tasks_db, telemetry.event,
         identity=IdentityClient(identity_base, settings.SUPABASE_SERVICE_ROLE_KEY, http),
         supabase=SupabaseAdmin(str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, http),
+        stripe=make_stripe(settings), enqueue=Enqueuer(redis, load_table(settings.MA_QUEUE_TABLE)),
     )  # fmt: skip
 
     stop = asyncio.Event()
@@ -146,6 +147,37 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     log.info("stopped %s: processed=%d failed=%d throttled=%d", spec.name, telemetry.processed,
              telemetry.failed_count, telemetry.throttled_count)  # fmt: skip
     return 0
+
+
+def make_stripe(settings: Settings) -> Any:
+    """The Stripe client: async calls over httpx (DESIGN 8.4), network retries with Stripe's own backoff
+    for 5xx/connection errors before the job's backoff takes over."""
+    if settings.STRIPE_SECRET_KEY is None:
+        return None
+    import stripe
+
+    base = {"api": str(settings.STRIPE_API_BASE).rstrip("/")} if settings.STRIPE_API_BASE else None
+    return stripe.StripeClient(settings.STRIPE_SECRET_KEY.get_secret_value(), base_addresses=base,
+                               http_client=stripe.HTTPXClient(), max_network_retries=settings.MA_STRIPE_NETWORK_RETRIES)  # fmt: skip
+
+
+class Enqueuer:
+    """Jobs our handlers add (renewals, reconciliation syncs) with their queue's options from the table."""
+
+    def __init__(self, redis: Redis, table: Any) -> None:
+        self.redis = redis
+        self.table = table
+        self.queues: dict[str, Queue] = {}
+
+    async def __call__(self, queue: str, name: str, data: dict[str, Any], **opts: Any) -> bool:
+        """Add; with a jobId, True only when no job with that id existed (a duplicate id adds nothing)."""
+        spec = self.table[queue]
+        q = self.queues.get(queue) or self.queues.setdefault(queue, Queue(queue, {"connection": self.redis}))
+        job_id = opts.get("jobId")
+        if job_id is not None and await self.redis.exists(f"bull:{queue}:{job_id}"):
+            return False
+        await q.add(name, data, {**spec.job_options(), **opts})
+        return True
 
 
 def _on_stalled(telemetry: Telemetry, job_id: str) -> None:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     STRIPE_WEBHOOK_SECRET: SecretStr | None = None
     STRIPE_API_BASE: AnyUrl | None = None
     """Stripe API base; set to the Stripe double locally."""
+    MA_STRIPE_NETWORK_RETRIES: int = Field(default=2, ge=0, le=10)
+    """Stripe client's own retries of 5xx/connection errors (then the job's backoff)."""
 
     MA_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
     """Seconds in-flight jobs get after SIGTERM before a forced close (below supervisord's stopwaitsecs)."""
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     MA_BULK_ITEM_CONCURRENCY: int = Field(default=8, ge=1, le=64)
     """Identity admin calls in flight per bulk activate/suspend job."""
     MA_INVOICE_DIR: str = "var/invoices"
+    """Where invoice PDFs are written (temporary name, renamed when complete)."""
 
     @property
     def process_name(self) -> str:

@@ -216,6 +216,65 @@ def identity(identity_double: IdentityDouble) -> IdentityDouble:
     return identity_double
 
 
+class StripeDouble:
+    """The Stripe double (localstripe + fault hooks) as a real HTTP server (subprocess)."""
+
+    SECRET_KEY = "sk_test_billing_secret_4242"
+    WEBHOOK_SECRET = "whsec_test_webhook_secret"
+
+    def __init__(self, log: Path) -> None:
+        import httpx
+
+        self.port = engines.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(BIN / "python"), "-m", "devstack.stripe_double", "--port", str(self.port)],
+                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(self.url + "/__stats", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+    def hook(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        return httpx.request(method, self.url + path, json=body, timeout=5).json()
+
+    def stats(self) -> dict[str, int]:
+        return self.hook("GET", "/__stats")
+
+    def env(self) -> dict[str, str]:
+        return {"STRIPE_SECRET_KEY": self.SECRET_KEY, "STRIPE_API_BASE": self.url,
+                "STRIPE_WEBHOOK_SECRET": self.WEBHOOK_SECRET, "MA_STRIPE_NETWORK_RETRIES": "1"}  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture(scope="session")
+def stripe_double(state_dir: Path) -> Iterator[StripeDouble]:
+    double = StripeDouble(state_dir / "stripe-double.log")
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def stripe(stripe_double: StripeDouble) -> StripeDouble:
+    stripe_double.hook("POST", "/__reset")
+    return stripe_double
+
+
 @pytest.fixture
 async def identity_db(db_urls: databases.DatabaseUrls) -> Any:
     """The identity service's own access to its database (tests play the identity service)."""

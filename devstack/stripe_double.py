@@ -1,0 +1,131 @@
+"""The Stripe double: localstripe (a stateful fake of the Stripe API) with fault injection and counters.
+
+localstripe keeps its objects in memory (here never on disk: several stacks may run side by side) and does not
+honour idempotency keys, so the worker must not rely on Stripe-side dedupe. In front of it:
+- `POST /__faults {"status": 500, "seconds": 30, "path": "/v1/"}` answers that status for a while (or `count`
+  requests); `{"status": "slow-after", "delay": 8, "path": "/v1/payment_intents"}` lets the next matching request
+  take effect in Stripe and then holds its answer back that long (a worker killed meanwhile never learns the id).
+- `GET /__stats` counts requests per method and path (e.g. `POST /v1/payment_intents`), `POST /__reset` clears
+  faults and counters (`DELETE /_config/data` still clears localstripe's objects).
+
+Run: python -m devstack.stripe_double --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("stripe-double")
+
+
+@dataclass
+class Fault:
+    status: int | str
+    path: str
+    until: float = 0.0
+    remaining: int = 0
+    delay: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.remaining > 0 or now < self.until
+
+
+@dataclass
+class Control:
+    faults: list[Fault] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+
+
+CONTROL = Control()
+
+
+@web.middleware
+async def faults(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith("/__"):  # the test hooks, outside localstripe's auth
+        hook = HOOKS.get((request.method, request.path))
+        return await hook(request) if hook else web.json_response({"error": "no such hook"}, status=404)
+    now = time.monotonic()
+    CONTROL.stats[f"{request.method} {_route(request.path)}"] += 1
+    for fault in CONTROL.faults:
+        if not request.path.startswith(fault.path) or not fault.active(now):
+            continue
+        fault.remaining = max(0, fault.remaining - 1)
+        CONTROL.stats[f"fault {fault.status}"] += 1
+        if fault.status == "slow-after":
+            response = await handler(request)  # the request takes effect...
+            await asyncio.sleep(fault.delay)  # ...but its answer is held back
+            return response
+        return web.json_response({"error": {"type": "api_error", "message": "injected fault"}},
+                                 status=int(fault.status))  # fmt: skip
+    return await handler(request)
+
+
+def _route(path: str) -> str:
+    """`/v1/payment_intents/pi_123/confirm` -> `/v1/payment_intents/{id}/confirm` (bounded counter names)."""
+    parts = path.split("/")
+    return "/".join("{id}" if i == 3 and part else part for i, part in enumerate(parts))
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    body = await request.json()
+    seconds = float(body.get("seconds", 0))
+    fault = Fault(body["status"], body.get("path", "/v1/"), time.monotonic() + seconds if seconds else 0.0,
+                  int(body.get("count", 0 if seconds else 1)), float(body.get("delay", 0)))  # fmt: skip
+    CONTROL.faults.append(fault)
+    return web.json_response({"faults": len(CONTROL.faults)})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(dict(CONTROL.stats))
+
+
+async def reset(request: web.Request) -> web.Response:
+    CONTROL.faults.clear()
+    CONTROL.stats.clear()
+    return web.json_response({"reset": True})
+
+
+def build_app() -> web.Application:
+    from localstripe import server  # imports register localstripe's routes on its module-level app
+
+    app = server.app
+    # Never persist to disk (localstripe's default pickles every change to one shared file).
+    app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]
+    app.middlewares.insert(0, faults)
+    return app
+
+
+HOOKS = {("POST", "/__faults"): add_fault, ("GET", "/__stats"): get_stats, ("POST", "/__reset"): reset}
+
+
+async def serve(port: int) -> None:
+    runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    log.info("stripe double (localstripe) on http://127.0.0.1:%d", port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args.port))
+
+
+if __name__ == "__main__":
+    main()

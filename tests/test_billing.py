@@ -1,0 +1,368 @@
+"""Billing: usage rollups (and the backfill CLI), invoices with PDF and renewal, Stripe charges and payment sync."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import stripe as stripe_sdk
+from bullmq import Queue
+
+from tests.conftest import BIN, ROOT, run_job, settle, wait_for
+
+USAGE, INVOICE, SYNC = "billing-usage", "billing-invoice", "billing-payment-sync"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def today() -> datetime:
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def this_month() -> tuple[datetime, datetime]:
+    start = today().replace(day=1)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+@pytest.fixture
+def billing_pool(start_real_pool, stripe, tmp_path):
+    def start(queue: str, **extra: str):
+        return start_real_pool(queue, **stripe.env(), MA_INVOICE_DIR=str(tmp_path / "invoices"), **extra)
+
+    return start
+
+
+@pytest.fixture
+async def subscription(identity_db):
+    """A fresh subscription of org_globex on the starter plan, for this month, with the given card."""
+
+    async def make(card: str = "pm_card_visa", plan: str = "plan_starter") -> str:
+        sub = f"sub_t{uuid.uuid4().hex[:8]}"
+        start, end = this_month()
+        await identity_db.execute(
+            "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start, current_period_end,"
+            " stripe_customer_id, stripe_payment_method) VALUES ($1, 'org_globex', $2, $3, $4, 'cus_test', $5)",
+            sub, plan, start, end, card,
+        )  # fmt: skip
+        return sub
+
+    return make
+
+
+async def add_usage(identity_db, sub: str, events: list[tuple[str, str, datetime]]) -> None:
+    await identity_db.executemany(
+        "INSERT INTO usage_events (organization_id, subscription_id, feature, quantity, occurred_at)"
+        " VALUES ('org_globex', $1, $2, $3::numeric, $4)",
+        [(sub, feature, qty, at) for feature, qty, at in events],
+    )
+
+
+def stripe_client(stripe) -> stripe_sdk.StripeClient:
+    return stripe_sdk.StripeClient(stripe.SECRET_KEY, base_addresses={"api": stripe.url})
+
+
+def signed(secret: str, event: dict) -> tuple[str, str]:
+    """A webhook body and its Stripe-Signature header, as Stripe computes them."""
+    payload = json.dumps(event)
+    ts = int(time.time())
+    mac = hmac.new(secret.encode(), f"{ts}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return payload, f"t={ts},v1={mac}"
+
+
+# -- usage rollups ----------------------------------------------------------------------------------------------------
+async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(redis, billing_pool, identity_db):
+    start, end = today() - timedelta(days=30), today()
+    billing_pool(USAGE)
+    body = {"organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(start),
+            "periodEnd": iso(end), "resolution": "daily"}  # fmt: skip
+    first = await run_job(redis, USAGE, "usage.aggregate", body)
+    assert first.returnvalue is not None, first.failedReason
+
+    raw = await identity_db.fetch("SELECT feature, quantity, occurred_at FROM usage_events WHERE subscription_id ="
+                                  " 'sub_acme' AND occurred_at >= $1 AND occurred_at < $2", start, end)  # fmt: skip
+    reference: dict[tuple[str, datetime], list] = defaultdict(lambda: [Decimal(0), 0])
+    for r in raw:
+        day = r["occurred_at"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        reference[(r["feature"], day)][0] += r["quantity"]
+        reference[(r["feature"], day)][1] += 1
+
+    async def stored() -> dict:
+        rows = await identity_db.fetch("SELECT feature, bucket_start, quantity, event_count, writes FROM usage_rollups"
+                                       " WHERE subscription_id = 'sub_acme' AND resolution = 'daily'"
+                                       " AND bucket_start >= $1 AND bucket_start < $2", start, end)  # fmt: skip
+        return {(r["feature"], r["bucket_start"]): (r["quantity"], r["event_count"], r["writes"]) for r in rows}
+
+    once = await stored()
+    assert len(raw) > 100 and len(once) == len(reference)
+    assert {k: list(v[:2]) for k, v in once.items()} == {k: v for k, v in reference.items()}
+    assert first.returnvalue["events"] == len(raw) and first.returnvalue["rollups"] == len(reference)
+
+    again = await run_job(redis, USAGE, "usage.aggregate", body)
+    twice = await stored()
+    assert {k: v[:2] for k, v in twice.items()} == {k: v[:2] for k, v in once.items()}  # replaced, not added
+    assert {v[2] for v in twice.values()} == {v[2] + 1 for v in once.values()}
+    assert again.returnvalue["removed"] == 0
+
+    # A late correction: one event gone; the re-run makes the rollup follow, and an emptied bucket disappears.
+    victim = raw[0]
+    await identity_db.execute("DELETE FROM usage_events WHERE subscription_id = 'sub_acme' AND occurred_at = $1"
+                              " AND feature = $2", victim["occurred_at"], victim["feature"])  # fmt: skip
+    await run_job(redis, USAGE, "usage.aggregate", body)
+    fixed = await stored()
+    day = victim["occurred_at"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    key = (victim["feature"], day)
+    if reference[key][1] == 1:
+        assert key not in fixed
+    else:
+        assert fixed[key][:2] == (reference[key][0] - victim["quantity"], reference[key][1] - 1)
+
+
+async def test_bad_periods_fail_naming_the_field(redis, billing_pool):
+    billing_pool(USAGE)
+    base = {"organizationId": "org_acme", "subscriptionId": "sub_acme", "resolution": "daily"}
+    job = await run_job(redis, USAGE, "usage.aggregate",
+                        {**base, "periodStart": "2024-08-01T10:30:00Z", "periodEnd": "2024-08-02T00:00:00Z"})  # fmt: skip
+    assert "periodStart must start a day (UTC) for resolution daily" in job.failedReason
+    job = await run_job(redis, USAGE, "usage.aggregate",
+                        {**base, "periodStart": "2024-08-02T00:00:00Z", "periodEnd": "2024-08-01T00:00:00Z"})  # fmt: skip
+    assert "periodEnd must be after periodStart" in job.failedReason
+    job = await run_job(redis, USAGE, "usage.aggregate", {**base, "subscriptionId": "sub_globex",
+                        "periodStart": "2024-08-01T00:00:00Z", "periodEnd": "2024-08-02T00:00:00Z"})  # fmt: skip
+    assert job.failedReason == "subscriptionId sub_globex is not in organization org_acme; refused"
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "ma-worker"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+async def test_backfill_cli_enqueues_one_job_per_period_once(redis, valkey, db_urls, billing_pool, identity_db):
+    from tests.conftest import pool_env
+
+    env = pool_env(valkey.url, db_urls)
+    env.pop("MA_QUEUE_TABLE")
+    args = ["billing", "backfill", "--org", "org_acme", "--subscription", "sub_acme", "--resolution", "daily",
+            "--features", "ai.tokens"]  # fmt: skip
+    start, end = today() - timedelta(days=12), today() - timedelta(days=7)
+    window = ["--start", start.date().isoformat(), "--end", end.date().isoformat()]
+
+    dry = cli(*args, *window, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would enqueue 5 job(s)" in dry.stdout and await redis.exists("bull:billing-usage:meta") == 0
+
+    first = cli(*args, *window, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "enqueued 5 job(s), 0 already there" in first.stdout
+    second = cli(*args, *window, env=env)
+    assert "enqueued 0 job(s), 5 already there" in second.stdout
+    assert await Queue(USAGE, {"connection": redis}).getJobCounts("waiting") == {"waiting": 5}
+
+    for bad, message in (
+        (["--start", "2024-09-01", "--end", "2024-08-01"], "--end 2024-08-01 is not after --start 2024-09-01"),
+        (["--start", "2024-13-01", "--end", "2024-08-01"], "--start 2024-13-01 is not a date (YYYY-MM-DD)"),
+    ):
+        out = cli(*args, *bad, env=env)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+    out = cli(*[a if a != "sub_acme" else "sub_nope" for a in args], *window, env=env)
+    assert out.returncode == 2 and "subscription sub_nope does not exist" in out.stderr
+
+    billing_pool(USAGE)
+    q = Queue(USAGE, {"connection": redis})
+    await wait_for(lambda: q.getJobCounts("completed"), what="backfill jobs", timeout=30)
+    await wait_for(lambda: _all_completed(q, 5), what="5 backfill jobs completed", timeout=30)
+    rows = await identity_db.fetchval("SELECT count(DISTINCT bucket_start) FROM usage_rollups WHERE subscription_id ="
+                                      " 'sub_acme' AND resolution = 'daily' AND feature = 'ai.tokens'"
+                                      " AND bucket_start >= $1 AND bucket_start < $2", start, end)  # fmt: skip
+    days_with_usage = await identity_db.fetchval(
+        "SELECT count(DISTINCT date_trunc('day', occurred_at, 'UTC')) FROM usage_events WHERE subscription_id ="
+        " 'sub_acme' AND feature = 'ai.tokens' AND occurred_at >= $1 AND occurred_at < $2", start, end)  # fmt: skip
+    assert rows == days_with_usage > 0
+    backfill_ids = {j.returnvalue["backfillId"] for j in await q.getJobs(["completed"])}
+    assert len(backfill_ids) == 1
+
+
+async def _all_completed(q: Queue, n: int) -> bool:
+    return (await q.getJobCounts("completed"))["completed"] == n
+
+
+# -- invoices ---------------------------------------------------------------------------------------------------------
+async def test_invoice_is_priced_exactly_rendered_recorded_charged_once_and_renewed_once(
+    redis, billing_pool, subscription, identity_db, stripe, tmp_path
+):
+    from pypdf import PdfReader
+
+    sub = await subscription()
+    start, end = this_month()
+    at = start + timedelta(hours=3)
+    await add_usage(identity_db, sub, [("ai.tokens", "50000", at), ("ai.tokens", "50000", at),
+                                       ("ai.tokens", "50250", at + timedelta(hours=1)),  # 50,250 over 100,000
+                                       ("storage.gb", "6", at), ("storage.gb", "6", at),  # 2 GB over 10
+                                       ("api.calls", "9000", at)])  # fmt: skip
+    billing_pool(INVOICE)
+    body = {"organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(start), "periodEnd": iso(end)}
+    first = await run_job(redis, INVOICE, "invoice.generate", body)
+    result = first.returnvalue
+    assert result is not None, first.failedReason
+    # 4900 base + 50,250 x 0.002 = 100.5 -> 101 (half up) + 2 x 25 = 50 + 0 = 5051 minor units.
+    assert (result["totalMinor"], result["total"], result["paymentStatus"]) == (5051, "USD 50.51", "paid")
+    invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
+    assert invoice["total_minor"] == 5051 and invoice["payment_status"] == "paid"
+    assert invoice["payment_intent_id"] == result["paymentIntentId"]
+    lines = {line["feature"]: line for line in json.loads(invoice["lines"])}
+    assert lines["ai.tokens"]["overage"] == "50250" and lines["ai.tokens"]["amountMinor"] == 101
+    assert lines["api.calls"]["amountMinor"] == 0
+
+    pdf = Path(result["document"])
+    assert pdf.parent == (tmp_path / "invoices").resolve()
+    words = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.read_bytes())).pages)
+    assert invoice["number"] in words and "USD 50.51" in words
+    assert hashlib.sha256(pdf.read_bytes()).hexdigest() == invoice["document_sha256"]
+
+    again = await run_job(redis, INVOICE, "invoice.generate", body)  # e.g. the Node side sends it twice
+    assert again.returnvalue["invoiceId"] == result["invoiceId"] and again.returnvalue["paymentStatus"] == "paid"
+    assert stripe.stats().get("POST /v1/payment_intents") == 1
+    assert await identity_db.fetchval("SELECT count(*) FROM invoices WHERE subscription_id = $1", sub) == 1
+
+    renewal = result["renewalJobId"]
+    assert result["renewalScheduled"] is True and again.returnvalue["renewalScheduled"] is False
+    q = Queue(INVOICE, {"connection": redis})
+    delayed = [j for j in await q.getJobs(["delayed"]) if j.data.get("subscriptionId") == sub]
+    assert [j.id for j in delayed] == [renewal]
+    next_end = (end + timedelta(days=32)).replace(day=1)
+    assert delayed[0].data == {"organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(end),
+                               "periodEnd": iso(next_end)}  # fmt: skip
+
+
+async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(redis, billing_pool, subscription,
+                                                                      identity_db, stripe):  # fmt: skip
+    sub = await subscription(card="pm_card_chargeCustomerFail")
+    start, end = this_month()
+    billing_pool(INVOICE)
+    billing_pool(SYNC)
+    job = await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                                             "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+    assert job.returnvalue["paymentStatus"] == "failed" and job.returnvalue["failureCode"] == "card_declined"
+    invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
+    assert (invoice["payment_status"], invoice["failure_code"]) == ("failed", "card_declined")
+
+    retry = await run_job(redis, SYNC, "payment.retry", {"invoiceId": invoice["id"]})
+    assert retry.failedReason == (f"payment of invoice {invoice['number']} declined (card_declined) on attempt 2;"
+                                  " recorded on the invoice")  # fmt: skip
+    assert retry.attemptsMade == 1  # permanent: not retried by BullMQ
+    assert stripe.stats().get("POST /v1/payment_intents") == 2  # one per attempt
+
+
+# -- payment sync -----------------------------------------------------------------------------------------------------
+async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscription, identity_db, stripe):
+    sub = await subscription()
+    start, end = this_month()
+    billing_pool(INVOICE)
+    billing_pool(SYNC)
+    paid = (await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                                               "periodStart": iso(start), "periodEnd": iso(end)})).returnvalue  # fmt: skip
+    assert paid["paymentStatus"] == "paid"
+    client = stripe_client(stripe)
+    refund = client.v1.refunds.create({"payment_intent": paid["paymentIntentId"]})
+    event = {"id": f"evt_{uuid.uuid4().hex[:12]}", "object": "event", "type": "charge.refunded",
+             "data": {"object": {"object": "refund", "id": refund.id, "payment_intent": paid["paymentIntentId"]}}}  # fmt: skip
+
+    forged_body, forged_sig = signed("whsec_not_ours", event)
+    forged = await run_job(redis, SYNC, "payment.webhook", {"stripeEventId": event["id"], "type": event["type"],
+                                                            "payload": forged_body, "signature": forged_sig})  # fmt: skip
+    assert forged.failedReason == "signature: Stripe webhook signature verification failed; nothing changed"
+    assert await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", paid["invoiceId"]) == "paid"
+
+    body, sig = signed(stripe.WEBHOOK_SECRET, event)
+    job = {"stripeEventId": event["id"], "type": event["type"], "payload": body, "signature": sig}
+    applied = await run_job(redis, SYNC, "payment.webhook", job)
+    assert applied.returnvalue["paymentStatus"] == "refunded" and applied.returnvalue["duplicate"] is False
+    row = await identity_db.fetchrow("SELECT payment_status, amount_refunded_minor FROM invoices WHERE id = $1",
+                                     paid["invoiceId"])  # fmt: skip
+    assert (row["payment_status"], row["amount_refunded_minor"]) == ("refunded", paid["totalMinor"])
+
+    duplicate = await run_job(redis, SYNC, "payment.webhook", job)
+    assert duplicate.returnvalue == {"stripeEventId": event["id"], "duplicate": True, "invoiceId": paid["invoiceId"]}
+    assert await identity_db.fetchval("SELECT count(*) FROM payment_events WHERE stripe_event_id = $1", event["id"]) == 1
+
+
+async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(redis, billing_pool, subscription,
+                                                                           identity_db, stripe):  # fmt: skip
+    sub = await subscription()
+    start, end = this_month()
+    billing_pool(INVOICE)
+    billing_pool(SYNC)
+    paid = (await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                                               "periodStart": iso(start), "periodEnd": iso(end)})).returnvalue  # fmt: skip
+    # Identity lost track of the payment (as if the webhook never came and the record call was lost).
+    await identity_db.execute("UPDATE invoices SET payment_status = 'unpaid', payment_intent_id = NULL WHERE id = $1",
+                              paid["invoiceId"])  # fmt: skip
+    sweep = await run_job(redis, SYNC, "payment.reconcile", {})
+    key = f"reconcile-{paid['paymentIntentId']}-paid"
+    assert key in sweep.returnvalue["jobIds"]
+    await settle(redis, SYNC, key)
+    row = await identity_db.fetchrow("SELECT payment_status, payment_intent_id FROM invoices WHERE id = $1",
+                                     paid["invoiceId"])  # fmt: skip
+    assert tuple(row) == ("paid", paid["paymentIntentId"])
+    again = await run_job(redis, SYNC, "payment.reconcile", {})
+    assert key not in again.returnvalue["jobIds"]
+
+
+async def test_worker_killed_between_charge_and_record_never_charges_twice(redis, start_pool, identity, stripe,
+                                                                           subscription, identity_db, tmp_path):  # fmt: skip
+    sub = await subscription()
+    start, end = this_month()
+    # Stripe creates the PaymentIntent, then its answer is held back: the worker is killed before it hears the id.
+    stripe.hook("POST", "/__faults", {"status": "slow-after", "delay": 20, "path": "/v1/payment_intents", "count": 1})
+    env = {"MA_QUEUE_TABLE": "tests.support.table:REAL_FAST", "IDENTITY_BASE_URL": identity.url,
+           "MA_INVOICE_DIR": str(tmp_path), **stripe.env()}  # fmt: skip
+    first = start_pool(INVOICE, **env)
+    q = Queue(INVOICE, {"connection": redis})
+    added = await q.add("invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                             "periodStart": iso(start), "periodEnd": iso(end)}, {"attempts": 3})  # fmt: skip
+    await wait_for(lambda: stripe.stats().get("POST /v1/payment_intents") == 1, what="the charge at Stripe")
+    first.proc.kill()
+    first.proc.wait()
+    assert await identity_db.fetchval("SELECT payment_intent_id FROM invoices WHERE subscription_id = $1", sub) is None
+    second = start_pool(INVOICE, **env)
+    job = await settle(redis, INVOICE, added.id, timeout=60)
+    assert job.returnvalue is not None, job.failedReason
+    assert stripe.stats().get("POST /v1/payment_intents") == 1  # adopted by metadata, not charged again
+    invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
+    assert (invoice["payment_status"], invoice["payment_intent_id"]) == ("paid", job.returnvalue["paymentIntentId"])
+    assert "adopting" in second.text()
+
+
+async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_counted(redis, start_pool, identity,
+                                                                                    stripe, identity_db):  # fmt: skip
+    from pool.collector import Collector
+
+    client = stripe_client(stripe)
+    invoice_id = f"in_t{uuid.uuid4().hex[:8]}"
+    await identity_db.execute(
+        "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
+        " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
+        " '1 day', 'usd', 700, 700, '[]')", invoice_id,
+    )  # fmt: skip
+    intent = client.v1.payment_intents.create({"amount": 700, "currency": "usd", "payment_method": "pm_card_visa",
+                                               "confirm": True, "metadata": {"invoiceId": invoice_id}})  # fmt: skip
+    stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})
+    start_pool(SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env())
+    job = await run_job(redis, SYNC, "payment.webhook", {"stripeEventId": f"evt_{invoice_id}", "type":
+                        "payment_intent.succeeded", "paymentIntentId": intent.id}, timeout=60)  # fmt: skip
+    assert job.returnvalue["paymentStatus"] == "paid", job.failedReason
+    assert job.attemptsMade >= 2
+    assert stripe.stats()["fault 503"] >= 2
+    stats = {q.name: q for q in (await Collector(redis, [SYNC]).fetch()).queues}
+    assert stats[SYNC].counters.get("retries", 0) >= 1  # what ma-top's RETRIES badge and the exporter read
