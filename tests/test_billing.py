@@ -144,7 +144,7 @@ async def test_bad_periods_fail_naming_the_field(redis, billing_pool):
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ma-worker"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([str(BIN / "ma-worker"), *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=60)  # fmt: skip
 
 
@@ -366,3 +366,72 @@ async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_count
     assert stripe.stats()["fault 503"] >= 2
     stats = {q.name: q for q in (await Collector(redis, [SYNC]).fetch()).queues}
     assert stats[SYNC].counters.get("retries", 0) >= 1  # what ma-top's RETRIES badge and the exporter read
+
+
+async def test_a_429_storm_defers_every_billing_job_without_burning_attempts_and_logs_once_per_window(
+    redis, billing_pool, subscription, identity_db, identity, stripe
+):
+    import asyncio
+
+    pools = {q: billing_pool(q) for q in (USAGE, INVOICE, SYNC)}
+    client = stripe_client(stripe)
+    invoices = []
+    for _ in range(2):
+        invoice_id = f"in_s{uuid.uuid4().hex[:8]}"
+        await identity_db.execute(
+            "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
+            " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
+            " '1 day', 'usd', 900, 900, '[]')", invoice_id,
+        )  # fmt: skip
+        intent = client.v1.payment_intents.create({"amount": 900, "currency": "usd", "payment_method": "pm_card_visa",
+                                                   "confirm": True, "metadata": {"invoiceId": invoice_id}})  # fmt: skip
+        invoices.append((invoice_id, intent.id))
+    subs = [await subscription() for _ in range(2)]
+    start, end = this_month()
+
+    identity.hook("POST", "/__ratelimit", {"max": 2, "windowMs": 1000})
+    added = []
+    for day in range(1, 7):
+        lo = today() - timedelta(days=day)
+        added.append((USAGE, await Queue(USAGE, {"connection": redis}).add("usage.aggregate", {
+            "organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(lo),
+            "periodEnd": iso(lo + timedelta(days=1)), "resolution": "hourly"})))  # fmt: skip
+    for sub in subs:
+        added.append((INVOICE, await Queue(INVOICE, {"connection": redis}).add("invoice.generate", {
+            "organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(start), "periodEnd": iso(end)})))  # fmt: skip
+    for invoice_id, intent_id in invoices:
+        added.append((SYNC, await Queue(SYNC, {"connection": redis}).add("payment.webhook", {
+            "stripeEventId": f"evt_{invoice_id}", "type": "payment_intent.succeeded", "paymentIntentId": intent_id})))  # fmt: skip
+    await asyncio.sleep(6)  # the storm
+    assert identity.stats().get("rate limited", 0) >= 5
+    identity.hook("POST", "/__ratelimit", {"max": 0})  # limits relax
+
+    for queue, job in added:
+        done = await settle(redis, queue, job.id, timeout=60)
+        assert done.returnvalue is not None, (queue, done.failedReason)
+        assert done.attemptsMade == 1, f"{queue} {job.name}: a throttle burns no attempt"
+    for queue, line in ((USAGE, "Billing usage aggregation throttled"), (INVOICE, "Billing invoice creation throttled"),
+                        (SYNC, "Billing payment sync throttled")):  # fmt: skip
+        text = pools[queue].text()
+        assert text.count(f"{line} (job") <= 1, f"{queue}: one line per 30 s window, not one per job"
+        assert int(await redis.hget(f"ma:stats:{queue}", "throttled") or 0) >= text.count(f"{line} (job")
+    assert pools[USAGE].text().count("Billing usage aggregation throttled (job") == 1
+    assert stripe.stats().get("POST /v1/payment_intents", 0) == 2 + 2  # the two above and one per new invoice
+    for invoice_id, _ in invoices:
+        assert await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", invoice_id) == "paid"
+
+
+async def test_load_test_cli_reports_how_the_billing_queues_drained(redis, valkey, db_urls, billing_pool):
+    from tests.conftest import pool_env
+
+    billing_pool(USAGE)
+    env = pool_env(valkey.url, db_urls)
+    env.pop("MA_QUEUE_TABLE")
+    out = cli("billing", "load-test", "--org", "org_acme", "--subscription", "sub_acme", "--days", "3",
+              "--usage-jobs", "25", "--invoices", "false", "--timeout", "60", env=env)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("billing-usage"))
+    assert row.split() == ["billing-usage", "25", "25", "0", "0", "0"]
+    assert "jobs/s" in out.stdout
+    bad = cli("billing", "load-test", "--org", "org_acme", "--subscription", "sub_acme", "--invoices", "maybe", env=env)
+    assert bad.returncode == 2 and "expected true or false" in bad.stderr
