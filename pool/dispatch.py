@@ -21,6 +21,7 @@ from handlers.context import JobContext, Resources
 from handlers.errors import PermanentError, ThrottledError
 from pool.queue_table import Handler, QueueSpec
 from pool.telemetry import Telemetry
+from pool.worker import UNDECODABLE
 
 log = logging.getLogger("pool.dispatch")
 
@@ -72,6 +73,10 @@ class Dispatcher:
         if route is None:
             known = ", ".join(sorted(self.routes)) or "none yet"
             raise PermanentError(f"unknown job name {job.name!r} on queue {self.spec.name} (handled: {known})")
+        if isinstance(job.data, dict) and UNDECODABLE in job.data:
+            bad = job.data[UNDECODABLE]
+            raise PermanentError(f"{', '.join(bad['fields'])}: not valid JSON (starts {bad['preview'][:40]!r}); "
+                                 "a foreign producer? nothing was run")  # fmt: skip
         try:
             return route, route.payload.validate_python(job.data)
         except ValidationError as error:

@@ -28,6 +28,7 @@ from pool.dispatch import Dispatcher
 from pool.queue_table import QueueSpec, load_table
 from pool.settings import Settings
 from pool.telemetry import Telemetry
+from pool.worker import PoolWorker
 
 log = logging.getLogger("pool.runtime")
 
@@ -131,7 +132,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
-        worker = Worker(spec.name, dispatcher, opts)
+        worker = PoolWorker(spec.name, dispatcher, opts)
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
     beats = asyncio.ensure_future(telemetry.run(probe))

@@ -119,3 +119,20 @@ async def test_secrets_never_reach_the_log(redis, start_pool):
     await wait_for(lambda: f"#{job.id}" in pool.text(), what="failure logged")
     assert "test-service-role-key-very-secret" not in pool.text()
     assert "organization *** does not exist" in pool.text()
+
+
+async def test_a_foreign_producers_non_json_data_fails_that_job_with_a_reason_and_nothing_else(redis, start_pool):
+    """bullmq's Job.fromJSON raises on such data inside the fetch loop; PoolWorker hands it to the dispatcher."""
+    pool = start_pool(Q)
+    garbage = await add(redis, "test.order", {"orderId": "o-9", "quantity": 1}, delay=1500, attempts=5)
+    await redis.hset(f"bull:{Q}:{garbage.id}", "data", "orderId=o-9&quantity=1")  # e.g. a form-encoded producer
+    after = await add(redis, "test.order", {"orderId": "o-10", "quantity": 1, "email": "a@b.c"}, delay=1500, attempts=5)
+
+    await wait_for(lambda: _is(redis, garbage.id, "failed"), timeout=30, what="the non-JSON job failed")
+    raw = await redis.hgetall(f"bull:{Q}:{garbage.id}")  # Job.fromId would choke on it as bullmq's worker did
+    assert raw["atm"] == "1", "failed at once, not after stalls"
+    assert raw["failedReason"] == ("data: not valid JSON (starts 'orderId=o-9&quantity=1'); a foreign producer?"
+                                   " nothing was run")  # fmt: skip
+    assert await redis.hget(f"bull:{Q}:{garbage.id}", "data") == "orderId=o-9&quantity=1"  # kept for inspection
+    assert (await finished(redis, after, "completed", timeout=30)).returnvalue is not None
+    assert "stalled" not in pool.text() and "worker error" not in pool.text()
