@@ -18,7 +18,8 @@ What the worker's clients call, with the behaviours that matter to them:
   `GET /v1/billing/payment-events/{event_id}`.
 - Supabase auth admin: `POST /auth/v1/invite`, `GET /auth/v1/admin/users/{id}` (apikey + bearer service key).
 - rate limiting from IDENTITY_RATE_LIMIT_MAX / IDENTITY_RATE_LIMIT_TIME_WINDOW (ms): 429 + Retry-After.
-- test hooks: `POST /__faults` (next N requests answer 429/401/403/500 or hang), `POST /__ratelimit`,
+- test hooks: `POST /__faults` (the next N requests, or all for S seconds, answer 429/401/403/500 or hang),
+  `POST /__ratelimit`,
   `POST /__latency` (delay answers under a path prefix),
   `GET /__stats`, `POST /__reset`.
 
@@ -61,6 +62,8 @@ class Fault:
     remaining: int
     path: str = ""
     retry_after: float = 1.0
+    until: float = 0.0
+    """Monotonic deadline: the fault answers every matching request until then (besides `remaining`)."""
 
 
 @dataclass
@@ -100,9 +103,10 @@ async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else path
     state.stats[f"{request.method} {route}"] += 1
+    now = time.monotonic()
     for fault in state.faults:
-        if fault.remaining > 0 and path.startswith(fault.path):
-            fault.remaining -= 1
+        if (fault.remaining > 0 or now < fault.until) and path.startswith(fault.path):
+            fault.remaining = max(0, fault.remaining - 1)
             state.stats[f"fault {fault.status}"] += 1
             if fault.status == "hang":
                 await asyncio.sleep(30)
@@ -547,7 +551,9 @@ async def supabase_get_user(request: web.Request) -> web.Response:
 # -- test hooks ---------------------------------------------------------------------------------------
 async def add_fault(request: web.Request) -> web.Response:
     body = await request.json()
-    fault = Fault(body["status"], int(body.get("count", 1)), body.get("path", ""), float(body.get("retryAfter", 1)))
+    seconds = float(body.get("seconds", 0))
+    fault = Fault(body["status"], int(body.get("count", 0 if seconds else 1)), body.get("path", ""),
+                  float(body.get("retryAfter", 1)), time.monotonic() + seconds if seconds else 0.0)  # fmt: skip
     request.app[STATE].faults.append(fault)
     return web.json_response({"queued": len(request.app[STATE].faults)})
 

@@ -19,3 +19,10 @@ REAL_FAST = {
     for name, spec in REAL.items()
 }
 """The real handlers with short locks, so a killed worker's job is recovered within seconds."""
+
+CHAOS = {
+    name: replace(spec, lock_duration_ms=6_000, stalled_interval_ms=3_000, max_stalled_count=3)
+    for name, spec in REAL.items()
+}
+"""The real handlers, attempts and backoffs (an outage of 15 s must not exhaust them), with locks short enough
+that a killed worker's jobs are recovered within seconds; three stalls allowed (20 kills in a row)."""

@@ -1,0 +1,564 @@
+"""Chaos: the whole stack under supervisord with a steady mixed load, one fault at a time, then invariants.
+
+Each scenario builds its own load (unique ids, so effects are countable), has a Node BullMQ producer add it at a
+steady rate (plus a few jobs through our own CLI), injects its fault while the load runs, waits for the queues to
+drain and checks, counting in the databases and at the doubles:
+- every accepted job ended completed, or failed with a reason (none lost, none stuck);
+- each side effect happened exactly once (notifications, org bootstraps, invitations, rollups, invoices and
+  Stripe charges, bulk items);
+- no supervisord process ended FATAL; no secret appears in any log.
+Figures (jobs in, completed, failed, lost, duplicated, recovery time) go to var/chaos-results.json for
+bench/REPORT.md. Run alone with `-m chaos`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import stripe as stripe_sdk
+from redis.asyncio import Redis
+
+from devstack import databases, engines
+from pool.supervise import supervisord_env
+from tests.conftest import BIN, ROOT, SERVICE_KEY, IdentityDouble, StripeDouble, pool_env
+from tests.test_supervisord import Supervisord
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+RESULTS = ROOT / "var" / "chaos-results.json"
+POOL_PROGRAMS = ("identity-events", "user-management-jobs", "task-notifications", "super-admin.bulk-job",
+                 "billing-usage", "billing-invoice", "billing-payment-sync")  # fmt: skip
+
+
+@dataclass
+class Stack:
+    home: Path
+    pg: engines.Engine
+    valkey: engines.Engine
+    urls: databases.DatabaseUrls
+    identity: IdentityDouble
+    stripe: StripeDouble
+    sup: Supervisord
+    node: Path
+
+    def redis(self) -> Redis:
+        return Redis.from_url(self.valkey.url, decode_responses=True, socket_timeout=10)
+
+    def env(self) -> dict[str, str]:
+        return pool_env(self.valkey.url, self.urls, IDENTITY_BASE_URL=self.identity.url, **self.stripe.env())
+
+    def pool_processes(self) -> list[dict[str, Any]]:
+        return [p for p in self.sup.processes() if p["group"] in POOL_PROGRAMS]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, node_bullmq: Path) -> Any:
+    home = tmp_path_factory.mktemp("chaos")
+    pg = engines.postgres(home / "pg" / "data").start()  # durable: it is stopped and started mid-run
+    valkey = engines.valkey(home / "valkey")  # AOF on, noeviction: as production should run it
+    valkey.start()
+    urls = databases.bootstrap(pg.url)
+    identity = IdentityDouble(urls.admin, home / "identity-double.log")
+    stripe = StripeDouble(home / "stripe-double.log")
+    env = pool_env(valkey.url, urls, MA_QUEUE_TABLE="tests.support.table:CHAOS", IDENTITY_BASE_URL=identity.url,
+                   MA_INVOICE_DIR=str(home / "invoices"), MA_EXPORT_DIR=str(home / "exports"),
+                   MA_EXPORTER_PORT=str(engines.free_port()), MA_PROCS_BILLING_USAGE="2",
+                   MA_PROCS_TASK_NOTIFICATIONS="2", **stripe.env())  # fmt: skip
+    (home / "host").mkdir()
+    sup = Supervisord(home / "host", supervisord_env(env))
+    deadline = time.monotonic() + 40
+    while not sup.all_running():
+        assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
+        time.sleep(0.3)
+    yield Stack(home, pg, valkey, urls, identity, stripe, sup, node_bullmq)
+    sup.stop()
+    identity.stop()
+    stripe.stop()
+    valkey.stop()
+    pg.stop()
+
+
+# -- the load -----------------------------------------------------------------------------------------------------
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Load:
+    """A scenario's mixed load with countable effects."""
+
+    tag: str
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    orgs: list[str] = field(default_factory=list)
+    invitations: list[tuple[str, str]] = field(default_factory=list)
+    usage_days: list[datetime] = field(default_factory=list)
+    subs: list[str] = field(default_factory=list)
+    bulk: tuple[str, list[str]] = ("", [])
+    cli_jobs: list[tuple[str, str]] = field(default_factory=list)
+    ids: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, queue: str, key: str, name: str, data: dict[str, Any]) -> None:
+        self.jobs.append({"queue": queue, "key": key, "name": name, "data": data})
+
+
+async def build_load(stack: Stack, tag: str, scale: int = 1) -> Load:
+    load = Load(tag)
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(stack.urls.admin)
+    try:
+        for i in range(40 * scale):
+            task = f"ct_{tag}_{i}"
+            load.tasks.append(task)
+            load.add("task-notifications", task, "task.assigned", {
+                "taskId": task, "organizationId": "org_acme", "tenantId": "org_acme_t1", "assigneeId": "user_acme_2",
+                "assignedBy": "user_acme_1", "assignedAt": iso(now)})  # fmt: skip
+        for i in range(10 * scale):
+            org = f"org_{tag}_{i}"
+            await conn.execute("INSERT INTO organizations (id, name, slug) VALUES ($1, $1, $1)", org)
+            load.orgs.append(org)
+            load.add("identity-events", org, "organization.created", {"organizationId": org})
+        for i in range(8 * scale):
+            inv, email = f"inv_{tag}_{i}", f"{tag}_{i}@chaos.example"
+            await conn.execute("INSERT INTO invitations (id, organization_id, tenant_id, email, role, invited_by)"
+                               " VALUES ($1, 'org_acme', 'org_acme_t1', $2, 'member', 'user_acme_1')", inv, email)  # fmt: skip
+            load.invitations.append((inv, email))
+            load.add("user-management-jobs", inv, "invitation.send", {
+                "invitationId": inv, "organizationId": "org_acme", "tenantId": "org_acme_t1", "email": email,
+                "role": "member", "invitedBy": "user_acme_1"})  # fmt: skip
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        for i in range(6 * scale):
+            day = today - timedelta(days=1 + i)
+            load.usage_days.append(day)
+            load.add("billing-usage", f"usage_{i}", "usage.aggregate", {
+                "organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(day),
+                "periodEnd": iso(day + timedelta(days=1)), "resolution": "hourly"})  # fmt: skip
+        start = today.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        for i in range(4 * scale):
+            sub = f"sub_{tag}_{i}"
+            await conn.execute(
+                "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start, current_period_end,"
+                " stripe_payment_method) VALUES ($1, 'org_globex', 'plan_starter', $2, $3, 'pm_card_visa')",
+                sub, start, end,
+            )  # fmt: skip
+            await conn.execute("INSERT INTO usage_events (organization_id, subscription_id, feature, quantity,"
+                               " occurred_at) VALUES ('org_globex', $1, 'storage.gb', 12, $2)", sub, start)  # fmt: skip
+            load.subs.append(sub)
+            load.add("billing-invoice", sub, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                                                  "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+        users = [f"cu_{tag}_{i}" for i in range(30)]
+        await conn.executemany("INSERT INTO users (id, email, full_name) VALUES ($1, $1 || '@chaos.example', $1)",
+                               [(u,) for u in users])  # fmt: skip
+        load.bulk = (f"bulk_{tag}", users)
+        load.add("super-admin.bulk-job", "bulk", "bulk.suspend", {
+            "bulkJobId": f"bulk_{tag}", "actorId": "user_root", "target": "users", "ids": users, "reason": "chaos"})  # fmt: skip
+    finally:
+        await conn.close()
+    random.Random(tag).shuffle(load.jobs)
+    return load
+
+
+def start_producer(stack: Stack, load: Load, rate: float) -> subprocess.Popen[str]:
+    plan = stack.home / f"plan-{load.tag}.json"
+    plan.write_text(json.dumps(load.jobs))
+    return subprocess.Popen(["node", "load.mjs", stack.valkey.url, str(plan), str(rate)], cwd=stack.node,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def cli_enqueue(stack: Stack, load: Load, count: int = 3) -> None:
+    """A few jobs through our own CLI, during the load."""
+    env = {**stack.env(), "MA_QUEUE_TABLE": "tests.support.table:CHAOS"}
+    for i in range(count):
+        task = f"ct_{load.tag}_cli_{i}"
+        data = {"taskId": task, "organizationId": "org_acme", "tenantId": "org_acme_t1", "assigneeId": "user_acme_3",
+                "assignedBy": "user_acme_1", "assignedAt": iso(datetime.now(UTC))}  # fmt: skip
+        out = subprocess.run([str(BIN / "ma-worker"), "enqueue", "task-notifications", "task.assigned",
+                              "--data", json.dumps(data), "--job-id", f"cli-{task}"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        if out.returncode == 0:
+            load.tasks.append(task)
+            load.cli_jobs.append(("task-notifications", f"cli-{task}"))
+
+
+def finish_producer(proc: subprocess.Popen[str], load: Load, timeout: float = 240) -> None:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-2000:]
+    load.ids = json.loads(out.strip().splitlines()[-1])
+    for queue, job_id in load.cli_jobs:
+        load.ids.setdefault(queue, {})[job_id] = job_id
+
+
+# -- invariants ---------------------------------------------------------------------------------------------------
+async def job_states(redis: Redis, load: Load) -> dict[str, list[tuple[str, str, str]]]:
+    """queue -> [(job id, state, failed reason)] read straight from the job hashes and sets."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for queue, ids in load.ids.items():
+        rows = []
+        for job_id in ids.values():
+            key = f"bull:{queue}:{job_id}"
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.exists(key)
+                pipe.hget(key, "finishedOn")
+                pipe.zscore(f"bull:{queue}:failed", job_id)
+                pipe.hget(key, "failedReason")
+                exists, finished, failed, reason = await pipe.execute()
+            if not exists:
+                state = "lost"
+            elif finished and failed is not None:
+                state = "failed"
+            elif finished:
+                state = "completed"
+            else:
+                state = "pending"
+            rows.append((job_id, state, reason or ""))
+        out[queue] = rows
+    return out
+
+
+async def drain(stack: Stack, load: Load, timeout: float = 240) -> dict[str, list[tuple[str, str, str]]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        redis = stack.redis()
+        try:
+            states = await job_states(redis, load)
+        finally:
+            await redis.aclose()
+        if all(s != "pending" for rows in states.values() for _, s, _ in rows) or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(1)
+
+
+async def first_completion_after(stack: Stack, load: Load, since_ms: int) -> float | None:
+    redis = stack.redis()
+    try:
+        best = None
+        for queue, ids in load.ids.items():
+            for job_id in ids.values():
+                finished = await redis.hget(f"bull:{queue}:{job_id}", "finishedOn")
+                if finished and int(finished) >= since_ms:
+                    best = min(best or int(finished), int(finished))
+        return None if best is None else (best - since_ms) / 1000
+    finally:
+        await redis.aclose()
+
+
+async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
+    """Effects beyond one per unit of work, and units of work with no effect (counted separately by caller)."""
+    dup: dict[str, int] = {}
+    missing: dict[str, int] = {}
+    tasks_db = await asyncpg.connect(stack.urls.tasks)
+    identity_db = await asyncpg.connect(stack.urls.admin)
+    try:
+        rows = await tasks_db.fetch("SELECT task_id, count(*) AS n FROM notifications WHERE task_id = ANY($1::text[])"
+                                    " GROUP BY task_id", load.tasks)  # fmt: skip
+        counts = {r["task_id"]: r["n"] for r in rows}
+        dup["notifications"] = sum(n - 1 for n in counts.values() if n > 1)
+        missing["notifications"] = sum(1 for t in load.tasks if t not in counts)
+
+        rows = await tasks_db.fetch("SELECT organization_id, count(*) AS n FROM entitlements WHERE organization_id ="
+                                    " ANY($1::text[]) GROUP BY organization_id", load.orgs)  # fmt: skip
+        per_org = {r["organization_id"]: r["n"] for r in rows}
+        defaults = await identity_db.fetchval("SELECT count(*) FROM product_default_entitlements WHERE product_slug"
+                                              " = 'tasks'")  # fmt: skip
+        dup["entitlements"] = sum(n - defaults for n in per_org.values() if n > defaults)
+        missing["org bootstraps"] = sum(1 for o in load.orgs if per_org.get(o) != defaults)
+
+        emails = [e for _, e in load.invitations]
+        rows = await identity_db.fetch("SELECT email, invite_count FROM auth_users WHERE email = ANY($1::text[])", emails)
+        dup["invites"] = sum(r["invite_count"] - 1 for r in rows)
+        missing["invites"] = len(emails) - len(rows)
+
+        wrong_rollups = 0
+        for day in load.usage_days:
+            raw = await identity_db.fetchval(
+                "SELECT coalesce(sum(quantity), 0) FROM usage_events WHERE subscription_id = 'sub_acme' AND"
+                " occurred_at >= $1 AND occurred_at < $2", day, day + timedelta(days=1))  # fmt: skip
+            rolled = await identity_db.fetchval(
+                "SELECT coalesce(sum(quantity), 0) FROM usage_rollups WHERE subscription_id = 'sub_acme' AND"
+                " resolution = 'hourly' AND bucket_start >= $1 AND bucket_start < $2", day, day + timedelta(days=1))  # fmt: skip
+            wrong_rollups += int(raw != rolled)
+        dup["rollups (sum differs from raw)"] = wrong_rollups
+
+        rows = await identity_db.fetch("SELECT subscription_id, id, payment_status FROM invoices WHERE subscription_id"
+                                       " = ANY($1::text[])", load.subs)  # fmt: skip
+        invoices = {r["subscription_id"]: r for r in rows}
+        dup["invoices"] = len(rows) - len(invoices)
+        missing["invoices paid"] = sum(1 for s in load.subs if s not in invoices or invoices[s]["payment_status"] != "paid")
+        charges: dict[str, int] = {}
+        client = stripe_sdk.StripeClient(stack.stripe.SECRET_KEY, base_addresses={"api": stack.stripe.url})
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = client.v1.payment_intents.list(params)
+            for intent in page.data:
+                invoice_id = intent.metadata.to_dict().get("invoiceId")
+                if invoice_id:
+                    charges[invoice_id] = charges.get(invoice_id, 0) + 1
+            if not page.has_more:
+                break
+            params["starting_after"] = page.data[-1].id
+        dup["stripe charges"] = sum(charges.get(r["id"], 0) - 1 for r in rows if charges.get(r["id"], 0) > 1)
+
+        bulk_id, users = load.bulk
+        rows = await identity_db.fetch("SELECT target_id, count(*) AS n FROM audit_events WHERE details->>'bulkJobId'"
+                                       " = $1 GROUP BY target_id", bulk_id)  # fmt: skip
+        dup["bulk items"] = sum(r["n"] - 1 for r in rows)
+        missing["bulk items"] = len(users) - len(rows)
+    finally:
+        await tasks_db.close()
+        await identity_db.close()
+    return {**{k: v for k, v in dup.items()}, **{f"missing {k}": v for k, v in missing.items()}}
+
+
+def secrets_in_logs(stack: Stack) -> list[str]:
+    secrets = [SERVICE_KEY, stack.stripe.SECRET_KEY, stack.stripe.WEBHOOK_SECRET]
+    found = []
+    for log in (stack.sup.home / "var" / "log").glob("*.log"):
+        text = log.read_text(errors="replace")
+        found += [f"{log.name}: {s[:6]}..." for s in secrets if s in text]
+    return found
+
+
+async def verify(stack: Stack, load: Load, scenario: str, started: float, *, recovery_s: float | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    states = await drain(stack, load)
+    flat = [(q, *row) for q, rows in states.items() for row in rows]
+    effects = await duplicated_effects(stack, load)
+    fatal = [f"{p['group']}:{p['name']}" for p in stack.sup.processes() if p["statename"] == "FATAL"]
+    figures = {
+        "scenario": scenario, "jobs_in": len(flat),
+        "completed": sum(1 for *_, s, _ in flat if s == "completed"),
+        "failed_with_reason": sum(1 for *_, s, r in flat if s == "failed" and r),
+        "failed_without_reason": sum(1 for *_, s, r in flat if s == "failed" and not r),
+        "lost": sum(1 for *_, s, _ in flat if s in ("lost", "pending")),
+        "duplicated": sum(v for k, v in effects.items() if not k.startswith("missing")),
+        "missing_effects": sum(v for k, v in effects.items() if k.startswith("missing")),
+        "fatal": len(fatal), "secrets_in_logs": len(secrets_in_logs(stack)),
+        "recovery_s": recovery_s, "elapsed_s": round(time.monotonic() - started, 1), **(extra or {}),
+    }  # fmt: skip
+    record(figures)
+    failures = [(q, j, r) for q, j, s, r in flat if s == "failed"]
+    assert figures["lost"] == 0, [row for row in flat if row[2] in ("lost", "pending")][:10]
+    assert figures["failed_without_reason"] == 0
+    assert figures["duplicated"] == 0 and figures["missing_effects"] == 0, effects
+    assert not failures, failures[:10]  # this load is all valid: everything completes once the fault is over
+    assert not fatal, fatal
+    assert figures["secrets_in_logs"] == 0, secrets_in_logs(stack)
+    return figures
+
+
+def record(figures: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[figures["scenario"]] = {**figures, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+# -- scenarios ----------------------------------------------------------------------------------------------------
+async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    producer = start_producer(stack, load, rate=3)  # the load spans the ~20 s of kills
+    cli_enqueue(stack, load)
+    rng, kills = random.Random(7), 0
+    while kills < 20:
+        eligible = [p for p in stack.pool_processes()
+                    if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4]  # past startsecs  # fmt: skip
+        if eligible:
+            victim = rng.choice(eligible)
+            os.kill(victim["pid"], signal.SIGKILL)
+            kills += 1
+        await asyncio.sleep(1.0)
+    finish_producer(producer, load)
+    await verify(stack, load, "SIGKILL a random worker x20", started, extra={"kills": kills})
+
+
+async def test_rolling_restart_of_every_program_during_load(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    producer = start_producer(stack, load, rate=8)
+    await asyncio.sleep(2)
+    restarted = 0
+    for proc in stack.sup.processes():
+        name = f"{proc['group']}:{proc['name']}"
+        await asyncio.to_thread(stack.sup.rpc.supervisor.stopProcess, name)  # SIGTERM: in-flight jobs finish
+        await asyncio.to_thread(stack.sup.rpc.supervisor.startProcess, name)
+        restarted += 1
+    finish_producer(producer, load)
+    await verify(stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted})
+
+
+async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    producer = start_producer(stack, load, rate=6)
+    await asyncio.sleep(5)
+    stack.valkey.stop()  # SIGTERM: Valkey writes its AOF and exits
+    await asyncio.sleep(15)
+    stack.valkey.start()
+    back_ms = int(time.time() * 1000)
+    finish_producer(producer, load)
+    states = await drain(stack, load)
+    recovery = await first_completion_after(stack, load, back_ms)
+    figures = await verify(stack, load, "Valkey stopped 15 s (AOF on)", started, recovery_s=recovery)
+    assert states and recovery is not None and recovery <= 30, figures
+
+
+async def test_postgres_stopped_15s_then_restarted(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    producer = start_producer(stack, load, rate=6)
+    await asyncio.sleep(5)
+    stack.pg.stop()
+    await asyncio.sleep(15)
+    stack.pg.start()
+    back_ms = int(time.time() * 1000)
+    finish_producer(producer, load)
+    await drain(stack, load)
+    recovery = await first_completion_after(stack, load, back_ms)
+    await verify(stack, load, "PostgreSQL stopped 15 s", started, recovery_s=recovery)
+    assert recovery is not None and recovery <= 30
+
+
+async def test_identity_answers_429_for_60s(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    stack.identity.hook("POST", "/__faults", {"status": 429, "seconds": 60, "path": "/v1/", "retryAfter": 5})
+    producer = start_producer(stack, load, rate=4)
+    await asyncio.sleep(60)
+    back_ms = int(time.time() * 1000)
+    finish_producer(producer, load)
+    await drain(stack, load)
+    recovery = await first_completion_after(stack, load, back_ms)
+    redis = stack.redis()
+    try:
+        throttled = sum([int(await redis.hget(f"ma:stats:{q}", "throttled") or 0) for q in POOL_PROGRAMS])
+    finally:
+        await redis.aclose()
+    await verify(stack, load, "identity 429 for 60 s", started, recovery_s=recovery, extra={"throttled": throttled})
+
+
+async def test_identity_answers_401_for_20s(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    stack.identity.hook("POST", "/__faults", {"status": 401, "seconds": 20, "path": "/v1/"})
+    producer = start_producer(stack, load, rate=6)
+    await asyncio.sleep(20)
+    back_ms = int(time.time() * 1000)
+    finish_producer(producer, load)
+    await drain(stack, load)
+    await verify(stack, load, "identity 401 (expired tokens) for 20 s", started,
+                 recovery_s=await first_completion_after(stack, load, back_ms))  # fmt: skip
+
+
+async def test_stripe_answers_5xx_for_30s(stack: Stack):
+    load = await build_load(stack, tag())
+    started = time.monotonic()
+    stack.stripe.hook("POST", "/__faults", {"status": 503, "seconds": 30, "path": "/v1/"})
+    producer = start_producer(stack, load, rate=6)
+    await asyncio.sleep(30)
+    finish_producer(producer, load)
+    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": stack.stripe.stats().get("fault 503")})
+
+
+# -- fuzzing ------------------------------------------------------------------------------------------------------
+def fuzz_payloads(count: int, seed: int) -> list[tuple[str, str, Any]]:
+    """(queue, job name, data) across every job name: valid-looking and wrong values, missing fields, huge
+    strings, wrong types, unknown names. Ids are random, so nothing real is touched by those that validate."""
+    from hypothesis import strategies as st
+    from hypothesis.errors import NonInteractiveExampleWarning
+
+    from pool.queue_table import QUEUES
+
+    names = [(q, n) for q, spec in QUEUES.items() for n in spec.handlers] + [("identity-events", "no.such.job")]
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                       st.text(max_size=30), st.text(alphabet="abc_0123", min_size=1, max_size=12).map(lambda s: f"x_{s}"),
+                       st.sampled_from(["2024-08-01T00:00:00Z", "daily", "users", "csv", "not-a-date", "", " "]),
+                       st.just("é" * 100_000))  # fmt: skip
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8),
+                                                                                            inner, max_size=4),
+                         max_leaves=6)  # fmt: skip
+    keys = st.sampled_from(["organizationId", "tenantId", "taskId", "assigneeId", "assignedBy", "assignedAt", "email",
+                            "invitationId", "role", "invitedBy", "bulkJobId", "actorId", "target", "ids", "filter",
+                            "reason", "format", "subscriptionId", "periodStart", "periodEnd", "resolution", "features",
+                            "stripeEventId", "type", "payload", "signature", "invoiceId", "olderThanDays",
+                            "windowMinutes", "unexpected"])  # fmt: skip
+    payload = st.one_of(st.dictionaries(keys, value, max_size=10), value)
+    rng = random.Random(seed)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        pool = [payload.example() for _ in range(500)]  # example() is slow-ish: draw a pool, mix from it
+    for _ in range(count):
+        queue, name = rng.choice(names)
+        data = rng.choice(pool)
+        if isinstance(data, dict) and rng.random() < 0.5:  # mix in a second draw: more fields per payload
+            other = rng.choice(pool)
+            data = {**data, **other} if isinstance(other, dict) else data
+        if isinstance(data, dict) and data.get("actorId") == "user_root":
+            data["actorId"] = "x_not_root"
+        out.append((queue, name, data))
+    return out
+
+
+async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survives(stack: Stack):
+    from bullmq import Queue
+
+    started = time.monotonic()
+    payloads = fuzz_payloads(10_000, seed=11)
+    redis = stack.redis()
+    ids: dict[str, dict[str, str]] = {}
+    try:
+        by_queue: dict[str, list[tuple[str, Any]]] = {}
+        for queue, name, data in payloads:
+            by_queue.setdefault(queue, []).append((name, data))
+        for queue, jobs in by_queue.items():
+            q = Queue(queue, {"connection": redis})
+            for at in range(0, len(jobs), 500):
+                added = await q.addBulk([{"name": n, "data": d, "opts": {"attempts": 2, "backoff": 100}}
+                                         for n, d in jobs[at : at + 500]])  # fmt: skip
+                ids.setdefault(queue, {}).update({job.id: job.id for job in added})
+        # A foreign producer writing non-JSON data (Node bullmq always writes JSON; this one does not).
+        q = Queue("identity-events", {"connection": redis})
+        for i in range(20):
+            job = await q.add("organization.created", {"organizationId": f"x_{i}"}, {"delay": 3000})
+            await redis.hset(f"bull:identity-events:{job.id}", "data", f"organizationId=x_{i}&garbage=\x00\x01")
+            ids["identity-events"][job.id] = job.id
+    finally:
+        await redis.aclose()
+    load = Load("fuzz", ids=ids)
+    states = await drain(stack, load, timeout=400)
+    flat = [(q, *row) for q, rows in states.items() for row in rows]
+    fatal = [f"{p['group']}:{p['name']}" for p in stack.sup.processes() if p["statename"] != "RUNNING"]
+    figures = {
+        "scenario": "10,000 fuzzed payloads + 20 non-JSON", "jobs_in": len(flat),
+        "completed": sum(1 for *_, s, _ in flat if s == "completed"),
+        "failed_with_reason": sum(1 for *_, s, r in flat if s == "failed" and r),
+        "failed_without_reason": sum(1 for *_, s, r in flat if s == "failed" and not r),
+        "lost": sum(1 for *_, s, _ in flat if s in ("lost", "pending")), "duplicated": 0, "missing_effects": 0,
+        "fatal": len(fatal), "secrets_in_logs": len(secrets_in_logs(stack)), "recovery_s": None,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }  # fmt: skip
+    record(figures)
+    assert figures["lost"] == 0 and figures["failed_without_reason"] == 0, figures
+    assert not fatal and figures["secrets_in_logs"] == 0, (fatal, secrets_in_logs(stack))
+    reasons = [r for *_, s, r in flat if s == "failed"]
+    assert sum("not valid JSON" in r for r in reasons) == 20
+    assert all(len(r) < 2000 for r in reasons), "reasons stay short even for 100 KB inputs"
