@@ -134,5 +134,5 @@ if __name__ == "__main__":
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     args = parser.parse_args()
     report = asyncio.run(main(args.rows, args.rounds, args.format))
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report))
     sys.exit(0 if report["ok"] else 1)

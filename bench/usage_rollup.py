@@ -142,5 +142,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     report = asyncio.run(main(args.events, args.rounds))
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report))
     sys.exit(0 if report["ok"] else 1)

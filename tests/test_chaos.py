@@ -37,7 +37,7 @@ from pool.supervise import supervisord_env
 from tests.conftest import BIN, ROOT, SERVICE_KEY, IdentityDouble, StripeDouble, pool_env
 from tests.test_supervisord import Supervisord
 
-pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
 RESULTS = ROOT / "var" / "chaos-results.json"
 POOL_PROGRAMS = ("identity-events", "user-management-jobs", "task-notifications", "super-admin.bulk-job",
                  "billing-usage", "billing-invoice", "billing-payment-sync")  # fmt: skip
