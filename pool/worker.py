@@ -1,6 +1,13 @@
-"""`PoolWorker`: bullmq's Worker with one small, documented change (upstream-ready).
+"""`PoolWorker`: bullmq's Worker with two small, documented changes (both upstream-ready).
 
-A job whose `data` (or `opts`/`progress`) is not JSON — a foreign producer's, or a hand-edited hash — makes
+1. Fetch the next job in the completing call, as Node BullMQ does. bullmq-python completes a job with
+   `moveToFinished(fetchNext=False)` and then fetches the next with a second Lua call (`moveToActive`): two round
+   trips per job where Node makes one. Here a lane that completes a job asks `moveToFinished` for the next one
+   (same token, same lock duration and limiter, from the worker's options) and goes straight on with it; when
+   the queue is empty the script says so and the lane returns to the worker's normal (blocking) fetch. Locks,
+   stalled checks, events and metrics are those of the same Lua scripts, unchanged. Not while pausing/closing.
+
+2. A job whose `data` (or `opts`/`progress`) is not JSON — a foreign producer's, or a hand-edited hash — makes
 `Job.fromJSON` raise inside the worker's fetch loop, after the job was already moved to active under our lock.
 The job is then never processed: it stalls, is moved back to wait, and after `maxStalledCount` fails with a
 misleading "stalled" reason, while the worker logs an error per try.
@@ -13,9 +20,11 @@ field. The happy path is unchanged (the marker is only built after `fromJSON` fa
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from bullmq import Worker
+from bullmq import Job, Worker
+from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
 
 UNDECODABLE = "__ma_undecodable__"
 _DEFAULTS = {"data": "{}", "opts": "{}", "progress": "0"}
@@ -50,3 +59,54 @@ class PoolWorker(Worker):
                 raise
             return await super().nextJobFromJobData(_undecodable_fields(job_data), job_id, limit_until, delay_until,
                                                     token)  # fmt: skip
+
+    async def processJob(self, job: Job, token: str) -> None:
+        """One lane: process `job`, then the jobs its completion fetched, until the queue has none ready."""
+        while job is not None:
+            job = await self._process_one(job, token)
+
+    async def _process_one(self, job: Job, token: str) -> Job | None:
+        """bullmq's Worker.processJob (3.4.x), except that completing fetches the next job (see the module doc)."""
+        next_job = None
+        try:
+            if "removeOnComplete" not in job.opts and "removeOnComplete" in self.opts:
+                job.opts["removeOnComplete"] = self.opts["removeOnComplete"]
+            if "removeOnFail" not in job.opts and "removeOnFail" in self.opts:
+                job.opts["removeOnFail"] = self.opts["removeOnFail"]
+            self.jobs.add((job, token))
+            controller = self.lockManager.track_job(job.id, token, int(time.time() * 1000),
+                                                    should_create_controller=self._processor_wants_signal)  # fmt: skip
+            if job.deferredFailure:
+                await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
+                self.emit("failed", job, UnrecoverableError(job.deferredFailure))
+                return None
+            if controller is not None:
+                result = await self.processor(job, token, controller.signal)
+            else:
+                result = await self.processor(job, token)
+            if not self.forceClosing:
+                fetch = not (self.closing or self.paused)
+                done = await self.backend.moveToCompleted(job, result, job.opts.get("removeOnComplete", False),
+                                                          token, fetch_next=fetch)  # fmt: skip
+                job.returnvalue = result
+                job.attemptsMade = job.attemptsMade + 1
+                raw = done.get("result") if isinstance(done, dict) else None
+                if fetch and raw:
+                    job_data, job_id, limit_until, delay_until = raw
+                    next_job = await self.nextJobFromJobData(job_data, job_id, limit_until or 0, delay_until or 0, token)
+            self.emit("completed", job, result)
+        except (DelayedError, WaitingChildrenError):
+            return None
+        except Exception as err:
+            try:
+                if not self.forceClosing:
+                    await job.moveToFailed(err, token)
+                self.emit("failed", job, err)
+            except Exception as error:  # noqa: BLE001 - as bullmq: reported, the lane goes on
+                self.emit("error", error, job)
+        finally:
+            self.jobs.discard((job, token))
+            self.lockManager.untrack_job(job.id)
+        if next_job is not None:
+            self.emit("active", next_job, "waiting")
+        return next_job

@@ -1,0 +1,167 @@
+"""The pool against Node BullMQ and raw bullmq-python, in the same run on the same Redis.
+
+Throughput: N no-op jobs are added to a paused queue, two worker processes of one kind start (concurrency 10
+each), the queue is resumed and the clock runs until wait and active are empty. Kinds: `node` (npm bullmq, as
+the platform's Node workers), `raw` (bullmq-python as its README shows it) and `pool` (`ma-worker run`: the full
+dispatch with validation, telemetry and the per-job log line). Rounds alternate kinds; medians are reported.
+
+Pickup latency: one process of `raw` and of `pool`, jobs added at 200/s carrying the producer's wall clock; the
+handler records enqueue -> start. p50 and p99 over the run.
+
+Budgets (issue: prove it): pool >= 0.5x node throughput; pool pickup p50 <= 1.2x raw, p99 <= 2x raw.
+
+    .venv/bin/python bench/node_compare.py [--jobs 20000] [--rounds 3] [--rate 200] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bullmq import Queue  # noqa: E402
+from redis.asyncio import Redis  # noqa: E402
+
+from devstack import engines  # noqa: E402
+
+Q = "bench"
+BUDGET_THROUGHPUT, BUDGET_P50, BUDGET_P99 = 0.5, 1.2, 2.0
+
+
+def start(kind: str, url: str, log: Path) -> subprocess.Popen[str]:
+    if kind == "node":
+        argv = ["node", "bench_worker.mjs", url, Q, "10"]
+        cwd = ROOT / "tests" / "node"
+    elif kind == "raw":
+        argv, cwd = [sys.executable, "bench/raw_worker.py", url, Q, "10"], ROOT
+    else:
+        argv, cwd = [str(Path(sys.executable).parent / "ma-worker"), "run", Q], ROOT
+    env = {**os.environ, "REDIS_URL": url, "DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
+           "TASKS_DATABASE_URL": "postgresql://bench@127.0.0.1:9/none", "IDENTITY_BASE_URL": "http://127.0.0.1:9",
+           "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000", "MA_QUEUE_TABLE": "bench.tables:NOOP", "PYTHONPATH": str(ROOT),
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    out = open(log, "a")  # noqa: SIM115, ASYNC230 - the child's stdout (the pool's per-job lines land here)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)  # noqa: ASYNC220
+
+
+async def ready(log: Path, procs: list[subprocess.Popen[str]], want: int) -> None:
+    deadline = time.monotonic() + 30
+    while log.read_text().count("ready") + log.read_text().count("consuming bench") < want:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), log.read_text()[-2000:]
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def throughput(redis: Redis, url: str, kind: str, jobs: int, work: Path) -> float:
+    await redis.flushdb()
+    queue = Queue(Q, {"connection": redis})
+    await queue.pause()
+    for at in range(0, jobs, 5000):
+        await queue.addBulk([{"name": "noop", "data": {"i": i}, "opts": {"removeOnComplete": {"count": 0}}}
+                             for i in range(at, min(jobs, at + 5000))])  # fmt: skip
+    log = work / f"{kind}.log"
+    log.write_text("")
+    procs = [start(kind, url, log) for _ in range(2)]
+    try:
+        await ready(log, procs, 2)
+        started = time.perf_counter()
+        await queue.resume()
+        while await redis.llen(f"bull:{Q}:wait") or await redis.llen(f"bull:{Q}:active"):
+            await asyncio.sleep(0.005)
+        return jobs / (time.perf_counter() - started)
+    finally:
+        stop(procs)
+
+
+async def latency(redis: Redis, url: str, kind: str, rate: float, seconds: float, work: Path) -> list[float]:
+    await redis.flushdb()
+    log = work / f"{kind}-latency.log"
+    log.write_text("")
+    procs = [start(kind, url, log)]
+    queue = Queue(Q, {"connection": redis})
+    try:
+        await ready(log, procs, 1)
+        count = int(rate * seconds)
+        began = time.perf_counter()
+        for i in range(count):
+            await queue.add("pickup", {"t": time.time()}, {"removeOnComplete": {"count": 0}})
+            pause = began + (i + 1) / rate - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+        deadline = time.monotonic() + 30
+        while await redis.llen("bench:latency") < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return sorted(float(x) for x in await redis.lrange("bench:latency", 0, -1))
+    finally:
+        stop(procs)
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def main(jobs: int, rounds: int, rate: float, seconds: float) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="ma-bench-node-"))
+    valkey = engines.valkey(work / "valkey", persistent=False).start()
+    redis = Redis.from_url(valkey.url, decode_responses=True)
+    rates: dict[str, list[float]] = {"node": [], "raw": [], "pool": []}
+    lat: dict[str, list[float]] = {}
+    try:
+        for n in range(rounds):
+            for kind in ("node", "raw", "pool"):
+                rates[kind].append(await throughput(redis, valkey.url, kind, jobs, work))
+            print(f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()), file=sys.stderr)
+        for kind in ("raw", "pool"):
+            lat[kind] = await latency(redis, valkey.url, kind, rate, seconds, work)
+            print(f"  pickup {kind}: p50 {pct(lat[kind], 50):.2f} ms p99 {pct(lat[kind], 99):.2f} ms "
+                  f"({len(lat[kind])} jobs)", file=sys.stderr)  # fmt: skip
+    finally:
+        await redis.aclose()
+        valkey.stop()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = statistics.median(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
+    p50 = pct(lat["pool"], 50) / pct(lat["raw"], 50)
+    p99 = pct(lat["pool"], 99) / pct(lat["raw"], 99)
+    return {
+        "benchmark": "pool vs Node BullMQ and raw bullmq-python", "jobs": jobs, "rounds": rounds, "processes": 2,
+        "node_jobs_per_s": round(med["node"]), "raw_jobs_per_s": round(med["raw"]), "pool_jobs_per_s": round(med["pool"]),
+        "ratio_vs_node": round(ratio, 3), "raw_vs_node": round(med["raw"] / med["node"], 3),
+        "budget_vs_node": BUDGET_THROUGHPUT,
+        "pickup_raw_p50_ms": round(pct(lat["raw"], 50), 3), "pickup_raw_p99_ms": round(pct(lat["raw"], 99), 3),
+        "pickup_pool_p50_ms": round(pct(lat["pool"], 50), 3), "pickup_pool_p99_ms": round(pct(lat["pool"], 99), 3),
+        "pickup_p50_ratio": round(p50, 3), "pickup_p99_ratio": round(p99, 3),
+        "budget_p50": BUDGET_P50, "budget_p99": BUDGET_P99,
+        "ok": ratio >= BUDGET_THROUGHPUT and p50 <= BUDGET_P50 and p99 <= BUDGET_P99,
+    }  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    report = asyncio.run(main(args.jobs, args.rounds, args.rate, args.seconds))
+    print(json.dumps(report))
+    sys.exit(0 if report["ok"] else 1)
