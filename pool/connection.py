@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, DataError, TimeoutError
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - a dependency (redis[hiredis]); the pure-Python packer still works
+    hiredis = None
+
+
+class HiredisPackConnection(Connection):
+    """redis-py's asyncio Connection packing commands with hiredis, as its sync Connection already does.
+
+    Every job costs one EVALSHA of ~25 arguments (moveToFinished); packing them in Python was the pool's top cost
+    per job after parsing (which hiredis already does). Same bytes on the wire as redis-py's sync
+    `HiredisRespSerializer`; pipelines keep the parent's packer.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if hiredis is None:
+            return super().pack_command(*args)
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))]
+        except TypeError as error:
+            raise DataError(str(error)) from None
 
 
 def pooled_redis(url: str, *, max_connections: int, name: str | None = None) -> Redis:
@@ -26,6 +55,7 @@ def pooled_redis(url: str, *, max_connections: int, name: str | None = None) -> 
         client_name=name,
         retry=Retry(ExponentialBackoff(cap=5, base=0.2), 5),
         retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
+        **({"connection_class": HiredisPackConnection} if url.startswith("redis://") else {}),
     )
     return Redis(connection_pool=pool)
 
