@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 async def main(url: str, queue: str, concurrency: int) -> None:
     recorder = Redis.from_url(url)
 
-    async def process(job, token):  # noqa: ANN001, ARG001
+    async def process(job, token):
         if job.name == "pickup":
             await recorder.rpush("bench:latency", (time.time() - float(job.data["t"])) * 1000)
 

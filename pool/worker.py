@@ -97,7 +97,7 @@ class PoolWorker(Worker):
             self.emit("completed", job, result)
         except (DelayedError, WaitingChildrenError):
             return None
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - as bullmq: any processor error fails the job
             try:
                 if not self.forceClosing:
                     await job.moveToFailed(err, token)

@@ -158,24 +158,21 @@ def start_pool(valkey: engines.Engine, db_urls: databases.DatabaseUrls, tmp_path
 SERVICE_KEY = "test-service-role-key-very-secret"
 
 
-class IdentityDouble:
-    """The identity double as a real HTTP server (subprocess), with its test hooks."""
+class ServiceDouble:
+    """A double as a real HTTP server (a subprocess of ours), with its test hooks (`/__stats`, `/__faults`, ...)."""
 
-    def __init__(self, admin_url: str, log: Path, token_ttl: float = 300) -> None:
+    def __init__(self, module: str, args: list[str], log: Path, ready_path: str) -> None:
+        import httpx
+
         self.port = engines.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / "python"), "-m", "devstack.identity_double", "--port", str(self.port),
-             "--database-url", admin_url, "--service-key", SERVICE_KEY, "--token-ttl", str(token_ttl)],
-            stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        import httpx
-
+        self.proc = subprocess.Popen([str(BIN / "python"), "-m", module, "--port", str(self.port), *args],
+                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -186,9 +183,6 @@ class IdentityDouble:
         import httpx
 
         return httpx.request(method, self.url + path, json=body, timeout=5).json()
-
-    def fault(self, status: int | str, count: int = 1, path: str = "", retry_after: float = 1) -> None:
-        self.hook("POST", "/__faults", {"status": status, "count": count, "path": path, "retryAfter": retry_after})
 
     def stats(self) -> dict[str, int]:
         return self.hook("GET", "/__stats")
@@ -201,6 +195,17 @@ class IdentityDouble:
             self.proc.kill()
             self.proc.wait()
         self.out.close()
+
+
+class IdentityDouble(ServiceDouble):
+    """The identity double (devstack/identity_double.py) over the identity database."""
+
+    def __init__(self, admin_url: str, log: Path, token_ttl: float = 300) -> None:
+        super().__init__("devstack.identity_double", ["--database-url", admin_url, "--service-key", SERVICE_KEY,
+                                                      "--token-ttl", str(token_ttl)], log, "/healthz")  # fmt: skip
+
+    def fault(self, status: int | str, count: int = 1, path: str = "", retry_after: float = 1) -> None:
+        self.hook("POST", "/__faults", {"status": status, "count": count, "path": path, "retryAfter": retry_after})
 
 
 @pytest.fixture(scope="session")
@@ -216,50 +221,18 @@ def identity(identity_double: IdentityDouble) -> IdentityDouble:
     return identity_double
 
 
-class StripeDouble:
-    """The Stripe double (localstripe + fault hooks) as a real HTTP server (subprocess)."""
+class StripeDouble(ServiceDouble):
+    """The Stripe double (localstripe + fault hooks, devstack/stripe_double.py)."""
 
     SECRET_KEY = "sk_test_billing_secret_4242"
     WEBHOOK_SECRET = "whsec_test_webhook_secret"
 
     def __init__(self, log: Path) -> None:
-        import httpx
-
-        self.port = engines.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(BIN / "python"), "-m", "devstack.stripe_double", "--port", str(self.port)],
-                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(self.url + "/__stats", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-
-    def hook(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        import httpx
-
-        return httpx.request(method, self.url + path, json=body, timeout=5).json()
-
-    def stats(self) -> dict[str, int]:
-        return self.hook("GET", "/__stats")
+        super().__init__("devstack.stripe_double", [], log, "/__stats")
 
     def env(self) -> dict[str, str]:
         return {"STRIPE_SECRET_KEY": self.SECRET_KEY, "STRIPE_API_BASE": self.url,
                 "STRIPE_WEBHOOK_SECRET": self.WEBHOOK_SECRET, "MA_STRIPE_NETWORK_RETRIES": "1"}  # fmt: skip
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.close()
 
 
 @pytest.fixture(scope="session")

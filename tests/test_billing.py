@@ -73,6 +73,20 @@ def stripe_client(stripe) -> stripe_sdk.StripeClient:
     return stripe_sdk.StripeClient(stripe.SECRET_KEY, base_addresses={"api": stripe.url})
 
 
+async def paid_invoice(identity_db, stripe, amount: int) -> tuple[str, str]:
+    """An invoice recorded at identity (still unpaid there) and a PaymentIntent that paid it at Stripe."""
+    invoice_id = f"in_t{uuid.uuid4().hex[:8]}"
+    await identity_db.execute(
+        "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
+        " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
+        " '1 day', 'usd', $2, $2, '[]')", invoice_id, amount,
+    )  # fmt: skip
+    intent = stripe_client(stripe).v1.payment_intents.create({
+        "amount": amount, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True,
+        "metadata": {"invoiceId": invoice_id}})  # fmt: skip
+    return invoice_id, intent.id
+
+
 def signed(secret: str, event: dict) -> tuple[str, str]:
     """A webhook body and its Stripe-Signature header, as Stripe computes them."""
     payload = json.dumps(event)
@@ -348,19 +362,11 @@ async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_count
                                                                                     stripe, identity_db):  # fmt: skip
     from pool.collector import Collector
 
-    client = stripe_client(stripe)
-    invoice_id = f"in_t{uuid.uuid4().hex[:8]}"
-    await identity_db.execute(
-        "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
-        " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
-        " '1 day', 'usd', 700, 700, '[]')", invoice_id,
-    )  # fmt: skip
-    intent = client.v1.payment_intents.create({"amount": 700, "currency": "usd", "payment_method": "pm_card_visa",
-                                               "confirm": True, "metadata": {"invoiceId": invoice_id}})  # fmt: skip
+    invoice_id, intent_id = await paid_invoice(identity_db, stripe, 700)
     stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})
     start_pool(SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env())
     job = await run_job(redis, SYNC, "payment.webhook", {"stripeEventId": f"evt_{invoice_id}", "type":
-                        "payment_intent.succeeded", "paymentIntentId": intent.id}, timeout=60)  # fmt: skip
+                        "payment_intent.succeeded", "paymentIntentId": intent_id}, timeout=60)  # fmt: skip
     assert job.returnvalue["paymentStatus"] == "paid", job.failedReason
     assert job.attemptsMade >= 2
     assert stripe.stats()["fault 503"] >= 2
@@ -374,18 +380,7 @@ async def test_a_429_storm_defers_every_billing_job_without_burning_attempts_and
     import asyncio
 
     pools = {q: billing_pool(q) for q in (USAGE, INVOICE, SYNC)}
-    client = stripe_client(stripe)
-    invoices = []
-    for _ in range(2):
-        invoice_id = f"in_s{uuid.uuid4().hex[:8]}"
-        await identity_db.execute(
-            "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
-            " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
-            " '1 day', 'usd', 900, 900, '[]')", invoice_id,
-        )  # fmt: skip
-        intent = client.v1.payment_intents.create({"amount": 900, "currency": "usd", "payment_method": "pm_card_visa",
-                                                   "confirm": True, "metadata": {"invoiceId": invoice_id}})  # fmt: skip
-        invoices.append((invoice_id, intent.id))
+    invoices = [await paid_invoice(identity_db, stripe, 900) for _ in range(2)]
     subs = [await subscription() for _ in range(2)]
     start, end = this_month()
 
