@@ -361,6 +361,9 @@ async def _change(ctx: JobContext, payload: BulkChange, operation: Literal["acti
             raise ThrottledError(f"identity throttled bulk job {payload.bulk_job_id}: {cause}", retry)
         await telemetry.publish("failed" if ctx.final_attempt else "running", error=str(cause))
         raise cause
+    if progress.failures:  # listed in the selection's order, whatever order the concurrent calls ended in
+        order = {item: i for i, item in enumerate(items)}
+        progress.failures.sort(key=lambda f: order.get(f["id"], 0))
     summary = {"bulkJobId": payload.bulk_job_id, "operation": operation, "target": payload.target,
                "total": progress.total, "succeeded": progress.succeeded, "failed": progress.failed,
                "resumedAfter": resumed, "failures": progress.failures,

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.worker import Worker
 
 from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
 from pool.supervisor_source import ProcessInfo, read_processes
@@ -63,6 +64,8 @@ class MaTop(App[None]):
         self.supervisors = supervisors
         self.refresh_s = refresh_s
         self.read_only = read_only
+        self._tick_worker: Worker[None] | None = None
+        self._processes_worker: Worker[None] | None = None
         self.journal = ops.Journal(redis, journal_path)
         self.thresholds = thresholds or thresholds_from_env()
         self.live_bulk: dict[str, BulkJob] = {}
@@ -80,10 +83,12 @@ class MaTop(App[None]):
 
     def on_mount(self) -> None:
         self.switch_mode("queues")
-        self.set_interval(self.refresh_s, self.refresh_now)
-        self.set_interval(max(2.0, self.refresh_s * 3), self.refresh_processes)
-        self.call_later(self.refresh_processes)
-        self.call_later(self.refresh_now)
+        # Ticks run as workers, not inside the timers: a timer callback that awaits I/O makes the app's shutdown
+        # wait for it (Timer._stop_all); a worker is cancelled at exit and never holds the shutdown up.
+        self.set_interval(self.refresh_s, self._tick)
+        self.set_interval(max(2.0, self.refresh_s * 3), self._tick_processes)
+        self.call_later(self._tick_processes)
+        self.call_later(self._tick)
         self.run_worker(self.listen_bulk(), group="bulk", exclusive=True, exit_on_error=False)
 
     async def listen_bulk(self) -> None:
@@ -106,6 +111,14 @@ class MaTop(App[None]):
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    def _tick(self) -> None:
+        if self._tick_worker is None or self._tick_worker.is_finished:  # a slow tick is not piled up on
+            self._tick_worker = self.run_worker(self.refresh_now(), group="tick", exit_on_error=False)
+
+    def _tick_processes(self) -> None:
+        if self._processes_worker is None or self._processes_worker.is_finished:
+            self._processes_worker = self.run_worker(self.refresh_processes(), group="processes", exit_on_error=False)
 
     async def refresh_now(self) -> None:
         """One tick. A dashboard must not die of a bad record or a flaky source: errors show, ticks go on."""
