@@ -42,9 +42,11 @@ def run_chaos() -> int:
                           cwd=ROOT, check=False).returncode  # fmt: skip
 
 
-def run_benchmarks() -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = json.loads(BENCH.read_text()) if only and BENCH.exists() else {}
     for name, argv in BENCHMARKS:
+        if only and name not in only:
+            continue
         started = time.monotonic()
         out = subprocess.run([str(PY), *argv], cwd=ROOT, capture_output=True, text=True, check=False)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -152,9 +154,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-chaos", action="store_true")
     parser.add_argument("--skip-bench", action="store_true")
+    parser.add_argument("--bench", action="append", choices=[name for name, _ in BENCHMARKS],
+                        help="run only this benchmark (repeatable); the others keep their last results")
     args = parser.parse_args()
     chaos_rc = 0 if args.skip_chaos else run_chaos()
-    bench = json.loads(BENCH.read_text()) if args.skip_bench and BENCH.exists() else ({} if args.skip_bench else run_benchmarks())
+    if args.skip_bench:
+        bench = json.loads(BENCH.read_text()) if BENCH.exists() else {}
+    else:
+        bench = run_benchmarks(args.bench)
     chaos = json.loads(CHAOS.read_text()) if CHAOS.exists() else {}
     REPORT.write_text(render(chaos, bench))
     print(f"wrote {REPORT.relative_to(ROOT)}")
