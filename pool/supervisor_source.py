@@ -32,6 +32,18 @@ class ProcessInfo:
         return max(0, self.now - self.start) if self.state == "RUNNING" else 0
 
 
+def endpoint_label(endpoint: str) -> str:
+    """What a person sees for an endpoint, never its credentials: `host-a` for `unix:///srv/host-a/var/supervisor.sock`
+    (the directory holding the state dir), `host-a:9001` for `http://user:secret@host-a:9001`."""
+    if endpoint.startswith("unix://"):
+        parts = endpoint.removeprefix("unix://").rstrip("/").split("/")
+        return parts[-3] if len(parts) >= 3 and parts[-2] == "var" else parts[-1]
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    return f"{url.hostname}:{url.port}" if url.port else (url.hostname or endpoint)
+
+
 def _proxy(endpoint: str) -> Any:
     """A fresh proxy per call: SupervisorTransport keeps a dead connection after one failure."""
     if endpoint.startswith("unix://"):
@@ -54,7 +66,8 @@ async def read_processes(endpoints: list[str], timeout: float = 3.0) -> tuple[li
     errors: dict[str, str] = {}
     for endpoint, result in zip(endpoints, results, strict=True):
         if isinstance(result, BaseException):
-            errors[endpoint] = f"{type(result).__name__}: {result}" if str(result) else type(result).__name__
+            text = f"{type(result).__name__}: {result}" if str(result) else type(result).__name__
+            errors[endpoint_label(endpoint)] = text.replace(endpoint, endpoint_label(endpoint))
         else:
             processes.extend(result)
     return processes, errors

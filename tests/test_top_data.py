@@ -140,3 +140,14 @@ async def test_typical_duration_is_the_median_of_recent_completions(redis, start
         await run_job(redis, q, "test.sleep", {"seconds": seconds})
     typical = await ops.typical_duration_ms(redis, q)
     assert typical is not None and 150 <= typical <= 600
+
+
+async def test_supervisor_endpoints_are_shown_by_host_never_with_their_credentials():
+    from pool.supervisor_source import endpoint_label, read_processes
+
+    assert endpoint_label("unix:///srv/host-a/var/supervisor.sock") == "host-a"
+    assert endpoint_label("http://ops:s3cret@host-b.internal:9001") == "host-b.internal:9001"
+    assert endpoint_label("https://ops:s3cret@host-c/") == "host-c"
+    processes, errors = await read_processes(["http://ops:s3cret@127.0.0.1:9"], timeout=3)  # nothing listens there
+    assert processes == [] and list(errors) == ["127.0.0.1:9"]
+    assert "s3cret" not in " ".join(errors.values())

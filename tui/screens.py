@@ -14,6 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pool.collector import Snapshot
+from pool.supervisor_source import endpoint_label
 from tui import ops
 
 if TYPE_CHECKING:
@@ -395,7 +396,7 @@ class ProcessesScreen(Base):
                 p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
                 app.restarts.get((p.endpoint, p.full_name), 0), p.exitstatus if p.state != "RUNNING" else "-",
                 f"{rss:.0f}" if rss is not None else "-", f"{cpu:.0f}" if cpu is not None else "-",
-                p.endpoint.rsplit("/", 3)[-3] if "/" in p.endpoint else p.endpoint,
+                endpoint_label(p.endpoint),
                 (p.spawnerr or p.description)[:40],
             )))  # fmt: skip
         self.fill(rows)
@@ -420,7 +421,7 @@ class ProcessesScreen(Base):
             outcome = "ok"
         except RuntimeError as error:
             outcome = str(error)
-        await app.journal.write(f"{verb} process", f"{endpoint} {name}", outcome=outcome)
+        await app.journal.write(f"{verb} process", f"{endpoint_label(endpoint)} {name}", outcome=outcome)
         app.notify_action(f"{verb} {name}: {outcome}")
         await app.refresh_now()
 
@@ -441,7 +442,7 @@ class ProcessesScreen(Base):
                 outcome = f"{len(done)} restarted"
             except RuntimeError as error:
                 outcome = str(error)
-            await app.journal.write("rolling restart", f"{endpoint} {group}", outcome=outcome)
+            await app.journal.write("rolling restart", f"{endpoint_label(endpoint)} {group}", outcome=outcome)
             app.notify_action(f"rolling restart {group}: {outcome}")
             await app.refresh_processes()
 
