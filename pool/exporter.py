@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pool.collector import Collector, Snapshot
 from pool.connection import plain_redis
 from pool.queue_table import QUEUES
-from pool.supervisor_source import ProcessInfo, read_processes
+from pool.supervisor_source import ProcessInfo, endpoint_label, read_processes
 
 log = logging.getLogger("pool.exporter")
 SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
@@ -103,8 +103,9 @@ class Exporter:
         snap = sample.snapshot
         up = GaugeMetricFamily("ma_exporter_source_up", "1 if the source answered at the last sample", labels=["source"])
         up.add_metric(["redis"], 0.0 if snap is None or "redis" in snap.errors else 1.0)
-        for endpoint in self.supervisors:
-            up.add_metric([f"supervisord {endpoint}"], 0.0 if endpoint in sample.supervisor_errors else 1.0)
+        for endpoint in self.supervisors:  # by host label: an http endpoint's credentials never reach a metric
+            label = endpoint_label(endpoint)
+            up.add_metric([f"supervisord {label}"], 0.0 if label in sample.supervisor_errors else 1.0)
         yield up
         last = GaugeMetricFamily("ma_exporter_last_sample_timestamp_seconds", "When the last sample was taken")
         last.add_metric([], sample.taken_at)
