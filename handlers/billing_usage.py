@@ -58,8 +58,8 @@ class UsageBackfill(UsageAggregate):
 
 
 async def aggregate(ctx: JobContext, p: UsageAggregate) -> dict[str, Any]:
-    """Aggregate and upsert one period; shared with invoice generation (which refreshes before pricing)."""
-    await billing.subscription(ctx, p.subscription_id, p.organization_id)
+    """Aggregate and upsert one period of a subscription the caller has checked against the organization; shared
+    with invoice generation (which refreshes before pricing)."""
     params = {"unit": TRUNC[p.resolution], "subscription": p.subscription_id, "organization": p.organization_id,
               "start": p.period_start, "end": p.period_end}  # fmt: skip
     query = ALL_FEATURES if p.features is None else BY_FEATURES.bindparams(features=p.features)
@@ -83,10 +83,12 @@ async def aggregate(ctx: JobContext, p: UsageAggregate) -> dict[str, Any]:
 
 
 async def usage_aggregate(ctx: JobContext, payload: UsageAggregate) -> dict[str, Any]:
+    await billing.subscription(ctx, payload.subscription_id, payload.organization_id)
     return await aggregate(ctx, payload)
 
 
 async def usage_backfill(ctx: JobContext, payload: UsageBackfill) -> dict[str, Any]:
+    await billing.subscription(ctx, payload.subscription_id, payload.organization_id)
     return {**await aggregate(ctx, payload), "backfillId": payload.backfill_id}
 
 

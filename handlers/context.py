@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from handlers.errors import PermanentError
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -88,8 +90,6 @@ class JobContext:
     @property
     def stripe(self) -> Any:
         if self.resources.stripe is None:
-            from handlers.errors import PermanentError
-
             raise PermanentError("STRIPE_SECRET_KEY is not set: this worker cannot call Stripe")
         return self.resources.stripe
 

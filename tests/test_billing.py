@@ -278,14 +278,20 @@ async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(redis, bil
     assert stripe.stats().get("POST /v1/payment_intents") == 2  # one per attempt
 
 
-# -- payment sync -----------------------------------------------------------------------------------------------------
-async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscription, identity_db, stripe):
+async def invoiced_and_paid(redis, billing_pool, subscription) -> dict:
+    """A fresh subscription invoiced for this month and charged, with invoice and payment-sync pools running."""
     sub = await subscription()
     start, end = this_month()
     billing_pool(INVOICE)
     billing_pool(SYNC)
-    paid = (await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                                               "periodStart": iso(start), "periodEnd": iso(end)})).returnvalue  # fmt: skip
+    job = await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
+                                                             "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+    return job.returnvalue
+
+
+# -- payment sync -----------------------------------------------------------------------------------------------------
+async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscription, identity_db, stripe):
+    paid = await invoiced_and_paid(redis, billing_pool, subscription)
     assert paid["paymentStatus"] == "paid"
     client = stripe_client(stripe)
     refund = client.v1.refunds.create({"payment_intent": paid["paymentIntentId"]})
@@ -313,12 +319,7 @@ async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscri
 
 async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(redis, billing_pool, subscription,
                                                                            identity_db, stripe):  # fmt: skip
-    sub = await subscription()
-    start, end = this_month()
-    billing_pool(INVOICE)
-    billing_pool(SYNC)
-    paid = (await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                                               "periodStart": iso(start), "periodEnd": iso(end)})).returnvalue  # fmt: skip
+    paid = await invoiced_and_paid(redis, billing_pool, subscription)
     # Identity lost track of the payment (as if the webhook never came and the record call was lost).
     await identity_db.execute("UPDATE invoices SET payment_status = 'unpaid', payment_intent_id = NULL WHERE id = $1",
                               paid["invoiceId"])  # fmt: skip

@@ -405,36 +405,29 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack):
     await verify(stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted})
 
 
-async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
+async def outage(stack: Stack, engine: engines.Engine, scenario: str) -> None:
+    """Stop an engine for 15 s under load, start it again; processing must resume within 30 s."""
     load = await build_load(stack, tag())
     started = time.monotonic()
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(5)
-    stack.valkey.stop()  # SIGTERM: Valkey writes its AOF and exits
+    engine.stop()  # Valkey: SIGTERM, it writes its AOF and exits; PostgreSQL: fast shutdown
     await asyncio.sleep(15)
-    stack.valkey.start()
-    back_ms = int(time.time() * 1000)
-    finish_producer(producer, load)
-    states = await drain(stack, load)
-    recovery = await first_completion_after(stack, load, back_ms)
-    figures = await verify(stack, load, "Valkey stopped 15 s (AOF on)", started, recovery_s=recovery)
-    assert states and recovery is not None and recovery <= 30, figures
-
-
-async def test_postgres_stopped_15s_then_restarted(stack: Stack):
-    load = await build_load(stack, tag())
-    started = time.monotonic()
-    producer = start_producer(stack, load, rate=6)
-    await asyncio.sleep(5)
-    stack.pg.stop()
-    await asyncio.sleep(15)
-    stack.pg.start()
+    engine.start()
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
     recovery = await first_completion_after(stack, load, back_ms)
-    await verify(stack, load, "PostgreSQL stopped 15 s", started, recovery_s=recovery)
-    assert recovery is not None and recovery <= 30
+    figures = await verify(stack, load, scenario, started, recovery_s=recovery)
+    assert recovery is not None and recovery <= 30, figures
+
+
+async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
+    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)")
+
+
+async def test_postgres_stopped_15s_then_restarted(stack: Stack):
+    await outage(stack, stack.pg, "PostgreSQL stopped 15 s")
 
 
 async def test_identity_answers_429_for_60s(stack: Stack):
