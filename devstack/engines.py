@@ -106,8 +106,21 @@ class Engine:
             group=self.group,
         )
         logf.close()
-        _wait(lambda: port_open(self.port), self.name, timeout, self.proc, self.log)
+        _wait(self.ready, self.name, timeout, self.proc, self.log)
         return self
+
+    def ready(self) -> bool:
+        """Accepting work: PostgreSQL opens its port before it accepts connections ("the database system is
+        starting up"), so for it ask pg_isready; Valkey answers once its port is open."""
+        if not port_open(self.port):
+            return False
+        if self.name != "postgres":
+            return True
+        isready = Path(self.argv[0]).parent / "pg_isready"
+        if not isready.exists():
+            return True
+        return subprocess.run([str(isready), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
     def stop(self, timeout: float = 20.0) -> None:
         proc, self.proc = self.proc, None
