@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import Iterable
+from typing import Any
 
 
 class ScrubSecrets(logging.Filter):
@@ -26,10 +28,24 @@ class ScrubSecrets(logging.Filter):
 
 
 class Formatter(logging.Formatter):
-    """`2026-11-28 13:01:47,282 INFO    name: message`, with the per-second part of the time cached."""
+    """`2026-11-28 13:01:47,282 INFO    name: message`, with the per-second part of the time cached.
+
+    The one format we use, built with one f-string instead of logging's generic %-style pass over the record's
+    dict (a third of the per-job line's cost); tracebacks and stack info are appended as logging does.
+    """
 
     _second = -1
     _stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         second = int(record.created)
@@ -38,12 +54,51 @@ class Formatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes every record at once; on the event loop, flushes once per loop turn instead of once per line.
+
+    At thousands of jobs a second a flush per line is a write(2) per job into supervisord's pipe. Lines written in
+    one turn of the loop go out together at the start of the next; warnings and errors, and anything logged off
+    the loop (threads, start-up, shutdown), are flushed at once. A SIGKILL can lose at most the current turn's
+    info lines; logging.shutdown() at exit flushes the rest.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._flush_on: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on (a loop closed before running it does not block the next one)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's contract: report, never raise
+            self.handleError(record)
+            return
+        if record.levelno < logging.WARNING:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                if self._flush_on is not loop:
+                    self._flush_on = loop
+                    loop.call_soon(self._flush_turn)
+                return
+        self.flush()
+
+    def _flush_turn(self) -> None:
+        self._flush_on = None
+        self.flush()
+
+
 def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     # One line per job is on the hot path: skip what our format never shows (caller frame, thread, process).
     logging._srcfile = None  # type: ignore[attr-defined]  # documented switch: no findCaller() per record
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]
-    handler = logging.StreamHandler(sys.stdout)
+    handler = LineHandler(sys.stdout)
     handler.setFormatter(Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(ScrubSecrets(secrets))
     root = logging.getLogger()

@@ -1,0 +1,62 @@
+"""The pooled client's fast path (pool/connection.py) keeps redis-py's pool rules: waiters, reconnects, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pool.connection import LeanBlockingConnectionPool, LeanRedis, pooled_redis
+
+
+async def test_more_callers_than_connections_all_get_served_and_every_connection_comes_back(valkey: Any) -> None:
+    client = pooled_redis(valkey.url, max_connections=3, name="ma-test-fast")
+    pool = client.connection_pool
+    assert isinstance(client, LeanRedis) and isinstance(pool, LeanBlockingConnectionPool)
+    try:
+        await client.delete("fast:n")
+        await asyncio.gather(*(client.incr("fast:n") for _ in range(300)))
+        assert int(await client.get("fast:n")) == 300
+        assert not pool._in_use_connections and len(pool._available_connections) <= 3
+    finally:
+        await client.aclose()
+
+
+async def test_callers_waiting_for_the_only_connection_are_woken_when_it_is_released(valkey: Any) -> None:
+    client = pooled_redis(valkey.url, max_connections=1)
+    try:
+        await client.delete("fast:list")
+        blocked = asyncio.create_task(client.blpop(["fast:list"], timeout=0.3))  # holds the one connection
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(client.set(f"fast:w{i}", i)) for i in range(5)]
+        assert await blocked is None
+        assert await asyncio.wait_for(asyncio.gather(*waiting), timeout=5) == [True] * 5
+        assert [await client.get(f"fast:w{i}") for i in range(5)] == ["0", "1", "2", "3", "4"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_killed_by_the_server_is_replaced_without_an_error(valkey: Any, redis: Any) -> None:
+    client = pooled_redis(valkey.url, max_connections=2, name="ma-test-killed")
+    try:
+        await client.set("fast:k", "before")
+        killed = await redis.execute_command("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")
+        assert killed >= 1
+        assert await client.get("fast:k") == "before"  # reconnected (pool check or retry), no error raised
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_command_leaves_no_reply_for_the_next_caller(valkey: Any, redis: Any) -> None:
+    client = pooled_redis(valkey.url, max_connections=1)
+    try:
+        await client.delete("fast:q")
+        await client.set("fast:x", "x-value")
+        reader = asyncio.create_task(client.blpop(["fast:q"], timeout=5))
+        await asyncio.sleep(0.1)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await redis.rpush("fast:q", "item")  # a half-read BLPOP reply must not surface as the next answer
+        assert await client.get("fast:x") == "x-value"
+        assert await redis.lrange("fast:q", 0, -1) == ["item"]
+    finally:
+        await client.aclose()
