@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from handlers.context import JobContext, Resources
 from handlers.errors import PermanentError, ThrottledError
+from pool.logs import JobLines
 from pool.queue_table import Handler, QueueSpec
 from pool.telemetry import Telemetry
 from pool.worker import UNDECODABLE
@@ -60,6 +61,7 @@ class Dispatcher:
         self.telemetry = telemetry
         self.routes = {name: Route.of(handler) for name, handler in spec.handlers.items()}
         self.job_log = logging.getLogger(f"jobs.{spec.name}")
+        self.job_lines = JobLines(self.job_log)
 
     def _apply_queue_defaults(self, job: Job) -> None:
         # Node producers often leave attempts/backoff to the consumer: use the queue table's.
@@ -114,9 +116,9 @@ class Dispatcher:
             raise
         finally:
             self.telemetry.job_finished(job.id)
-        self.job_log.info("%.2fs %s ok", time.perf_counter() - started, label)
+        self.job_lines.info(f"{time.perf_counter() - started:.2f}s {label} ok")
         self.telemetry.completed()
-        return _jsonable(result)
+        return result if result is None else _jsonable(result)
 
 
 def _jsonable(result: Any) -> Any:

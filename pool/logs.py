@@ -17,13 +17,15 @@ class ScrubSecrets(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                if secret in message:
-                    message = message.replace(secret, "***")
-            record.msg, record.args = message, None  # formatted once, not again by the formatter
+            record.msg, record.args = self.scrub(record.getMessage()), None  # formatted once, not again later
         return True
 
 
@@ -48,10 +50,13 @@ class Formatter(logging.Formatter):
         return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -76,21 +81,71 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging's contract: report, never raise
             self.handleError(record)
             return
-        if record.levelno < logging.WARNING:
+        self._flush_later() if record.levelno < logging.WARNING else self.flush()
+
+    def write_info(self, name: str, text: str) -> bool:
+        """Write `text` as an INFO line of logger `name` exactly as `emit` would, without building a LogRecord.
+
+        For the per-job line (see JobLines). False, with nothing written, when this handler's set-up needs
+        logging's full path: a level above INFO, a filter other than ScrubSecrets, another formatter.
+        """
+        formatter = self.formatter
+        if self.level > logging.INFO or type(formatter) is not Formatter:
+            return False
+        for check in self.filters:
+            if type(check) is not ScrubSecrets:
+                return False
+            text = check.scrub(text)
+        line = f"{formatter.stamp(time.time())} INFO    {name}: {text}{self.terminator}"
+        with self.lock:  # type: ignore[union-attr]
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is not None:
-                if self._flush_on is not loop:
-                    self._flush_on = loop
-                    loop.call_soon(self._flush_turn)
-                return
-        self.flush()
+                self.stream.write(line)
+            except Exception:  # noqa: BLE001 - as emit: never raise into the caller
+                return False
+        self._flush_later()
+        return True
+
+    def _flush_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self._flush_turn)
 
     def _flush_turn(self) -> None:
         self._flush_on = None
         self.flush()
+
+
+class JobLines:
+    """The per-job success line of one logger: `logger.info(text)`, minus the LogRecord when nothing needs one.
+
+    One line per job is the pool's hottest log call. When the logger passes INFO, has no handlers or filters of
+    its own up to the root, and the root's only handler is our LineHandler, the line is written by that handler
+    directly (same format, same secret scrubbing, same stream and flush rules, same order as every other line);
+    in any other set-up (a test's capture handler, another formatter, a raised level) it is `logger.info`.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        chain, plain = logger, True
+        while chain is not None and chain is not logging.root:
+            plain = plain and not chain.handlers and not chain.filters and chain.propagate
+            chain = chain.parent  # type: ignore[assignment]
+        self._plain = plain
+
+    def info(self, text: str) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handlers = logging.root.handlers
+        if (self._plain and len(handlers) == 1 and type(handlers[0]) is LineHandler
+                and handlers[0].write_info(logger.name, text)):  # fmt: skip
+            return
+        logger.info("%s", text)
 
 
 def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pool.logs import Formatter, LineHandler, ScrubSecrets
+from pool.logs import Formatter, JobLines, LineHandler, ScrubSecrets
 
 
 class Pipe:
@@ -97,3 +97,27 @@ def test_tracebacks_follow_their_line(piped) -> None:
         logger.exception("handler crashed")
     out = pipe.read()
     assert "handler crashed\nTraceback (most recent call last):" in out and "ValueError: boom" in out
+
+
+def test_the_per_job_line_reads_as_any_other_info_line_and_is_scrubbed(piped) -> None:
+    logger, pipe = piped
+    saved = logging.root.handlers, logging.root.level
+    logging.root.handlers = list(logger.handlers)  # our handler as the root's only one, as setup_logging leaves it
+    logging.root.setLevel(logging.INFO)
+    job_logger = logging.getLogger("jobs.test-lines")
+    try:
+        JobLines(job_logger).info("0.01s test-lines job.x#7 try=1 ok (s3cr3t-service-role)")
+        job_logger.info("0.01s test-lines job.x#8 try=1 ok (s3cr3t-service-role)")
+    finally:
+        logging.root.handlers = saved[0]
+        logging.root.setLevel(saved[1])
+    fast, slow = pipe.read().splitlines()
+    assert fast.split(" ", 2)[2] == "INFO    jobs.test-lines: 0.01s test-lines job.x#7 try=1 ok (***)"
+    assert slow.split(" ", 2)[2] == "INFO    jobs.test-lines: 0.01s test-lines job.x#8 try=1 ok (***)"
+    assert len(fast.split(" ", 2)[1]) == len(slow.split(" ", 2)[1]) == len("13:01:47,282")
+
+
+def test_the_per_job_line_reaches_any_other_handler_through_logging(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="jobs.test-capture"):
+        JobLines(logging.getLogger("jobs.test-capture")).info("0.01s q job#1 try=1 ok")
+    assert [r.getMessage() for r in caplog.records] == ["0.01s q job#1 try=1 ok"]
