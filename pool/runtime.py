@@ -8,6 +8,7 @@ force-close (the unfinished ones are re-run by BullMQ's stall check), retire the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -129,6 +130,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     await upsert_schedules(spec, redis)
 
     dispatcher = Dispatcher(spec, resources, telemetry)
+    gc.collect()
+    gc.freeze()  # what start-up built lives as long as the process: keep it out of every later full collection
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
