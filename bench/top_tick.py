@@ -30,13 +30,16 @@ QUEUES = ["identity-events", "user-management-jobs", "task-notifications", "supe
 BUDGET_RATIO, BUDGET_MS, BUDGET_CPU = 1.2, 5.0, 0.05
 
 
-async def ticks(collector: Collector, n: int) -> list[float]:
-    await collector.fetch()  # discovery + INFO: their own slower timers
-    out = []
-    for _ in range(n):
-        started = time.perf_counter()
-        await collector.fetch()
-        out.append((time.perf_counter() - started) * 1000)
+async def ticks(collectors: list[Collector], n: int) -> list[list[float]]:
+    """`n` ticks of each collector, interleaved tick by tick (this machine's speed drifts: both sides share it)."""
+    for collector in collectors:
+        await collector.fetch()  # discovery + INFO: their own slower timers
+    out: list[list[float]] = [[] for _ in collectors]
+    for i in range(n):
+        for k in (range(len(collectors)) if i % 2 == 0 else reversed(range(len(collectors)))):
+            started = time.perf_counter()
+            await collectors[k].fetch()
+            out[k].append((time.perf_counter() - started) * 1000)
     return out
 
 
@@ -62,18 +65,21 @@ async def top_cpu(redis: Redis, seconds: float) -> float:
 
 
 async def main(jobs: int, n: int, cpu_seconds: float) -> dict:
-    valkey = engines.valkey(Path(tempfile.mkdtemp(prefix="ma-bench-top-")) / "v", persistent=False).start()
-    redis = Redis.from_url(valkey.url, decode_responses=True)
+    """Two Valkeys of the same build: one with the 7 queues empty, one with `jobs` waiting in billing-usage."""
+    work = Path(tempfile.mkdtemp(prefix="ma-bench-top-"))
+    valkeys = [engines.valkey(work / name, persistent=False).start() for name in ("empty", "full")]
+    clients = [Redis.from_url(v.url, decode_responses=True) for v in valkeys]
     try:
-        for q in QUEUES:
-            await Queue(q, {"connection": redis}).add("seed", {})  # every queue exists (meta keys)
-        empty = await ticks(Collector(redis, QUEUES), n)
-        await fill(redis, "billing-usage", jobs)
-        full = await ticks(Collector(redis, QUEUES), n)
-        cpu = await top_cpu(redis, cpu_seconds)
+        for redis in clients:
+            for q in QUEUES:
+                await Queue(q, {"connection": redis}).add("seed", {})  # every queue exists (meta keys)
+        await fill(clients[1], "billing-usage", jobs)
+        empty, full = await ticks([Collector(redis, QUEUES) for redis in clients], n)
+        cpu = await top_cpu(clients[1], cpu_seconds)
     finally:
-        await redis.aclose()
-        valkey.stop()
+        for redis, valkey in zip(clients, valkeys, strict=True):
+            await redis.aclose()
+            valkey.stop()
     return {
         "benchmark": "ma-top tick", "jobs": jobs, "ticks": n,
         "empty_median_ms": round(statistics.median(empty), 3), "full_median_ms": round(statistics.median(full), 3),
