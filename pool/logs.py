@@ -124,7 +124,8 @@ class JobLines:
     """The per-job success line of one logger: `logger.info(text)`, minus the LogRecord when nothing needs one.
 
     One line per job is the pool's hottest log call. When the logger passes INFO, has no handlers or filters of
-    its own up to the root, and the root's only handler is our LineHandler, the line is written by that handler
+    its own up to the root (checked once, when the dispatcher is built, after setup_logging), and the root's only
+    handler is our LineHandler (checked on every line), the line is written by that handler
     directly (same format, same secret scrubbing, same stream and flush rules, same order as every other line);
     in any other set-up (a test's capture handler, another formatter, a raised level) it is `logger.info`.
     """
