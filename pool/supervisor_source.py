@@ -6,6 +6,7 @@ import asyncio
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -38,8 +39,6 @@ def endpoint_label(endpoint: str) -> str:
     if endpoint.startswith("unix://"):
         parts = endpoint.removeprefix("unix://").rstrip("/").split("/")
         return parts[-3] if len(parts) >= 3 and parts[-2] == "var" else parts[-1]
-    from urllib.parse import urlsplit
-
     url = urlsplit(endpoint)
     return f"{url.hostname}:{url.port}" if url.port else (url.hostname or endpoint)
 
@@ -66,8 +65,9 @@ async def read_processes(endpoints: list[str], timeout: float = 3.0) -> tuple[li
     errors: dict[str, str] = {}
     for endpoint, result in zip(endpoints, results, strict=True):
         if isinstance(result, BaseException):
+            label = endpoint_label(endpoint)
             text = f"{type(result).__name__}: {result}" if str(result) else type(result).__name__
-            errors[endpoint_label(endpoint)] = text.replace(endpoint, endpoint_label(endpoint))
+            errors[label] = text.replace(endpoint, label)
         else:
             processes.extend(result)
     return processes, errors
