@@ -320,6 +320,15 @@ async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscri
 async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(redis, billing_pool, subscription,
                                                                            identity_db, stripe):  # fmt: skip
     paid = await invoiced_and_paid(redis, billing_pool, subscription)
+    # The sync pool's scheduler sweeps once as the pool starts. Let that sweep pass first: a pool slow to start (a
+    # loaded machine) would otherwise find the lost payment below itself, and the sweep under test would see a
+    # sync job already there.
+    sync = Queue(SYNC, {"connection": redis})
+
+    async def startup_sweep_done() -> bool:
+        return any(job.name == "payment.reconcile" for job in await sync.getJobs(["completed"]))
+
+    await wait_for(startup_sweep_done, what="the start-up reconciliation sweep")
     # Identity lost track of the payment (as if the webhook never came and the record call was lost).
     await identity_db.execute("UPDATE invoices SET payment_status = 'unpaid', payment_intent_id = NULL WHERE id = $1",
                               paid["invoiceId"])  # fmt: skip
