@@ -34,8 +34,10 @@ from devstack import databases, engines
 
 Q = "super-admin.bulk-job"
 BUDGET_RATIO, BUDGET_RSS_MB = 0.8, 150.0
-REFERENCE_SQL = ("COPY (SELECT id, email, full_name, status, is_super_admin, created_at FROM users ORDER BY id)"
-                 " TO STDOUT WITH (FORMAT csv, HEADER)")  # fmt: skip
+REFERENCE_SQL = (
+    "COPY (SELECT id, email, full_name, status, is_super_admin, created_at FROM users ORDER BY id)"
+    " TO STDOUT WITH (FORMAT csv, HEADER)"
+)
 
 
 async def fill(admin_url: str, rows: int) -> None:
@@ -55,7 +57,9 @@ def reference(identity_url: str, out: Path) -> float:
     psql = engines.postgres_bindir() / "psql"
     started = time.perf_counter()
     with open(out, "wb") as sink:
-        copy = subprocess.Popen([str(psql), identity_url, "-X", "-q", "-c", REFERENCE_SQL], stdout=subprocess.PIPE)
+        copy = subprocess.Popen(
+            [str(psql), identity_url, "-X", "-q", "-c", REFERENCE_SQL], stdout=subprocess.PIPE
+        )
         gz = subprocess.run(["gzip", "-6", "-c"], stdin=copy.stdout, stdout=sink, check=True)
         assert copy.stdout is not None
         copy.stdout.close()
@@ -72,8 +76,11 @@ def vm_hwm_mb(pid: int) -> float:
 
 async def export_once(redis: Redis, n: int, fmt: str) -> tuple[float, dict]:
     queue = Queue(Q, {"connection": redis})
-    job = await queue.add("bulk.export", {"bulkJobId": f"bench{n}", "actorId": "user_root", "target": "users",
-                                          "format": fmt}, {"attempts": 1})  # fmt: skip
+    job = await queue.add(
+        "bulk.export",
+        {"bulkJobId": f"bench{n}", "actorId": "user_root", "target": "users", "format": fmt},
+        {"attempts": 1},
+    )
     while await queue.getJobState(job.id) not in ("completed", "failed"):
         await asyncio.sleep(0.05)
     done = await Job.fromId(queue, job.id)
@@ -91,12 +98,24 @@ async def main(rows: int, rounds: int, fmt: str) -> dict:
     try:
         urls = await asyncio.to_thread(databases.bootstrap, pg.url)
         await fill(urls.admin, rows)
-        env = {**os.environ, "REDIS_URL": valkey.url, "DATABASE_URL": urls.identity_ro, "TASKS_DATABASE_URL": urls.tasks,
-               "IDENTITY_BASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "bench-key",
-               "MA_EXPORT_DIR": str(work / "exports"), "PYTHONPATH": str(ROOT)}  # fmt: skip
+        env = {
+            **os.environ,
+            "REDIS_URL": valkey.url,
+            "DATABASE_URL": urls.identity_ro,
+            "TASKS_DATABASE_URL": urls.tasks,
+            "IDENTITY_BASE_URL": "http://127.0.0.1:9",
+            "SUPABASE_SERVICE_ROLE_KEY": "bench-key",
+            "MA_EXPORT_DIR": str(work / "exports"),
+            "PYTHONPATH": str(ROOT),
+        }
         log = open(work / "worker.log", "wb")  # noqa: SIM115
-        worker = subprocess.Popen([str(Path(sys.executable).parent / "ma-worker"), "run", Q], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ma-worker"), "run", Q],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         await asyncio.sleep(2)
         rss_idle = vm_hwm_mb(worker.pid)
         pairs, ref_bytes, result = [], 0, {}
@@ -105,7 +124,10 @@ async def main(rows: int, rounds: int, fmt: str) -> dict:
             ref_bytes = (work / "reference.csv.gz").stat().st_size
             ours, result = await export_once(redis, n, fmt)
             pairs.append((ref, ours))
-            print(f"  round {n + 1}: COPY|gzip {ref:.2f}s  export {ours:.2f}s  ratio {ref / ours:.3f}", file=sys.stderr)
+            print(
+                f"  round {n + 1}: COPY|gzip {ref:.2f}s  export {ours:.2f}s  ratio {ref / ours:.3f}",
+                file=sys.stderr,
+            )
         peak = vm_hwm_mb(worker.pid)
     finally:
         if worker is not None:
@@ -116,19 +138,28 @@ async def main(rows: int, rounds: int, fmt: str) -> dict:
         pg.stop()
     ratio = statistics.median(r / o for r, o in pairs)
     return {
-        "benchmark": "bulk.export", "rows": result.get("rows"), "format": fmt, "rounds": rounds,
+        "benchmark": "bulk.export",
+        "rows": result.get("rows"),
+        "format": fmt,
+        "rounds": rounds,
         "reference_s": round(statistics.median(r for r, _ in pairs), 3),
         "export_s": round(statistics.median(o for _, o in pairs), 3),
         "rows_per_s": round(result.get("rows", 0) / statistics.median(o for _, o in pairs)),
-        "bytes": result.get("bytes"), "reference_bytes": ref_bytes,
-        "ratio": round(ratio, 3), "budget_ratio": BUDGET_RATIO,
-        "worker_rss_idle_mb": round(rss_idle, 1), "worker_peak_rss_mb": round(peak, 1), "budget_rss_mb": BUDGET_RSS_MB,
+        "bytes": result.get("bytes"),
+        "reference_bytes": ref_bytes,
+        "ratio": round(ratio, 3),
+        "budget_ratio": BUDGET_RATIO,
+        "worker_rss_idle_mb": round(rss_idle, 1),
+        "worker_peak_rss_mb": round(peak, 1),
+        "budget_rss_mb": BUDGET_RSS_MB,
         "ok": ratio >= BUDGET_RATIO and peak <= BUDGET_RSS_MB,
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")

@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bullmq import Queue  # noqa: E402
-from redis.asyncio import Redis  # noqa: E402
+from bullmq import Queue
+from redis.asyncio import Redis
 
-from devstack import engines  # noqa: E402
+from devstack import engines
 
 Q = "bench"
 BUDGET_THROUGHPUT, BUDGET_P50, BUDGET_P99 = 0.5, 1.2, 2.0
@@ -48,12 +48,19 @@ def start(kind: str, url: str, log: Path) -> subprocess.Popen[str]:
         argv, cwd = [sys.executable, "bench/raw_worker.py", url, Q, "10"], ROOT
     else:
         argv, cwd = [str(Path(sys.executable).parent / "ma-worker"), "run", Q], ROOT
-    env = {**os.environ, "REDIS_URL": url, "DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
-           "TASKS_DATABASE_URL": "postgresql://bench@127.0.0.1:9/none", "IDENTITY_BASE_URL": "http://127.0.0.1:9",
-           "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000", "MA_QUEUE_TABLE": "bench.tables:NOOP", "PYTHONPATH": str(ROOT),
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    out = open(log, "a")  # noqa: SIM115, ASYNC230 - the child's stdout (the pool's per-job lines land here)
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)  # noqa: ASYNC220
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
+        "TASKS_DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
+        "IDENTITY_BASE_URL": "http://127.0.0.1:9",
+        "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000",
+        "MA_QUEUE_TABLE": "bench.tables:NOOP",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    out = open(log, "a")  # noqa: SIM115 - the child's stdout (the pool's per-job lines land here)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 async def ready(log: Path, procs: list[subprocess.Popen[str]], want: int) -> None:
@@ -79,8 +86,12 @@ async def throughput(redis: Redis, url: str, kind: str, jobs: int, work: Path) -
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
     for at in range(0, jobs, 5000):
-        await queue.addBulk([{"name": "noop", "data": {"i": i}, "opts": {"removeOnComplete": {"count": 0}}}
-                             for i in range(at, min(jobs, at + 5000))])  # fmt: skip
+        await queue.addBulk(
+            [
+                {"name": "noop", "data": {"i": i}, "opts": {"removeOnComplete": {"count": 0}}}
+                for i in range(at, min(jobs, at + 5000))
+            ]
+        )
     log = work / f"{kind}.log"
     log.write_text("")
     procs = [start(kind, url, log) for _ in range(2)]
@@ -113,14 +124,16 @@ async def latency(redis: Redis, url: str, kind: str, rate: float, seconds: float
         deadline = time.monotonic() + 30
         while await redis.llen("bench:latency") < count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        warm = int(rate * WARMUP_S)  # the first second of a fresh process (imports, first connections) is left out
+        warm = int(
+            rate * WARMUP_S
+        )  # the first second of a fresh process (imports, first connections) is left out
         return sorted(float(x) for x in await redis.lrange("bench:latency", warm, -1))
     finally:
         stop(procs)
 
 
 def pct(values: list[float], p: float) -> float:
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def main(jobs: int, rounds: int, rate: float, seconds: float) -> dict:
@@ -133,18 +146,26 @@ async def main(jobs: int, rounds: int, rate: float, seconds: float) -> dict:
         for n in range(rounds):
             for kind in ("node", "raw", "pool"):
                 rates[kind].append(await throughput(redis, valkey.url, kind, jobs, work))
-            print(f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()), file=sys.stderr)
+            print(
+                f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()),
+                file=sys.stderr,
+            )
         ratios: dict[str, list[float]] = {"p50": [], "p99": []}
         lat_rounds = max(rounds, 5)
         for n in range(lat_rounds):  # alternating, like the throughput rounds: noise hits both kinds alike
-            got = {kind: await latency(redis, valkey.url, kind, rate, seconds / lat_rounds, work)
-                   for kind in ("raw", "pool")}  # fmt: skip
+            got = {
+                kind: await latency(redis, valkey.url, kind, rate, seconds / lat_rounds, work)
+                for kind in ("raw", "pool")
+            }
             for kind, values in got.items():
                 lat.setdefault(kind, []).extend(values)
             for p in (50, 99):
                 ratios[f"p{p}"].append(pct(got["pool"], p) / pct(got["raw"], p))
-            print(f"  pickup round {n + 1}: " + "  ".join(f"{k} p50 {pct(v, 50):.2f} ms p99 {pct(v, 99):.2f} ms"
-                                                     for k, v in got.items()), file=sys.stderr)  # fmt: skip
+            print(
+                f"  pickup round {n + 1}: "
+                + "  ".join(f"{k} p50 {pct(v, 50):.2f} ms p99 {pct(v, 99):.2f} ms" for k, v in got.items()),
+                file=sys.stderr,
+            )
         for kind in lat:
             lat[kind].sort()
     finally:
@@ -154,24 +175,38 @@ async def main(jobs: int, rounds: int, rate: float, seconds: float) -> dict:
     ratio = statistics.median(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
     p50, p99 = statistics.median(ratios["p50"]), statistics.median(ratios["p99"])
     return {
-        "benchmark": "pool vs Node BullMQ and raw bullmq-python", "jobs": jobs, "rounds": rounds, "processes": 2,
-        "node_jobs_per_s": round(med["node"]), "raw_jobs_per_s": round(med["raw"]), "pool_jobs_per_s": round(med["pool"]),
-        "ratio_vs_node": round(ratio, 3), "raw_vs_node": round(med["raw"] / med["node"], 3),
+        "benchmark": "pool vs Node BullMQ and raw bullmq-python",
+        "jobs": jobs,
+        "rounds": rounds,
+        "processes": 2,
+        "node_jobs_per_s": round(med["node"]),
+        "raw_jobs_per_s": round(med["raw"]),
+        "pool_jobs_per_s": round(med["pool"]),
+        "ratio_vs_node": round(ratio, 3),
+        "raw_vs_node": round(med["raw"] / med["node"], 3),
         "budget_vs_node": BUDGET_THROUGHPUT,
-        "pickup_raw_p50_ms": round(pct(lat["raw"], 50), 3), "pickup_raw_p99_ms": round(pct(lat["raw"], 99), 3),
-        "pickup_pool_p50_ms": round(pct(lat["pool"], 50), 3), "pickup_pool_p99_ms": round(pct(lat["pool"], 99), 3),
-        "pickup_p50_ratio": round(p50, 3), "pickup_p99_ratio": round(p99, 3),
-        "budget_p50": BUDGET_P50, "budget_p99": BUDGET_P99,
+        "pickup_raw_p50_ms": round(pct(lat["raw"], 50), 3),
+        "pickup_raw_p99_ms": round(pct(lat["raw"], 99), 3),
+        "pickup_pool_p50_ms": round(pct(lat["pool"], 50), 3),
+        "pickup_pool_p99_ms": round(pct(lat["pool"], 99), 3),
+        "pickup_p50_ratio": round(p50, 3),
+        "pickup_p99_ratio": round(p99, 3),
+        "budget_p50": BUDGET_P50,
+        "budget_p99": BUDGET_P99,
         "ok": ratio >= BUDGET_THROUGHPUT and p50 <= BUDGET_P50 and p99 <= BUDGET_P99,
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=float, default=15.0, help="pickup-latency seconds per kind, over all rounds")
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="pickup-latency seconds per kind, over all rounds"
+    )
     args = parser.parse_args()
     report = asyncio.run(main(args.jobs, args.rounds, args.rate, args.seconds))
     print(json.dumps(report))

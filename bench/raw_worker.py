@@ -1,6 +1,6 @@
 """Raw bullmq-python, as its README shows it (default connection), for bench/node_compare.py.
 
-    python bench/raw_worker.py REDIS_URL QUEUE CONCURRENCY
+python bench/raw_worker.py REDIS_URL QUEUE CONCURRENCY
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ async def main(url: str, queue: str, concurrency: int) -> None:
         if job.name == "pickup":
             await recorder.rpush("bench:latency", (time.time() - float(job.data["t"])) * 1000)
 
-    worker = Worker(queue, process, {"connection": url, "concurrency": concurrency, "removeOnComplete": {"count": 0}})
+    worker = Worker(
+        queue, process, {"connection": url, "concurrency": concurrency, "removeOnComplete": {"count": 0}}
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -38,8 +38,11 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
 
 def run_chaos() -> int:
     CHAOS.unlink(missing_ok=True)
-    return subprocess.run([str(PY), "-m", "pytest", "-m", "chaos", "-q", "-p", "no:cacheprovider", "tests/test_chaos.py"],
-                          cwd=ROOT, check=False).returncode  # fmt: skip
+    return subprocess.run(
+        [str(PY), "-m", "pytest", "-m", "chaos", "-q", "-p", "no:cacheprovider", "tests/test_chaos.py"],
+        cwd=ROOT,
+        check=False,
+    ).returncode
 
 
 def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
@@ -51,8 +54,11 @@ def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
         out = subprocess.run([str(PY), *argv], cwd=ROOT, capture_output=True, text=True, check=False)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         try:
-            results[name] = {**json.loads(lines[-1]), "exit": out.returncode,
-                             "seconds": round(time.monotonic() - started)}  # fmt: skip
+            results[name] = {
+                **json.loads(lines[-1]),
+                "exit": out.returncode,
+                "seconds": round(time.monotonic() - started),
+            }
         except (IndexError, ValueError):
             results[name] = {"error": (out.stderr or out.stdout)[-500:], "exit": out.returncode}
         print(f"{name}: exit {out.returncode}", file=sys.stderr)
@@ -69,44 +75,114 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     t = b.get("throughput", {})
     if "ratio" in t:
-        rows.append(("#2", "pool (PoolWorker + full dispatch) vs raw bullmq.Worker, no-op jobs, same Redis",
-                     f"{t['ratio']:.3f}x ({t['pool_jobs_per_s']} vs {t['raw_jobs_per_s']} jobs/s)", ">= 0.9x",
-                     _ok(t["ratio"] >= 0.9)))  # fmt: skip
+        rows.append(
+            (
+                "#2",
+                "pool (PoolWorker + full dispatch) vs raw bullmq.Worker, no-op jobs, same Redis",
+                f"{t['ratio']:.3f}x ({t['pool_jobs_per_s']} vs {t['raw_jobs_per_s']} jobs/s)",
+                ">= 0.9x",
+                _ok(t["ratio"] >= 0.9),
+            )
+        )
     if "dispatch_ratio" in t:
-        rows.append(("#2", "dispatch overhead alone: pool vs PoolWorker with a no-op processor",
-                     f"{t['dispatch_ratio']:.3f}x ({t['pool_cpu_us_per_job']} vs {t['bare_cpu_us_per_job']} us "
-                     "CPU/job)", "information", "n/a"))  # fmt: skip
+        rows.append(
+            (
+                "#2",
+                "dispatch overhead alone: pool vs PoolWorker with a no-op processor",
+                f"{t['dispatch_ratio']:.3f}x ({t['pool_cpu_us_per_job']} vs {t['bare_cpu_us_per_job']} us "
+                "CPU/job)",
+                "information",
+                "n/a",
+            )
+        )
     k = b.get("top_tick", {})
     if "ratio" in k:
-        rows.append(("#6", "ma-top tick, 1,000,000-job queue vs empty", f"{k['ratio']:.3f}x ({k['full_median_ms']} ms)",
-                     "<= 1.2x, <= 5 ms", _ok(k["ratio"] <= 1.2 and k["full_median_ms"] <= 5)))  # fmt: skip
-        rows.append(("#6", "ma-top CPU at a 1 s refresh", f"{k['top_cpu_fraction'] * 100:.1f} % of a core", "<= 5 %",
-                     _ok(k["top_cpu_fraction"] <= 0.05)))  # fmt: skip
+        rows.append(
+            (
+                "#6",
+                "ma-top tick, 1,000,000-job queue vs empty",
+                f"{k['ratio']:.3f}x ({k['full_median_ms']} ms)",
+                "<= 1.2x, <= 5 ms",
+                _ok(k["ratio"] <= 1.2 and k["full_median_ms"] <= 5),
+            )
+        )
+        rows.append(
+            (
+                "#6",
+                "ma-top CPU at a 1 s refresh",
+                f"{k['top_cpu_fraction'] * 100:.1f} % of a core",
+                "<= 5 %",
+                _ok(k["top_cpu_fraction"] <= 0.05),
+            )
+        )
     e = b.get("export", {})
     if "ratio" in e:
-        rows.append(("#4", "bulk.export 1M rows vs COPY ... TO STDOUT \\| gzip", f"{e['ratio']:.3f}x "
-                     f"({e['export_s']} vs {e['reference_s']} s)", ">= 0.8x", _ok(e["ratio"] >= 0.8)))  # fmt: skip
-        rows.append(("#4", "bulk.export worker peak RSS", f"{e['worker_peak_rss_mb']} MB", "<= 150 MB",
-                     _ok(e["worker_peak_rss_mb"] <= 150)))  # fmt: skip
+        rows.append(
+            (
+                "#4",
+                "bulk.export 1M rows vs COPY ... TO STDOUT \\| gzip",
+                f"{e['ratio']:.3f}x ({e['export_s']} vs {e['reference_s']} s)",
+                ">= 0.8x",
+                _ok(e["ratio"] >= 0.8),
+            )
+        )
+        rows.append(
+            (
+                "#4",
+                "bulk.export worker peak RSS",
+                f"{e['worker_peak_rss_mb']} MB",
+                "<= 150 MB",
+                _ok(e["worker_peak_rss_mb"] <= 150),
+            )
+        )
     u = b.get("usage_rollup", {})
     if "ratio" in u:
-        rows.append(("#5", "usage.aggregate 1M events (whole job) vs bare GROUP BY", f"{u['ratio']:.3f}x "
-                     f"({u['job_ms']} vs {u['group_by_ms']} ms)", "<= 1.5x", _ok(u["ratio"] <= 1.5)))  # fmt: skip
+        rows.append(
+            (
+                "#5",
+                "usage.aggregate 1M events (whole job) vs bare GROUP BY",
+                f"{u['ratio']:.3f}x ({u['job_ms']} vs {u['group_by_ms']} ms)",
+                "<= 1.5x",
+                _ok(u["ratio"] <= 1.5),
+            )
+        )
     n = b.get("node_compare", {})
     if "ratio_vs_node" in n:
-        rows.append(("#8", "pool vs Node BullMQ, 2 processes x concurrency 10, no-op jobs",
-                     f"{n['ratio_vs_node']:.3f}x ({n['pool_jobs_per_s']} vs {n['node_jobs_per_s']} jobs/s; raw "
-                     f"bullmq-python {n['raw_vs_node']:.3f}x)", ">= 0.5x", _ok(n["ratio_vs_node"] >= 0.5)))  # fmt: skip
-        rows.append(("#8", "pickup latency at 200 jobs/s, pool vs raw bullmq-python",
-                     f"p50 {n['pickup_p50_ratio']:.2f}x ({n['pickup_pool_p50_ms']} vs {n['pickup_raw_p50_ms']} ms), "
-                     f"p99 {n['pickup_p99_ratio']:.2f}x ({n['pickup_pool_p99_ms']} vs {n['pickup_raw_p99_ms']} ms)",
-                     "p50 <= 1.2x, p99 <= 2x", _ok(n["pickup_p50_ratio"] <= 1.2 and n["pickup_p99_ratio"] <= 2)))  # fmt: skip
+        rows.append(
+            (
+                "#8",
+                "pool vs Node BullMQ, 2 processes x concurrency 10, no-op jobs",
+                f"{n['ratio_vs_node']:.3f}x ({n['pool_jobs_per_s']} vs {n['node_jobs_per_s']} jobs/s; raw "
+                f"bullmq-python {n['raw_vs_node']:.3f}x)",
+                ">= 0.5x",
+                _ok(n["ratio_vs_node"] >= 0.5),
+            )
+        )
+        rows.append(
+            (
+                "#8",
+                "pickup latency at 200 jobs/s, pool vs raw bullmq-python",
+                f"p50 {n['pickup_p50_ratio']:.2f}x ({n['pickup_pool_p50_ms']} vs {n['pickup_raw_p50_ms']} ms), "
+                f"p99 {n['pickup_p99_ratio']:.2f}x ({n['pickup_pool_p99_ms']} vs {n['pickup_raw_p99_ms']} ms)",
+                "p50 <= 1.2x, p99 <= 2x",
+                _ok(n["pickup_p50_ratio"] <= 1.2 and n["pickup_p99_ratio"] <= 2),
+            )
+        )
     else:
-        rows.append(("#8", "pool vs Node BullMQ; pickup latency", "not measured (run bench/node_compare.py)",
-                     ">= 0.5x; p50 <= 1.2x, p99 <= 2x", "n/a"))  # fmt: skip
+        rows.append(
+            (
+                "#8",
+                "pool vs Node BullMQ; pickup latency",
+                "not measured (run bench/node_compare.py)",
+                ">= 0.5x; p50 <= 1.2x, p99 <= 2x",
+                "n/a",
+            )
+        )
     for name, result in b.items():
         if "error" in result:
-            rows.append(("", f"{name} (failed to run)", result["error"][-120:].replace("\n", " "), "", "**OVER**"))
+            rows.append(
+                ("", f"{name} (failed to run)", result["error"][-120:].replace("\n", " "), "", "**OVER**")
+            )
     return rows
 
 
@@ -130,36 +206,70 @@ def render(chaos: dict[str, Any], bench: dict[str, Any]) -> str:
         "secrets in logs | recovery s | elapsed s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    totals = dict.fromkeys(("jobs_in", "completed", "failed_with_reason", "lost", "duplicated", "missing_effects",
-                            "fatal", "secrets_in_logs"), 0)  # fmt: skip
+    totals = dict.fromkeys(
+        (
+            "jobs_in",
+            "completed",
+            "failed_with_reason",
+            "lost",
+            "duplicated",
+            "missing_effects",
+            "fatal",
+            "secrets_in_logs",
+        ),
+        0,
+    )
     for name, c in chaos.items():
         rec = "-" if c.get("recovery_s") is None else f"{c['recovery_s']:.1f}"
-        out.append(f"| {name} | {c['jobs_in']} | {c['completed']} | {c['failed_with_reason']} | {c['lost']} | "
-                   f"{c['duplicated']} | {c['missing_effects']} | {c['fatal']} | {c['secrets_in_logs']} | {rec} | "
-                   f"{c['elapsed_s']} |")  # fmt: skip
+        out.append(
+            f"| {name} | {c['jobs_in']} | {c['completed']} | {c['failed_with_reason']} | {c['lost']} | "
+            f"{c['duplicated']} | {c['missing_effects']} | {c['fatal']} | {c['secrets_in_logs']} | {rec} | "
+            f"{c['elapsed_s']} |"
+        )
         for key in totals:
             totals[key] += int(c.get(key) or 0)
     if chaos:
-        out.append(f"| **all scenarios** | {totals['jobs_in']} | {totals['completed']} | {totals['failed_with_reason']} "
-                   f"| {totals['lost']} | {totals['duplicated']} | {totals['missing_effects']} | {totals['fatal']} | "
-                   f"{totals['secrets_in_logs']} | | |")  # fmt: skip
+        out.append(
+            f"| **all scenarios** | {totals['jobs_in']} | {totals['completed']} | {totals['failed_with_reason']} "
+            f"| {totals['lost']} | {totals['duplicated']} | {totals['missing_effects']} | {totals['fatal']} | "
+            f"{totals['secrets_in_logs']} | | |"
+        )
     else:
         out.append("| (no chaos results: run without --skip-chaos) | | | | | | | | | | |")
-    out += ["", "Failed jobs in the fuzz scenario are the fuzzed payloads themselves (invalid fields, unknown names, "
-            "non-JSON data): each failed at once with a reason naming the field.", ""]  # fmt: skip
-    out += ["## Benchmarks", "", "| issue | benchmark | measured | budget | verdict |", "| --- | --- | --- | --- | --- |"]
+    out += [
+        "",
+        "Failed jobs in the fuzz scenario are the fuzzed payloads themselves (invalid fields, unknown names, "
+        "non-JSON data): each failed at once with a reason naming the field.",
+        "",
+    ]
+    out += [
+        "## Benchmarks",
+        "",
+        "| issue | benchmark | measured | budget | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     out += [f"| {i} | {n} | {m} | {b} | {v} |" for i, n, m, b, v in bench_rows(bench)]
-    out += ["", "Run one alone: `.venv/bin/python bench/<name>.py` (each prints its own figures and exits 1 when over "
-            "budget).", ""]  # fmt: skip
+    out += [
+        "",
+        "Run one alone: `.venv/bin/python bench/<name>.py` (each prints its own figures and exits 1 when over "
+        "budget).",
+        "",
+    ]
     return "\n".join(out)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skip-chaos", action="store_true")
     parser.add_argument("--skip-bench", action="store_true")
-    parser.add_argument("--bench", action="append", choices=[name for name, _ in BENCHMARKS],
-                        help="run only this benchmark (repeatable); the others keep their last results")
+    parser.add_argument(
+        "--bench",
+        action="append",
+        choices=[name for name, _ in BENCHMARKS],
+        help="run only this benchmark (repeatable); the others keep their last results",
+    )
     args = parser.parse_args()
     chaos_rc = 0 if args.skip_chaos else run_chaos()
     if args.skip_bench:

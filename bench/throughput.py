@@ -30,25 +30,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bullmq import Queue, Worker  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from bullmq import Queue, Worker
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from devstack import engines  # noqa: E402
-from handlers.context import JobContext, Resources  # noqa: E402
-from pool.connection import pooled_redis  # noqa: E402
-from pool.dispatch import Dispatcher  # noqa: E402
-from pool.logs import setup_logging  # noqa: E402
-from pool.queue_table import QueueSpec  # noqa: E402
-from pool.telemetry import Telemetry  # noqa: E402
-from pool.worker import PoolWorker  # noqa: E402
+from devstack import engines
+from handlers.context import JobContext, Resources
+from pool.connection import pooled_redis
+from pool.dispatch import Dispatcher
+from pool.logs import setup_logging
+from pool.queue_table import QueueSpec
+from pool.telemetry import Telemetry
+from pool.worker import PoolWorker
 
 BUDGET = 0.9
 SIDES = ("raw", "bare", "pool")
 
 
 class NoopPayload(BaseModel):
-    organizationId: str  # noqa: N815 - the producers' camelCase
+    organizationId: str
     n: int
 
 
@@ -56,14 +56,14 @@ async def noop(ctx: JobContext, payload: NoopPayload) -> None:
     return None
 
 
-async def raw_processor(job, token):  # noqa: ANN001 - bullmq's processor shape
+async def raw_processor(job, token):
     return None
 
 
 class Side:
     """One worker on its own paused queue, counting completions."""
 
-    def __init__(self, name: str, url: str, worker_class: type[Worker], processor, opts: dict) -> None:  # noqa: ANN001
+    def __init__(self, name: str, url: str, worker_class: type[Worker], processor, opts: dict) -> None:
         self.name, self.queue_name = name, f"bench-{name}"
         self.redis = pooled_redis(url, max_connections=opts["concurrency"] + 6)
         self.queue = Queue(self.queue_name, {"connection": self.redis})
@@ -75,7 +75,9 @@ class Side:
 
     async def start(self) -> None:
         await self.queue.pause()
-        self.worker = self.worker_class(self.queue_name, self.processor, {**self.opts, "connection": self.redis})
+        self.worker = self.worker_class(
+            self.queue_name, self.processor, {**self.opts, "connection": self.redis}
+        )
         self.worker.on("completed", self._completed)
 
     def _completed(self, *_: object) -> None:
@@ -85,9 +87,16 @@ class Side:
 
     async def round(self, jobs: int) -> None:
         for start in range(0, jobs, 1000):
-            await self.queue.addBulk([{"name": "bench.noop", "data": {"organizationId": "org_acme", "n": i},
-                                       "opts": {"removeOnComplete": True}}
-                                      for i in range(start, min(jobs, start + 1000))])  # fmt: skip
+            await self.queue.addBulk(
+                [
+                    {
+                        "name": "bench.noop",
+                        "data": {"organizationId": "org_acme", "n": i},
+                        "opts": {"removeOnComplete": True},
+                    }
+                    for i in range(start, min(jobs, start + 1000))
+                ]
+            )
         self.completed, self.want = 0, jobs
         self.done.clear()
         started, cpu = time.perf_counter(), time.process_time()
@@ -119,9 +128,11 @@ async def main(jobs: int, rounds: int, concurrency: int) -> dict:
     telemetry = Telemetry("bench-pool", "bench", concurrency)
     redis_for_ctx = pooled_redis(valkey.url, max_connections=2)
     dispatcher = Dispatcher(spec, Resources(None, redis_for_ctx, engine, engine, telemetry.event), telemetry)
-    sides = {"raw": Side("raw", valkey.url, Worker, raw_processor, opts),
-             "bare": Side("bare", valkey.url, PoolWorker, raw_processor, opts),
-             "pool": Side("pool", valkey.url, PoolWorker, dispatcher, opts)}  # fmt: skip
+    sides = {
+        "raw": Side("raw", valkey.url, Worker, raw_processor, opts),
+        "bare": Side("bare", valkey.url, PoolWorker, raw_processor, opts),
+        "pool": Side("pool", valkey.url, PoolWorker, dispatcher, opts),
+    }
     try:
         for side in sides.values():
             await side.start()
@@ -130,11 +141,17 @@ async def main(jobs: int, rounds: int, concurrency: int) -> dict:
             side.rates.clear()
             side.cpu.clear()
         for i in range(rounds):  # rotate who goes first: no side always gets the warmer machine
-            order = list(SIDES[i % 3:] + SIDES[:i % 3])
+            order = list(SIDES[i % 3 :] + SIDES[: i % 3])
             for name in order if i % 2 == 0 else order[::-1]:
                 await sides[name].round(jobs)
-            print(f"round {i + 1:2d}: " + ", ".join(f"{s.name} {s.rates[-1]:5.0f} jobs/s ({s.cpu[-1]:3.0f} us CPU/job)"
-                                                  for s in sides.values()), file=sys.stderr)  # fmt: skip
+            print(
+                f"round {i + 1:2d}: "
+                + ", ".join(
+                    f"{s.name} {s.rates[-1]:5.0f} jobs/s ({s.cpu[-1]:3.0f} us CPU/job)"
+                    for s in sides.values()
+                ),
+                file=sys.stderr,
+            )
     finally:
         for side in sides.values():
             await side.stop()
@@ -143,32 +160,49 @@ async def main(jobs: int, rounds: int, concurrency: int) -> dict:
     raw, bare, pool = sides["raw"], sides["bare"], sides["pool"]
     result = {
         "benchmark": "pool dispatch throughput",
-        "jobs": jobs, "rounds": rounds, "concurrency": concurrency,
-        "raw_jobs_per_s": round(statistics.median(raw.rates)), "bare_jobs_per_s": round(statistics.median(bare.rates)),
+        "jobs": jobs,
+        "rounds": rounds,
+        "concurrency": concurrency,
+        "raw_jobs_per_s": round(statistics.median(raw.rates)),
+        "bare_jobs_per_s": round(statistics.median(bare.rates)),
         "pool_jobs_per_s": round(statistics.median(pool.rates)),
-        "ratio": round(ratio(pool, raw), 3), "dispatch_ratio": round(ratio(pool, bare), 3), "budget": BUDGET,
+        "ratio": round(ratio(pool, raw), 3),
+        "dispatch_ratio": round(ratio(pool, bare), 3),
+        "budget": BUDGET,
         "raw_cpu_us_per_job": round(statistics.median(raw.cpu), 1),
         "bare_cpu_us_per_job": round(statistics.median(bare.cpu), 1),
         "pool_cpu_us_per_job": round(statistics.median(pool.cpu), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "telemetry_processed": telemetry.processed,
-    }  # fmt: skip
+    }
     result["ok"] = result["ratio"] >= BUDGET
     return result
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=3_000, help="jobs per side per round")
-    parser.add_argument("--rounds", type=int, default=15, help="rounds; each ratio is the median of per-round ratios")
+    parser.add_argument(
+        "--rounds", type=int, default=15, help="rounds; each ratio is the median of per-round ratios"
+    )
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args()
     r = asyncio.run(main(args.jobs, args.rounds, args.concurrency))
-    print(f"raw bullmq.Worker         : {r['raw_jobs_per_s']:>7} jobs/s, {r['raw_cpu_us_per_job']} us CPU/job (medians)")
-    print(f"PoolWorker, no-op         : {r['bare_jobs_per_s']:>7} jobs/s, {r['bare_cpu_us_per_job']} us CPU/job")
-    print(f"pool (PoolWorker+dispatch): {r['pool_jobs_per_s']:>7} jobs/s, {r['pool_cpu_us_per_job']} us CPU/job")
+    print(
+        f"raw bullmq.Worker         : {r['raw_jobs_per_s']:>7} jobs/s, {r['raw_cpu_us_per_job']} us CPU/job (medians)"
+    )
+    print(
+        f"PoolWorker, no-op         : {r['bare_jobs_per_s']:>7} jobs/s, {r['bare_cpu_us_per_job']} us CPU/job"
+    )
+    print(
+        f"pool (PoolWorker+dispatch): {r['pool_jobs_per_s']:>7} jobs/s, {r['pool_cpu_us_per_job']} us CPU/job"
+    )
     verdict = "within" if r["ok"] else "OVER"
-    print(f"pool / raw bullmq.Worker: {r['ratio']:.3f} (median of per-round ratios; budget >= {BUDGET}: {verdict} budget)")
+    print(
+        f"pool / raw bullmq.Worker: {r['ratio']:.3f} (median of per-round ratios; budget >= {BUDGET}: {verdict} budget)"
+    )
     print(f"dispatcher alone (pool / PoolWorker no-op): {r['dispatch_ratio']:.3f} (information)")
     print(json.dumps(r))
     sys.exit(0 if r["ok"] else 1)

@@ -46,15 +46,20 @@ REFERENCE_SQL = """
 
 async def fill(admin_url: str, events: int) -> None:
     conn = await asyncpg.connect(admin_url)
-    await conn.execute("INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start,"
-                       " current_period_end) VALUES ('sub_bench', 'org_acme', 'plan_growth', $1, $2)", START, END)  # fmt: skip
+    await conn.execute(
+        "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start,"
+        " current_period_end) VALUES ('sub_bench', 'org_acme', 'plan_growth', $1, $2)",
+        START,
+        END,
+    )
     await conn.execute(
         "INSERT INTO usage_events (organization_id, subscription_id, feature, quantity, occurred_at)"
         " SELECT 'org_acme', 'sub_bench', (ARRAY['ai.tokens', 'storage.gb', 'api.calls'])[1 + g % 3],"
         " 1 + (g::bigint * 7919) % 5000, $2::timestamptz + make_interval(secs => (g::float8 * 2592000 / $1))"
         " FROM generate_series(0, $1 - 1) g",
-        events, START,
-    )  # fmt: skip
+        events,
+        START,
+    )
     await conn.execute("VACUUM ANALYZE usage_events")
     await conn.close()
 
@@ -73,9 +78,17 @@ async def reference(url: str) -> float:
 
 async def job_once(redis: Redis, n: int) -> tuple[float, dict]:
     queue = Queue(Q, {"connection": redis})
-    job = await queue.add("usage.aggregate", {"organizationId": "org_acme", "subscriptionId": "sub_bench",
-                                              "periodStart": START.isoformat(), "periodEnd": END.isoformat(),
-                                              "resolution": "hourly"}, {"attempts": 1, "jobId": f"bench-{n}"})  # fmt: skip
+    job = await queue.add(
+        "usage.aggregate",
+        {
+            "organizationId": "org_acme",
+            "subscriptionId": "sub_bench",
+            "periodStart": START.isoformat(),
+            "periodEnd": END.isoformat(),
+            "resolution": "hourly",
+        },
+        {"attempts": 1, "jobId": f"bench-{n}"},
+    )
     while await queue.getJobState(job.id) not in ("completed", "failed"):
         await asyncio.sleep(0.02)
     done = await Job.fromId(queue, job.id)
@@ -95,15 +108,43 @@ async def main(events: int, rounds: int) -> dict:
         await fill(urls.admin, events)
         bindir = Path(sys.executable).parent
         port = engines.free_port()
-        log = open(work / "services.log", "wb")  # noqa: SIM115, ASYNC230
-        procs.append(subprocess.Popen([str(bindir / "python"), "-m", "devstack.identity_double", "--port", str(port),  # noqa: ASYNC220
-                                       "--database-url", urls.admin, "--service-key", "bench-key"], cwd=ROOT,
-                                      stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-        env = {**os.environ, "REDIS_URL": valkey.url, "DATABASE_URL": urls.identity_ro, "TASKS_DATABASE_URL": urls.tasks,
-               "IDENTITY_BASE_URL": f"http://127.0.0.1:{port}", "SUPABASE_SERVICE_ROLE_KEY": "bench-key",
-               "PYTHONPATH": str(ROOT)}  # fmt: skip
-        procs.append(subprocess.Popen([str(bindir / "ma-worker"), "run", Q], env=env, cwd=ROOT, stdout=log,  # noqa: ASYNC220
-                                      stderr=subprocess.STDOUT))  # fmt: skip
+        log = open(work / "services.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bindir / "python"),
+                    "-m",
+                    "devstack.identity_double",
+                    "--port",
+                    str(port),
+                    "--database-url",
+                    urls.admin,
+                    "--service-key",
+                    "bench-key",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        env = {
+            **os.environ,
+            "REDIS_URL": valkey.url,
+            "DATABASE_URL": urls.identity_ro,
+            "TASKS_DATABASE_URL": urls.tasks,
+            "IDENTITY_BASE_URL": f"http://127.0.0.1:{port}",
+            "SUPABASE_SERVICE_ROLE_KEY": "bench-key",
+            "PYTHONPATH": str(ROOT),
+        }
+        procs.append(
+            subprocess.Popen(
+                [str(bindir / "ma-worker"), "run", Q],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         for _ in range(100):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:  # noqa: ASYNC210
@@ -118,8 +159,11 @@ async def main(events: int, rounds: int) -> dict:
             ref = await reference(urls.identity_ro)
             ours, result = await job_once(redis, n)
             pairs.append((ref, ours))
-            print(f"  round {n + 1}: GROUP BY {ref * 1000:.0f} ms  usage.aggregate {ours * 1000:.0f} ms"
-                  f"  ratio {ours / ref:.3f}", file=sys.stderr)  # fmt: skip
+            print(
+                f"  round {n + 1}: GROUP BY {ref * 1000:.0f} ms  usage.aggregate {ours * 1000:.0f} ms"
+                f"  ratio {ours / ref:.3f}",
+                file=sys.stderr,
+            )
     finally:
         for proc in procs:
             proc.terminate()
@@ -129,15 +173,22 @@ async def main(events: int, rounds: int) -> dict:
         pg.stop()
     ratio = statistics.median(o / r for r, o in pairs)
     return {
-        "benchmark": "usage.aggregate", "events": result.get("events"), "rollups": result.get("rollups"),
-        "rounds": rounds, "group_by_ms": round(statistics.median(r for r, _ in pairs) * 1000, 1),
+        "benchmark": "usage.aggregate",
+        "events": result.get("events"),
+        "rollups": result.get("rollups"),
+        "rounds": rounds,
+        "group_by_ms": round(statistics.median(r for r, _ in pairs) * 1000, 1),
         "job_ms": round(statistics.median(o for _, o in pairs) * 1000, 1),
-        "ratio": round(ratio, 3), "budget_ratio": BUDGET_RATIO, "ok": ratio <= BUDGET_RATIO,
-    }  # fmt: skip
+        "ratio": round(ratio, 3),
+        "budget_ratio": BUDGET_RATIO,
+        "ok": ratio <= BUDGET_RATIO,
+    }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()

@@ -24,8 +24,14 @@ class Service:
     def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, env=env)  # fmt: skip
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
 
     def stop(self, timeout: float = 45.0) -> None:
         if self.proc.poll() is None:
@@ -71,8 +77,10 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
     fd = _lock(var)
     if fd is None:
         holder = (var / "dev.lock").read_text().strip() or "?"
-        print(f"ma-worker dev is already running here (pid {holder}); stop it with Ctrl-C in its terminal.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ma-worker dev is already running here (pid {holder}); stop it with Ctrl-C in its terminal.",
+            file=sys.stderr,
+        )
         return 1
     stopping = False
 
@@ -102,13 +110,28 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             identity_port, stripe_port = engines.free_port(), engines.free_port()
             env.setdefault("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key")
             if identity_admin:
-                identity = Service("identity", [str(bindir / "python"), "-m", "devstack.identity_double",
-                                                "--port", str(identity_port), "--database-url", identity_admin],
-                                   var / "log" / "identity-double.log", env=env)  # fmt: skip
+                identity = Service(
+                    "identity",
+                    [
+                        str(bindir / "python"),
+                        "-m",
+                        "devstack.identity_double",
+                        "--port",
+                        str(identity_port),
+                        "--database-url",
+                        identity_admin,
+                    ],
+                    var / "log" / "identity-double.log",
+                    env=env,
+                )
                 stack.callback(identity.stop)
                 _wait_http(f"http://127.0.0.1:{identity_port}/healthz", identity.proc, "identity double")
-            stripe = Service("stripe", [str(bindir / "python"), "-m", "devstack.stripe_double", "--port", str(stripe_port)],
-                             var / "log" / "stripe-double.log", env=env)  # fmt: skip
+            stripe = Service(
+                "stripe",
+                [str(bindir / "python"), "-m", "devstack.stripe_double", "--port", str(stripe_port)],
+                var / "log" / "stripe-double.log",
+                env=env,
+            )
             stack.callback(stripe.stop)
             _wait_http(f"http://127.0.0.1:{stripe_port}/__stats", stripe.proc, "stripe double")
 
@@ -119,21 +142,35 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
             env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))
-            exported = ["REDIS_URL", "DATABASE_URL", "TASKS_DATABASE_URL", "IDENTITY_BASE_URL", "SUPABASE_URL",
-                        "STRIPE_API_BASE", "TASKS_PRODUCT_SLUG"]  # fmt: skip
+            exported = [
+                "REDIS_URL",
+                "DATABASE_URL",
+                "TASKS_DATABASE_URL",
+                "IDENTITY_BASE_URL",
+                "SUPABASE_URL",
+                "STRIPE_API_BASE",
+                "TASKS_PRODUCT_SLUG",
+            ]
             (var / "dev.env").write_text("".join(f"export {k}={shlex.quote(env[k])}\n" for k in exported))
 
             config = root / "supervisord.conf"
             prepare_state_dir(config)
-            sup = Service("supervisord", [str(bindir / "supervisord"), "-n", "-c", str(config)],
-                          var / "log" / "supervisord.out", env=supervisord_env(env))  # fmt: skip
+            sup = Service(
+                "supervisord",
+                [str(bindir / "supervisord"), "-n", "-c", str(config)],
+                var / "log" / "supervisord.out",
+                env=supervisord_env(env),
+            )
             stack.callback(sup.stop)
             _print_where(env, identity_port, stripe_port, config, var)
             if with_top:
                 print("opening ma-top (q quits it and stops the stack) ...", flush=True)
                 time.sleep(1.0)
-                subprocess.run([str(bindir / "ma-top"), "--supervisor", f"unix://{var / 'supervisor.sock'}"],
-                               env=env, check=False)  # fmt: skip
+                subprocess.run(
+                    [str(bindir / "ma-top"), "--supervisor", f"unix://{var / 'supervisor.sock'}"],
+                    env=env,
+                    check=False,
+                )
             else:
                 print("Ctrl-C stops everything.", flush=True)
                 while sup.proc.poll() is None:
@@ -166,15 +203,15 @@ def _print_where(env: dict[str, str], identity_port: int, stripe_port: int, conf
     print(
         f"""
 ma-worker dev is up.
-  Redis/Valkey       {env['REDIS_URL']}
-  identity DB (ro)   postgresql://…@{redact(env['DATABASE_URL'])}
-  tasks DB           postgresql://…@{redact(env['TASKS_DATABASE_URL'])}
+  Redis/Valkey       {env["REDIS_URL"]}
+  identity DB (ro)   postgresql://…@{redact(env["DATABASE_URL"])}
+  tasks DB           postgresql://…@{redact(env["TASKS_DATABASE_URL"])}
   identity double    http://127.0.0.1:{identity_port}
   Stripe double      http://127.0.0.1:{stripe_port}
-  metrics            http://127.0.0.1:{env['MA_EXPORTER_PORT']}/metrics  (and /api/telemetry/metrics)
+  metrics            http://127.0.0.1:{env["MA_EXPORTER_PORT"]}/metrics  (and /api/telemetry/metrics)
   supervisord        supervisorctl -c {config} status
-  logs               {var / 'log'}
-  in another shell   source {var / 'dev.env'}; ma-worker enqueue identity-events organization.created --data '{{"organizationId":"org_acme"}}'
+  logs               {var / "log"}
+  in another shell   source {var / "dev.env"}; ma-worker enqueue identity-events organization.created --data '{{"organizationId":"org_acme"}}'
 """,
         flush=True,
     )

@@ -119,14 +119,23 @@ class Engine:
         isready = Path(self.argv[0]).parent / "pg_isready"
         if not isready.exists():
             return True
-        return subprocess.run([str(isready), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                [str(isready), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
 
     def stop(self, timeout: float = 20.0) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM if self.name == "valkey" else signal.SIGINT)  # SIGINT = PG fast shutdown
+        proc.send_signal(
+            signal.SIGTERM if self.name == "valkey" else signal.SIGINT
+        )  # SIGINT = PG fast shutdown
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -143,15 +152,23 @@ def valkey(datadir: Path, port: int | None = None, *, persistent: bool = True) -
     port = port or free_port()
     argv = [
         valkey_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(datadir),
-        "--daemonize", "no",
-        "--maxmemory-policy", "noeviction",
-        "--save", "",
-        "--appendonly", "yes" if persistent else "no",
-        "--appendfsync", "everysec",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(datadir),
+        "--daemonize",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persistent else "no",
+        "--appendfsync",
+        "everysec",
+    ]
     return Engine("valkey", argv, port, datadir, f"redis://127.0.0.1:{port}/0")
 
 
@@ -200,16 +217,39 @@ def postgres(datadir: Path, port: int | None = None, *, fast: bool = False) -> E
             os.chown(datadir, uid, gid or uid)
         datadir.chmod(0o700)
         subprocess.run(
-            [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C", "--no-instructions"],
-            check=True, capture_output=True, user=uid, group=gid,
-        )  # fmt: skip
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            user=uid,
+            group=gid,
+        )
     port = port or free_port()
     argv = [
-        str(bindir / "postgres"), "-D", str(datadir), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "max_connections=200",
-    ]  # fmt: skip
+        str(bindir / "postgres"),
+        "-D",
+        str(datadir),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
     if fast:
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    return Engine("postgres", argv, port, datadir, f"postgresql://postgres@127.0.0.1:{port}/postgres", uid, gid)
+    return Engine(
+        "postgres", argv, port, datadir, f"postgresql://postgres@127.0.0.1:{port}/postgres", uid, gid
+    )

@@ -111,8 +111,11 @@ async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
             if fault.status == "hang":
                 await asyncio.sleep(30)
             if fault.status == 429:
-                return web.json_response({"error": "rate_limited"}, status=429,
-                                         headers={"Retry-After": str(math.ceil(fault.retry_after))})  # fmt: skip
+                return web.json_response(
+                    {"error": "rate_limited"},
+                    status=429,
+                    headers={"Retry-After": str(math.ceil(fault.retry_after))},
+                )
             if fault.status == 403:
                 return error(403, "organization_scope_mismatch")
             return error(int(fault.status), "injected_fault")
@@ -124,8 +127,9 @@ async def gatekeeper(request: web.Request, handler: Any) -> web.StreamResponse:
         if state.window_count > state.rate_max:
             state.stats["rate limited"] += 1
             wait = max(0.0, state.window_start + state.rate_window_ms / 1000 - now)
-            return web.json_response({"error": "rate_limited"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+            return web.json_response(
+                {"error": "rate_limited"}, status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))}
+            )
     for prefix, delay in state.latency.items():
         if path.startswith(prefix):
             await asyncio.sleep(delay)
@@ -142,8 +146,14 @@ async def _all_orgs(state: State) -> frozenset[str]:
 def _issue(state: State, session: Session) -> web.Response:
     token = "at_" + secrets.token_urlsafe(18)
     state.access[token] = (session.id, time.time() + state.token_ttl)
-    return web.json_response({"accessToken": token, "refreshToken": session.refresh_token,
-                              "expiresIn": state.token_ttl, "sessionId": session.id})  # fmt: skip
+    return web.json_response(
+        {
+            "accessToken": token,
+            "refreshToken": session.refresh_token,
+            "expiresIn": state.token_ttl,
+            "sessionId": session.id,
+        }
+    )
 
 
 def _service_key_ok(request: web.Request) -> bool:
@@ -155,7 +165,9 @@ async def issue_token(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if not _service_key_ok(request):
         return error(401, "invalid_service_key")
-    session = Session("sess_" + secrets.token_hex(6), "rt_" + secrets.token_urlsafe(18), await _all_orgs(state))
+    session = Session(
+        "sess_" + secrets.token_hex(6), "rt_" + secrets.token_urlsafe(18), await _all_orgs(state)
+    )
     state.sessions[session.id] = session
     return _issue(state, session)
 
@@ -214,7 +226,9 @@ async def get_organization(request: web.Request) -> web.Response:
     org_id = request.match_info["org_id"]
     if isinstance(session := _scoped(request, org_id), web.Response):
         return session
-    row = await request.app[STATE].db.fetchrow("SELECT id, name, slug, status FROM organizations WHERE id = $1", org_id)
+    row = await request.app[STATE].db.fetchrow(
+        "SELECT id, name, slug, status FROM organizations WHERE id = $1", org_id
+    )
     if row is None:
         return error(404, "organization_not_found")
     return web.json_response(dict(row))
@@ -228,8 +242,14 @@ async def get_tenant(request: web.Request) -> web.Response:
     )
     if row is None:
         return error(404, "tenant_not_found")
-    return web.json_response({"id": row["id"], "organizationId": row["organization_id"], "name": row["name"],
-                              "status": row["status"]})  # fmt: skip
+    return web.json_response(
+        {
+            "id": row["id"],
+            "organizationId": row["organization_id"],
+            "name": row["name"],
+            "status": row["status"],
+        }
+    )
 
 
 async def tasks_context(request: web.Request) -> web.Response:
@@ -251,14 +271,20 @@ async def tasks_context(request: web.Request) -> web.Response:
         if tenant is None:
             return error(404, "tenant_not_found")
         if tenant["organization_id"] != org_id:
-            return error(403, "tenant_not_in_organization", f"tenant {tenant_id} is not in organization {org_id}")
+            return error(
+                403, "tenant_not_in_organization", f"tenant {tenant_id} is not in organization {org_id}"
+            )
     product = body.get("productSlug") or "tasks"
-    rows = await db.fetch("SELECT feature, quota FROM product_default_entitlements WHERE product_slug = $1", product)
-    return web.json_response({
-        "organization": {"id": org["id"], "name": org["name"], "status": org["status"]},
-        "tenant": {"id": tenant["id"], "organizationId": tenant["organization_id"]} if tenant else None,
-        "entitlements": [{"feature": r["feature"], "quota": r["quota"]} for r in rows],
-    })  # fmt: skip
+    rows = await db.fetch(
+        "SELECT feature, quota FROM product_default_entitlements WHERE product_slug = $1", product
+    )
+    return web.json_response(
+        {
+            "organization": {"id": org["id"], "name": org["name"], "status": org["status"]},
+            "tenant": {"id": tenant["id"], "organizationId": tenant["organization_id"]} if tenant else None,
+            "entitlements": [{"feature": r["feature"], "quota": r["quota"]} for r in rows],
+        }
+    )
 
 
 async def get_invitation(request: web.Request) -> web.Response:
@@ -270,8 +296,15 @@ async def get_invitation(request: web.Request) -> web.Response:
     )
     if row is None:
         return error(404, "invitation_not_found")
-    return web.json_response({"id": row["id"], "organizationId": row["organization_id"], "tenantId": row["tenant_id"],
-                              "email": row["email"], "status": row["status"]})  # fmt: skip
+    return web.json_response(
+        {
+            "id": row["id"],
+            "organizationId": row["organization_id"],
+            "tenantId": row["tenant_id"],
+            "email": row["email"],
+            "status": row["status"],
+        }
+    )
 
 
 async def mark_invitation_sent(request: web.Request) -> web.Response:
@@ -321,8 +354,14 @@ async def get_user(request: web.Request) -> web.Response:
     )
     if row is None:
         return error(404, "user_not_found")
-    return web.json_response({"id": row["id"], "email": row["email"], "status": row["status"],
-                              "isSuperAdmin": row["is_super_admin"]})  # fmt: skip
+    return web.json_response(
+        {
+            "id": row["id"],
+            "email": row["email"],
+            "status": row["status"],
+            "isSuperAdmin": row["is_super_admin"],
+        }
+    )
 
 
 BULK_TARGETS = {"users": "user", "organizations": "organization"}
@@ -334,7 +373,11 @@ async def bulk_item(request: web.Request) -> web.Response:
     if isinstance(session := _session_of(request), web.Response):
         return session
     state = request.app[STATE]
-    target, item_id, op = request.match_info["target"], request.match_info["item_id"], request.match_info["op"]
+    target, item_id, op = (
+        request.match_info["target"],
+        request.match_info["item_id"],
+        request.match_info["op"],
+    )
     if target not in BULK_TARGETS or op not in ("activate", "suspend"):
         return error(404, "not_found")
     key = request.headers.get("Idempotency-Key", "")
@@ -344,7 +387,9 @@ async def bulk_item(request: web.Request) -> web.Response:
     kind, new_status = BULK_TARGETS[target], "active" if op == "activate" else "suspended"
     async with state.db.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
-        earlier = await conn.fetchrow("SELECT details FROM audit_events WHERE details->>'idempotencyKey' = $1", key)
+        earlier = await conn.fetchrow(
+            "SELECT details FROM audit_events WHERE details->>'idempotencyKey' = $1", key
+        )
         if earlier is not None:
             state.stats["idempotent replays"] += 1
             details = json.loads(earlier["details"])
@@ -356,12 +401,25 @@ async def bulk_item(request: web.Request) -> web.Response:
         if target == "users" and op == "suspend" and row["is_super_admin"]:
             return error(409, "cannot_suspend_super_admin", f"user {item_id} is a super admin")
         await conn.execute(f"UPDATE {target} SET status = $2 WHERE id = $1", item_id, new_status)
-        result = {"id": item_id, "status": new_status, "previousStatus": row["status"],
-                  "changed": row["status"] != new_status}  # fmt: skip
-        details = {"idempotencyKey": key, "bulkJobId": body.get("bulkJobId"), "reason": body.get("reason"),
-                   "result": result}  # fmt: skip
-        await conn.execute("INSERT INTO audit_events (action, actor_id, target_id, details) VALUES ($1, $2, $3, $4)",
-                           f"{kind}.{op}", body.get("actorId"), item_id, json.dumps(details))  # fmt: skip
+        result = {
+            "id": item_id,
+            "status": new_status,
+            "previousStatus": row["status"],
+            "changed": row["status"] != new_status,
+        }
+        details = {
+            "idempotencyKey": key,
+            "bulkJobId": body.get("bulkJobId"),
+            "reason": body.get("reason"),
+            "result": result,
+        }
+        await conn.execute(
+            "INSERT INTO audit_events (action, actor_id, target_id, details) VALUES ($1, $2, $3, $4)",
+            f"{kind}.{op}",
+            body.get("actorId"),
+            item_id,
+            json.dumps(details),
+        )
     state.stats[f"bulk {op} applied"] += 1
     return web.json_response(result)
 
@@ -380,8 +438,20 @@ async def replace_rollups(request: web.Request) -> web.Response:
         sub, resolution = body["subscriptionId"], body["resolution"]
         start, end = _ts(body["periodStart"]), _ts(body["periodEnd"])
         features = body.get("features")
-        rows = [(r["key"], body["organizationId"], sub, r["feature"], resolution, _ts(r["bucketStart"]),
-                 _ts(r["bucketEnd"]), Decimal(str(r["quantity"])), int(r["eventCount"])) for r in body["rollups"]]  # fmt: skip
+        rows = [
+            (
+                r["key"],
+                body["organizationId"],
+                sub,
+                r["feature"],
+                resolution,
+                _ts(r["bucketStart"]),
+                _ts(r["bucketEnd"]),
+                Decimal(str(r["quantity"])),
+                int(r["eventCount"]),
+            )
+            for r in body["rollups"]
+        ]
     except (KeyError, TypeError, ValueError, ArithmeticError) as problem:
         return error(400, "invalid_rollups", f"{type(problem).__name__}: {problem}")
     async with state.db.acquire() as conn, conn.transaction():
@@ -390,8 +460,13 @@ async def replace_rollups(request: web.Request) -> web.Response:
         removed = await conn.execute(
             "DELETE FROM usage_rollups WHERE subscription_id = $1 AND resolution = $2 AND bucket_start >= $3"
             " AND bucket_start < $4 AND ($5::text[] IS NULL OR feature = ANY($5::text[])) AND NOT key = ANY($6::text[])",
-            sub, resolution, start, end, features, [r[0] for r in rows],
-        )  # fmt: skip
+            sub,
+            resolution,
+            start,
+            end,
+            features,
+            [r[0] for r in rows],
+        )
         await conn.executemany(
             "INSERT INTO usage_rollups (key, organization_id, subscription_id, feature, resolution, bucket_start,"
             " bucket_end, quantity, event_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -404,13 +479,23 @@ async def replace_rollups(request: web.Request) -> web.Response:
 
 
 def _invoice_json(row: Any) -> dict[str, Any]:
-    return {"id": row["id"], "number": row["number"], "organizationId": row["organization_id"],
-            "subscriptionId": row["subscription_id"], "periodStart": row["period_start"].isoformat(),
-            "periodEnd": row["period_end"].isoformat(), "currency": row["currency"],
-            "subtotalMinor": row["subtotal_minor"], "totalMinor": row["total_minor"],
-            "lines": json.loads(row["lines"]), "documentPath": row["document_path"],
-            "paymentStatus": row["payment_status"], "paymentIntentId": row["payment_intent_id"],
-            "amountRefundedMinor": row["amount_refunded_minor"], "failureCode": row["failure_code"]}  # fmt: skip
+    return {
+        "id": row["id"],
+        "number": row["number"],
+        "organizationId": row["organization_id"],
+        "subscriptionId": row["subscription_id"],
+        "periodStart": row["period_start"].isoformat(),
+        "periodEnd": row["period_end"].isoformat(),
+        "currency": row["currency"],
+        "subtotalMinor": row["subtotal_minor"],
+        "totalMinor": row["total_minor"],
+        "lines": json.loads(row["lines"]),
+        "documentPath": row["document_path"],
+        "paymentStatus": row["payment_status"],
+        "paymentIntentId": row["payment_intent_id"],
+        "amountRefundedMinor": row["amount_refunded_minor"],
+        "failureCode": row["failure_code"],
+    }
 
 
 async def record_invoice(request: web.Request) -> web.Response:
@@ -420,8 +505,16 @@ async def record_invoice(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await request.json()
     try:
-        values = (body["organizationId"], body["subscriptionId"], _ts(body["periodStart"]), _ts(body["periodEnd"]),
-                  body["currency"], int(body["subtotalMinor"]), int(body["totalMinor"]), json.dumps(body["lines"]))  # fmt: skip
+        values = (
+            body["organizationId"],
+            body["subscriptionId"],
+            _ts(body["periodStart"]),
+            _ts(body["periodEnd"]),
+            body["currency"],
+            int(body["subtotalMinor"]),
+            int(body["totalMinor"]),
+            json.dumps(body["lines"]),
+        )
     except (KeyError, TypeError, ValueError) as problem:
         return error(400, "invalid_invoice", f"{type(problem).__name__}: {problem}")
     async with state.db.acquire() as conn, conn.transaction():
@@ -434,8 +527,12 @@ async def record_invoice(request: web.Request) -> web.Response:
         )
         created = row is not None
         if row is None:
-            row = await conn.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1 AND period_start = $2"
-                                      " AND period_end = $3", values[1], values[2], values[3])  # fmt: skip
+            row = await conn.fetchrow(
+                "SELECT * FROM invoices WHERE subscription_id = $1 AND period_start = $2 AND period_end = $3",
+                values[1],
+                values[2],
+                values[3],
+            )
     state.stats["invoices created" if created else "invoice replays"] += 1
     return web.json_response({**_invoice_json(row), "created": created})
 
@@ -443,7 +540,9 @@ async def record_invoice(request: web.Request) -> web.Response:
 async def get_invoice(request: web.Request) -> web.Response:
     if isinstance(session := _session_of(request), web.Response):
         return session
-    row = await request.app[STATE].db.fetchrow("SELECT * FROM invoices WHERE id = $1", request.match_info["invoice_id"])
+    row = await request.app[STATE].db.fetchrow(
+        "SELECT * FROM invoices WHERE id = $1", request.match_info["invoice_id"]
+    )
     if row is None:
         return error(404, "invoice_not_found")
     return web.json_response(_invoice_json(row))
@@ -455,8 +554,10 @@ async def invoice_document(request: web.Request) -> web.Response:
     body = await request.json()
     row = await request.app[STATE].db.fetchrow(
         "UPDATE invoices SET document_path = $2, document_sha256 = $3, updated_at = now() WHERE id = $1 RETURNING *",
-        request.match_info["invoice_id"], body.get("path"), body.get("sha256"),
-    )  # fmt: skip
+        request.match_info["invoice_id"],
+        body.get("path"),
+        body.get("sha256"),
+    )
     if row is None:
         return error(404, "invoice_not_found")
     return web.json_response(_invoice_json(row))
@@ -474,7 +575,9 @@ async def invoice_payment(request: web.Request) -> web.Response:
     body = await request.json()
     status, intent, event_id = body.get("status"), body.get("paymentIntentId"), body.get("stripeEventId")
     if status not in PAYMENT_STATUSES or not intent:
-        return error(400, "invalid_payment", f"status must be one of {', '.join(PAYMENT_STATUSES)}; paymentIntentId")
+        return error(
+            400, "invalid_payment", f"status must be one of {', '.join(PAYMENT_STATUSES)}; paymentIntentId"
+        )
     invoice_id = request.match_info["invoice_id"]
     async with state.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1 FOR UPDATE", invoice_id)
@@ -484,16 +587,23 @@ async def invoice_payment(request: web.Request) -> web.Response:
             fresh = await conn.fetchval(
                 "INSERT INTO payment_events (stripe_event_id, invoice_id, type, payment_status) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING stripe_event_id",
-                event_id, invoice_id, body.get("type") or "unknown", status,
-            )  # fmt: skip
+                event_id,
+                invoice_id,
+                body.get("type") or "unknown",
+                status,
+            )
             if fresh is None:
                 state.stats["payment event duplicates"] += 1
                 return web.json_response({**_invoice_json(row), "duplicate": True})
         row = await conn.fetchrow(
             "UPDATE invoices SET payment_status = $2, payment_intent_id = $3, amount_refunded_minor = $4,"
             " failure_code = $5, updated_at = now() WHERE id = $1 RETURNING *",
-            invoice_id, status, intent, int(body.get("amountRefundedMinor") or 0), body.get("failureCode"),
-        )  # fmt: skip
+            invoice_id,
+            status,
+            intent,
+            int(body.get("amountRefundedMinor") or 0),
+            body.get("failureCode"),
+        )
     state.stats[f"payment {status}"] += 1
     return web.json_response({**_invoice_json(row), "duplicate": False})
 
@@ -501,18 +611,27 @@ async def invoice_payment(request: web.Request) -> web.Response:
 async def get_payment_event(request: web.Request) -> web.Response:
     if isinstance(session := _session_of(request), web.Response):
         return session
-    row = await request.app[STATE].db.fetchrow("SELECT * FROM payment_events WHERE stripe_event_id = $1",
-                                               request.match_info["event_id"])  # fmt: skip
+    row = await request.app[STATE].db.fetchrow(
+        "SELECT * FROM payment_events WHERE stripe_event_id = $1", request.match_info["event_id"]
+    )
     if row is None:
         return error(404, "payment_event_not_found")
-    return web.json_response({"stripeEventId": row["stripe_event_id"], "invoiceId": row["invoice_id"],
-                              "type": row["type"], "paymentStatus": row["payment_status"]})  # fmt: skip
+    return web.json_response(
+        {
+            "stripeEventId": row["stripe_event_id"],
+            "invoiceId": row["invoice_id"],
+            "type": row["type"],
+            "paymentStatus": row["payment_status"],
+        }
+    )
 
 
 # -- Supabase auth admin ------------------------------------------------------------------------------
 def _supabase_ok(request: web.Request) -> bool:
     state = request.app[STATE]
-    return secrets.compare_digest(request.headers.get("apikey", ""), state.service_key) and _service_key_ok(request)
+    return secrets.compare_digest(request.headers.get("apikey", ""), state.service_key) and _service_key_ok(
+        request
+    )
 
 
 async def supabase_invite(request: web.Request) -> web.Response:
@@ -525,13 +644,21 @@ async def supabase_invite(request: web.Request) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "INSERT INTO auth_users (email, metadata) VALUES ($1, $2::jsonb) ON CONFLICT (email) DO NOTHING"
         " RETURNING id, email, invited_at",
-        email, json.dumps(body.get("data") or {}),
-    )  # fmt: skip
+        email,
+        json.dumps(body.get("data") or {}),
+    )
     if row is None:
-        return web.json_response({"code": 422, "error_code": "email_exists",
-                                  "msg": "A user with this email address has already been registered"},
-                                 status=422)  # fmt: skip
-    return web.json_response({"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()})
+        return web.json_response(
+            {
+                "code": 422,
+                "error_code": "email_exists",
+                "msg": "A user with this email address has already been registered",
+            },
+            status=422,
+        )
+    return web.json_response(
+        {"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()}
+    )
 
 
 async def supabase_get_user(request: web.Request) -> web.Response:
@@ -545,15 +672,22 @@ async def supabase_get_user(request: web.Request) -> web.Response:
         row = None
     if row is None:
         return web.json_response({"code": 404, "msg": "User not found"}, status=404)
-    return web.json_response({"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()})
+    return web.json_response(
+        {"id": str(row["id"]), "email": row["email"], "invited_at": row["invited_at"].isoformat()}
+    )
 
 
 # -- test hooks ---------------------------------------------------------------------------------------
 async def add_fault(request: web.Request) -> web.Response:
     body = await request.json()
     seconds = float(body.get("seconds", 0))
-    fault = Fault(body["status"], int(body.get("count", 0 if seconds else 1)), body.get("path", ""),
-                  float(body.get("retryAfter", 1)), time.monotonic() + seconds if seconds else 0.0)  # fmt: skip
+    fault = Fault(
+        body["status"],
+        int(body.get("count", 0 if seconds else 1)),
+        body.get("path", ""),
+        float(body.get("retryAfter", 1)),
+        time.monotonic() + seconds if seconds else 0.0,
+    )
     request.app[STATE].faults.append(fault)
     return web.json_response({"queued": len(request.app[STATE].faults)})
 
@@ -624,14 +758,25 @@ def build_app(state: State) -> web.Application:
 
 async def serve(port: int, database_url: str, service_key: str, token_ttl: float) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-    state = State(pool, service_key, token_ttl,
-                  rate_max=int(os.environ.get("IDENTITY_RATE_LIMIT_MAX", "0") or 0),
-                  rate_window_ms=int(os.environ.get("IDENTITY_RATE_LIMIT_TIME_WINDOW", "60000") or 60000))  # fmt: skip
-    runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)  # a hung fault must not block exit
+    state = State(
+        pool,
+        service_key,
+        token_ttl,
+        rate_max=int(os.environ.get("IDENTITY_RATE_LIMIT_MAX", "0") or 0),
+        rate_window_ms=int(os.environ.get("IDENTITY_RATE_LIMIT_TIME_WINDOW", "60000") or 60000),
+    )
+    runner = web.AppRunner(
+        build_app(state), access_log=None, shutdown_timeout=2.0
+    )  # a hung fault must not block exit
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    log.info("identity double on http://127.0.0.1:%d (token ttl %.0fs, rate limit %s/%sms)", port, token_ttl,
-             state.rate_max or "off", state.rate_window_ms)  # fmt: skip
+    log.info(
+        "identity double on http://127.0.0.1:%d (token ttl %.0fs, rate limit %s/%sms)",
+        port,
+        token_ttl,
+        state.rate_max or "off",
+        state.rate_window_ms,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -641,10 +786,14 @@ async def serve(port: int, database_url: str, service_key: str, token_ttl: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True, help="the identity DB, with write access")
-    parser.add_argument("--service-key", default=os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key"))
+    parser.add_argument(
+        "--service-key", default=os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "dev-service-role-key")
+    )
     parser.add_argument("--token-ttl", type=float, default=300.0, help="access token lifetime, seconds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -64,8 +64,9 @@ async def faults(request: web.Request, handler: Any) -> web.StreamResponse:
             response = await handler(request)  # the request takes effect...
             await asyncio.sleep(fault.delay)  # ...but its answer is held back
             return response
-        return web.json_response({"error": {"type": "api_error", "message": "injected fault"}},
-                                 status=int(fault.status))  # fmt: skip
+        return web.json_response(
+            {"error": {"type": "api_error", "message": "injected fault"}}, status=int(fault.status)
+        )
     return await handler(request)
 
 
@@ -78,8 +79,13 @@ def _route(path: str) -> str:
 async def add_fault(request: web.Request) -> web.Response:
     body = await request.json()
     seconds = float(body.get("seconds", 0))
-    fault = Fault(body["status"], body.get("path", "/v1/"), time.monotonic() + seconds if seconds else 0.0,
-                  int(body.get("count", 0 if seconds else 1)), float(body.get("delay", 0)))  # fmt: skip
+    fault = Fault(
+        body["status"],
+        body.get("path", "/v1/"),
+        time.monotonic() + seconds if seconds else 0.0,
+        int(body.get("count", 0 if seconds else 1)),
+        float(body.get("delay", 0)),
+    )
     CONTROL.faults.append(fault)
     return web.json_response({"faults": len(CONTROL.faults)})
 
@@ -120,7 +126,9 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -102,22 +102,49 @@ class Subscription:
 async def subscription(ctx: JobContext, subscription_id: str, organization_id: str) -> Subscription:
     """The subscription with its plan and per-feature prices, checked against the job's organization."""
     async with ctx.identity_db.connect() as conn:
-        row = (await conn.execute(text(
-            "SELECT s.id, s.organization_id, s.status, s.plan_id, p.name AS plan_name, p.currency,"
-            " p.base_price_minor, s.current_period_start, s.current_period_end, s.stripe_payment_method,"
-            " s.stripe_customer_id FROM subscriptions s JOIN plans p ON p.id = s.plan_id WHERE s.id = :id"),
-            {"id": subscription_id})).mappings().first()  # fmt: skip
+        row = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT s.id, s.organization_id, s.status, s.plan_id, p.name AS plan_name, p.currency,"
+                        " p.base_price_minor, s.current_period_start, s.current_period_end, s.stripe_payment_method,"
+                        " s.stripe_customer_id FROM subscriptions s JOIN plans p ON p.id = s.plan_id WHERE s.id = :id"
+                    ),
+                    {"id": subscription_id},
+                )
+            )
+            .mappings()
+            .first()
+        )
         if row is None:
             raise PermanentError(f"subscriptionId {subscription_id} does not exist at identity")
         if row["organization_id"] != organization_id:
-            raise PermanentError(f"subscriptionId {subscription_id} is not in organization {organization_id}; refused")
-        prices = (await conn.execute(text("SELECT feature, included_quantity, unit_price_minor FROM"
-                                          " plan_feature_prices WHERE plan_id = :plan ORDER BY feature"),
-                                     {"plan": row["plan_id"]})).all()  # fmt: skip
-    return Subscription(row["id"], row["organization_id"], row["status"], row["plan_id"], row["plan_name"],
-                        row["currency"], int(row["base_price_minor"]), row["current_period_start"],
-                        row["current_period_end"], row["stripe_payment_method"], row["stripe_customer_id"],
-                        tuple(Price(f, Decimal(i), Decimal(u)) for f, i, u in prices))  # fmt: skip
+            raise PermanentError(
+                f"subscriptionId {subscription_id} is not in organization {organization_id}; refused"
+            )
+        prices = (
+            await conn.execute(
+                text(
+                    "SELECT feature, included_quantity, unit_price_minor FROM"
+                    " plan_feature_prices WHERE plan_id = :plan ORDER BY feature"
+                ),
+                {"plan": row["plan_id"]},
+            )
+        ).all()
+    return Subscription(
+        row["id"],
+        row["organization_id"],
+        row["status"],
+        row["plan_id"],
+        row["plan_name"],
+        row["currency"],
+        int(row["base_price_minor"]),
+        row["current_period_start"],
+        row["current_period_end"],
+        row["stripe_payment_method"],
+        row["stripe_customer_id"],
+        tuple(Price(f, Decimal(i), Decimal(u)) for f, i, u in prices),
+    )
 
 
 @dataclass(frozen=True)
@@ -130,8 +157,14 @@ class Line:
     amount_minor: int
 
     def dump(self) -> dict[str, Any]:
-        return {"feature": self.feature, "quantity": str(self.quantity), "included": str(self.included),
-                "overage": str(self.overage), "unitPriceMinor": str(self.unit_minor), "amountMinor": self.amount_minor}  # fmt: skip
+        return {
+            "feature": self.feature,
+            "quantity": str(self.quantity),
+            "included": str(self.included),
+            "overage": str(self.overage),
+            "unitPriceMinor": str(self.unit_minor),
+            "amountMinor": self.amount_minor,
+        }
 
 
 def price(sub: Subscription, usage: dict[str, Decimal]) -> tuple[list[Line], int]:

@@ -48,10 +48,13 @@ def _resolution_for(p: Period) -> str:
 
 async def _usage(ctx: JobContext, p: Period, resolution: str) -> dict[str, Decimal]:
     async with ctx.identity_db.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT feature, sum(quantity) FROM usage_rollups WHERE subscription_id = :sub AND resolution = :res"
-            " AND bucket_start >= :start AND bucket_start < :end GROUP BY feature"),
-            {"sub": p.subscription_id, "res": resolution, "start": p.period_start, "end": p.period_end})  # fmt: skip
+        rows = await conn.execute(
+            text(
+                "SELECT feature, sum(quantity) FROM usage_rollups WHERE subscription_id = :sub AND resolution = :res"
+                " AND bucket_start >= :start AND bucket_start < :end GROUP BY feature"
+            ),
+            {"sub": p.subscription_id, "res": resolution, "start": p.period_start, "end": p.period_end},
+        )
         return {feature: Decimal(total) for feature, total in rows}
 
 
@@ -67,19 +70,33 @@ def render_pdf(path: Path, invoice: dict[str, Any], sub: Subscription) -> str:
     pdf.set_font("Helvetica", "B", 18)
     pdf.cell(0, 12, f"Invoice {invoice['number']}", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=10)
-    for label, value in (("Organization", sub.organization_id), ("Subscription", sub.id),
-                         ("Plan", f"{sub.plan_name} ({sub.plan_id})"),
-                         ("Period", f"{invoice['periodStart'][:10]} to {invoice['periodEnd'][:10]} (UTC)")):  # fmt: skip
+    for label, value in (
+        ("Organization", sub.organization_id),
+        ("Subscription", sub.id),
+        ("Plan", f"{sub.plan_name} ({sub.plan_id})"),
+        ("Period", f"{invoice['periodStart'][:10]} to {invoice['periodEnd'][:10]} (UTC)"),
+    ):
         pdf.cell(0, 6, f"{label}: {value}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
     currency = invoice["currency"]
-    rows = [("Item", "Quantity", "Included", "Overage", "Unit price", "Amount"),
-            (f"{sub.plan_name} plan", "", "", "", "", money(sub.base_minor, currency))]  # fmt: skip
+    rows = [
+        ("Item", "Quantity", "Included", "Overage", "Unit price", "Amount"),
+        (f"{sub.plan_name} plan", "", "", "", "", money(sub.base_minor, currency)),
+    ]
     for line in invoice["lines"]:
-        rows.append((line["feature"], line["quantity"], line["included"], line["overage"],
-                     f"{line['unitPriceMinor']} minor", money(line["amountMinor"], currency)))  # fmt: skip
-    with pdf.table(col_widths=(40, 28, 28, 28, 28, 34), text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT",
-                                                                      "RIGHT")) as table:  # fmt: skip
+        rows.append(
+            (
+                line["feature"],
+                line["quantity"],
+                line["included"],
+                line["overage"],
+                f"{line['unitPriceMinor']} minor",
+                money(line["amountMinor"], currency),
+            )
+        )
+    with pdf.table(
+        col_widths=(40, 28, 28, 28, 28, 34), text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT")
+    ) as table:
         for values in rows:
             table.row([str(v) for v in values])
     pdf.ln(4)
@@ -98,8 +115,16 @@ def render_pdf(path: Path, invoice: dict[str, Any], sub: Subscription) -> str:
 # -- the charge ---------------------------------------------------------------------------------------------------
 async def _charge_row(ctx: JobContext, invoice_id: str, attempt: int) -> dict[str, Any] | None:
     async with ctx.tasks_db.connect() as conn:
-        row = (await conn.execute(text("SELECT * FROM billing_charges WHERE invoice_id = :i AND attempt = :a"),
-                                  {"i": invoice_id, "a": attempt})).mappings().first()  # fmt: skip
+        row = (
+            (
+                await conn.execute(
+                    text("SELECT * FROM billing_charges WHERE invoice_id = :i AND attempt = :a"),
+                    {"i": invoice_id, "a": attempt},
+                )
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
 
@@ -125,10 +150,16 @@ async def charge(ctx: JobContext, invoice: dict[str, Any], sub: Subscription, at
     key = f"invoice-{invoice_id}-attempt-{attempt}"
     row = await _charge_row(ctx, invoice_id, attempt)
     if row and row["state"] == "declined":
-        return {"paymentIntentId": row["payment_intent_id"], "status": "failed", "failureCode": row["failure_code"]}
+        return {
+            "paymentIntentId": row["payment_intent_id"],
+            "status": "failed",
+            "failureCode": row["failure_code"],
+        }
     if row and row["payment_intent_id"]:
-        intent = await stripe_call(ctx.stripe.v1.payment_intents.retrieve_async(row["payment_intent_id"]),
-                                   f"payment intent {row['payment_intent_id']}")  # fmt: skip
+        intent = await stripe_call(
+            ctx.stripe.v1.payment_intents.retrieve_async(row["payment_intent_id"]),
+            f"payment intent {row['payment_intent_id']}",
+        )
         return _outcome(intent, row.get("failure_code"))
     if row is not None:  # 'creating': an earlier try may have reached Stripe and died before hearing back
         found = await _find_intent(ctx, invoice_id, attempt)
@@ -138,17 +169,38 @@ async def charge(ctx: JobContext, invoice: dict[str, Any], sub: Subscription, at
             return _outcome(found, None)
     else:
         async with ctx.tasks_db.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO billing_charges (invoice_id, attempt, idempotency_key, state, amount_minor, currency)"
-                " VALUES (:i, :a, :k, 'creating', :m, :c) ON CONFLICT DO NOTHING"),
-                {"i": invoice_id, "a": attempt, "k": key, "m": invoice["totalMinor"], "c": invoice["currency"]})  # fmt: skip
+            await conn.execute(
+                text(
+                    "INSERT INTO billing_charges (invoice_id, attempt, idempotency_key, state, amount_minor, currency)"
+                    " VALUES (:i, :a, :k, 'creating', :m, :c) ON CONFLICT DO NOTHING"
+                ),
+                {
+                    "i": invoice_id,
+                    "a": attempt,
+                    "k": key,
+                    "m": invoice["totalMinor"],
+                    "c": invoice["currency"],
+                },
+            )
     if not sub.payment_method:
-        raise PermanentError(f"subscription {sub.id} has no payment method on file; invoice {invoice['number']} "
-                             "recorded but not charged")  # fmt: skip
-    params = {"amount": invoice["totalMinor"], "currency": invoice["currency"], "payment_method": sub.payment_method,
-              "confirm": True, "off_session": True,
-              "metadata": {"invoiceId": invoice_id, "invoiceNumber": invoice["number"], "attempt": str(attempt),
-                           "subscriptionId": sub.id, "organizationId": sub.organization_id}}  # fmt: skip
+        raise PermanentError(
+            f"subscription {sub.id} has no payment method on file; invoice {invoice['number']} "
+            "recorded but not charged"
+        )
+    params = {
+        "amount": invoice["totalMinor"],
+        "currency": invoice["currency"],
+        "payment_method": sub.payment_method,
+        "confirm": True,
+        "off_session": True,
+        "metadata": {
+            "invoiceId": invoice_id,
+            "invoiceNumber": invoice["number"],
+            "attempt": str(attempt),
+            "subscriptionId": sub.id,
+            "organizationId": sub.organization_id,
+        },
+    }
     try:
         intent = await ctx.stripe.v1.payment_intents.create_async(params, {"idempotency_key": key})
     except stripe.CardError as error:
@@ -162,13 +214,17 @@ async def charge(ctx: JobContext, invoice: dict[str, Any], sub: Subscription, at
     return _outcome(intent, None)
 
 
-async def _save_charge(ctx: JobContext, invoice_id: str, attempt: int, intent: str | None, state: str,
-                       failure: str | None) -> None:  # fmt: skip
+async def _save_charge(
+    ctx: JobContext, invoice_id: str, attempt: int, intent: str | None, state: str, failure: str | None
+) -> None:
     async with ctx.tasks_db.begin() as conn:
-        await conn.execute(text(
-            "UPDATE billing_charges SET payment_intent_id = :p, state = :s, failure_code = :f, updated_at = now()"
-            " WHERE invoice_id = :i AND attempt = :a"),
-            {"p": intent, "s": state, "f": failure, "i": invoice_id, "a": attempt})  # fmt: skip
+        await conn.execute(
+            text(
+                "UPDATE billing_charges SET payment_intent_id = :p, state = :s, failure_code = :f, updated_at = now()"
+                " WHERE invoice_id = :i AND attempt = :a"
+            ),
+            {"p": intent, "s": state, "f": failure, "i": invoice_id, "a": attempt},
+        )
 
 
 def payment_status(intent: Any) -> tuple[str, int, str | None]:
@@ -192,13 +248,23 @@ def _outcome(intent: Any, failure: str | None) -> dict[str, Any]:
     return {"paymentIntentId": intent.id, "status": status, "failureCode": failure or code}
 
 
-async def record_payment(ctx: JobContext, invoice_id: str, outcome: dict[str, Any], **extra: Any) -> dict[str, Any]:
+async def record_payment(
+    ctx: JobContext, invoice_id: str, outcome: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     if not outcome.get("paymentIntentId"):
         return {}
-    body = {"paymentIntentId": outcome["paymentIntentId"], "status": outcome["status"],
-            "failureCode": outcome.get("failureCode"), **extra}  # fmt: skip
-    return await ctx.identity.call("POST", f"/v1/billing/invoices/{invoice_id}/payment", json=body,
-                                   what=f"payment state of invoice {invoice_id}")  # fmt: skip
+    body = {
+        "paymentIntentId": outcome["paymentIntentId"],
+        "status": outcome["status"],
+        "failureCode": outcome.get("failureCode"),
+        **extra,
+    }
+    return await ctx.identity.call(
+        "POST",
+        f"/v1/billing/invoices/{invoice_id}/payment",
+        json=body,
+        what=f"payment state of invoice {invoice_id}",
+    )
 
 
 # -- the job ------------------------------------------------------------------------------------------------------
@@ -207,23 +273,42 @@ async def invoice_generate(ctx: JobContext, p: InvoiceGenerate) -> dict[str, Any
     if sub.status != "active":
         return {"subscriptionId": sub.id, "skipped": f"subscription is {sub.status}; no invoice, no renewal"}
     resolution = _resolution_for(p)
-    refresh = UsageAggregate(organizationId=p.organization_id, subscriptionId=p.subscription_id,  # type: ignore[call-arg]
-                             periodStart=p.period_start, periodEnd=p.period_end, resolution=resolution)  # fmt: skip
+    refresh = UsageAggregate(
+        organizationId=p.organization_id,
+        subscriptionId=p.subscription_id,  # type: ignore[call-arg]
+        periodStart=p.period_start,
+        periodEnd=p.period_end,
+        resolution=resolution,
+    )
     await aggregate(ctx, refresh)
     lines, total = billing.price(sub, await _usage(ctx, p, resolution))
-    invoice = await ctx.identity.call("POST", "/v1/billing/invoices", json={
-        "organizationId": sub.organization_id, "subscriptionId": sub.id, "periodStart": iso(p.period_start),
-        "periodEnd": iso(p.period_end), "currency": sub.currency, "subtotalMinor": total, "totalMinor": total,
-        "lines": [line.dump() for line in lines]}, what=f"invoice of {sub.id} {iso(p.period_start)}")  # fmt: skip
+    invoice = await ctx.identity.call(
+        "POST",
+        "/v1/billing/invoices",
+        json={
+            "organizationId": sub.organization_id,
+            "subscriptionId": sub.id,
+            "periodStart": iso(p.period_start),
+            "periodEnd": iso(p.period_end),
+            "currency": sub.currency,
+            "subtotalMinor": total,
+            "totalMinor": total,
+            "lines": [line.dump() for line in lines],
+        },
+        what=f"invoice of {sub.id} {iso(p.period_start)}",
+    )
 
     directory = Path(getattr(ctx.settings, "MA_INVOICE_DIR", "var/invoices"))
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     document = directory / f"{invoice['number']}.pdf"
     if invoice.get("documentPath") != str(document.resolve()) or not document.exists():
         digest = await asyncio.to_thread(render_pdf, document, invoice, sub)
-        await ctx.identity.call("POST", f"/v1/billing/invoices/{invoice['id']}/document",
-                                json={"path": str(document.resolve()), "sha256": digest},
-                                what=f"document of invoice {invoice['number']}")  # fmt: skip
+        await ctx.identity.call(
+            "POST",
+            f"/v1/billing/invoices/{invoice['id']}/document",
+            json={"path": str(document.resolve()), "sha256": digest},
+            what=f"document of invoice {invoice['number']}",
+        )
 
     if invoice["paymentStatus"] in ("paid", "processing", "refunded", "partially_refunded"):
         outcome = {"paymentIntentId": invoice["paymentIntentId"], "status": invoice["paymentStatus"]}
@@ -233,14 +318,25 @@ async def invoice_generate(ctx: JobContext, p: InvoiceGenerate) -> dict[str, Any
         outcome = await charge(ctx, invoice, sub, attempt=1)
         await record_payment(ctx, invoice["id"], outcome)
         if outcome["status"] == "failed":
-            ctx.log.warning("invoice %s: payment failed (%s); recorded, retry with payment.retry",
-                            invoice["number"], outcome.get("failureCode"))  # fmt: skip
+            ctx.log.warning(
+                "invoice %s: payment failed (%s); recorded, retry with payment.retry",
+                invoice["number"],
+                outcome.get("failureCode"),
+            )
 
     renewal = await schedule_renewal(ctx, p)
-    return {"invoiceId": invoice["id"], "number": invoice["number"], "currency": invoice["currency"],
-            "totalMinor": invoice["totalMinor"], "total": money(invoice["totalMinor"], invoice["currency"]),
-            "document": str(document.resolve()), "paymentIntentId": outcome.get("paymentIntentId"),
-            "paymentStatus": outcome["status"], "failureCode": outcome.get("failureCode"), **renewal}  # fmt: skip
+    return {
+        "invoiceId": invoice["id"],
+        "number": invoice["number"],
+        "currency": invoice["currency"],
+        "totalMinor": invoice["totalMinor"],
+        "total": money(invoice["totalMinor"], invoice["currency"]),
+        "document": str(document.resolve()),
+        "paymentIntentId": outcome.get("paymentIntentId"),
+        "paymentStatus": outcome["status"],
+        "failureCode": outcome.get("failureCode"),
+        **renewal,
+    }
 
 
 def renewal_job_id(subscription_id: str, start: datetime) -> str:
@@ -251,12 +347,25 @@ def renewal_job_id(subscription_id: str, start: datetime) -> str:
 async def schedule_renewal(ctx: JobContext, p: Period) -> dict[str, Any]:
     months = (p.period_end.year - p.period_start.year) * 12 + p.period_end.month - p.period_start.month
     monthly = months >= 1 and billing.add_months(p.period_start, months) == p.period_end
-    nxt_end = billing.add_months(p.period_end, months) if monthly else p.period_end + (p.period_end - p.period_start)
+    nxt_end = (
+        billing.add_months(p.period_end, months)
+        if monthly
+        else p.period_end + (p.period_end - p.period_start)
+    )
     job_id = renewal_job_id(p.subscription_id, p.period_end)
     delay_ms = max(0, int((nxt_end - datetime.now(UTC)).total_seconds() * 1000))
-    added = await ctx.enqueue(QUEUE, "invoice.generate", {
-        "organizationId": p.organization_id, "subscriptionId": p.subscription_id, "periodStart": iso(p.period_end),
-        "periodEnd": iso(nxt_end)}, jobId=job_id, delay=delay_ms)  # fmt: skip
+    added = await ctx.enqueue(
+        QUEUE,
+        "invoice.generate",
+        {
+            "organizationId": p.organization_id,
+            "subscriptionId": p.subscription_id,
+            "periodStart": iso(p.period_end),
+            "periodEnd": iso(nxt_end),
+        },
+        jobId=job_id,
+        delay=delay_ms,
+    )
     return {"renewalJobId": job_id, "renewalScheduled": added, "renewalRunsAt": iso(nxt_end)}
 
 

@@ -73,55 +73,91 @@ def _verified_object(ctx: JobContext, p: PaymentWebhook) -> Any:
 
     secret = getattr(ctx.settings, "STRIPE_WEBHOOK_SECRET", None)
     if secret is None:
-        raise PermanentError("STRIPE_WEBHOOK_SECRET is not set: cannot verify the webhook signature; nothing changed")
+        raise PermanentError(
+            "STRIPE_WEBHOOK_SECRET is not set: cannot verify the webhook signature; nothing changed"
+        )
     try:
         event = stripe.Webhook.construct_event(p.payload or "", p.signature, secret.get_secret_value())
     except stripe.SignatureVerificationError:
-        raise PermanentError("signature: Stripe webhook signature verification failed; nothing changed") from None
+        raise PermanentError(
+            "signature: Stripe webhook signature verification failed; nothing changed"
+        ) from None
     except ValueError:
         raise PermanentError("payload: not a Stripe event (invalid JSON); nothing changed") from None
     if event.id != p.stripe_event_id:
-        raise PermanentError(f"stripeEventId {p.stripe_event_id} is not the signed event ({event.id}); nothing changed")
+        raise PermanentError(
+            f"stripeEventId {p.stripe_event_id} is not the signed event ({event.id}); nothing changed"
+        )
     return event.data.object
 
 
 async def payment_webhook(ctx: JobContext, p: PaymentWebhook) -> dict[str, Any]:
     obj = _verified_object(ctx, p) if p.payload is not None else None
     try:
-        seen = await ctx.identity.call("GET", f"/v1/billing/payment-events/{p.stripe_event_id}",
-                                       what=f"payment event {p.stripe_event_id}")  # fmt: skip
+        seen = await ctx.identity.call(
+            "GET",
+            f"/v1/billing/payment-events/{p.stripe_event_id}",
+            what=f"payment event {p.stripe_event_id}",
+        )
         return {"stripeEventId": p.stripe_event_id, "duplicate": True, "invoiceId": seen["invoiceId"]}
     except NotFound:
         pass
     intent_id = p.payment_intent_id or (_intent_of(obj) if obj is not None else None)
     if intent_id is None:
-        event = await stripe_call(ctx.stripe.v1.events.retrieve_async(p.stripe_event_id), f"event {p.stripe_event_id}")
+        event = await stripe_call(
+            ctx.stripe.v1.events.retrieve_async(p.stripe_event_id), f"event {p.stripe_event_id}"
+        )
         intent_id = _intent_of(event.data.object)
     if intent_id is None:
         return {"stripeEventId": p.stripe_event_id, "ignored": f"{p.type} is not about a PaymentIntent"}
-    intent = await stripe_call(ctx.stripe.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}),
-                               f"payment intent {intent_id}")  # fmt: skip
+    intent = await stripe_call(
+        ctx.stripe.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}),
+        f"payment intent {intent_id}",
+    )
     invoice_id = plain(intent.metadata).get("invoiceId")
     if not invoice_id:
-        raise PermanentError(f"payment intent {intent_id} carries no invoiceId metadata: not one of our charges")
+        raise PermanentError(
+            f"payment intent {intent_id} carries no invoiceId metadata: not one of our charges"
+        )
     status, refunded, code = payment_status(intent)
-    answer = await record_payment(ctx, invoice_id, {"paymentIntentId": intent_id, "status": status, "failureCode": code},
-                                  stripeEventId=p.stripe_event_id, type=p.type, amountRefundedMinor=refunded)  # fmt: skip
-    return {"stripeEventId": p.stripe_event_id, "duplicate": bool(answer.get("duplicate")), "invoiceId": invoice_id,
-            "paymentIntentId": intent_id, "paymentStatus": status, "amountRefundedMinor": refunded}  # fmt: skip
+    answer = await record_payment(
+        ctx,
+        invoice_id,
+        {"paymentIntentId": intent_id, "status": status, "failureCode": code},
+        stripeEventId=p.stripe_event_id,
+        type=p.type,
+        amountRefundedMinor=refunded,
+    )
+    return {
+        "stripeEventId": p.stripe_event_id,
+        "duplicate": bool(answer.get("duplicate")),
+        "invoiceId": invoice_id,
+        "paymentIntentId": intent_id,
+        "paymentStatus": status,
+        "amountRefundedMinor": refunded,
+    }
 
 
 async def payment_retry(ctx: JobContext, p: PaymentRetry) -> dict[str, Any]:
     try:
-        invoice = await ctx.identity.call("GET", f"/v1/billing/invoices/{p.invoice_id}", what=f"invoice {p.invoice_id}")
+        invoice = await ctx.identity.call(
+            "GET", f"/v1/billing/invoices/{p.invoice_id}", what=f"invoice {p.invoice_id}"
+        )
     except NotFound:
         raise PermanentError(f"invoiceId {p.invoice_id} does not exist at identity") from None
     if invoice["paymentStatus"] in ("paid", "processing", "refunded", "partially_refunded"):
         return {"invoiceId": p.invoice_id, "paymentStatus": invoice["paymentStatus"], "charged": False}
     sub = await billing.subscription(ctx, invoice["subscriptionId"], invoice["organizationId"])
     async with ctx.tasks_db.connect() as conn:
-        latest = (await conn.execute(text("SELECT attempt, state FROM billing_charges WHERE invoice_id = :i"
-                                          " ORDER BY attempt DESC LIMIT 1"), {"i": p.invoice_id})).first()  # fmt: skip
+        latest = (
+            await conn.execute(
+                text(
+                    "SELECT attempt, state FROM billing_charges WHERE invoice_id = :i"
+                    " ORDER BY attempt DESC LIMIT 1"
+                ),
+                {"i": p.invoice_id},
+            )
+        ).first()
     if latest is None:
         attempt = 1
     elif latest.state == "declined" or (latest.state == "created" and invoice["paymentStatus"] == "failed"):
@@ -131,8 +167,10 @@ async def payment_retry(ctx: JobContext, p: PaymentRetry) -> dict[str, Any]:
     outcome = await charge(ctx, invoice, sub, attempt)
     await record_payment(ctx, p.invoice_id, outcome)
     if outcome["status"] == "failed":
-        raise PermanentError(f"payment of invoice {invoice['number']} declined ({outcome.get('failureCode')}) on "
-                             f"attempt {attempt}; recorded on the invoice")  # fmt: skip
+        raise PermanentError(
+            f"payment of invoice {invoice['number']} declined ({outcome.get('failureCode')}) on "
+            f"attempt {attempt}; recorded on the invoice"
+        )
     return {"invoiceId": p.invoice_id, "attempt": attempt, "charged": True, **outcome}
 
 
@@ -156,21 +194,40 @@ async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, A
     if not latest:
         return {"checked": 0, "enqueued": 0}
     async with ctx.identity_db.connect() as conn:
-        rows = (await conn.execute(text("SELECT id, payment_status, payment_intent_id FROM invoices"
-                                        " WHERE id = ANY(:ids)"), {"ids": list(latest)})).all()  # fmt: skip
+        rows = (
+            await conn.execute(
+                text("SELECT id, payment_status, payment_intent_id FROM invoices WHERE id = ANY(:ids)"),
+                {"ids": list(latest)},
+            )
+        ).all()
     ours = {r.id: (r.payment_status, r.payment_intent_id) for r in rows}
     enqueued = []
     for invoice_id, intent in latest.items():
         status, _, _ = payment_status(intent)
-        if invoice_id in ours and ours[invoice_id] != (status, intent.id) and not ours[invoice_id][0].endswith("refunded"):
+        if (
+            invoice_id in ours
+            and ours[invoice_id] != (status, intent.id)
+            and not ours[invoice_id][0].endswith("refunded")
+        ):
             key = f"reconcile-{intent.id}-{status}"
-            if await ctx.enqueue(QUEUE, "payment.webhook", {"stripeEventId": key.replace("-", "_"), "type": "reconcile",
-                                                             "paymentIntentId": intent.id}, jobId=key):  # fmt: skip
+            if await ctx.enqueue(
+                QUEUE,
+                "payment.webhook",
+                {"stripeEventId": key.replace("-", "_"), "type": "reconcile", "paymentIntentId": intent.id},
+                jobId=key,
+            ):
                 enqueued.append(key)
     if enqueued:
-        ctx.log.info("payment reconciliation: %d of %d recent payments differ from our invoices; syncs enqueued",
-                     len(enqueued), len(latest))  # fmt: skip
-        ctx.event("scheduled-task", f"Payment reconciliation enqueued {len(enqueued)} sync(s)", count=str(len(enqueued)))
+        ctx.log.info(
+            "payment reconciliation: %d of %d recent payments differ from our invoices; syncs enqueued",
+            len(enqueued),
+            len(latest),
+        )
+        ctx.event(
+            "scheduled-task",
+            f"Payment reconciliation enqueued {len(enqueued)} sync(s)",
+            count=str(len(enqueued)),
+        )
     return {"checked": len(latest), "enqueued": len(enqueued), "jobIds": enqueued}
 
 

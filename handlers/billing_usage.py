@@ -60,26 +60,55 @@ class UsageBackfill(UsageAggregate):
 async def aggregate(ctx: JobContext, p: UsageAggregate) -> dict[str, Any]:
     """Aggregate and upsert one period of a subscription the caller has checked against the organization; shared
     with invoice generation (which refreshes before pricing)."""
-    params = {"unit": TRUNC[p.resolution], "subscription": p.subscription_id, "organization": p.organization_id,
-              "start": p.period_start, "end": p.period_end}  # fmt: skip
+    params = {
+        "unit": TRUNC[p.resolution],
+        "subscription": p.subscription_id,
+        "organization": p.organization_id,
+        "start": p.period_start,
+        "end": p.period_end,
+    }
     query = ALL_FEATURES if p.features is None else BY_FEATURES.bindparams(features=p.features)
     async with ctx.identity_db.connect() as conn:
         rows = sorted((await conn.execute(query, params)).all(), key=lambda r: (r[1], r[0]))
     rollups, totals, events = [], dict.fromkeys(p.features or (), Decimal(0)), 0
     for feature, bucket, quantity, count in rows:
-        rollups.append({"key": f"{p.subscription_id}:{feature}:{p.resolution}:{iso(bucket)}", "feature": feature,
-                        "bucketStart": iso(bucket), "bucketEnd": iso(billing.step(bucket, p.resolution)),
-                        "quantity": str(quantity), "eventCount": count})  # fmt: skip
+        rollups.append(
+            {
+                "key": f"{p.subscription_id}:{feature}:{p.resolution}:{iso(bucket)}",
+                "feature": feature,
+                "bucketStart": iso(bucket),
+                "bucketEnd": iso(billing.step(bucket, p.resolution)),
+                "quantity": str(quantity),
+                "eventCount": count,
+            }
+        )
         totals[feature] = totals.get(feature, Decimal(0)) + quantity
         events += count
-    body = {"organizationId": p.organization_id, "subscriptionId": p.subscription_id, "resolution": p.resolution,
-            "periodStart": iso(p.period_start), "periodEnd": iso(p.period_end), "features": p.features,
-            "rollups": rollups}  # fmt: skip
-    answer = await ctx.identity.call("POST", "/v1/billing/rollups/replace", json=body,
-                                     what=f"rollups of {p.subscription_id} {iso(p.period_start)}")  # fmt: skip
-    return {"subscriptionId": p.subscription_id, "resolution": p.resolution, "periodStart": iso(p.period_start),
-            "periodEnd": iso(p.period_end), "rollups": len(rollups), "removed": answer.get("removed", 0),
-            "events": events, "quantities": {f: str(q) for f, q in sorted(totals.items())}}  # fmt: skip
+    body = {
+        "organizationId": p.organization_id,
+        "subscriptionId": p.subscription_id,
+        "resolution": p.resolution,
+        "periodStart": iso(p.period_start),
+        "periodEnd": iso(p.period_end),
+        "features": p.features,
+        "rollups": rollups,
+    }
+    answer = await ctx.identity.call(
+        "POST",
+        "/v1/billing/rollups/replace",
+        json=body,
+        what=f"rollups of {p.subscription_id} {iso(p.period_start)}",
+    )
+    return {
+        "subscriptionId": p.subscription_id,
+        "resolution": p.resolution,
+        "periodStart": iso(p.period_start),
+        "periodEnd": iso(p.period_end),
+        "rollups": len(rollups),
+        "removed": answer.get("removed", 0),
+        "events": events,
+        "quantities": {f: str(q) for f, q in sorted(totals.items())},
+    }
 
 
 async def usage_aggregate(ctx: JobContext, payload: UsageAggregate) -> dict[str, Any]:

@@ -32,20 +32,26 @@ class TenantEvent(Payload):
     tenant_id: Id
 
 
-async def _upsert_organization(conn: AsyncConnection, org: lookups.Organization, status: str | None = None) -> None:
+async def _upsert_organization(
+    conn: AsyncConnection, org: lookups.Organization, status: str | None = None
+) -> None:
     await conn.execute(
-        text("INSERT INTO organizations (id, name, status) VALUES (:id, :name, :status)"
-             " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()"),
+        text(
+            "INSERT INTO organizations (id, name, status) VALUES (:id, :name, :status)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()"
+        ),
         {"id": org.id, "name": org.name, "status": status or org.tasks_status},
-    )  # fmt: skip
+    )
 
 
 async def _upsert_tenant(conn: AsyncConnection, tenant: lookups.Tenant) -> None:
     await conn.execute(
-        text("INSERT INTO tenants (id, organization_id, name) VALUES (:id, :org, :name)"
-             " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"),
+        text(
+            "INSERT INTO tenants (id, organization_id, name) VALUES (:id, :org, :name)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
+        ),
         {"id": tenant.id, "org": tenant.organization_id, "name": tenant.name},
-    )  # fmt: skip
+    )
 
 
 async def organization_created(ctx: JobContext, payload: OrganizationCreated) -> dict[str, Any]:
@@ -61,13 +67,19 @@ async def organization_created(ctx: JobContext, payload: OrganizationCreated) ->
         seeded = 0
         for item in defaults:
             result = await conn.execute(
-                text("INSERT INTO entitlements (organization_id, product_slug, feature, quota)"
-                     " VALUES (:org, :slug, :feature, :quota) ON CONFLICT DO NOTHING"),
+                text(
+                    "INSERT INTO entitlements (organization_id, product_slug, feature, quota)"
+                    " VALUES (:org, :slug, :feature, :quota) ON CONFLICT DO NOTHING"
+                ),
                 {"org": org.id, "slug": slug, "feature": item["feature"], "quota": item["quota"]},
-            )  # fmt: skip
+            )
             seeded += result.rowcount
-    return {"organizationId": org.id, "tenantId": payload.tenant_id, "entitlementsSeeded": seeded,
-            "entitlementsDefault": len(defaults)}  # fmt: skip
+    return {
+        "organizationId": org.id,
+        "tenantId": payload.tenant_id,
+        "entitlementsSeeded": seeded,
+        "entitlementsDefault": len(defaults),
+    }
 
 
 async def organization_updated(ctx: JobContext, payload: OrganizationEvent) -> dict[str, Any]:
@@ -99,9 +111,11 @@ async def _delete_in_batches(ctx: JobContext, table: str, where: str, params: di
     while True:
         async with ctx.tasks_db.begin() as conn:
             result = await conn.execute(
-                text(f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {where} LIMIT {DELETE_BATCH})"),
+                text(
+                    f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {where} LIMIT {DELETE_BATCH})"
+                ),
                 params,
-            )  # fmt: skip
+            )
         total += result.rowcount
         if result.rowcount < DELETE_BATCH:
             return total
@@ -122,7 +136,9 @@ async def tenant_created(ctx: JobContext, payload: TenantEvent) -> dict[str, Any
     org = await lookups.require_organization(ctx, payload.organization_id)
     async with ctx.tasks_db.begin() as conn:
         await conn.execute(
-            text("INSERT INTO organizations (id, name, status) VALUES (:id, :name, :status) ON CONFLICT DO NOTHING"),
+            text(
+                "INSERT INTO organizations (id, name, status) VALUES (:id, :name, :status) ON CONFLICT DO NOTHING"
+            ),
             {"id": org.id, "name": org.name, "status": org.tasks_status},
         )
         await _upsert_tenant(conn, tenant)
@@ -131,19 +147,28 @@ async def tenant_created(ctx: JobContext, payload: TenantEvent) -> dict[str, Any
 
 async def tenant_deleted(ctx: JobContext, payload: TenantEvent) -> dict[str, Any]:
     async with ctx.tasks_db.connect() as conn:
-        owner = (await conn.execute(text("SELECT organization_id FROM tenants WHERE id = :t"),
-                                    {"t": payload.tenant_id})).scalar()  # fmt: skip
+        owner = (
+            await conn.execute(
+                text("SELECT organization_id FROM tenants WHERE id = :t"), {"t": payload.tenant_id}
+            )
+        ).scalar()
     known = await lookups.tenant(ctx, payload.tenant_id)  # may already be gone at identity
-    if (owner and owner != payload.organization_id) or (known and known.organization_id != payload.organization_id):
-        raise PermanentError(f"tenant {payload.tenant_id} is not in organization {payload.organization_id}; refused")
+    if (owner and owner != payload.organization_id) or (
+        known and known.organization_id != payload.organization_id
+    ):
+        raise PermanentError(
+            f"tenant {payload.tenant_id} is not in organization {payload.organization_id}; refused"
+        )
     params = {"t": payload.tenant_id}
     notifications = await _delete_in_batches(
         ctx, "notifications", "task_id IN (SELECT id FROM tasks WHERE tenant_id = :t)", params
     )
     tasks = await _delete_in_batches(ctx, "tasks", "tenant_id = :t", params)
     tenants = await _delete_in_batches(ctx, "tenants", "id = :t", params)
-    return {"tenantId": payload.tenant_id, "deleted": {"notifications": notifications, "tasks": tasks,
-                                                       "tenants": tenants}}  # fmt: skip
+    return {
+        "tenantId": payload.tenant_id,
+        "deleted": {"notifications": notifications, "tasks": tasks, "tenants": tenants},
+    }
 
 
 HANDLERS = {

@@ -44,12 +44,16 @@ async def _from_db(ctx: JobContext, sql: str, **params: Any) -> list[dict[str, A
 
 
 def _fallback(ctx: JobContext, error: Exception, what: str) -> None:
-    ctx.log.warning("identity DB lookup of %s failed (%s); falling back to identity HTTP", what, type(error).__name__)
+    ctx.log.warning(
+        "identity DB lookup of %s failed (%s); falling back to identity HTTP", what, type(error).__name__
+    )
 
 
 async def organization(ctx: JobContext, organization_id: str) -> Organization | None:
     try:
-        rows = await _from_db(ctx, "SELECT id, name, status FROM organizations WHERE id = :id", id=organization_id)
+        rows = await _from_db(
+            ctx, "SELECT id, name, status FROM organizations WHERE id = :id", id=organization_id
+        )
         return Organization(**rows[0]) if rows else None
     except (SQLAlchemyError, OSError) as error:
         _fallback(ctx, error, f"organization {organization_id}")
@@ -62,7 +66,9 @@ async def organization(ctx: JobContext, organization_id: str) -> Organization | 
 
 async def tenant(ctx: JobContext, tenant_id: str) -> Tenant | None:
     try:
-        rows = await _from_db(ctx, "SELECT id, organization_id, name FROM tenants WHERE id = :id", id=tenant_id)
+        rows = await _from_db(
+            ctx, "SELECT id, organization_id, name FROM tenants WHERE id = :id", id=tenant_id
+        )
         return Tenant(**rows[0]) if rows else None
     except (SQLAlchemyError, OSError) as error:
         _fallback(ctx, error, f"tenant {tenant_id}")
@@ -103,12 +109,18 @@ async def require_tenant_of(ctx: JobContext, organization_id: str, tenant_id: st
     return found
 
 
-async def default_entitlements(ctx: JobContext, organization_id: str, product_slug: str) -> list[dict[str, Any]]:
+async def default_entitlements(
+    ctx: JobContext, organization_id: str, product_slug: str
+) -> list[dict[str, Any]]:
     try:
-        return await _from_db(ctx, "SELECT feature, quota FROM product_default_entitlements WHERE product_slug = :p",
-                              p=product_slug)  # fmt: skip
+        return await _from_db(
+            ctx,
+            "SELECT feature, quota FROM product_default_entitlements WHERE product_slug = :p",
+            p=product_slug,
+        )
     except (SQLAlchemyError, OSError) as error:
         _fallback(ctx, error, f"default entitlements of {product_slug}")
-    context = await ctx.identity.fetch_tasks_context(context={"organizationId": organization_id, "tenantId": None},
-                                                     product_slug=product_slug)  # fmt: skip
+    context = await ctx.identity.fetch_tasks_context(
+        context={"organizationId": organization_id, "tenantId": None}, product_slug=product_slug
+    )
     return list(context.get("entitlements") or [])

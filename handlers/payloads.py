@@ -16,5 +16,10 @@ class Payload(BaseModel):
     """Fields are named as the producers send them (camelCase); unknown fields are ignored, so a
     producer may add fields before we read them."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="ignore", frozen=True,
-                              str_strip_whitespace=True)  # fmt: skip
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="ignore",
+        frozen=True,
+        str_strip_whitespace=True,
+    )

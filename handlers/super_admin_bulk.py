@@ -126,7 +126,9 @@ def _where(target: Target, flt: BulkFilter) -> tuple[str, dict[str, Any]]:
         clauses.append("t.created_at < :created_before")
         params["created_before"] = flt.created_before
     if target == "users" and flt.organization_id is not None:
-        clauses.append("EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = t.id AND m.organization_id = :org)")
+        clauses.append(
+            "EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = t.id AND m.organization_id = :org)"
+        )
         params["org"] = flt.organization_id
     if target == "users" and flt.email_domain is not None:
         clauses.append("lower(split_part(t.email, '@', 2)) = lower(:domain)")
@@ -197,20 +199,40 @@ class Progress:
                 self.failures.append(failure)
 
     def dump(self) -> dict[str, Any]:
-        return {"bulkJobId": self.bulk_job_id, "operation": self.operation, "total": self.total,
-                "processed": self.processed, "succeeded": self.succeeded, "failed": self.failed,
-                "startedAt": self.started_at, "next": self.next, "doneAbove": sorted(self.done_above),
-                "failures": self.failures}  # fmt: skip
+        return {
+            "bulkJobId": self.bulk_job_id,
+            "operation": self.operation,
+            "total": self.total,
+            "processed": self.processed,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "startedAt": self.started_at,
+            "next": self.next,
+            "doneAbove": sorted(self.done_above),
+            "failures": self.failures,
+        }
 
     @classmethod
     def resume(cls, saved: Any, bulk_job_id: str, operation: str, total: int) -> Progress:
         fresh = cls(bulk_job_id, operation, total, time.time())
-        if not isinstance(saved, dict) or saved.get("bulkJobId") != bulk_job_id or saved.get("total") != total:
+        if (
+            not isinstance(saved, dict)
+            or saved.get("bulkJobId") != bulk_job_id
+            or saved.get("total") != total
+        ):
             return fresh
         try:
-            return cls(bulk_job_id, operation, total, float(saved["startedAt"]), int(saved["next"]),
-                       {int(i) for i in saved.get("doneAbove", [])}, int(saved["succeeded"]), int(saved["failed"]),
-                       list(saved.get("failures", [])))  # fmt: skip
+            return cls(
+                bulk_job_id,
+                operation,
+                total,
+                float(saved["startedAt"]),
+                int(saved["next"]),
+                {int(i) for i in saved.get("doneAbove", [])},
+                int(saved["succeeded"]),
+                int(saved["failed"]),
+                list(saved.get("failures", [])),
+            )
         except (KeyError, TypeError, ValueError):
             return fresh
 
@@ -229,11 +251,22 @@ class Telemetry:
     def message(self, status: str, **extra: Any) -> dict[str, Any]:
         p = self.progress
         elapsed = max(time.monotonic() - self.run_started, 1e-6)
-        return {"bulkJobId": p.bulk_job_id, "jobId": self.ctx.job_id, "operation": p.operation, "status": status,
-                "total": p.total, "processed": p.processed, "succeeded": p.succeeded, "failed": p.failed,
-                "throughputPerSec": round((p.processed - self.processed_at_start) / elapsed, 2),
-                "startedAt": _iso(p.started_at), "updatedAt": _iso(time.time()), "host": self.host, "pid": self.pid,
-                **extra}  # fmt: skip
+        return {
+            "bulkJobId": p.bulk_job_id,
+            "jobId": self.ctx.job_id,
+            "operation": p.operation,
+            "status": status,
+            "total": p.total,
+            "processed": p.processed,
+            "succeeded": p.succeeded,
+            "failed": p.failed,
+            "throughputPerSec": round((p.processed - self.processed_at_start) / elapsed, 2),
+            "startedAt": _iso(p.started_at),
+            "updatedAt": _iso(time.time()),
+            "host": self.host,
+            "pid": self.pid,
+            **extra,
+        }
 
     async def publish(self, status: str, **extra: Any) -> None:
         raw = json.dumps(self.message(status, **extra), separators=(",", ":"))
@@ -285,8 +318,13 @@ async def _apply_one(ctx: JobContext, payload: BulkChange, operation: str, item_
     body = {"reason": payload.reason, "actorId": payload.actor_id, "bulkJobId": payload.bulk_job_id}
     for attempt in range(ITEM_RETRIES):
         try:
-            await ctx.identity.call("POST", path, json=body, headers={"Idempotency-Key": key},
-                                    what=f"{operation} {payload.target} {item_id}")  # fmt: skip
+            await ctx.identity.call(
+                "POST",
+                path,
+                json=body,
+                headers={"Idempotency-Key": key},
+                what=f"{operation} {payload.target} {item_id}",
+            )
             return None
         except NotFound:
             return f"{payload.target[:-1]} {item_id} not found at identity"
@@ -301,7 +339,9 @@ async def _apply_one(ctx: JobContext, payload: BulkChange, operation: str, item_
     raise AssertionError("unreachable")
 
 
-async def _change(ctx: JobContext, payload: BulkChange, operation: Literal["activate", "suspend"]) -> dict[str, Any]:
+async def _change(
+    ctx: JobContext, payload: BulkChange, operation: Literal["activate", "suspend"]
+) -> dict[str, Any]:
     await require_super_admin(ctx, payload.actor_id)
     items = await _items(ctx, payload)
     progress = Progress.resume(ctx.progress, payload.bulk_job_id, operation, len(items))
@@ -330,10 +370,22 @@ async def _change(ctx: JobContext, payload: BulkChange, operation: Literal["acti
         failure = None
         if reason is not None:
             failure = {"id": item_id, "reason": reason}
-            ctx.log.warning("Super admin bulk job operation failed: bulkJobId=%s operation=%s %s=%s reason=%s",
-                            payload.bulk_job_id, operation, payload.target, item_id, reason)  # fmt: skip
-            ctx.event("bulk-item-failed", "Super admin bulk job operation failed", bulkJobId=payload.bulk_job_id,
-                      operation=operation, item=item_id, reason=reason)  # fmt: skip
+            ctx.log.warning(
+                "Super admin bulk job operation failed: bulkJobId=%s operation=%s %s=%s reason=%s",
+                payload.bulk_job_id,
+                operation,
+                payload.target,
+                item_id,
+                reason,
+            )
+            ctx.event(
+                "bulk-item-failed",
+                "Super admin bulk job operation failed",
+                bulkJobId=payload.bulk_job_id,
+                operation=operation,
+                item=item_id,
+                reason=reason,
+            )
         progress.mark(index, failure)
         await checkpoint()
 
@@ -364,15 +416,24 @@ async def _change(ctx: JobContext, payload: BulkChange, operation: Literal["acti
     if progress.failures:  # listed in the selection's order, whatever order the concurrent calls ended in
         order = {item: i for i, item in enumerate(items)}
         progress.failures.sort(key=lambda f: order.get(f["id"], 0))
-    summary = {"bulkJobId": payload.bulk_job_id, "operation": operation, "target": payload.target,
-               "total": progress.total, "succeeded": progress.succeeded, "failed": progress.failed,
-               "resumedAfter": resumed, "failures": progress.failures,
-               "failuresTruncated": progress.failed > len(progress.failures)}  # fmt: skip
+    summary = {
+        "bulkJobId": payload.bulk_job_id,
+        "operation": operation,
+        "target": payload.target,
+        "total": progress.total,
+        "succeeded": progress.succeeded,
+        "failed": progress.failed,
+        "resumedAfter": resumed,
+        "failures": progress.failures,
+        "failuresTruncated": progress.failed > len(progress.failures),
+    }
     if progress.total and progress.failed == progress.total:
         await telemetry.publish("failed")
         await ctx.redis.delete(ITEMS_KEY.format(job_id=ctx.job_id))
         first = "; ".join(f"{f['id']}: {f['reason']}" for f in progress.failures[:3])
-        raise PermanentError(f"every item of bulk job {payload.bulk_job_id} failed ({progress.failed}): {first}")
+        raise PermanentError(
+            f"every item of bulk job {payload.bulk_job_id} failed ({progress.failed}): {first}"
+        )
     await telemetry.publish("completed")
     await ctx.redis.delete(ITEMS_KEY.format(job_id=ctx.job_id))
     return summary
@@ -395,20 +456,31 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     # (header / JSON key, column, kind). Timestamps print in UTC (the export transaction sets TIME ZONE 'UTC'):
     # `2026-11-28 15:26:42.967798+00` in CSV (what COPY prints; to_char() would cost a third of the export),
     # ISO 8601 `2026-11-28T15:26:42.967798+00:00` in JSON.
-    "users": [("id", "id", "text"), ("email", "email", "text"), ("fullName", "full_name", "text"),
-              ("status", "status", "text"), ("isSuperAdmin", "is_super_admin", "bool"),
-              ("createdAt", "created_at", "time")],
-    "organizations": [("id", "id", "text"), ("name", "name", "text"), ("slug", "slug", "text"),
-                      ("status", "status", "text"), ("createdAt", "created_at", "time")],
-}  # fmt: skip
+    "users": [
+        ("id", "id", "text"),
+        ("email", "email", "text"),
+        ("fullName", "full_name", "text"),
+        ("status", "status", "text"),
+        ("isSuperAdmin", "is_super_admin", "bool"),
+        ("createdAt", "created_at", "time"),
+    ],
+    "organizations": [
+        ("id", "id", "text"),
+        ("name", "name", "text"),
+        ("slug", "slug", "text"),
+        ("status", "status", "text"),
+        ("createdAt", "created_at", "time"),
+    ],
+}
 
 
 def export_line_sql(target: Target, fmt: str) -> str:
     """One row's line, formatted by PostgreSQL: CSV (RFC 4180: text quoted, quotes doubled) or a JSON object."""
     columns = COLUMNS[target]
     if fmt == "csv":
-        return " || ',' || ".join(_csv(f"t.{column}") if kind == "text" else f"t.{column}::text"
-                                  for _, column, kind in columns)  # fmt: skip
+        return " || ',' || ".join(
+            _csv(f"t.{column}") if kind == "text" else f"t.{column}::text" for _, column, kind in columns
+        )
     pairs = ", ".join(f"'{key}', t.{column}" for key, column, _ in columns)
     return f"json_build_object({pairs})::text"
 
@@ -469,7 +541,7 @@ class _GzipFile:
 async def bulk_export(ctx: JobContext, payload: BulkExport) -> dict[str, Any]:
     await require_super_admin(ctx, payload.actor_id)
     export_dir = Path(getattr(ctx.settings, "MA_EXPORT_DIR", "var/exports"))
-    export_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(export_dir.mkdir, parents=True, exist_ok=True)
     final = export_dir / f"{payload.bulk_job_id}-{payload.target}.{payload.format}.gz"
     partial = export_dir / f".{final.name}.{ctx.job_id}.part"
     where, params = _where(payload.target, payload.filter)
@@ -479,7 +551,9 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> dict[str, Any]:
     ticker: asyncio.Task[None] | None = None
     try:
         async with ctx.identity_db.connect() as conn:
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ")  # count and rows: one snapshot
+            conn = await conn.execution_options(
+                isolation_level="REPEATABLE READ"
+            )  # count and rows: one snapshot
             await conn.begin()
             count_sql = f"SELECT count(*) FROM {_TABLE[payload.target]} t{' WHERE ' + where if where else ''}"
             progress.total = int((await conn.execute(text(count_sql), params)).scalar_one())
@@ -514,11 +588,24 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> dict[str, Any]:
     if progress.processed != progress.total:  # rows changed between count and read: report what was written
         progress.total = progress.processed
     await telemetry.publish("completed")
-    ctx.log.info("bulk export %s: %d %s rows, %d bytes to %s", payload.bulk_job_id, progress.processed,
-                 payload.target, sink.size, final)  # fmt: skip
-    return {"bulkJobId": payload.bulk_job_id, "operation": "export", "target": payload.target,
-            "format": payload.format, "path": str(final.resolve()), "rows": progress.processed, "bytes": sink.size,
-            "sha256": sink.digest.hexdigest()}  # fmt: skip
+    ctx.log.info(
+        "bulk export %s: %d %s rows, %d bytes to %s",
+        payload.bulk_job_id,
+        progress.processed,
+        payload.target,
+        sink.size,
+        final,
+    )
+    return {
+        "bulkJobId": payload.bulk_job_id,
+        "operation": "export",
+        "target": payload.target,
+        "format": payload.format,
+        "path": str(final.resolve()),
+        "rows": progress.processed,
+        "bytes": sink.size,
+        "sha256": sink.digest.hexdigest(),
+    }
 
 
 def _positional(clause: Any, params: dict[str, Any]) -> tuple[str, list[Any]]:

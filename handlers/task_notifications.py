@@ -8,7 +8,6 @@ nothing. Assignment latency (assignedAt -> notified) is sampled into the capped 
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 from pydantic import AwareDatetime, Field
@@ -48,31 +47,64 @@ async def task_assigned(ctx: JobContext, payload: TaskAssigned) -> dict[str, Any
     except NotFound as missing:
         raise PermanentError(f"{missing.what}: organization or tenant does not exist") from None
     async with ctx.tasks_db.begin() as conn:
-        local = (await conn.execute(text("SELECT status FROM organizations WHERE id = :o"),
-                                    {"o": payload.organization_id})).scalar()  # fmt: skip
+        local = (
+            await conn.execute(
+                text("SELECT status FROM organizations WHERE id = :o"), {"o": payload.organization_id}
+            )
+        ).scalar()
         if "suspended" in (local, context["organization"]["status"]):
-            ctx.log.info("task %s: organization %s is suspended; no notification", payload.task_id,
-                         payload.organization_id)  # fmt: skip
+            ctx.log.info(
+                "task %s: organization %s is suspended; no notification",
+                payload.task_id,
+                payload.organization_id,
+            )
             return {"notified": False, "reason": "organization suspended"}
-        task = (await conn.execute(text("SELECT organization_id, tenant_id FROM tasks WHERE id = :t"),
-                                   {"t": payload.task_id})).first()  # fmt: skip
-        if task is not None and (task.organization_id, task.tenant_id) != (payload.organization_id, payload.tenant_id):
-            raise PermanentError(f"task {payload.task_id} is not in organization {payload.organization_id} / "
-                                 f"tenant {payload.tenant_id}; refused")  # fmt: skip
-        created = (await conn.execute(
-            text("INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id, payload)"
-                 " VALUES (:key, 'task.assigned', :org, :task, :to, CAST(:body AS jsonb))"
-                 " ON CONFLICT (dedupe_key) DO NOTHING RETURNING created_at"),
-            {"key": f"task.assigned:{payload.task_id}:{payload.assignee_id}", "org": payload.organization_id,
-             "task": payload.task_id, "to": payload.assignee_id,
-             "body": json.dumps({"assignedBy": payload.assigned_by, "assignedAt": payload.assigned_at.isoformat(),
-                                 "tenantId": payload.tenant_id})},
-        )).scalar()  # fmt: skip
+        task = (
+            await conn.execute(
+                text("SELECT organization_id, tenant_id FROM tasks WHERE id = :t"), {"t": payload.task_id}
+            )
+        ).first()
+        if task is not None and (task.organization_id, task.tenant_id) != (
+            payload.organization_id,
+            payload.tenant_id,
+        ):
+            raise PermanentError(
+                f"task {payload.task_id} is not in organization {payload.organization_id} / "
+                f"tenant {payload.tenant_id}; refused"
+            )
+        created = (
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id, payload)"
+                    " VALUES (:key, 'task.assigned', :org, :task, :to, CAST(:body AS jsonb))"
+                    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING created_at"
+                ),
+                {
+                    "key": f"task.assigned:{payload.task_id}:{payload.assignee_id}",
+                    "org": payload.organization_id,
+                    "task": payload.task_id,
+                    "to": payload.assignee_id,
+                    "body": json.dumps(
+                        {
+                            "assignedBy": payload.assigned_by,
+                            "assignedAt": payload.assigned_at.isoformat(),
+                            "tenantId": payload.tenant_id,
+                        }
+                    ),
+                },
+            )
+        ).scalar()
     if created is None:
         return {"notified": False, "reason": "already notified"}
     latency_ms = max(0, round((created - payload.assigned_at).total_seconds() * 1000))
-    sample = json.dumps({"taskId": payload.task_id, "organizationId": payload.organization_id,
-                         "latencyMs": latency_ms, "at": created.isoformat()})  # fmt: skip
+    sample = json.dumps(
+        {
+            "taskId": payload.task_id,
+            "organizationId": payload.organization_id,
+            "latencyMs": latency_ms,
+            "at": created.isoformat(),
+        }
+    )
     async with ctx.redis.pipeline(transaction=False) as pipe:
         pipe.lpush(LATENCY_KEY, sample).ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
         for bound in LATENCY_BUCKETS:
@@ -100,7 +132,7 @@ async def task_due_soon(ctx: JobContext, payload: TaskDueSoon) -> dict[str, Any]
             ON CONFLICT (dedupe_key) DO NOTHING
             """),
             {"window": payload.window_minutes},
-        )  # fmt: skip
+        )
     reminders = result.rowcount
     ctx.log.info("Due-soon reminders sent: %d (window %d min)", reminders, payload.window_minutes)
     return {"reminders": reminders, "windowMinutes": payload.window_minutes}

@@ -37,29 +37,47 @@ async def invitation_send(ctx: JobContext, payload: InvitationSend) -> dict[str,
     if payload.tenant_id:
         await lookups.require_tenant_of(ctx, payload.organization_id, payload.tenant_id)
     try:
-        invitation = await ctx.identity.call("GET", f"/v1/invitations/{payload.invitation_id}",
-                                             what=f"invitation {payload.invitation_id}")  # fmt: skip
+        invitation = await ctx.identity.call(
+            "GET", f"/v1/invitations/{payload.invitation_id}", what=f"invitation {payload.invitation_id}"
+        )
     except NotFound:
         raise PermanentError(f"invitation {payload.invitation_id} does not exist at identity") from None
     if invitation.get("organizationId") != payload.organization_id:
-        raise PermanentError(f"invitation {payload.invitation_id} is not in organization {payload.organization_id}")
+        raise PermanentError(
+            f"invitation {payload.invitation_id} is not in organization {payload.organization_id}"
+        )
     if invitation.get("status") == "sent":
         return {"invitationId": payload.invitation_id, "alreadySent": True}
     invited = await ctx.supabase.invite(
         payload.email,
-        data={"invitationId": payload.invitation_id, "organizationId": payload.organization_id,
-              "tenantId": payload.tenant_id, "role": payload.role, "invitedBy": payload.invited_by},
+        data={
+            "invitationId": payload.invitation_id,
+            "organizationId": payload.organization_id,
+            "tenantId": payload.tenant_id,
+            "role": payload.role,
+            "invitedBy": payload.invited_by,
+        },
         redirect_to=payload.redirect_to,
-    )  # fmt: skip
-    await ctx.identity.call("POST", f"/v1/invitations/{payload.invitation_id}/sent",
-                            what=f"mark invitation {payload.invitation_id} sent")  # fmt: skip
-    return {"invitationId": payload.invitation_id, "alreadySent": False,
-            "alreadyRegistered": invited["alreadyRegistered"]}  # fmt: skip
+    )
+    await ctx.identity.call(
+        "POST",
+        f"/v1/invitations/{payload.invitation_id}/sent",
+        what=f"mark invitation {payload.invitation_id} sent",
+    )
+    return {
+        "invitationId": payload.invitation_id,
+        "alreadySent": False,
+        "alreadyRegistered": invited["alreadyRegistered"],
+    }
 
 
 async def session_cleanup(ctx: JobContext, payload: SessionCleanup) -> dict[str, Any]:
-    result = await ctx.identity.call("POST", "/v1/admin/sessions/cleanup",
-                                     json={"olderThanDays": payload.older_than_days}, what="session cleanup")  # fmt: skip
+    result = await ctx.identity.call(
+        "POST",
+        "/v1/admin/sessions/cleanup",
+        json={"olderThanDays": payload.older_than_days},
+        what="session cleanup",
+    )
     deleted = int(result.get("deleted", 0))
     ctx.log.info("Expired sessions purged: %d (older than %d days)", deleted, payload.older_than_days)
     ctx.event("scheduled-task", f"Expired sessions purged: {deleted}", count=str(deleted))

@@ -56,8 +56,11 @@ async def check_subscription(database_url: str, org: str, sub: str) -> None:
     engine = make_engine(database_url, read_only=True)
     try:
         async with engine.connect() as conn:
-            found = (await conn.execute(text("SELECT organization_id FROM subscriptions WHERE id = :s"),
-                                        {"s": sub})).first()  # fmt: skip
+            found = (
+                await conn.execute(
+                    text("SELECT organization_id FROM subscriptions WHERE id = :s"), {"s": sub}
+                )
+            ).first()
             if found is None:
                 raise CliError(f"subscription {sub} does not exist in the identity database")
             if found[0] != org:
@@ -79,8 +82,9 @@ class Plan:
         return [(job_id, data) for job_id, data in self.jobs if job_id not in gone]
 
 
-def backfill_jobs(org: str, sub: str, start: datetime, end: datetime, resolution: str,
-                  features: list[str] | None) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+def backfill_jobs(
+    org: str, sub: str, start: datetime, end: datetime, resolution: str, features: list[str] | None
+) -> list[tuple[str, dict[str, Any]]]:
     if end <= start:
         raise CliError(f"--end {end.date()} is not after --start {start.date()}")
     for flag, moment in (("--start", start), ("--end", end)):
@@ -91,8 +95,14 @@ def backfill_jobs(org: str, sub: str, start: datetime, end: datetime, resolution
     backfill_id = f"bf-{sub}-{resolution}-{start:%Y%m%dT%H}-{end:%Y%m%dT%H}-{tag}"
     jobs = []
     for lo, hi in billing.periods(start, end, resolution):  # type: ignore[arg-type]
-        data: dict[str, Any] = {"organizationId": org, "subscriptionId": sub, "periodStart": billing.iso(lo),
-                                "periodEnd": billing.iso(hi), "resolution": resolution, "backfillId": backfill_id}  # fmt: skip
+        data: dict[str, Any] = {
+            "organizationId": org,
+            "subscriptionId": sub,
+            "periodStart": billing.iso(lo),
+            "periodEnd": billing.iso(hi),
+            "resolution": resolution,
+            "backfillId": backfill_id,
+        }
         if features:
             data["features"] = features
         jobs.append((f"backfill-{sub}-{resolution}-{lo:%Y%m%dT%H}-{tag}", data))
@@ -129,8 +139,12 @@ async def add_all(redis: Redis, spec: QueueSpec, name: str, jobs: list[tuple[str
     try:
         for at in range(0, len(jobs), BATCH):
             chunk = jobs[at : at + BATCH]
-            await queue.addBulk([{"name": name, "data": data, "opts": {**spec.job_options(), "jobId": job_id}}
-                                 for job_id, data in chunk])  # fmt: skip
+            await queue.addBulk(
+                [
+                    {"name": name, "data": data, "opts": {**spec.job_options(), "jobId": job_id}}
+                    for job_id, data in chunk
+                ]
+            )
             if bar:
                 bar.update(task, advance=len(chunk))
     finally:
@@ -138,19 +152,34 @@ async def add_all(redis: Redis, spec: QueueSpec, name: str, jobs: list[tuple[str
             bar.stop()
 
 
-async def backfill(redis: Redis, spec: QueueSpec, database_url: str, *, org: str, sub: str, start: str, end: str,
-                   resolution: str, features: Sequence[str] | None, dry_run: bool) -> str:  # fmt: skip
+async def backfill(
+    redis: Redis,
+    spec: QueueSpec,
+    database_url: str,
+    *,
+    org: str,
+    sub: str,
+    start: str,
+    end: str,
+    resolution: str,
+    features: Sequence[str] | None,
+    dry_run: bool,
+) -> str:
     lo, hi = parse_day("--start", start), parse_day("--end", end)
     chosen = parse_features(features)
     jobs = backfill_jobs(org, sub, lo, hi, resolution, chosen)
     await check_subscription(database_url, org, sub)
     plan = await plan_of(redis, spec.name, jobs)
-    what = (f"backfill {sub} ({org}) {resolution} {billing.iso(lo)} -> {billing.iso(hi)}"
-            f" features {','.join(chosen) if chosen else 'all'}")  # fmt: skip
+    what = (
+        f"backfill {sub} ({org}) {resolution} {billing.iso(lo)} -> {billing.iso(hi)}"
+        f" features {','.join(chosen) if chosen else 'all'}"
+    )
     ids = [job_id for job_id, _ in plan.new]
     sample = f"\n  first {ids[0]}\n  last  {ids[-1]}" if ids else ""
     if dry_run:
-        return f"{what}: would enqueue {len(ids)} job(s), {len(plan.existing)} already there (dry run){sample}"
+        return (
+            f"{what}: would enqueue {len(ids)} job(s), {len(plan.existing)} already there (dry run){sample}"
+        )
     await add_all(redis, spec, "billing-usage.backfill", plan.new)
     return f"{what}: enqueued {len(ids)} job(s), {len(plan.existing)} already there{sample}"
 
@@ -163,15 +192,34 @@ def load_jobs(org: str, sub: str, days: int, usage_jobs: int, invoices: bool, ru
     out: dict[str, list] = {USAGE: [], INVOICE: []}
     for i in range(usage_jobs):
         day = today - timedelta(days=1 + i % days)
-        out[USAGE].append((f"loadtest-{run}-usage-{i}", "usage.aggregate", {
-            "organizationId": org, "subscriptionId": sub, "periodStart": billing.iso(day),
-            "periodEnd": billing.iso(day + timedelta(days=1)), "resolution": "hourly"}))  # fmt: skip
+        out[USAGE].append(
+            (
+                f"loadtest-{run}-usage-{i}",
+                "usage.aggregate",
+                {
+                    "organizationId": org,
+                    "subscriptionId": sub,
+                    "periodStart": billing.iso(day),
+                    "periodEnd": billing.iso(day + timedelta(days=1)),
+                    "resolution": "hourly",
+                },
+            )
+        )
     if invoices:
         for d in range(days):
             day = today - timedelta(days=1 + d)
-            out[INVOICE].append((f"loadtest-{run}-invoice-{d}", "invoice.generate", {
-                "organizationId": org, "subscriptionId": sub, "periodStart": billing.iso(day),
-                "periodEnd": billing.iso(day + timedelta(days=1))}))  # fmt: skip
+            out[INVOICE].append(
+                (
+                    f"loadtest-{run}-invoice-{d}",
+                    "invoice.generate",
+                    {
+                        "organizationId": org,
+                        "subscriptionId": sub,
+                        "periodStart": billing.iso(day),
+                        "periodEnd": billing.iso(day + timedelta(days=1)),
+                    },
+                )
+            )
     return out
 
 
@@ -179,8 +227,18 @@ async def _counter(redis: Redis, queue: str, name: str) -> int:
     return int(await redis.hget(f"ma:stats:{queue}", name) or 0)
 
 
-async def load_test(redis: Redis, table: dict[str, QueueSpec], database_url: str, *, org: str, sub: str, days: int,
-                    usage_jobs: int, invoices: bool, timeout: float) -> tuple[str, bool]:  # fmt: skip
+async def load_test(
+    redis: Redis,
+    table: dict[str, QueueSpec],
+    database_url: str,
+    *,
+    org: str,
+    sub: str,
+    days: int,
+    usage_jobs: int,
+    invoices: bool,
+    timeout: float,
+) -> tuple[str, bool]:
     await check_subscription(database_url, org, sub)
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     plan = load_jobs(org, sub, days, usage_jobs, invoices, run)
@@ -190,29 +248,45 @@ async def load_test(redis: Redis, table: dict[str, QueueSpec], database_url: str
         spec = table[queue]
         q = Queue(queue, {"connection": redis})
         for at in range(0, len(jobs), BATCH):
-            await q.addBulk([{"name": name, "data": data, "opts": {**spec.job_options(), "jobId": job_id}}
-                             for job_id, name, data in jobs[at : at + BATCH]])  # fmt: skip
+            await q.addBulk(
+                [
+                    {"name": name, "data": data, "opts": {**spec.job_options(), "jobId": job_id}}
+                    for job_id, name, data in jobs[at : at + BATCH]
+                ]
+            )
     total = sum(len(j) for j in plan.values())
-    print(f"load test {run}: enqueued {len(plan[USAGE])} usage and {len(plan[INVOICE])} invoice job(s); "
-          f"waiting up to {timeout:.0f}s for them to drain", file=sys.stderr)  # fmt: skip
+    print(
+        f"load test {run}: enqueued {len(plan[USAGE])} usage and {len(plan[INVOICE])} invoice job(s); "
+        f"waiting up to {timeout:.0f}s for them to drain",
+        file=sys.stderr,
+    )
     done: dict[str, dict[str, int]] = {}
     while True:
-        done = {queue: await _states(redis, queue, [job_id for job_id, _, _ in jobs]) for queue, jobs in plan.items()}
+        done = {
+            queue: await _states(redis, queue, [job_id for job_id, _, _ in jobs])
+            for queue, jobs in plan.items()
+        }
         finished = sum(s["completed"] + s["failed"] for s in done.values())
         if finished >= total or time.monotonic() - started > timeout:
             break
         await asyncio.sleep(0.5)
     elapsed = time.monotonic() - started
-    lines = [f"load test {run} on {sub} ({org}): {days} day(s), {usage_jobs} usage job(s), invoices {invoices}",
-             f"{'queue':<16} {'jobs':>5} {'completed':>9} {'failed':>6} {'throttled':>9} {'pending':>7}"]  # fmt: skip
+    lines = [
+        f"load test {run} on {sub} ({org}): {days} day(s), {usage_jobs} usage job(s), invoices {invoices}",
+        f"{'queue':<16} {'jobs':>5} {'completed':>9} {'failed':>6} {'throttled':>9} {'pending':>7}",
+    ]
     for queue, states in done.items():
         throttled = await _counter(redis, queue, "throttled") - before[queue]
         pending = len(plan[queue]) - states["completed"] - states["failed"]
-        lines.append(f"{queue:<16} {len(plan[queue]):>5} {states['completed']:>9} {states['failed']:>6} "
-                     f"{throttled:>9} {pending:>7}")  # fmt: skip
+        lines.append(
+            f"{queue:<16} {len(plan[queue]):>5} {states['completed']:>9} {states['failed']:>6} "
+            f"{throttled:>9} {pending:>7}"
+        )
     finished = sum(s["completed"] + s["failed"] for s in done.values())
-    lines.append(f"elapsed {elapsed:.1f}s, {finished / elapsed if elapsed else 0:.1f} jobs/s"
-                 + ("" if finished >= total else f"; {total - finished} job(s) not finished (timeout)"))  # fmt: skip
+    lines.append(
+        f"elapsed {elapsed:.1f}s, {finished / elapsed if elapsed else 0:.1f} jobs/s"
+        + ("" if finished >= total else f"; {total - finished} job(s) not finished (timeout)")
+    )
     ok = finished >= total and all(s["failed"] == 0 for s in done.values())
     return "\n".join(lines), ok
 

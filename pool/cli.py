@@ -24,9 +24,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         fail(str(error))
     if args.queue not in table:
         fail(f"unknown queue {args.queue!r}; known queues: {', '.join(table)}")
-    secrets = [s.get_secret_value() for s in (settings.SUPABASE_SERVICE_ROLE_KEY, settings.STRIPE_SECRET_KEY,
-                                              settings.STRIPE_WEBHOOK_SECRET) if s is not None]  # fmt: skip
-    secrets += [u.password for u in (settings.REDIS_URL, settings.DATABASE_URL) if getattr(u, "password", None)]
+    secrets = [
+        s.get_secret_value()
+        for s in (
+            settings.SUPABASE_SERVICE_ROLE_KEY,
+            settings.STRIPE_SECRET_KEY,
+            settings.STRIPE_WEBHOOK_SECRET,
+        )
+        if s is not None
+    ]
+    secrets += [
+        u.password for u in (settings.REDIS_URL, settings.DATABASE_URL) if getattr(u, "password", None)
+    ]
     setup_logging(secrets)
     return asyncio.run(serve(table[args.queue], settings))
 
@@ -91,18 +100,36 @@ async def _billing(args: argparse.Namespace) -> tuple[str, bool]:
     table = dict(load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES")))
     database_url = args.database_url or os.environ.get("DATABASE_URL")
     if not database_url:
-        raise CliError("DATABASE_URL is not set (identity database, read-only); pass --database-url or export it")
+        raise CliError(
+            "DATABASE_URL is not set (identity database, read-only); pass --database-url or export it"
+        )
     redis = plain_redis(_redis_url(args))
     try:
         if args.billing_command == "backfill":
-            out = await billing_cli.backfill(redis, table["billing-usage"], database_url, org=args.org,
-                                             sub=args.subscription, start=args.start, end=args.end,
-                                             resolution=args.resolution, features=args.features,
-                                             dry_run=args.dry_run)  # fmt: skip
+            out = await billing_cli.backfill(
+                redis,
+                table["billing-usage"],
+                database_url,
+                org=args.org,
+                sub=args.subscription,
+                start=args.start,
+                end=args.end,
+                resolution=args.resolution,
+                features=args.features,
+                dry_run=args.dry_run,
+            )
             return out, True
-        return await billing_cli.load_test(redis, table, database_url, org=args.org, sub=args.subscription,
-                                           days=args.days, usage_jobs=args.usage_jobs, invoices=args.invoices,
-                                           timeout=args.timeout)  # fmt: skip
+        return await billing_cli.load_test(
+            redis,
+            table,
+            database_url,
+            org=args.org,
+            sub=args.subscription,
+            days=args.days,
+            usage_jobs=args.usage_jobs,
+            invoices=args.invoices,
+            timeout=args.timeout,
+        )
     finally:
         await redis.aclose()
 
@@ -152,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=_cmd_exporter)
 
     dev = sub.add_parser("dev", help="the whole local stack: engines, doubles, supervisord, ma-top")
-    dev.add_argument("--no-top", action="store_true",
-                     help="do not open ma-top (it opens when this is a terminal); wait for Ctrl-C")
+    dev.add_argument(
+        "--no-top",
+        action="store_true",
+        help="do not open ma-top (it opens when this is a terminal); wait for Ctrl-C",
+    )
     dev.set_defaults(func=_cmd_dev)
 
-    sup = sub.add_parser("supervisord", help="start supervisord on supervisord.conf with the per-queue defaults")
+    sup = sub.add_parser(
+        "supervisord", help="start supervisord on supervisord.conf with the per-queue defaults"
+    )
     sup.add_argument("-c", "--config", default="supervisord.conf")
     sup.add_argument("extra", nargs=argparse.REMAINDER, help="more supervisord arguments (e.g. -n)")
     sup.set_defaults(func=_cmd_supervisord)
@@ -168,32 +200,44 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--job-id", help="deterministic job id (adding it twice adds nothing)")
     enq.add_argument("--delay", type=int, help="milliseconds before the job may run")
     enq.add_argument("--requeue", metavar="JOB_ID", help="move one failed job back to wait")
-    enq.add_argument("--requeue-failed", action="store_true", help="move every failed job of QUEUE back to wait")
+    enq.add_argument(
+        "--requeue-failed", action="store_true", help="move every failed job of QUEUE back to wait"
+    )
     enq.add_argument("--yes", action="store_true", help="do not ask before --requeue-failed")
     enq.add_argument("--redis-url", help="defaults to $REDIS_URL")
     enq.set_defaults(func=_cmd_enqueue)
 
     bil = sub.add_parser("billing", help="billing tooling: usage backfill, load test")
     bsub = bil.add_subparsers(dest="billing_command", required=True)
-    for name, helptext in (("backfill", "enqueue billing-usage.backfill jobs, one per period (idempotent)"),
-                           ("load-test", "stress the billing queues and report how they drained")):  # fmt: skip
+    for name, helptext in (
+        ("backfill", "enqueue billing-usage.backfill jobs, one per period (idempotent)"),
+        ("load-test", "stress the billing queues and report how they drained"),
+    ):
         cmd = bsub.add_parser(name, help=helptext)
         cmd.add_argument("--org", required=True, help="organization id, e.g. org_acme")
         cmd.add_argument("--subscription", required=True, help="subscription id, e.g. sub_acme")
         cmd.add_argument("--redis-url", help="defaults to $REDIS_URL")
-        cmd.add_argument("--database-url", help="identity DB (read-only check of org/subscription); $DATABASE_URL")
+        cmd.add_argument(
+            "--database-url", help="identity DB (read-only check of org/subscription); $DATABASE_URL"
+        )
         cmd.set_defaults(func=_cmd_billing)
         if name == "backfill":
             cmd.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC)")
-            cmd.add_argument("--end", required=True, help="day after the last one, YYYY-MM-DD (UTC, exclusive)")
+            cmd.add_argument(
+                "--end", required=True, help="day after the last one, YYYY-MM-DD (UTC, exclusive)"
+            )
             cmd.add_argument("--resolution", choices=("hourly", "daily", "monthly"), default="daily")
             cmd.add_argument("--features", action="append", help="feature(s), comma-separated or repeated")
-            cmd.add_argument("--dry-run", action="store_true", help="show what would be enqueued; enqueue nothing")
+            cmd.add_argument(
+                "--dry-run", action="store_true", help="show what would be enqueued; enqueue nothing"
+            )
         else:
             cmd.add_argument("--days", type=int, default=3)
             cmd.add_argument("--usage-jobs", type=int, default=25)
             cmd.add_argument("--invoices", type=_bool, default=False, help="true|false: add invoice jobs too")
-            cmd.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the queues to drain")
+            cmd.add_argument(
+                "--timeout", type=float, default=300.0, help="seconds to wait for the queues to drain"
+            )
     return parser
 
 

@@ -99,11 +99,21 @@ def bulk_job_from(raw: str) -> BulkJob | None:
     """A telemetry message (channel or last-state record) as a BulkJob; None when malformed."""
     try:
         m = json.loads(raw)
-        return BulkJob(str(m["bulkJobId"]), str(m.get("jobId", "")), str(m.get("operation", "")),
-                       str(m.get("status", "")), _int(m.get("total")), _int(m.get("processed")),
-                       _int(m.get("succeeded")), _int(m.get("failed")), float(m.get("throughputPerSec") or 0),
-                       _epoch(m.get("startedAt")), _epoch(m.get("updatedAt")), str(m.get("host", "")),
-                       _int(m.get("pid")))  # fmt: skip
+        return BulkJob(
+            str(m["bulkJobId"]),
+            str(m.get("jobId", "")),
+            str(m.get("operation", "")),
+            str(m.get("status", "")),
+            _int(m.get("total")),
+            _int(m.get("processed")),
+            _int(m.get("succeeded")),
+            _int(m.get("failed")),
+            float(m.get("throughputPerSec") or 0),
+            _epoch(m.get("startedAt")),
+            _epoch(m.get("updatedAt")),
+            str(m.get("host", "")),
+            _int(m.get("pid")),
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -146,8 +156,15 @@ def _per_minute(total: Any, meta_prev: Any, points: list[str]) -> tuple[int, ...
 
 
 class Collector:
-    def __init__(self, redis: Redis, known_queues: Iterable[str] = (), *, prefix: str = "bull",
-                 discover_every: float = 60.0, info_every: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis: Redis,
+        known_queues: Iterable[str] = (),
+        *,
+        prefix: str = "bull",
+        discover_every: float = 60.0,
+        info_every: float = 5.0,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.known = tuple(known_queues)
@@ -174,12 +191,16 @@ class Collector:
         info = await self.redis.info()
         failures = _int(await self.redis.hget(f"{STATS_PREFIX}redis", "connection_failures"))
         return RedisHealth(
-            up=True, used_memory=_int(info.get("used_memory")), maxmemory=_int(info.get("maxmemory")),
-            clients=_int(info.get("connected_clients")), ops_per_sec=_int(info.get("instantaneous_ops_per_sec")),
-            evicted_keys=_int(info.get("evicted_keys")), policy=str(info.get("maxmemory_policy", "")),
+            up=True,
+            used_memory=_int(info.get("used_memory")),
+            maxmemory=_int(info.get("maxmemory")),
+            clients=_int(info.get("connected_clients")),
+            ops_per_sec=_int(info.get("instantaneous_ops_per_sec")),
+            evicted_keys=_int(info.get("evicted_keys")),
+            policy=str(info.get("maxmemory_policy", "")),
             version=str(info.get("valkey_version") or info.get("redis_version") or ""),
             connection_failures=failures,
-        )  # fmt: skip
+        )
 
     async def fetch(self) -> Snapshot:
         now = time.monotonic()
@@ -206,7 +227,9 @@ class Collector:
         for beat in workers:
             per_queue[beat.queue] = per_queue.get(beat.queue, 0) + 1
         queues = tuple(
-            QueueStats(**{**q.__dict__, "workers": per_queue.get(q.name, 0), "handled": q.name in self._registered})
+            QueueStats(
+                **{**q.__dict__, "workers": per_queue.get(q.name, 0), "handled": q.name in self._registered}
+            )
             for q in queues
         )
         return Snapshot(time.time(), queues, workers, self._info, errors, bulk)
@@ -228,7 +251,9 @@ class Collector:
             for q in names:
                 k = f"{p}:{q}:"
                 pipe.llen(k + "wait").llen(k + "paused").llen(k + "active").zcard(k + "delayed")
-                pipe.zcard(k + "prioritized").zcard(k + "failed").zcard(k + "completed").zcard(k + "waiting-children")
+                pipe.zcard(k + "prioritized").zcard(k + "failed").zcard(k + "completed").zcard(
+                    k + "waiting-children"
+                )
                 pipe.hexists(k + "meta", "paused").pttl(k + "limiter").lindex(k + "wait", -1)
                 pipe.hmget(k + "metrics:completed", "count", "prevCount")
                 pipe.hmget(k + "metrics:failed", "count", "prevCount")
@@ -250,18 +275,28 @@ class Collector:
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
             wait, paused_list, active, delayed, prioritized, failed, completed, children = map(_int, row[:8])
             stamp = _int(stamps[i]) if stamps and stamps[i] else 0
-            result.append(QueueStats(
-                name=q,
-                counts={"waiting": wait + paused_list, "active": active, "delayed": delayed,
-                        "prioritized": prioritized, "failed": failed, "completed": completed,
-                        "waiting-children": children},
-                paused=bool(row[8]), rate_limited_ms=max(0, _int(row[9])),
-                oldest_waiting_s=max(0.0, (now_ms - stamp) / 1000) if stamp else None,
-                completed_total=_int(row[11][0]), failed_total=_int(row[12][0]),
-                completed_per_min=_per_minute(row[11][0], row[11][1], row[13]),
-                failed_per_min=_per_minute(row[12][0], row[12][1], row[14]),
-                counters={k: _int(v) for k, v in row[15].items()},
-            ))  # fmt: skip
+            result.append(
+                QueueStats(
+                    name=q,
+                    counts={
+                        "waiting": wait + paused_list,
+                        "active": active,
+                        "delayed": delayed,
+                        "prioritized": prioritized,
+                        "failed": failed,
+                        "completed": completed,
+                        "waiting-children": children,
+                    },
+                    paused=bool(row[8]),
+                    rate_limited_ms=max(0, _int(row[9])),
+                    oldest_waiting_s=max(0.0, (now_ms - stamp) / 1000) if stamp else None,
+                    completed_total=_int(row[11][0]),
+                    failed_total=_int(row[12][0]),
+                    completed_per_min=_per_minute(row[11][0], row[11][1], row[13]),
+                    failed_per_min=_per_minute(row[12][0], row[12][1], row[14]),
+                    counters={k: _int(v) for k, v in row[15].items()},
+                )
+            )
         return tuple(result)
 
     async def _workers(self) -> tuple[WorkerBeat, ...]:
@@ -274,9 +309,21 @@ class Collector:
             if not raw:
                 continue  # expired between the two reads: that worker is gone
             b = json.loads(raw)
-            beats.append(WorkerBeat(b["host"], b["pid"], b["queue"], b.get("process", ""), b.get("concurrency", 0),
-                                    tuple(b.get("inFlight", ())), b.get("processed", 0), b.get("failed", 0),
-                                    b.get("throttled", 0), b.get("started", 0), b.get("lastBeat", 0)))  # fmt: skip
+            beats.append(
+                WorkerBeat(
+                    b["host"],
+                    b["pid"],
+                    b["queue"],
+                    b.get("process", ""),
+                    b.get("concurrency", 0),
+                    tuple(b.get("inFlight", ())),
+                    b.get("processed", 0),
+                    b.get("failed", 0),
+                    b.get("throttled", 0),
+                    b.get("started", 0),
+                    b.get("lastBeat", 0),
+                )
+            )
         return tuple(beats)
 
     async def latency_samples(self, limit: int = 1000) -> list[dict[str, Any]]:

@@ -33,7 +33,11 @@ class HiredisPackConnection(Connection):
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
         try:
-            return [hiredis.pack_command(tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))]
+            return [
+                hiredis.pack_command(
+                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+                )
+            ]
         except TypeError as error:
             raise DataError(str(error)) from None
 
@@ -57,8 +61,12 @@ class LeanBlockingConnectionPool(BlockingConnectionPool):
         self._fast = self.connection_kwargs.get("credential_provider") is None
 
     def _fast_ok(self) -> bool:
-        return self._fast and not self._slow_waiters and not getattr(self, "_in_maintenance", False) \
-            and not self._lock.locked()  # fmt: skip
+        return (
+            self._fast
+            and not self._slow_waiters
+            and not getattr(self, "_in_maintenance", False)
+            and not self._lock.locked()
+        )
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         if self._available_connections and self._fast_ok():
@@ -103,8 +111,11 @@ class LeanRedis(Redis):
             return self._close_connection(conn, error, failure_count, started, args[0])
 
         try:
-            return await conn.retry.call_with_retry(lambda: self._send_command_parse_response(conn, args[0], *args, **options),
-                                                    on_failure, with_failure_count=True)  # fmt: skip
+            return await conn.retry.call_with_retry(
+                lambda: self._send_command_parse_response(conn, args[0], *args, **options),
+                on_failure,
+                with_failure_count=True,
+            )
         finally:
             await pool.release(conn)
 

@@ -74,15 +74,21 @@ class Dispatcher:
         route = self.routes.get(job.name)
         if route is None:
             known = ", ".join(sorted(self.routes)) or "none yet"
-            raise PermanentError(f"unknown job name {job.name!r} on queue {self.spec.name} (handled: {known})")
+            raise PermanentError(
+                f"unknown job name {job.name!r} on queue {self.spec.name} (handled: {known})"
+            )
         if isinstance(job.data, dict) and UNDECODABLE in job.data:
             bad = job.data[UNDECODABLE]
-            raise PermanentError(f"{', '.join(bad['fields'])}: not valid JSON (starts {bad['preview'][:40]!r}); "
-                                 "a foreign producer? nothing was run")  # fmt: skip
+            raise PermanentError(
+                f"{', '.join(bad['fields'])}: not valid JSON (starts {bad['preview'][:40]!r}); "
+                "a foreign producer? nothing was run"
+            )
         try:
             return route, route.payload.validate_python(job.data)
         except ValidationError as error:
-            raise PermanentError(f"invalid payload for {job.name}: {describe_validation_error(error)}") from None
+            raise PermanentError(
+                f"invalid payload for {job.name}: {describe_validation_error(error)}"
+            ) from None
 
     async def __call__(self, job: Job, token: str) -> Any:
         self._apply_queue_defaults(job)
@@ -92,15 +98,24 @@ class Dispatcher:
         self.telemetry.job_started(job.id)
         try:
             route, payload = self._parse(job)
-            ctx = JobContext(self.resources, self.spec.name, str(job.id), job.name, attempt, self.job_log,
-                             max_attempts=int(job.opts.get("attempts") or 1), progress=job.progress,
-                             save_progress=job.updateProgress)  # fmt: skip
+            ctx = JobContext(
+                self.resources,
+                self.spec.name,
+                str(job.id),
+                job.name,
+                attempt,
+                self.job_log,
+                max_attempts=int(job.opts.get("attempts") or 1),
+                progress=job.progress,
+                save_progress=job.updateProgress,
+            )
             result = await route.handler(ctx, payload)
         except ThrottledError as error:
             await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
             self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
-            self.job_log.info("%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label,
-                              error.retry_after)  # fmt: skip
+            self.job_log.info(
+                "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, error.retry_after
+            )
             raise DelayedError() from None
         except PermanentError as error:
             reason = str(error)

@@ -25,7 +25,9 @@ def parse_data(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise CliError(f"--data is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise CliError(
+            f"--data is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
     if not isinstance(data, dict):
         raise CliError(f"--data must be a JSON object (the job payload), got {type(data).__name__}")
     return data
@@ -37,8 +39,9 @@ def spec_for(table: Mapping[str, QueueSpec], name: str) -> QueueSpec:
     return table[name]
 
 
-async def add_job(redis: Redis, spec: QueueSpec, name: str, data: dict[str, Any], job_id: str | None,
-                  delay_ms: int | None) -> str:  # fmt: skip
+async def add_job(
+    redis: Redis, spec: QueueSpec, name: str, data: dict[str, Any], job_id: str | None, delay_ms: int | None
+) -> str:
     if job_id is not None and (not job_id or ":" in job_id or job_id.isdigit()):
         # bullmq silently ignores a duplicate id and breaks on ':' (DESIGN 8.9); integers clash with its own ids
         raise CliError(f"--job-id {job_id!r} is invalid: use a non-empty, non-numeric id without ':'")
@@ -70,8 +73,9 @@ async def requeue_one(redis: Redis, spec: QueueSpec, job_id: str) -> str:
     return f"requeued {spec.name} {job.name}#{job_id} (was: {reason})"
 
 
-async def requeue_failed(redis: Redis, spec: QueueSpec, *, assume_yes: bool,
-                         confirm: Callable[[str], bool]) -> str:  # fmt: skip
+async def requeue_failed(
+    redis: Redis, spec: QueueSpec, *, assume_yes: bool, confirm: Callable[[str], bool]
+) -> str:
     """Requeue the failed jobs counted at the prompt (later failures are left for a new look)."""
     key = f"bull:{spec.name}:failed"
     snapshot_ms = int(time.time() * 1000)
@@ -102,6 +106,6 @@ async def _retry_id(queue: Queue, job_id: str) -> bool:
         return False
     try:
         await job.retry("failed", {"resetAttemptsMade": True})
-    except Exception:  # moved or removed since the snapshot
+    except Exception:  # noqa: BLE001 - bullmq raises a bare Exception for a job moved or removed since the snapshot
         return False
     return True

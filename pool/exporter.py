@@ -36,7 +36,9 @@ SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "E
 
 
 class ExporterSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     REDIS_URL: RedisDsn
     """Redis connection string."""
@@ -81,7 +83,9 @@ class Exporter:
             except Exception as error:  # noqa: BLE001 - shown as a metric
                 snapshot.errors["latency"] = str(error)  # type: ignore[index]
         processes, sup_errors = await read_processes(self.supervisors) if self.supervisors else ([], {})
-        self.sample = Sample(snapshot, processes, sup_errors, latency, time.time(), time.monotonic() - started)
+        self.sample = Sample(
+            snapshot, processes, sup_errors, latency, time.time(), time.monotonic() - started
+        )
 
     @staticmethod
     def _redis_down(reason: str) -> Any:
@@ -93,21 +97,27 @@ class Exporter:
         while True:
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - the sampler must outlive any single failure
+            except Exception:
                 log.exception("sampling failed")
             await asyncio.sleep(self.interval)
 
     # -- prometheus_client custom collector ---------------------------------------------------------
-    def collect(self) -> Any:  # noqa: C901 - one family after another
+    def collect(self) -> Any:
         sample = self.sample
         snap = sample.snapshot
-        up = GaugeMetricFamily("ma_exporter_source_up", "1 if the source answered at the last sample", labels=["source"])
+        up = GaugeMetricFamily(
+            "ma_exporter_source_up", "1 if the source answered at the last sample", labels=["source"]
+        )
         up.add_metric(["redis"], 0.0 if snap is None or "redis" in snap.errors else 1.0)
-        for endpoint in self.supervisors:  # by host label: an http endpoint's credentials never reach a metric
+        for (
+            endpoint
+        ) in self.supervisors:  # by host label: an http endpoint's credentials never reach a metric
             label = endpoint_label(endpoint)
             up.add_metric([f"supervisord {label}"], 0.0 if label in sample.supervisor_errors else 1.0)
         yield up
-        last = GaugeMetricFamily("ma_exporter_last_sample_timestamp_seconds", "When the last sample was taken")
+        last = GaugeMetricFamily(
+            "ma_exporter_last_sample_timestamp_seconds", "When the last sample was taken"
+        )
         last.add_metric([], sample.taken_at)
         yield last
         took = GaugeMetricFamily("ma_exporter_sample_duration_seconds", "How long the last sample took")
@@ -116,36 +126,51 @@ class Exporter:
         if snap is None:
             return
         health = snap.redis
-        yield from self._gauges([
-            ("ma_redis_up", "1 if Redis answered the last sample", float(health.up)),
-            ("ma_redis_memory_used_bytes", "Redis used_memory", health.used_memory),
-            ("ma_redis_memory_max_bytes", "Redis maxmemory (0 = no limit)", health.maxmemory),
-            ("ma_redis_connected_clients", "Redis connected_clients", health.clients),
-            ("ma_redis_eviction_policy_ok", "1 if maxmemory-policy is noeviction (BullMQ needs it)",
-             float(health.policy == "noeviction") if health.up else 0.0),
-        ])  # fmt: skip
-        evicted = CounterMetricFamily("ma_redis_evicted_keys", "Keys Redis evicted (any is a BullMQ data loss)")
+        yield from self._gauges(
+            [
+                ("ma_redis_up", "1 if Redis answered the last sample", float(health.up)),
+                ("ma_redis_memory_used_bytes", "Redis used_memory", health.used_memory),
+                ("ma_redis_memory_max_bytes", "Redis maxmemory (0 = no limit)", health.maxmemory),
+                ("ma_redis_connected_clients", "Redis connected_clients", health.clients),
+                (
+                    "ma_redis_eviction_policy_ok",
+                    "1 if maxmemory-policy is noeviction (BullMQ needs it)",
+                    float(health.policy == "noeviction") if health.up else 0.0,
+                ),
+            ]
+        )
+        evicted = CounterMetricFamily(
+            "ma_redis_evicted_keys", "Keys Redis evicted (any is a BullMQ data loss)"
+        )
         evicted.add_metric([], health.evicted_keys)
         yield evicted
-        failures = CounterMetricFamily("ma_redis_connection_failures", "Redis connection failures seen by the pool")
+        failures = CounterMetricFamily(
+            "ma_redis_connection_failures", "Redis connection failures seen by the pool"
+        )
         failures.add_metric([], health.connection_failures)
         yield failures
 
         jobs = GaugeMetricFamily("ma_queue_jobs", "Jobs per queue and state", labels=["queue", "state"])
         families = {
             name: CounterMetricFamily(f"ma_queue_{name}", doc, labels=["queue"])
-            for name, doc in (("completed", "Jobs completed (BullMQ metrics)"), ("failed", "Jobs failed (BullMQ metrics)"),
-                              ("retries", "Failed attempts that were retried"),
-                              ("throttled", "Jobs deferred because identity throttled (no attempt burned)"),
-                              ("stalled", "Jobs found stalled and moved back to wait"))
-        }  # fmt: skip
+            for name, doc in (
+                ("completed", "Jobs completed (BullMQ metrics)"),
+                ("failed", "Jobs failed (BullMQ metrics)"),
+                ("retries", "Failed attempts that were retried"),
+                ("throttled", "Jobs deferred because identity throttled (no attempt burned)"),
+                ("stalled", "Jobs found stalled and moved back to wait"),
+            )
+        }
         gauges = {
             name: GaugeMetricFamily(f"ma_queue_{name}", doc, labels=["queue"])
-            for name, doc in (("oldest_waiting_seconds", "Age of the oldest waiting job (0 when none)"),
-                              ("workers", "Pool processes consuming the queue (heartbeats)"),
-                              ("paused", "1 if the queue is paused"), ("rate_limited", "1 if the queue is rate limited"),
-                              ("handled", "1 if the pool's queue table handles this queue"))
-        }  # fmt: skip
+            for name, doc in (
+                ("oldest_waiting_seconds", "Age of the oldest waiting job (0 when none)"),
+                ("workers", "Pool processes consuming the queue (heartbeats)"),
+                ("paused", "1 if the queue is paused"),
+                ("rate_limited", "1 if the queue is rate limited"),
+                ("handled", "1 if the pool's queue table handles this queue"),
+            )
+        }
         for q in snap.queues:
             for state, n in q.counts.items():
                 jobs.add_metric([q.name, state], n)
@@ -164,11 +189,15 @@ class Exporter:
 
         bulk = {
             name: GaugeMetricFamily(f"ma_bulk_job_{name}", doc, labels=["bulk_job_id", "operation"])
-            for name, doc in (("total", "Items in the bulk job"), ("processed", "Items processed so far"),
-                              ("failed", "Items that failed"), ("throughput_per_second", "Items per second"),
-                              ("last_heard_seconds", "Seconds since the bulk job's publisher was last heard"),
-                              ("running", "1 while the bulk job is running or throttled"))
-        }  # fmt: skip
+            for name, doc in (
+                ("total", "Items in the bulk job"),
+                ("processed", "Items processed so far"),
+                ("failed", "Items that failed"),
+                ("throughput_per_second", "Items per second"),
+                ("last_heard_seconds", "Seconds since the bulk job's publisher was last heard"),
+                ("running", "1 while the bulk job is running or throttled"),
+            )
+        }
         for job in snap.bulk_jobs:  # bounded: the collector keeps at most 50, updated within a day
             labels = [job.bulk_job_id, job.operation]
             bulk["total"].add_metric(labels, job.total)
@@ -179,8 +208,11 @@ class Exporter:
             bulk["running"].add_metric(labels, float(job.status in ("running", "throttled")))
         yield from bulk.values()
 
-        procs = GaugeMetricFamily("ma_supervisor_processes", "supervisord processes per program and state",
-                                  labels=["program", "state"])  # fmt: skip
+        procs = GaugeMetricFamily(
+            "ma_supervisor_processes",
+            "supervisord processes per program and state",
+            labels=["program", "state"],
+        )
         counted: dict[tuple[str, str], int] = {}
         for p in sample.processes:
             counted[(p.group, p.state)] = counted.get((p.group, p.state), 0) + 1
@@ -191,12 +223,18 @@ class Exporter:
 
         hist = sample.latency
         if hist:
-            buckets = sorted(((k[3:], v) for k, v in hist.items() if k.startswith("le:") and k != "le:+Inf"),
-                             key=lambda kv: float(kv[0]))  # fmt: skip
-            family = HistogramMetricFamily("ma_task_assignment_latency_seconds",
-                                           "Task assigned -> notification created")  # fmt: skip
-            family.add_metric([], [(str(float(b)), v) for b, v in buckets] + [("+Inf", hist.get("le:+Inf", 0))],
-                              sum_value=hist.get("sum_ms", 0) / 1000)  # fmt: skip
+            buckets = sorted(
+                ((k[3:], v) for k, v in hist.items() if k.startswith("le:") and k != "le:+Inf"),
+                key=lambda kv: float(kv[0]),
+            )
+            family = HistogramMetricFamily(
+                "ma_task_assignment_latency_seconds", "Task assigned -> notification created"
+            )
+            family.add_metric(
+                [],
+                [(str(float(b)), v) for b, v in buckets] + [("+Inf", hist.get("le:+Inf", 0))],
+                sum_value=hist.get("sum_ms", 0) / 1000,
+            )
             yield family
 
     @staticmethod
@@ -221,19 +259,27 @@ class Exporter:
         def pct(p: float) -> float | None:
             if not values:
                 return None
-            return float(statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]) if len(values) > 1 \
-                else float(values[0])  # fmt: skip
+            return (
+                float(statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1])
+                if len(values) > 1
+                else float(values[0])
+            )
 
-        return web.json_response({
-            "metric": "task_assignment_latency_ms", "count": len(values),
-            "percentiles": {"p50": pct(50), "p90": pct(90), "p99": pct(99)},
-            "samples": samples[:100],
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "metric": "task_assignment_latency_ms",
+                "count": len(values),
+                "percentiles": {"p50": pct(50), "p90": pct(90), "p99": pct(99)},
+                "samples": samples[:100],
+            }
+        )
 
     async def healthz(self, request: web.Request) -> web.Response:
         fresh = time.time() - self.sample.taken_at < 3 * self.interval + 10
-        return web.json_response({"status": "ok" if fresh else "stale", "lastSample": self.sample.taken_at},
-                                 status=200 if fresh else 503)  # fmt: skip
+        return web.json_response(
+            {"status": "ok" if fresh else "stale", "lastSample": self.sample.taken_at},
+            status=200 if fresh else 503,
+        )
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -252,8 +298,13 @@ async def serve(settings: ExporterSettings) -> int:
     runner = web.AppRunner(exporter.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.MA_EXPORTER_HOST, settings.MA_EXPORTER_PORT).start()
-    log.info("exporter on http://%s:%d/metrics (every %.0fs; supervisord: %s)", settings.MA_EXPORTER_HOST,
-             settings.MA_EXPORTER_PORT, settings.BULLMQ_METRICS_INTERVAL, ", ".join(supervisors) or "-")  # fmt: skip
+    log.info(
+        "exporter on http://%s:%d/metrics (every %.0fs; supervisord: %s)",
+        settings.MA_EXPORTER_HOST,
+        settings.MA_EXPORTER_PORT,
+        settings.BULLMQ_METRICS_INTERVAL,
+        ", ".join(supervisors) or "-",
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -49,7 +49,7 @@ class Formatter(logging.Formatter):
             line = f"{line}\n{self.formatStack(record.stack_info)}"
         return line
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self.stamp(record.created)
 
     def stamp(self, created: float) -> str:
@@ -143,8 +143,12 @@ class JobLines:
         if not logger.isEnabledFor(logging.INFO):
             return
         handlers = logging.root.handlers
-        if (self._plain and len(handlers) == 1 and type(handlers[0]) is LineHandler
-                and handlers[0].write_info(logger.name, text)):  # fmt: skip
+        if (
+            self._plain
+            and len(handlers) == 1
+            and type(handlers[0]) is LineHandler
+            and handlers[0].write_info(logger.name, text)
+        ):
             return
         logger.info("%s", text)
 

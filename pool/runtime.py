@@ -8,6 +8,7 @@ force-close (the unfinished ones are re-run by BullMQ's stall check), retire the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -43,8 +44,9 @@ def async_url(url: Any) -> str:
 
 def make_engine(url: Any, *, read_only: bool = False) -> AsyncEngine:
     args = {"server_settings": {"default_transaction_read_only": "on"}} if read_only else {}
-    return create_async_engine(async_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True,
-                               connect_args=args)  # fmt: skip
+    return create_async_engine(
+        async_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args=args
+    )
 
 
 def describe(error: BaseException) -> str:
@@ -61,8 +63,12 @@ async def wait_for_redis(redis: Redis) -> None:
         except (RedisError, OSError, TimeoutError) as error:
             failures += 1
             delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-            log.error("Redis connection failed at start (attempt %d, next in %.0fs): %s", failures, delay,
-                      describe(error))  # fmt: skip
+            log.error(
+                "Redis connection failed at start (attempt %d, next in %.0fs): %s",
+                failures,
+                delay,
+                describe(error),
+            )
             await asyncio.sleep(delay)
             continue
         if failures:
@@ -91,8 +97,13 @@ async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
             dict(schedule.data),
             spec.job_options(),
         )
-        log.info("scheduler %s: %s every %ds on %s", schedule.id, schedule.job_name, schedule.every_ms // 1000,
-                 spec.name)  # fmt: skip
+        log.info(
+            "scheduler %s: %s every %ds on %s",
+            schedule.id,
+            schedule.job_name,
+            schedule.every_ms // 1000,
+            spec.name,
+        )
 
 
 async def serve(spec: QueueSpec, settings: Settings) -> int:
@@ -102,15 +113,23 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0),
-                             limits=httpx.Limits(max_connections=spec.concurrency + 10))  # fmt: skip
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=spec.concurrency + 10)
+    )
     identity_base = str(settings.IDENTITY_BASE_URL)
     resources = Resources(
-        settings, redis, identity_db, tasks_db, telemetry.event,
+        settings,
+        redis,
+        identity_db,
+        tasks_db,
+        telemetry.event,
         identity=IdentityClient(identity_base, settings.SUPABASE_SERVICE_ROLE_KEY, http),
-        supabase=SupabaseAdmin(str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, http),
-        stripe=make_stripe(settings), enqueue=Enqueuer(redis, load_table(settings.MA_QUEUE_TABLE)),
-    )  # fmt: skip
+        supabase=SupabaseAdmin(
+            str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, http
+        ),
+        stripe=make_stripe(settings),
+        enqueue=Enqueuer(redis, load_table(settings.MA_QUEUE_TABLE)),
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,8 +158,12 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
     beats = asyncio.ensure_future(telemetry.run(probe))
-    log.info("consuming %s: concurrency=%d handlers=%s", spec.name, spec.concurrency,
-             ",".join(sorted(spec.handlers)) or "-")  # fmt: skip
+    log.info(
+        "consuming %s: concurrency=%d handlers=%s",
+        spec.name,
+        spec.concurrency,
+        ",".join(sorted(spec.handlers)) or "-",
+    )
 
     await stopping
     await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
@@ -148,8 +171,13 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     await telemetry.retire(probe)
     await _dispose(redis, probe, identity_db, tasks_db)
     await http.aclose()
-    log.info("stopped %s: processed=%d failed=%d throttled=%d", spec.name, telemetry.processed,
-             telemetry.failed_count, telemetry.throttled_count)  # fmt: skip
+    log.info(
+        "stopped %s: processed=%d failed=%d throttled=%d",
+        spec.name,
+        telemetry.processed,
+        telemetry.failed_count,
+        telemetry.throttled_count,
+    )
     return 0
 
 
@@ -161,8 +189,12 @@ def make_stripe(settings: Settings) -> Any:
     import stripe
 
     base = {"api": str(settings.STRIPE_API_BASE).rstrip("/")} if settings.STRIPE_API_BASE else None
-    return stripe.StripeClient(settings.STRIPE_SECRET_KEY.get_secret_value(), base_addresses=base,
-                               http_client=stripe.HTTPXClient(), max_network_retries=settings.MA_STRIPE_NETWORK_RETRIES)  # fmt: skip
+    return stripe.StripeClient(
+        settings.STRIPE_SECRET_KEY.get_secret_value(),
+        base_addresses=base,
+        http_client=stripe.HTTPXClient(),
+        max_network_retries=settings.MA_STRIPE_NETWORK_RETRIES,
+    )
 
 
 class Enqueuer:
@@ -198,8 +230,11 @@ async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
     done, _ = await asyncio.wait({closing}, timeout=grace)
     if not done:
         left = sorted(telemetry.in_flight)
-        log.warning("grace of %.0fs expired with job(s) %s in flight; forcing close (they will be re-run)",
-                    grace, ",".join(left))  # fmt: skip
+        log.warning(
+            "grace of %.0fs expired with job(s) %s in flight; forcing close (they will be re-run)",
+            grace,
+            ",".join(left),
+        )
         telemetry.event("forced-shutdown", f"forced close with {len(left)} job(s) in flight", jobIds=left)
         await asyncio.wait({asyncio.ensure_future(worker.close(force=True)), closing}, timeout=5)
 
@@ -208,7 +243,5 @@ async def _dispose(redis: Redis, probe: Redis, *engines: AsyncEngine) -> None:
     for engine in engines:
         await engine.dispose()
     for client in (redis, probe):
-        try:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(client.aclose(), timeout=2)
-        except (RedisError, OSError, TimeoutError):
-            pass

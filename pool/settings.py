@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         if self.MA_PROCESS_NAME:
             return self.MA_PROCESS_NAME
         if self.SUPERVISOR_PROCESS_NAME:  # as supervisorctl names it: group:process
-            return f"{self.SUPERVISOR_GROUP_NAME or self.SUPERVISOR_PROCESS_NAME}:{self.SUPERVISOR_PROCESS_NAME}"
+            return (
+                f"{self.SUPERVISOR_GROUP_NAME or self.SUPERVISOR_PROCESS_NAME}:{self.SUPERVISOR_PROCESS_NAME}"
+            )
         return ""
 
 

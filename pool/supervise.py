@@ -24,7 +24,7 @@ def prepare_state_dir(config: Path) -> None:
     (config.resolve().parent / "var" / "log").mkdir(parents=True, exist_ok=True)
 
 
-def exec_supervisord(config: str, extra: list[str]) -> int:
+def exec_supervisord(config: str, extra: list[str]) -> int:  # noqa: RET503 - os.execve does not return
     path = Path(config)
     if not path.exists():
         print(f"ma-worker: no supervisord config at {path}", file=sys.stderr)

@@ -46,17 +46,34 @@ def endpoint_label(endpoint: str) -> str:
 def _proxy(endpoint: str) -> Any:
     """A fresh proxy per call: SupervisorTransport keeps a dead connection after one failure."""
     if endpoint.startswith("unix://"):
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, endpoint))
+        return xmlrpc.client.ServerProxy(
+            "http://127.0.0.1", transport=SupervisorTransport(None, None, endpoint)
+        )
     return xmlrpc.client.ServerProxy(endpoint.rstrip("/") + "/RPC2")
 
 
 def _read(endpoint: str) -> list[ProcessInfo]:
     infos = _proxy(endpoint).supervisor.getAllProcessInfo()
-    return [ProcessInfo(endpoint, p["group"], p["name"], p["statename"], p["pid"], p["start"], p["now"],
-                        p["description"], p.get("exitstatus", 0), p.get("spawnerr", "")) for p in infos]  # fmt: skip
+    return [
+        ProcessInfo(
+            endpoint,
+            p["group"],
+            p["name"],
+            p["statename"],
+            p["pid"],
+            p["start"],
+            p["now"],
+            p["description"],
+            p.get("exitstatus", 0),
+            p.get("spawnerr", ""),
+        )
+        for p in infos
+    ]
 
 
-async def read_processes(endpoints: list[str], timeout: float = 3.0) -> tuple[list[ProcessInfo], dict[str, str]]:
+async def read_processes(
+    endpoints: list[str], timeout: float = 3.0
+) -> tuple[list[ProcessInfo], dict[str, str]]:
     """Every endpoint's processes; an endpoint that fails is reported in the errors, the rest still count."""
     results = await asyncio.gather(
         *(asyncio.wait_for(asyncio.to_thread(_read, e), timeout) for e in endpoints), return_exceptions=True

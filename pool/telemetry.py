@@ -73,9 +73,18 @@ class Telemetry:
 
     # -- called from the dispatcher and handlers (never block) --------------------------------
     def event(self, kind: str, message: str, **fields: Any) -> None:
-        record = {"ts": str(now_ms()), "kind": kind, "message": message, "queue": self.queue,
-                  "host": self.host, "pid": str(self.pid), "process": self.process_name}  # fmt: skip
-        record.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None})
+        record = {
+            "ts": str(now_ms()),
+            "kind": kind,
+            "message": message,
+            "queue": self.queue,
+            "host": self.host,
+            "pid": str(self.pid),
+            "process": self.process_name,
+        }
+        record.update(
+            {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
+        )
         self._pending.append(record)
 
     def job_started(self, job_id: str) -> None:
@@ -93,8 +102,13 @@ class Telemetry:
     def failed(self, spec: QueueSpec, job: Job, reason: str, *, final: bool) -> None:
         self.failed_count += 1
         self.count("failed" if final else "retries")
-        self.event("failed" if final else "retry", reason, jobId=str(job.id), name=job.name,
-                   attempt=str(job.attemptsMade + 1))  # fmt: skip
+        self.event(
+            "failed" if final else "retry",
+            reason,
+            jobId=str(job.id),
+            name=job.name,
+            attempt=str(job.attemptsMade + 1),
+        )
 
     def throttled(self, spec: QueueSpec, job: Job, reason: str, retry_after: float) -> None:
         """First throttle of a window logs at once; repeats are counted and logged when it closes."""
@@ -103,8 +117,14 @@ class Telemetry:
         window = self._throttles.get(spec.name)
         if window is None:
             self._throttles[spec.name] = _ThrottleWindow(spec.throttle_line, time.monotonic())
-            log.warning("%s (job %s#%s, retry in %.1fs: %s)", spec.throttle_line, job.name, job.id,
-                        retry_after, reason)  # fmt: skip
+            log.warning(
+                "%s (job %s#%s, retry in %.1fs: %s)",
+                spec.throttle_line,
+                job.name,
+                job.id,
+                retry_after,
+                reason,
+            )
             self.event("throttled", spec.throttle_line, jobId=str(job.id), name=job.name, count="1")
         else:
             window.count += 1
@@ -121,11 +141,18 @@ class Telemetry:
     # -- the background loop --------------------------------------------------------------------
     def heartbeat(self) -> dict[str, Any]:
         return {
-            "host": self.host, "pid": self.pid, "queue": self.queue, "process": self.process_name,
-            "concurrency": self.concurrency, "inFlight": sorted(self.in_flight),
-            "processed": self.processed, "failed": self.failed_count, "throttled": self.throttled_count,
-            "started": self.started, "lastBeat": now_ms(),
-        }  # fmt: skip
+            "host": self.host,
+            "pid": self.pid,
+            "queue": self.queue,
+            "process": self.process_name,
+            "concurrency": self.concurrency,
+            "inFlight": sorted(self.in_flight),
+            "processed": self.processed,
+            "failed": self.failed_count,
+            "throttled": self.throttled_count,
+            "started": self.started,
+            "lastBeat": now_ms(),
+        }
 
     async def flush(self, redis: Redis) -> None:
         self.close_throttle_windows()
@@ -161,8 +188,11 @@ class Telemetry:
                 if down_since is not None:
                     outage = time.monotonic() - down_since
                     log.warning("Redis connection recovered after %.1fs (%d failed checks)", outage, failures)
-                    self.event("redis-recovered", f"Redis connection recovered after {outage:.1f}s",
-                               failures=str(failures))  # fmt: skip
+                    self.event(
+                        "redis-recovered",
+                        f"Redis connection recovered after {outage:.1f}s",
+                        failures=str(failures),
+                    )
                     down_since, failures = None, 0
                     continue  # deliver the recovery event now
             except (RedisError, OSError, TimeoutError) as error:

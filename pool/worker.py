@@ -50,15 +50,22 @@ def _undecodable_fields(job_data: dict[str, Any]) -> dict[str, Any]:
 
 
 class PoolWorker(Worker):
-    async def nextJobFromJobData(self, job_data: dict | None = None, job_id: str | None = None, limit_until: int = 0,
-                                 delay_until: int = 0, token: str | None = None) -> Any:  # fmt: skip
+    async def nextJobFromJobData(
+        self,
+        job_data: dict | None = None,
+        job_id: str | None = None,
+        limit_until: int = 0,
+        delay_until: int = 0,
+        token: str | None = None,
+    ) -> Any:
         try:
             return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
         except (ValueError, TypeError):
             if not job_data:
                 raise
-            return await super().nextJobFromJobData(_undecodable_fields(job_data), job_id, limit_until, delay_until,
-                                                    token)  # fmt: skip
+            return await super().nextJobFromJobData(
+                _undecodable_fields(job_data), job_id, limit_until, delay_until, token
+            )
 
     async def processJob(self, job: Job, token: str) -> None:
         """One lane: process `job`, then the jobs its completion fetched, until the queue has none ready."""
@@ -74,8 +81,9 @@ class PoolWorker(Worker):
             if "removeOnFail" not in job.opts and "removeOnFail" in self.opts:
                 job.opts["removeOnFail"] = self.opts["removeOnFail"]
             self.jobs.add((job, token))
-            controller = self.lockManager.track_job(job.id, token, int(time.time() * 1000),
-                                                    should_create_controller=self._processor_wants_signal)  # fmt: skip
+            controller = self.lockManager.track_job(
+                job.id, token, int(time.time() * 1000), should_create_controller=self._processor_wants_signal
+            )
             if job.deferredFailure:
                 await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
                 self.emit("failed", job, UnrecoverableError(job.deferredFailure))
@@ -86,14 +94,17 @@ class PoolWorker(Worker):
                 result = await self.processor(job, token)
             if not self.forceClosing:
                 fetch = not (self.closing or self.paused)
-                done = await self.backend.moveToCompleted(job, result, job.opts.get("removeOnComplete", False),
-                                                          token, fetch_next=fetch)  # fmt: skip
+                done = await self.backend.moveToCompleted(
+                    job, result, job.opts.get("removeOnComplete", False), token, fetch_next=fetch
+                )
                 job.returnvalue = result
                 job.attemptsMade = job.attemptsMade + 1
                 raw = done.get("result") if isinstance(done, dict) else None
                 if fetch and raw:
                     job_data, job_id, limit_until, delay_until = raw
-                    next_job = await self.nextJobFromJobData(job_data, job_id, limit_until or 0, delay_until or 0, token)
+                    next_job = await self.nextJobFromJobData(
+                        job_data, job_id, limit_until or 0, delay_until or 0, token
+                    )
             self.emit("completed", job, result)
         except (DelayedError, WaitingChildrenError):
             return None

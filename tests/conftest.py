@@ -91,8 +91,9 @@ async def tasks_db(db_urls: databases.DatabaseUrls) -> Any:
     await conn.close()
 
 
-async def wait_for(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition",
-                   every: float = 0.1) -> Any:  # fmt: skip
+async def wait_for(
+    check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition", every: float = 0.1
+) -> Any:
     """Poll an (async or sync) check until it returns something truthy; fail with `what` on timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -112,8 +113,9 @@ def node_bullmq() -> Path:
     if shutil.which("node") is None:
         pytest.fail("node is not on PATH: the interop tests need Node 20 and npm")
     if not (NODE_DIR / "node_modules" / "bullmq").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True
+        )
     return NODE_DIR
 
 
@@ -123,8 +125,13 @@ class PoolProcess:
     def __init__(self, queue: str, env: dict[str, str], log: Path) -> None:
         self.log = log
         self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(BIN / "ma-worker"), "run", queue], env=env, stdout=self.out,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(BIN / "ma-worker"), "run", queue],
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -146,7 +153,9 @@ def start_pool(valkey: engines.Engine, db_urls: databases.DatabaseUrls, tmp_path
     started: list[PoolProcess] = []
 
     def start(queue: str = "identity-events", **extra: str) -> PoolProcess:
-        proc = PoolProcess(queue, pool_env(valkey.url, db_urls, **extra), tmp_path / f"pool-{len(started)}.log")
+        proc = PoolProcess(
+            queue, pool_env(valkey.url, db_urls, **extra), tmp_path / f"pool-{len(started)}.log"
+        )
         started.append(proc)
         return proc
 
@@ -167,8 +176,12 @@ class ServiceDouble:
         self.port = engines.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(BIN / "python"), "-m", module, "--port", str(self.port), *args],
-                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(BIN / "python"), "-m", module, "--port", str(self.port), *args],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -201,11 +214,17 @@ class IdentityDouble(ServiceDouble):
     """The identity double (devstack/identity_double.py) over the identity database."""
 
     def __init__(self, admin_url: str, log: Path, token_ttl: float = 300) -> None:
-        super().__init__("devstack.identity_double", ["--database-url", admin_url, "--service-key", SERVICE_KEY,
-                                                      "--token-ttl", str(token_ttl)], log, "/healthz")  # fmt: skip
+        super().__init__(
+            "devstack.identity_double",
+            ["--database-url", admin_url, "--service-key", SERVICE_KEY, "--token-ttl", str(token_ttl)],
+            log,
+            "/healthz",
+        )
 
     def fault(self, status: int | str, count: int = 1, path: str = "", retry_after: float = 1) -> None:
-        self.hook("POST", "/__faults", {"status": status, "count": count, "path": path, "retryAfter": retry_after})
+        self.hook(
+            "POST", "/__faults", {"status": status, "count": count, "path": path, "retryAfter": retry_after}
+        )
 
 
 @pytest.fixture(scope="session")
@@ -231,8 +250,12 @@ class StripeDouble(ServiceDouble):
         super().__init__("devstack.stripe_double", [], log, "/__stats")
 
     def env(self) -> dict[str, str]:
-        return {"STRIPE_SECRET_KEY": self.SECRET_KEY, "STRIPE_API_BASE": self.url,
-                "STRIPE_WEBHOOK_SECRET": self.WEBHOOK_SECRET, "MA_STRIPE_NETWORK_RETRIES": "1"}  # fmt: skip
+        return {
+            "STRIPE_SECRET_KEY": self.SECRET_KEY,
+            "STRIPE_API_BASE": self.url,
+            "STRIPE_WEBHOOK_SECRET": self.WEBHOOK_SECRET,
+            "MA_STRIPE_NETWORK_RETRIES": "1",
+        }
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +284,9 @@ def start_real_pool(start_pool: Any, identity: IdentityDouble) -> Any:
     """A pool process with the real queue table and handlers, talking to the identity double."""
 
     def start(queue: str, **extra: str) -> PoolProcess:
-        return start_pool(queue, MA_QUEUE_TABLE="pool.queue_table:QUEUES", IDENTITY_BASE_URL=identity.url, **extra)
+        return start_pool(
+            queue, MA_QUEUE_TABLE="pool.queue_table:QUEUES", IDENTITY_BASE_URL=identity.url, **extra
+        )
 
     return start
 

@@ -54,8 +54,12 @@ async def subscription(identity_db):
         await identity_db.execute(
             "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start, current_period_end,"
             " stripe_customer_id, stripe_payment_method) VALUES ($1, 'org_globex', $2, $3, $4, 'cus_test', $5)",
-            sub, plan, start, end, card,
-        )  # fmt: skip
+            sub,
+            plan,
+            start,
+            end,
+            card,
+        )
         return sub
 
     return make
@@ -79,11 +83,19 @@ async def paid_invoice(identity_db, stripe, amount: int) -> tuple[str, str]:
     await identity_db.execute(
         "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
         " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
-        " '1 day', 'usd', $2, $2, '[]')", invoice_id, amount,
-    )  # fmt: skip
-    intent = stripe_client(stripe).v1.payment_intents.create({
-        "amount": amount, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True,
-        "metadata": {"invoiceId": invoice_id}})  # fmt: skip
+        " '1 day', 'usd', $2, $2, '[]')",
+        invoice_id,
+        amount,
+    )
+    intent = stripe_client(stripe).v1.payment_intents.create(
+        {
+            "amount": amount,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "metadata": {"invoiceId": invoice_id},
+        }
+    )
     return invoice_id, intent.id
 
 
@@ -96,16 +108,27 @@ def signed(secret: str, event: dict) -> tuple[str, str]:
 
 
 # -- usage rollups ----------------------------------------------------------------------------------------------------
-async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(redis, billing_pool, identity_db):
+async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(
+    redis, billing_pool, identity_db
+):
     start, end = today() - timedelta(days=30), today()
     billing_pool(USAGE)
-    body = {"organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(start),
-            "periodEnd": iso(end), "resolution": "daily"}  # fmt: skip
+    body = {
+        "organizationId": "org_acme",
+        "subscriptionId": "sub_acme",
+        "periodStart": iso(start),
+        "periodEnd": iso(end),
+        "resolution": "daily",
+    }
     first = await run_job(redis, USAGE, "usage.aggregate", body)
     assert first.returnvalue is not None, first.failedReason
 
-    raw = await identity_db.fetch("SELECT feature, quantity, occurred_at FROM usage_events WHERE subscription_id ="
-                                  " 'sub_acme' AND occurred_at >= $1 AND occurred_at < $2", start, end)  # fmt: skip
+    raw = await identity_db.fetch(
+        "SELECT feature, quantity, occurred_at FROM usage_events WHERE subscription_id ="
+        " 'sub_acme' AND occurred_at >= $1 AND occurred_at < $2",
+        start,
+        end,
+    )
     reference: dict[tuple[str, datetime], list] = defaultdict(lambda: [Decimal(0), 0])
     for r in raw:
         day = r["occurred_at"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -113,14 +136,20 @@ async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(red
         reference[(r["feature"], day)][1] += 1
 
     async def stored() -> dict:
-        rows = await identity_db.fetch("SELECT feature, bucket_start, quantity, event_count, writes FROM usage_rollups"
-                                       " WHERE subscription_id = 'sub_acme' AND resolution = 'daily'"
-                                       " AND bucket_start >= $1 AND bucket_start < $2", start, end)  # fmt: skip
-        return {(r["feature"], r["bucket_start"]): (r["quantity"], r["event_count"], r["writes"]) for r in rows}
+        rows = await identity_db.fetch(
+            "SELECT feature, bucket_start, quantity, event_count, writes FROM usage_rollups"
+            " WHERE subscription_id = 'sub_acme' AND resolution = 'daily'"
+            " AND bucket_start >= $1 AND bucket_start < $2",
+            start,
+            end,
+        )
+        return {
+            (r["feature"], r["bucket_start"]): (r["quantity"], r["event_count"], r["writes"]) for r in rows
+        }
 
     once = await stored()
     assert len(raw) > 100 and len(once) == len(reference)
-    assert {k: list(v[:2]) for k, v in once.items()} == {k: v for k, v in reference.items()}
+    assert {k: list(v[:2]) for k, v in once.items()} == dict(reference.items())
     assert first.returnvalue["events"] == len(raw) and first.returnvalue["rollups"] == len(reference)
 
     again = await run_job(redis, USAGE, "usage.aggregate", body)
@@ -131,8 +160,11 @@ async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(red
 
     # A late correction: one event gone; the re-run makes the rollup follow, and an emptied bucket disappears.
     victim = raw[0]
-    await identity_db.execute("DELETE FROM usage_events WHERE subscription_id = 'sub_acme' AND occurred_at = $1"
-                              " AND feature = $2", victim["occurred_at"], victim["feature"])  # fmt: skip
+    await identity_db.execute(
+        "DELETE FROM usage_events WHERE subscription_id = 'sub_acme' AND occurred_at = $1 AND feature = $2",
+        victim["occurred_at"],
+        victim["feature"],
+    )
     await run_job(redis, USAGE, "usage.aggregate", body)
     fixed = await stored()
     day = victim["occurred_at"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -146,29 +178,65 @@ async def test_rollups_equal_an_independent_aggregation_and_a_rerun_replaces(red
 async def test_bad_periods_fail_naming_the_field(redis, billing_pool):
     billing_pool(USAGE)
     base = {"organizationId": "org_acme", "subscriptionId": "sub_acme", "resolution": "daily"}
-    job = await run_job(redis, USAGE, "usage.aggregate",
-                        {**base, "periodStart": "2024-08-01T10:30:00Z", "periodEnd": "2024-08-02T00:00:00Z"})  # fmt: skip
+    job = await run_job(
+        redis,
+        USAGE,
+        "usage.aggregate",
+        {**base, "periodStart": "2024-08-01T10:30:00Z", "periodEnd": "2024-08-02T00:00:00Z"},
+    )
     assert "periodStart must start a day (UTC) for resolution daily" in job.failedReason
-    job = await run_job(redis, USAGE, "usage.aggregate",
-                        {**base, "periodStart": "2024-08-02T00:00:00Z", "periodEnd": "2024-08-01T00:00:00Z"})  # fmt: skip
+    job = await run_job(
+        redis,
+        USAGE,
+        "usage.aggregate",
+        {**base, "periodStart": "2024-08-02T00:00:00Z", "periodEnd": "2024-08-01T00:00:00Z"},
+    )
     assert "periodEnd must be after periodStart" in job.failedReason
-    job = await run_job(redis, USAGE, "usage.aggregate", {**base, "subscriptionId": "sub_globex",
-                        "periodStart": "2024-08-01T00:00:00Z", "periodEnd": "2024-08-02T00:00:00Z"})  # fmt: skip
+    job = await run_job(
+        redis,
+        USAGE,
+        "usage.aggregate",
+        {
+            **base,
+            "subscriptionId": "sub_globex",
+            "periodStart": "2024-08-01T00:00:00Z",
+            "periodEnd": "2024-08-02T00:00:00Z",
+        },
+    )
     assert job.failedReason == "subscriptionId sub_globex is not in organization org_acme; refused"
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ma-worker"), *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "ma-worker"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
-async def test_backfill_cli_enqueues_one_job_per_period_once(redis, valkey, db_urls, billing_pool, identity_db):
+async def test_backfill_cli_enqueues_one_job_per_period_once(
+    redis, valkey, db_urls, billing_pool, identity_db
+):
     from tests.conftest import pool_env
 
     env = pool_env(valkey.url, db_urls)
     env.pop("MA_QUEUE_TABLE")
-    args = ["billing", "backfill", "--org", "org_acme", "--subscription", "sub_acme", "--resolution", "daily",
-            "--features", "ai.tokens"]  # fmt: skip
+    args = [
+        "billing",
+        "backfill",
+        "--org",
+        "org_acme",
+        "--subscription",
+        "sub_acme",
+        "--resolution",
+        "daily",
+        "--features",
+        "ai.tokens",
+    ]
     start, end = today() - timedelta(days=12), today() - timedelta(days=7)
     window = ["--start", start.date().isoformat(), "--end", end.date().isoformat()]
 
@@ -184,7 +252,10 @@ async def test_backfill_cli_enqueues_one_job_per_period_once(redis, valkey, db_u
     assert await Queue(USAGE, {"connection": redis}).getJobCounts("waiting") == {"waiting": 5}
 
     for bad, message in (
-        (["--start", "2024-09-01", "--end", "2024-08-01"], "--end 2024-08-01 is not after --start 2024-09-01"),
+        (
+            ["--start", "2024-09-01", "--end", "2024-08-01"],
+            "--end 2024-08-01 is not after --start 2024-09-01",
+        ),
         (["--start", "2024-13-01", "--end", "2024-08-01"], "--start 2024-13-01 is not a date (YYYY-MM-DD)"),
     ):
         out = cli(*args, *bad, env=env)
@@ -196,12 +267,19 @@ async def test_backfill_cli_enqueues_one_job_per_period_once(redis, valkey, db_u
     q = Queue(USAGE, {"connection": redis})
     await wait_for(lambda: q.getJobCounts("completed"), what="backfill jobs", timeout=30)
     await wait_for(lambda: _all_completed(q, 5), what="5 backfill jobs completed", timeout=30)
-    rows = await identity_db.fetchval("SELECT count(DISTINCT bucket_start) FROM usage_rollups WHERE subscription_id ="
-                                      " 'sub_acme' AND resolution = 'daily' AND feature = 'ai.tokens'"
-                                      " AND bucket_start >= $1 AND bucket_start < $2", start, end)  # fmt: skip
+    rows = await identity_db.fetchval(
+        "SELECT count(DISTINCT bucket_start) FROM usage_rollups WHERE subscription_id ="
+        " 'sub_acme' AND resolution = 'daily' AND feature = 'ai.tokens'"
+        " AND bucket_start >= $1 AND bucket_start < $2",
+        start,
+        end,
+    )
     days_with_usage = await identity_db.fetchval(
         "SELECT count(DISTINCT date_trunc('day', occurred_at, 'UTC')) FROM usage_events WHERE subscription_id ="
-        " 'sub_acme' AND feature = 'ai.tokens' AND occurred_at >= $1 AND occurred_at < $2", start, end)  # fmt: skip
+        " 'sub_acme' AND feature = 'ai.tokens' AND occurred_at >= $1 AND occurred_at < $2",
+        start,
+        end,
+    )
     assert rows == days_with_usage > 0
     backfill_ids = {j.returnvalue["backfillId"] for j in await q.getJobs(["completed"])}
     assert len(backfill_ids) == 1
@@ -220,12 +298,25 @@ async def test_invoice_is_priced_exactly_rendered_recorded_charged_once_and_rene
     sub = await subscription()
     start, end = this_month()
     at = start + timedelta(hours=3)
-    await add_usage(identity_db, sub, [("ai.tokens", "50000", at), ("ai.tokens", "50000", at),
-                                       ("ai.tokens", "50250", at + timedelta(hours=1)),  # 50,250 over 100,000
-                                       ("storage.gb", "6", at), ("storage.gb", "6", at),  # 2 GB over 10
-                                       ("api.calls", "9000", at)])  # fmt: skip
+    await add_usage(
+        identity_db,
+        sub,
+        [
+            ("ai.tokens", "50000", at),
+            ("ai.tokens", "50000", at),
+            ("ai.tokens", "50250", at + timedelta(hours=1)),  # 50,250 over 100,000
+            ("storage.gb", "6", at),
+            ("storage.gb", "6", at),  # 2 GB over 10
+            ("api.calls", "9000", at),
+        ],
+    )
     billing_pool(INVOICE)
-    body = {"organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(start), "periodEnd": iso(end)}
+    body = {
+        "organizationId": "org_globex",
+        "subscriptionId": sub,
+        "periodStart": iso(start),
+        "periodEnd": iso(end),
+    }
     first = await run_job(redis, INVOICE, "invoice.generate", body)
     result = first.returnvalue
     assert result is not None, first.failedReason
@@ -245,7 +336,9 @@ async def test_invoice_is_priced_exactly_rendered_recorded_charged_once_and_rene
     assert hashlib.sha256(pdf.read_bytes()).hexdigest() == invoice["document_sha256"]
 
     again = await run_job(redis, INVOICE, "invoice.generate", body)  # e.g. the Node side sends it twice
-    assert again.returnvalue["invoiceId"] == result["invoiceId"] and again.returnvalue["paymentStatus"] == "paid"
+    assert (
+        again.returnvalue["invoiceId"] == result["invoiceId"] and again.returnvalue["paymentStatus"] == "paid"
+    )
     assert stripe.stats().get("POST /v1/payment_intents") == 1
     assert await identity_db.fetchval("SELECT count(*) FROM invoices WHERE subscription_id = $1", sub) == 1
 
@@ -255,25 +348,41 @@ async def test_invoice_is_priced_exactly_rendered_recorded_charged_once_and_rene
     delayed = [j for j in await q.getJobs(["delayed"]) if j.data.get("subscriptionId") == sub]
     assert [j.id for j in delayed] == [renewal]
     next_end = (end + timedelta(days=32)).replace(day=1)
-    assert delayed[0].data == {"organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(end),
-                               "periodEnd": iso(next_end)}  # fmt: skip
+    assert delayed[0].data == {
+        "organizationId": "org_globex",
+        "subscriptionId": sub,
+        "periodStart": iso(end),
+        "periodEnd": iso(next_end),
+    }
 
 
-async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(redis, billing_pool, subscription,
-                                                                      identity_db, stripe):  # fmt: skip
+async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(
+    redis, billing_pool, subscription, identity_db, stripe
+):
     sub = await subscription(card="pm_card_chargeCustomerFail")
     start, end = this_month()
     billing_pool(INVOICE)
     billing_pool(SYNC)
-    job = await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                                             "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+    job = await run_job(
+        redis,
+        INVOICE,
+        "invoice.generate",
+        {
+            "organizationId": "org_globex",
+            "subscriptionId": sub,
+            "periodStart": iso(start),
+            "periodEnd": iso(end),
+        },
+    )
     assert job.returnvalue["paymentStatus"] == "failed" and job.returnvalue["failureCode"] == "card_declined"
     invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
     assert (invoice["payment_status"], invoice["failure_code"]) == ("failed", "card_declined")
 
     retry = await run_job(redis, SYNC, "payment.retry", {"invoiceId": invoice["id"]})
-    assert retry.failedReason == (f"payment of invoice {invoice['number']} declined (card_declined) on attempt 2;"
-                                  " recorded on the invoice")  # fmt: skip
+    assert retry.failedReason == (
+        f"payment of invoice {invoice['number']} declined (card_declined) on attempt 2;"
+        " recorded on the invoice"
+    )
     assert retry.attemptsMade == 1  # permanent: not retried by BullMQ
     assert stripe.stats().get("POST /v1/payment_intents") == 2  # one per attempt
 
@@ -284,8 +393,17 @@ async def invoiced_and_paid(redis, billing_pool, subscription) -> dict:
     start, end = this_month()
     billing_pool(INVOICE)
     billing_pool(SYNC)
-    job = await run_job(redis, INVOICE, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                                             "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+    job = await run_job(
+        redis,
+        INVOICE,
+        "invoice.generate",
+        {
+            "organizationId": "org_globex",
+            "subscriptionId": sub,
+            "periodStart": iso(start),
+            "periodEnd": iso(end),
+        },
+    )
     return job.returnvalue
 
 
@@ -295,30 +413,57 @@ async def test_webhooks_refund_duplicate_and_forged(redis, billing_pool, subscri
     assert paid["paymentStatus"] == "paid"
     client = stripe_client(stripe)
     refund = client.v1.refunds.create({"payment_intent": paid["paymentIntentId"]})
-    event = {"id": f"evt_{uuid.uuid4().hex[:12]}", "object": "event", "type": "charge.refunded",
-             "data": {"object": {"object": "refund", "id": refund.id, "payment_intent": paid["paymentIntentId"]}}}  # fmt: skip
+    event = {
+        "id": f"evt_{uuid.uuid4().hex[:12]}",
+        "object": "event",
+        "type": "charge.refunded",
+        "data": {"object": {"object": "refund", "id": refund.id, "payment_intent": paid["paymentIntentId"]}},
+    }
 
     forged_body, forged_sig = signed("whsec_not_ours", event)
-    forged = await run_job(redis, SYNC, "payment.webhook", {"stripeEventId": event["id"], "type": event["type"],
-                                                            "payload": forged_body, "signature": forged_sig})  # fmt: skip
+    forged = await run_job(
+        redis,
+        SYNC,
+        "payment.webhook",
+        {
+            "stripeEventId": event["id"],
+            "type": event["type"],
+            "payload": forged_body,
+            "signature": forged_sig,
+        },
+    )
     assert forged.failedReason == "signature: Stripe webhook signature verification failed; nothing changed"
-    assert await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", paid["invoiceId"]) == "paid"
+    assert (
+        await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", paid["invoiceId"])
+        == "paid"
+    )
 
     body, sig = signed(stripe.WEBHOOK_SECRET, event)
     job = {"stripeEventId": event["id"], "type": event["type"], "payload": body, "signature": sig}
     applied = await run_job(redis, SYNC, "payment.webhook", job)
     assert applied.returnvalue["paymentStatus"] == "refunded" and applied.returnvalue["duplicate"] is False
-    row = await identity_db.fetchrow("SELECT payment_status, amount_refunded_minor FROM invoices WHERE id = $1",
-                                     paid["invoiceId"])  # fmt: skip
+    row = await identity_db.fetchrow(
+        "SELECT payment_status, amount_refunded_minor FROM invoices WHERE id = $1", paid["invoiceId"]
+    )
     assert (row["payment_status"], row["amount_refunded_minor"]) == ("refunded", paid["totalMinor"])
 
     duplicate = await run_job(redis, SYNC, "payment.webhook", job)
-    assert duplicate.returnvalue == {"stripeEventId": event["id"], "duplicate": True, "invoiceId": paid["invoiceId"]}
-    assert await identity_db.fetchval("SELECT count(*) FROM payment_events WHERE stripe_event_id = $1", event["id"]) == 1
+    assert duplicate.returnvalue == {
+        "stripeEventId": event["id"],
+        "duplicate": True,
+        "invoiceId": paid["invoiceId"],
+    }
+    assert (
+        await identity_db.fetchval(
+            "SELECT count(*) FROM payment_events WHERE stripe_event_id = $1", event["id"]
+        )
+        == 1
+    )
 
 
-async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(redis, billing_pool, subscription,
-                                                                           identity_db, stripe):  # fmt: skip
+async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(
+    redis, billing_pool, subscription, identity_db, stripe
+):
     paid = await invoiced_and_paid(redis, billing_pool, subscription)
     # The sync pool's scheduler sweeps once as the pool starts. Let that sweep pass first: a pool slow to start (a
     # loaded machine) would otherwise find the lost payment below itself, and the sweep under test would see a
@@ -330,53 +475,89 @@ async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(redis
 
     await wait_for(startup_sweep_done, what="the start-up reconciliation sweep")
     # Identity lost track of the payment (as if the webhook never came and the record call was lost).
-    await identity_db.execute("UPDATE invoices SET payment_status = 'unpaid', payment_intent_id = NULL WHERE id = $1",
-                              paid["invoiceId"])  # fmt: skip
+    await identity_db.execute(
+        "UPDATE invoices SET payment_status = 'unpaid', payment_intent_id = NULL WHERE id = $1",
+        paid["invoiceId"],
+    )
     sweep = await run_job(redis, SYNC, "payment.reconcile", {})
     key = f"reconcile-{paid['paymentIntentId']}-paid"
     assert key in sweep.returnvalue["jobIds"]
     await settle(redis, SYNC, key)
-    row = await identity_db.fetchrow("SELECT payment_status, payment_intent_id FROM invoices WHERE id = $1",
-                                     paid["invoiceId"])  # fmt: skip
+    row = await identity_db.fetchrow(
+        "SELECT payment_status, payment_intent_id FROM invoices WHERE id = $1", paid["invoiceId"]
+    )
     assert tuple(row) == ("paid", paid["paymentIntentId"])
     again = await run_job(redis, SYNC, "payment.reconcile", {})
     assert key not in again.returnvalue["jobIds"]
 
 
-async def test_worker_killed_between_charge_and_record_never_charges_twice(redis, start_pool, identity, stripe,
-                                                                           subscription, identity_db, tmp_path):  # fmt: skip
+async def test_worker_killed_between_charge_and_record_never_charges_twice(
+    redis, start_pool, identity, stripe, subscription, identity_db, tmp_path
+):
     sub = await subscription()
     start, end = this_month()
     # Stripe creates the PaymentIntent, then its answer is held back: the worker is killed before it hears the id.
-    stripe.hook("POST", "/__faults", {"status": "slow-after", "delay": 20, "path": "/v1/payment_intents", "count": 1})
-    env = {"MA_QUEUE_TABLE": "tests.support.table:REAL_FAST", "IDENTITY_BASE_URL": identity.url,
-           "MA_INVOICE_DIR": str(tmp_path), **stripe.env()}  # fmt: skip
+    stripe.hook(
+        "POST", "/__faults", {"status": "slow-after", "delay": 20, "path": "/v1/payment_intents", "count": 1}
+    )
+    env = {
+        "MA_QUEUE_TABLE": "tests.support.table:REAL_FAST",
+        "IDENTITY_BASE_URL": identity.url,
+        "MA_INVOICE_DIR": str(tmp_path),
+        **stripe.env(),
+    }
     first = start_pool(INVOICE, **env)
     q = Queue(INVOICE, {"connection": redis})
-    added = await q.add("invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                             "periodStart": iso(start), "periodEnd": iso(end)}, {"attempts": 3})  # fmt: skip
+    added = await q.add(
+        "invoice.generate",
+        {
+            "organizationId": "org_globex",
+            "subscriptionId": sub,
+            "periodStart": iso(start),
+            "periodEnd": iso(end),
+        },
+        {"attempts": 3},
+    )
     await wait_for(lambda: stripe.stats().get("POST /v1/payment_intents") == 1, what="the charge at Stripe")
     first.proc.kill()
     first.proc.wait()
-    assert await identity_db.fetchval("SELECT payment_intent_id FROM invoices WHERE subscription_id = $1", sub) is None
+    assert (
+        await identity_db.fetchval("SELECT payment_intent_id FROM invoices WHERE subscription_id = $1", sub)
+        is None
+    )
     second = start_pool(INVOICE, **env)
     job = await settle(redis, INVOICE, added.id, timeout=60)
     assert job.returnvalue is not None, job.failedReason
     assert stripe.stats().get("POST /v1/payment_intents") == 1  # adopted by metadata, not charged again
     invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
-    assert (invoice["payment_status"], invoice["payment_intent_id"]) == ("paid", job.returnvalue["paymentIntentId"])
+    assert (invoice["payment_status"], invoice["payment_intent_id"]) == (
+        "paid",
+        job.returnvalue["paymentIntentId"],
+    )
     assert "adopting" in second.text()
 
 
-async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_counted(redis, start_pool, identity,
-                                                                                    stripe, identity_db):  # fmt: skip
+async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_counted(
+    redis, start_pool, identity, stripe, identity_db
+):
     from pool.collector import Collector
 
     invoice_id, intent_id = await paid_invoice(identity_db, stripe, 700)
     stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})
-    start_pool(SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env())
-    job = await run_job(redis, SYNC, "payment.webhook", {"stripeEventId": f"evt_{invoice_id}", "type":
-                        "payment_intent.succeeded", "paymentIntentId": intent_id}, timeout=60)  # fmt: skip
+    start_pool(
+        SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env()
+    )
+    job = await run_job(
+        redis,
+        SYNC,
+        "payment.webhook",
+        {
+            "stripeEventId": f"evt_{invoice_id}",
+            "type": "payment_intent.succeeded",
+            "paymentIntentId": intent_id,
+        },
+        timeout=60,
+    )
     assert job.returnvalue["paymentStatus"] == "paid", job.failedReason
     assert job.attemptsMade >= 2
     assert stripe.stats()["fault 503"] >= 2
@@ -398,15 +579,50 @@ async def test_a_429_storm_defers_every_billing_job_without_burning_attempts_and
     added = []
     for day in range(1, 7):
         lo = today() - timedelta(days=day)
-        added.append((USAGE, await Queue(USAGE, {"connection": redis}).add("usage.aggregate", {
-            "organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(lo),
-            "periodEnd": iso(lo + timedelta(days=1)), "resolution": "hourly"})))  # fmt: skip
+        added.append(
+            (
+                USAGE,
+                await Queue(USAGE, {"connection": redis}).add(
+                    "usage.aggregate",
+                    {
+                        "organizationId": "org_acme",
+                        "subscriptionId": "sub_acme",
+                        "periodStart": iso(lo),
+                        "periodEnd": iso(lo + timedelta(days=1)),
+                        "resolution": "hourly",
+                    },
+                ),
+            )
+        )
     for sub in subs:
-        added.append((INVOICE, await Queue(INVOICE, {"connection": redis}).add("invoice.generate", {
-            "organizationId": "org_globex", "subscriptionId": sub, "periodStart": iso(start), "periodEnd": iso(end)})))  # fmt: skip
+        added.append(
+            (
+                INVOICE,
+                await Queue(INVOICE, {"connection": redis}).add(
+                    "invoice.generate",
+                    {
+                        "organizationId": "org_globex",
+                        "subscriptionId": sub,
+                        "periodStart": iso(start),
+                        "periodEnd": iso(end),
+                    },
+                ),
+            )
+        )
     for invoice_id, intent_id in invoices:
-        added.append((SYNC, await Queue(SYNC, {"connection": redis}).add("payment.webhook", {
-            "stripeEventId": f"evt_{invoice_id}", "type": "payment_intent.succeeded", "paymentIntentId": intent_id})))  # fmt: skip
+        added.append(
+            (
+                SYNC,
+                await Queue(SYNC, {"connection": redis}).add(
+                    "payment.webhook",
+                    {
+                        "stripeEventId": f"evt_{invoice_id}",
+                        "type": "payment_intent.succeeded",
+                        "paymentIntentId": intent_id,
+                    },
+                ),
+            )
+        )
     await asyncio.sleep(6)  # the storm
     assert identity.stats().get("rate limited", 0) >= 5
     identity.hook("POST", "/__ratelimit", {"max": 0})  # limits relax
@@ -415,15 +631,21 @@ async def test_a_429_storm_defers_every_billing_job_without_burning_attempts_and
         done = await settle(redis, queue, job.id, timeout=60)
         assert done.returnvalue is not None, (queue, done.failedReason)
         assert done.attemptsMade == 1, f"{queue} {job.name}: a throttle burns no attempt"
-    for queue, line in ((USAGE, "Billing usage aggregation throttled"), (INVOICE, "Billing invoice creation throttled"),
-                        (SYNC, "Billing payment sync throttled")):  # fmt: skip
+    for queue, line in (
+        (USAGE, "Billing usage aggregation throttled"),
+        (INVOICE, "Billing invoice creation throttled"),
+        (SYNC, "Billing payment sync throttled"),
+    ):
         text = pools[queue].text()
         assert text.count(f"{line} (job") <= 1, f"{queue}: one line per 30 s window, not one per job"
         assert int(await redis.hget(f"ma:stats:{queue}", "throttled") or 0) >= text.count(f"{line} (job")
     assert pools[USAGE].text().count("Billing usage aggregation throttled (job") == 1
     assert stripe.stats().get("POST /v1/payment_intents", 0) == 2 + 2  # the two above and one per new invoice
     for invoice_id, _ in invoices:
-        assert await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", invoice_id) == "paid"
+        assert (
+            await identity_db.fetchval("SELECT payment_status FROM invoices WHERE id = $1", invoice_id)
+            == "paid"
+        )
 
 
 async def test_load_test_cli_reports_how_the_billing_queues_drained(redis, valkey, db_urls, billing_pool):
@@ -432,11 +654,36 @@ async def test_load_test_cli_reports_how_the_billing_queues_drained(redis, valke
     billing_pool(USAGE)
     env = pool_env(valkey.url, db_urls)
     env.pop("MA_QUEUE_TABLE")
-    out = cli("billing", "load-test", "--org", "org_acme", "--subscription", "sub_acme", "--days", "3",
-              "--usage-jobs", "25", "--invoices", "false", "--timeout", "60", env=env)  # fmt: skip
+    out = cli(
+        "billing",
+        "load-test",
+        "--org",
+        "org_acme",
+        "--subscription",
+        "sub_acme",
+        "--days",
+        "3",
+        "--usage-jobs",
+        "25",
+        "--invoices",
+        "false",
+        "--timeout",
+        "60",
+        env=env,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("billing-usage"))
     assert row.split() == ["billing-usage", "25", "25", "0", "0", "0"]
     assert "jobs/s" in out.stdout
-    bad = cli("billing", "load-test", "--org", "org_acme", "--subscription", "sub_acme", "--invoices", "maybe", env=env)
+    bad = cli(
+        "billing",
+        "load-test",
+        "--org",
+        "org_acme",
+        "--subscription",
+        "sub_acme",
+        "--invoices",
+        "maybe",
+        env=env,
+    )
     assert bad.returncode == 2 and "expected true or false" in bad.stderr

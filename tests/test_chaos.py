@@ -39,8 +39,15 @@ from tests.test_supervisord import Supervisord
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
 RESULTS = ROOT / "var" / "chaos-results.json"
-POOL_PROGRAMS = ("identity-events", "user-management-jobs", "task-notifications", "super-admin.bulk-job",
-                 "billing-usage", "billing-invoice", "billing-payment-sync")  # fmt: skip
+POOL_PROGRAMS = (
+    "identity-events",
+    "user-management-jobs",
+    "task-notifications",
+    "super-admin.bulk-job",
+    "billing-usage",
+    "billing-invoice",
+    "billing-payment-sync",
+)
 
 
 @dataclass
@@ -73,10 +80,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, node_bullmq: Path) -> Any:
     urls = databases.bootstrap(pg.url)
     identity = IdentityDouble(urls.admin, home / "identity-double.log")
     stripe = StripeDouble(home / "stripe-double.log")
-    env = pool_env(valkey.url, urls, MA_QUEUE_TABLE="tests.support.table:CHAOS", IDENTITY_BASE_URL=identity.url,
-                   MA_INVOICE_DIR=str(home / "invoices"), MA_EXPORT_DIR=str(home / "exports"),
-                   MA_EXPORTER_PORT=str(engines.free_port()), MA_PROCS_BILLING_USAGE="2",
-                   MA_PROCS_TASK_NOTIFICATIONS="2", **stripe.env())  # fmt: skip
+    env = pool_env(
+        valkey.url,
+        urls,
+        MA_QUEUE_TABLE="tests.support.table:CHAOS",
+        IDENTITY_BASE_URL=identity.url,
+        MA_INVOICE_DIR=str(home / "invoices"),
+        MA_EXPORT_DIR=str(home / "exports"),
+        MA_EXPORTER_PORT=str(engines.free_port()),
+        MA_PROCS_BILLING_USAGE="2",
+        MA_PROCS_TASK_NOTIFICATIONS="2",
+        **stripe.env(),
+    )
     (home / "host").mkdir()
     sup = Supervisord(home / "host", supervisord_env(env))
     deadline = time.monotonic() + 40
@@ -123,9 +138,19 @@ async def build_load(stack: Stack, tag: str, scale: int = 1) -> Load:
         for i in range(40 * scale):
             task = f"ct_{tag}_{i}"
             load.tasks.append(task)
-            load.add("task-notifications", task, "task.assigned", {
-                "taskId": task, "organizationId": "org_acme", "tenantId": "org_acme_t1", "assigneeId": "user_acme_2",
-                "assignedBy": "user_acme_1", "assignedAt": iso(now)})  # fmt: skip
+            load.add(
+                "task-notifications",
+                task,
+                "task.assigned",
+                {
+                    "taskId": task,
+                    "organizationId": "org_acme",
+                    "tenantId": "org_acme_t1",
+                    "assigneeId": "user_acme_2",
+                    "assignedBy": "user_acme_1",
+                    "assignedAt": iso(now),
+                },
+            )
         for i in range(10 * scale):
             org = f"org_{tag}_{i}"
             await conn.execute("INSERT INTO organizations (id, name, slug) VALUES ($1, $1, $1)", org)
@@ -133,19 +158,42 @@ async def build_load(stack: Stack, tag: str, scale: int = 1) -> Load:
             load.add("identity-events", org, "organization.created", {"organizationId": org})
         for i in range(8 * scale):
             inv, email = f"inv_{tag}_{i}", f"{tag}_{i}@chaos.example"
-            await conn.execute("INSERT INTO invitations (id, organization_id, tenant_id, email, role, invited_by)"
-                               " VALUES ($1, 'org_acme', 'org_acme_t1', $2, 'member', 'user_acme_1')", inv, email)  # fmt: skip
+            await conn.execute(
+                "INSERT INTO invitations (id, organization_id, tenant_id, email, role, invited_by)"
+                " VALUES ($1, 'org_acme', 'org_acme_t1', $2, 'member', 'user_acme_1')",
+                inv,
+                email,
+            )
             load.invitations.append((inv, email))
-            load.add("user-management-jobs", inv, "invitation.send", {
-                "invitationId": inv, "organizationId": "org_acme", "tenantId": "org_acme_t1", "email": email,
-                "role": "member", "invitedBy": "user_acme_1"})  # fmt: skip
+            load.add(
+                "user-management-jobs",
+                inv,
+                "invitation.send",
+                {
+                    "invitationId": inv,
+                    "organizationId": "org_acme",
+                    "tenantId": "org_acme_t1",
+                    "email": email,
+                    "role": "member",
+                    "invitedBy": "user_acme_1",
+                },
+            )
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         for i in range(6 * scale):
             day = today - timedelta(days=1 + i)
             load.usage_days.append(day)
-            load.add("billing-usage", f"usage_{i}", "usage.aggregate", {
-                "organizationId": "org_acme", "subscriptionId": "sub_acme", "periodStart": iso(day),
-                "periodEnd": iso(day + timedelta(days=1)), "resolution": "hourly"})  # fmt: skip
+            load.add(
+                "billing-usage",
+                f"usage_{i}",
+                "usage.aggregate",
+                {
+                    "organizationId": "org_acme",
+                    "subscriptionId": "sub_acme",
+                    "periodStart": iso(day),
+                    "periodEnd": iso(day + timedelta(days=1)),
+                    "resolution": "hourly",
+                },
+            )
         start = today.replace(day=1)
         end = (start + timedelta(days=32)).replace(day=1)
         for i in range(4 * scale):
@@ -153,19 +201,46 @@ async def build_load(stack: Stack, tag: str, scale: int = 1) -> Load:
             await conn.execute(
                 "INSERT INTO subscriptions (id, organization_id, plan_id, current_period_start, current_period_end,"
                 " stripe_payment_method) VALUES ($1, 'org_globex', 'plan_starter', $2, $3, 'pm_card_visa')",
-                sub, start, end,
-            )  # fmt: skip
-            await conn.execute("INSERT INTO usage_events (organization_id, subscription_id, feature, quantity,"
-                               " occurred_at) VALUES ('org_globex', $1, 'storage.gb', 12, $2)", sub, start)  # fmt: skip
+                sub,
+                start,
+                end,
+            )
+            await conn.execute(
+                "INSERT INTO usage_events (organization_id, subscription_id, feature, quantity,"
+                " occurred_at) VALUES ('org_globex', $1, 'storage.gb', 12, $2)",
+                sub,
+                start,
+            )
             load.subs.append(sub)
-            load.add("billing-invoice", sub, "invoice.generate", {"organizationId": "org_globex", "subscriptionId": sub,
-                                                                  "periodStart": iso(start), "periodEnd": iso(end)})  # fmt: skip
+            load.add(
+                "billing-invoice",
+                sub,
+                "invoice.generate",
+                {
+                    "organizationId": "org_globex",
+                    "subscriptionId": sub,
+                    "periodStart": iso(start),
+                    "periodEnd": iso(end),
+                },
+            )
         users = [f"cu_{tag}_{i}" for i in range(30)]
-        await conn.executemany("INSERT INTO users (id, email, full_name) VALUES ($1, $1 || '@chaos.example', $1)",
-                               [(u,) for u in users])  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO users (id, email, full_name) VALUES ($1, $1 || '@chaos.example', $1)",
+            [(u,) for u in users],
+        )
         load.bulk = (f"bulk_{tag}", users)
-        load.add("super-admin.bulk-job", "bulk", "bulk.suspend", {
-            "bulkJobId": f"bulk_{tag}", "actorId": "user_root", "target": "users", "ids": users, "reason": "chaos"})  # fmt: skip
+        load.add(
+            "super-admin.bulk-job",
+            "bulk",
+            "bulk.suspend",
+            {
+                "bulkJobId": f"bulk_{tag}",
+                "actorId": "user_root",
+                "target": "users",
+                "ids": users,
+                "reason": "chaos",
+            },
+        )
     finally:
         await conn.close()
     random.Random(tag).shuffle(load.jobs)
@@ -175,8 +250,13 @@ async def build_load(stack: Stack, tag: str, scale: int = 1) -> Load:
 def start_producer(stack: Stack, load: Load, rate: float) -> subprocess.Popen[str]:
     plan = stack.home / f"plan-{load.tag}.json"
     plan.write_text(json.dumps(load.jobs))
-    return subprocess.Popen(["node", "load.mjs", stack.valkey.url, str(plan), str(rate)], cwd=stack.node,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        ["node", "load.mjs", stack.valkey.url, str(plan), str(rate)],
+        cwd=stack.node,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def cli_enqueue(stack: Stack, load: Load, count: int = 3) -> None:
@@ -184,11 +264,32 @@ def cli_enqueue(stack: Stack, load: Load, count: int = 3) -> None:
     env = {**stack.env(), "MA_QUEUE_TABLE": "tests.support.table:CHAOS"}
     for i in range(count):
         task = f"ct_{load.tag}_cli_{i}"
-        data = {"taskId": task, "organizationId": "org_acme", "tenantId": "org_acme_t1", "assigneeId": "user_acme_3",
-                "assignedBy": "user_acme_1", "assignedAt": iso(datetime.now(UTC))}  # fmt: skip
-        out = subprocess.run([str(BIN / "ma-worker"), "enqueue", "task-notifications", "task.assigned",
-                              "--data", json.dumps(data), "--job-id", f"cli-{task}"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        data = {
+            "taskId": task,
+            "organizationId": "org_acme",
+            "tenantId": "org_acme_t1",
+            "assigneeId": "user_acme_3",
+            "assignedBy": "user_acme_1",
+            "assignedAt": iso(datetime.now(UTC)),
+        }
+        out = subprocess.run(
+            [
+                str(BIN / "ma-worker"),
+                "enqueue",
+                "task-notifications",
+                "task.assigned",
+                "--data",
+                json.dumps(data),
+                "--job-id",
+                f"cli-{task}",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if out.returncode == 0:
             load.tasks.append(task)
             load.cli_jobs.append(("task-notifications", f"cli-{task}"))
@@ -263,22 +364,31 @@ async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
     tasks_db = await asyncpg.connect(stack.urls.tasks)
     identity_db = await asyncpg.connect(stack.urls.admin)
     try:
-        rows = await tasks_db.fetch("SELECT task_id, count(*) AS n FROM notifications WHERE task_id = ANY($1::text[])"
-                                    " GROUP BY task_id", load.tasks)  # fmt: skip
+        rows = await tasks_db.fetch(
+            "SELECT task_id, count(*) AS n FROM notifications WHERE task_id = ANY($1::text[])"
+            " GROUP BY task_id",
+            load.tasks,
+        )
         counts = {r["task_id"]: r["n"] for r in rows}
         dup["notifications"] = sum(n - 1 for n in counts.values() if n > 1)
         missing["notifications"] = sum(1 for t in load.tasks if t not in counts)
 
-        rows = await tasks_db.fetch("SELECT organization_id, count(*) AS n FROM entitlements WHERE organization_id ="
-                                    " ANY($1::text[]) GROUP BY organization_id", load.orgs)  # fmt: skip
+        rows = await tasks_db.fetch(
+            "SELECT organization_id, count(*) AS n FROM entitlements WHERE organization_id ="
+            " ANY($1::text[]) GROUP BY organization_id",
+            load.orgs,
+        )
         per_org = {r["organization_id"]: r["n"] for r in rows}
-        defaults = await identity_db.fetchval("SELECT count(*) FROM product_default_entitlements WHERE product_slug"
-                                              " = 'tasks'")  # fmt: skip
+        defaults = await identity_db.fetchval(
+            "SELECT count(*) FROM product_default_entitlements WHERE product_slug = 'tasks'"
+        )
         dup["entitlements"] = sum(n - defaults for n in per_org.values() if n > defaults)
         missing["org bootstraps"] = sum(1 for o in load.orgs if per_org.get(o) != defaults)
 
         emails = [e for _, e in load.invitations]
-        rows = await identity_db.fetch("SELECT email, invite_count FROM auth_users WHERE email = ANY($1::text[])", emails)
+        rows = await identity_db.fetch(
+            "SELECT email, invite_count FROM auth_users WHERE email = ANY($1::text[])", emails
+        )
         dup["invites"] = sum(r["invite_count"] - 1 for r in rows)
         missing["invites"] = len(emails) - len(rows)
 
@@ -286,18 +396,29 @@ async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
         for day in load.usage_days:
             raw = await identity_db.fetchval(
                 "SELECT coalesce(sum(quantity), 0) FROM usage_events WHERE subscription_id = 'sub_acme' AND"
-                " occurred_at >= $1 AND occurred_at < $2", day, day + timedelta(days=1))  # fmt: skip
+                " occurred_at >= $1 AND occurred_at < $2",
+                day,
+                day + timedelta(days=1),
+            )
             rolled = await identity_db.fetchval(
                 "SELECT coalesce(sum(quantity), 0) FROM usage_rollups WHERE subscription_id = 'sub_acme' AND"
-                " resolution = 'hourly' AND bucket_start >= $1 AND bucket_start < $2", day, day + timedelta(days=1))  # fmt: skip
+                " resolution = 'hourly' AND bucket_start >= $1 AND bucket_start < $2",
+                day,
+                day + timedelta(days=1),
+            )
             wrong_rollups += int(raw != rolled)
         dup["rollups (sum differs from raw)"] = wrong_rollups
 
-        rows = await identity_db.fetch("SELECT subscription_id, id, payment_status FROM invoices WHERE subscription_id"
-                                       " = ANY($1::text[])", load.subs)  # fmt: skip
+        rows = await identity_db.fetch(
+            "SELECT subscription_id, id, payment_status FROM invoices WHERE subscription_id"
+            " = ANY($1::text[])",
+            load.subs,
+        )
         invoices = {r["subscription_id"]: r for r in rows}
         dup["invoices"] = len(rows) - len(invoices)
-        missing["invoices paid"] = sum(1 for s in load.subs if s not in invoices or invoices[s]["payment_status"] != "paid")
+        missing["invoices paid"] = sum(
+            1 for s in load.subs if s not in invoices or invoices[s]["payment_status"] != "paid"
+        )
         charges: dict[str, int] = {}
         client = stripe_sdk.StripeClient(stack.stripe.SECRET_KEY, base_addresses={"api": stack.stripe.url})
         params: dict[str, Any] = {"limit": 100}
@@ -313,14 +434,17 @@ async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
         dup["stripe charges"] = sum(charges.get(r["id"], 0) - 1 for r in rows if charges.get(r["id"], 0) > 1)
 
         bulk_id, users = load.bulk
-        rows = await identity_db.fetch("SELECT target_id, count(*) AS n FROM audit_events WHERE details->>'bulkJobId'"
-                                       " = $1 GROUP BY target_id", bulk_id)  # fmt: skip
+        rows = await identity_db.fetch(
+            "SELECT target_id, count(*) AS n FROM audit_events WHERE details->>'bulkJobId'"
+            " = $1 GROUP BY target_id",
+            bulk_id,
+        )
         dup["bulk items"] = sum(r["n"] - 1 for r in rows)
         missing["bulk items"] = len(users) - len(rows)
     finally:
         await tasks_db.close()
         await identity_db.close()
-    return {**{k: v for k, v in dup.items()}, **{f"missing {k}": v for k, v in missing.items()}}
+    return {**dict(dup.items()), **{f"missing {k}": v for k, v in missing.items()}}
 
 
 def secrets_in_logs(stack: Stack) -> list[str]:
@@ -332,23 +456,34 @@ def secrets_in_logs(stack: Stack) -> list[str]:
     return found
 
 
-async def verify(stack: Stack, load: Load, scenario: str, started: float, *, recovery_s: float | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+async def verify(
+    stack: Stack,
+    load: Load,
+    scenario: str,
+    started: float,
+    *,
+    recovery_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     states = await drain(stack, load)
     flat = [(q, *row) for q, rows in states.items() for row in rows]
     effects = await duplicated_effects(stack, load)
     fatal = [f"{p['group']}:{p['name']}" for p in stack.sup.processes() if p["statename"] == "FATAL"]
     figures = {
-        "scenario": scenario, "jobs_in": len(flat),
+        "scenario": scenario,
+        "jobs_in": len(flat),
         "completed": sum(1 for *_, s, _ in flat if s == "completed"),
         "failed_with_reason": sum(1 for *_, s, r in flat if s == "failed" and r),
         "failed_without_reason": sum(1 for *_, s, r in flat if s == "failed" and not r),
         "lost": sum(1 for *_, s, _ in flat if s in ("lost", "pending")),
         "duplicated": sum(v for k, v in effects.items() if not k.startswith("missing")),
         "missing_effects": sum(v for k, v in effects.items() if k.startswith("missing")),
-        "fatal": len(fatal), "secrets_in_logs": len(secrets_in_logs(stack)),
-        "recovery_s": recovery_s, "elapsed_s": round(time.monotonic() - started, 1), **(extra or {}),
-    }  # fmt: skip
+        "fatal": len(fatal),
+        "secrets_in_logs": len(secrets_in_logs(stack)),
+        "recovery_s": recovery_s,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        **(extra or {}),
+    }
     record(figures)
     failures = [(q, j, r) for q, j, s, r in flat if s == "failed"]
     assert figures["lost"] == 0, [row for row in flat if row[2] in ("lost", "pending")][:10]
@@ -379,8 +514,9 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     cli_enqueue(stack, load)
     rng, kills = random.Random(7), 0
     while kills < 20:
-        eligible = [p for p in stack.pool_processes()
-                    if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4]  # past startsecs  # fmt: skip
+        eligible = [
+            p for p in stack.pool_processes() if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
+        ]  # past startsecs
         if eligible:
             victim = rng.choice(eligible)
             os.kill(victim["pid"], signal.SIGKILL)
@@ -402,7 +538,9 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack):
         await asyncio.to_thread(stack.sup.rpc.supervisor.startProcess, name)
         restarted += 1
     finish_producer(producer, load)
-    await verify(stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted})
+    await verify(
+        stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted}
+    )
 
 
 async def outage(stack: Stack, engine: engines.Engine, scenario: str) -> None:
@@ -445,7 +583,9 @@ async def test_identity_answers_429_for_60s(stack: Stack):
         throttled = sum([int(await redis.hget(f"ma:stats:{q}", "throttled") or 0) for q in POOL_PROGRAMS])
     finally:
         await redis.aclose()
-    await verify(stack, load, "identity 429 for 60 s", started, recovery_s=recovery, extra={"throttled": throttled})
+    await verify(
+        stack, load, "identity 429 for 60 s", started, recovery_s=recovery, extra={"throttled": throttled}
+    )
 
 
 async def test_identity_answers_401_for_20s(stack: Stack):
@@ -457,8 +597,13 @@ async def test_identity_answers_401_for_20s(stack: Stack):
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
-    await verify(stack, load, "identity 401 (expired tokens) for 20 s", started,
-                 recovery_s=await first_completion_after(stack, load, back_ms))  # fmt: skip
+    await verify(
+        stack,
+        load,
+        "identity 401 (expired tokens) for 20 s",
+        started,
+        recovery_s=await first_completion_after(stack, load, back_ms),
+    )
 
 
 async def test_stripe_answers_5xx_for_30s(stack: Stack):
@@ -468,7 +613,9 @@ async def test_stripe_answers_5xx_for_30s(stack: Stack):
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(30)
     finish_producer(producer, load)
-    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": stack.stripe.stats().get("fault 503")})
+    await verify(
+        stack, load, "Stripe 5xx for 30 s", started, extra={"faults": stack.stripe.stats().get("fault 503")}
+    )
 
 
 # -- fuzzing ------------------------------------------------------------------------------------------------------
@@ -494,19 +641,58 @@ def fuzz_payloads(count: int, seed: int) -> list[tuple[str, str, Any]]:
 
     from pool.queue_table import QUEUES
 
-    names = [(q, n) for q, spec in QUEUES.items() for n in spec.handlers] + [("identity-events", "no.such.job")]
-    scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                       st.text(max_size=30), st.text(alphabet="abc_0123", min_size=1, max_size=12).map(lambda s: f"x_{s}"),
-                       st.sampled_from(["2024-08-01T00:00:00Z", "daily", "users", "csv", "not-a-date", "", " "]),
-                       st.just(HUGE))  # fmt: skip
-    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8),
-                                                                                            inner, max_size=4),
-                         max_leaves=6)  # fmt: skip
-    keys = st.sampled_from(["organizationId", "tenantId", "taskId", "assigneeId", "assignedBy", "assignedAt", "email",
-                            "invitationId", "role", "invitedBy", "bulkJobId", "actorId", "target", "ids", "filter",
-                            "reason", "format", "subscriptionId", "periodStart", "periodEnd", "resolution", "features",
-                            "stripeEventId", "type", "payload", "signature", "invoiceId", "olderThanDays",
-                            "windowMinutes", "unexpected"])  # fmt: skip
+    names = [(q, n) for q, spec in QUEUES.items() for n in spec.handlers] + [
+        ("identity-events", "no.such.job")
+    ]
+    scalar = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=30),
+        st.text(alphabet="abc_0123", min_size=1, max_size=12).map(lambda s: f"x_{s}"),
+        st.sampled_from(["2024-08-01T00:00:00Z", "daily", "users", "csv", "not-a-date", "", " "]),
+        st.just(HUGE),
+    )
+    value = st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=6,
+    )
+    keys = st.sampled_from(
+        [
+            "organizationId",
+            "tenantId",
+            "taskId",
+            "assigneeId",
+            "assignedBy",
+            "assignedAt",
+            "email",
+            "invitationId",
+            "role",
+            "invitedBy",
+            "bulkJobId",
+            "actorId",
+            "target",
+            "ids",
+            "filter",
+            "reason",
+            "format",
+            "subscriptionId",
+            "periodStart",
+            "periodEnd",
+            "resolution",
+            "features",
+            "stripeEventId",
+            "type",
+            "payload",
+            "signature",
+            "invoiceId",
+            "olderThanDays",
+            "windowMinutes",
+            "unexpected",
+        ]
+    )
     payload = st.one_of(st.dictionaries(keys, value, max_size=10), value)
     rng = random.Random(seed)
     out = []
@@ -539,14 +725,20 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
         for queue, jobs in by_queue.items():
             q = Queue(queue, {"connection": redis})
             for at in range(0, len(jobs), 500):
-                added = await q.addBulk([{"name": n, "data": d, "opts": {"attempts": 2, "backoff": 100}}
-                                         for n, d in jobs[at : at + 500]])  # fmt: skip
+                added = await q.addBulk(
+                    [
+                        {"name": n, "data": d, "opts": {"attempts": 2, "backoff": 100}}
+                        for n, d in jobs[at : at + 500]
+                    ]
+                )
                 ids.setdefault(queue, {}).update({job.id: job.id for job in added})
         # A foreign producer writing non-JSON data (Node bullmq always writes JSON; this one does not).
         q = Queue("identity-events", {"connection": redis})
         for i in range(20):
             job = await q.add("organization.created", {"organizationId": f"x_{i}"}, {"delay": 3000})
-            await redis.hset(f"bull:identity-events:{job.id}", "data", f"organizationId=x_{i}&garbage=\x00\x01")
+            await redis.hset(
+                f"bull:identity-events:{job.id}", "data", f"organizationId=x_{i}&garbage=\x00\x01"
+            )
             ids["identity-events"][job.id] = job.id
     finally:
         await redis.aclose()
@@ -555,14 +747,19 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
     flat = [(q, *row) for q, rows in states.items() for row in rows]
     fatal = [f"{p['group']}:{p['name']}" for p in stack.sup.processes() if p["statename"] != "RUNNING"]
     figures = {
-        "scenario": "10,000 fuzzed payloads + 20 non-JSON", "jobs_in": len(flat),
+        "scenario": "10,000 fuzzed payloads + 20 non-JSON",
+        "jobs_in": len(flat),
         "completed": sum(1 for *_, s, _ in flat if s == "completed"),
         "failed_with_reason": sum(1 for *_, s, r in flat if s == "failed" and r),
         "failed_without_reason": sum(1 for *_, s, r in flat if s == "failed" and not r),
-        "lost": sum(1 for *_, s, _ in flat if s in ("lost", "pending")), "duplicated": 0, "missing_effects": 0,
-        "fatal": len(fatal), "secrets_in_logs": len(secrets_in_logs(stack)), "recovery_s": None,
+        "lost": sum(1 for *_, s, _ in flat if s in ("lost", "pending")),
+        "duplicated": 0,
+        "missing_effects": 0,
+        "fatal": len(fatal),
+        "secrets_in_logs": len(secrets_in_logs(stack)),
+        "recovery_s": None,
         "elapsed_s": round(time.monotonic() - started, 1),
-    }  # fmt: skip
+    }
     record(figures)
     assert figures["lost"] == 0 and figures["failed_without_reason"] == 0, figures
     assert not fatal and figures["secrets_in_logs"] == 0, (fatal, secrets_in_logs(stack))

@@ -15,7 +15,9 @@ from tests.conftest import ROOT
 def programs() -> dict[str, dict[str, str]]:
     parser = configparser.RawConfigParser()
     parser.read(ROOT / "supervisord.conf")
-    return {s.removeprefix("program:"): dict(parser[s]) for s in parser.sections() if s.startswith("program:")}
+    return {
+        s.removeprefix("program:"): dict(parser[s]) for s in parser.sections() if s.startswith("program:")
+    }
 
 
 def test_supervisord_has_exactly_one_program_per_queue_of_the_table_plus_the_exporter():
@@ -34,7 +36,9 @@ def test_every_program_runs_its_queue_with_graceful_stop_and_rotated_logs():
         assert prog["numprocs"] == f"%(ENV_{spec.procs_env})s"
         assert "%(process_num)" in prog["process_name"]
         assert prog["stopsignal"] == "TERM"
-        assert int(prog["stopwaitsecs"]) > grace + 5, "supervisord must not SIGKILL before the pool's own grace"
+        assert int(prog["stopwaitsecs"]) > grace + 5, (
+            "supervisord must not SIGKILL before the pool's own grace"
+        )
         assert prog["stopasgroup"] == "true" and prog["autorestart"] == "true"
         assert int(prog["startsecs"]) >= 1
         assert prog["stdout_logfile"].startswith("%(here)s/var/log/")
@@ -72,8 +76,11 @@ def _imports(package: str) -> dict[Path, set[str]]:
 
 
 def test_dependency_direction_handlers_and_pool_never_import_the_tui_or_textual():
-    for package, banned in (("handlers", {"tui", "textual", "pool", "devstack"}), ("pool", {"tui", "textual"}),
-                            ("tui", {"handlers"})):  # fmt: skip
+    for package, banned in (
+        ("handlers", {"tui", "textual", "pool", "devstack"}),
+        ("pool", {"tui", "textual"}),
+        ("tui", {"handlers"}),
+    ):
         for path, names in _imports(package).items():
             assert not names & banned, f"{path.relative_to(ROOT)} imports {names & banned}"
 
@@ -96,8 +103,15 @@ def test_readme_documents_every_queue_and_every_runbook_variable():
     readme = (ROOT / "README.md").read_text()
     for queue in QUEUES:
         assert f"`{queue}`" in readme
-    for var in ("REDIS_URL", "SUPABASE_SERVICE_ROLE_KEY", "IDENTITY_BASE_URL", "DATABASE_URL", "TASKS_DATABASE_URL",
-                "TASKS_PRODUCT_SLUG", "BULLMQ_METRICS_INTERVAL"):  # fmt: skip
+    for var in (
+        "REDIS_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "IDENTITY_BASE_URL",
+        "DATABASE_URL",
+        "TASKS_DATABASE_URL",
+        "TASKS_PRODUCT_SLUG",
+        "BULLMQ_METRICS_INTERVAL",
+    ):
         assert f"`{var}`" in readme
     for spec in QUEUES.values():
         assert f"`{spec.procs_env}`" in readme
@@ -105,7 +119,14 @@ def test_readme_documents_every_queue_and_every_runbook_variable():
 
 def test_adding_a_product_queue_guide_names_the_real_places():
     readme = (ROOT / "README.md").read_text()
-    guide = readme[readme.index("## Adding a product queue"):]
-    for place in ("handlers/", "pool/queue_table.py", "supervisord.conf", "HANDLERS", "QueueSpec", "MA_PROCS_"):
+    guide = readme[readme.index("## Adding a product queue") :]
+    for place in (
+        "handlers/",
+        "pool/queue_table.py",
+        "supervisord.conf",
+        "HANDLERS",
+        "QueueSpec",
+        "MA_PROCS_",
+    ):
         assert place in guide, place
     assert (ROOT / "pool" / "queue_table.py").exists()

@@ -8,7 +8,9 @@ from typing import Any
 from pool.connection import LeanBlockingConnectionPool, LeanRedis, pooled_redis
 
 
-async def test_more_callers_than_connections_all_get_served_and_every_connection_comes_back(valkey: Any) -> None:
+async def test_more_callers_than_connections_all_get_served_and_every_connection_comes_back(
+    valkey: Any,
+) -> None:
     client = pooled_redis(valkey.url, max_connections=3, name="ma-test-fast")
     pool = client.connection_pool
     assert isinstance(client, LeanRedis) and isinstance(pool, LeanBlockingConnectionPool)
@@ -35,7 +37,9 @@ async def test_callers_waiting_for_the_only_connection_are_woken_when_it_is_rele
         await client.aclose()
 
 
-async def test_a_connection_killed_by_the_server_is_replaced_without_an_error(valkey: Any, redis: Any) -> None:
+async def test_a_connection_killed_by_the_server_is_replaced_without_an_error(
+    valkey: Any, redis: Any
+) -> None:
     client = pooled_redis(valkey.url, max_connections=2, name="ma-test-killed")
     try:
         await client.set("fast:k", "before")

@@ -35,8 +35,9 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
     out = tmp_path / "dev.out"
     env = _clean_env()
     with open(out, "wb") as sink:
-        dev = subprocess.Popen([str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, stdout=sink,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+        dev = subprocess.Popen(
+            [str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         text = _wait_text(out, "Ctrl-C stops everything.", dev)
         ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)]
@@ -44,15 +45,19 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         status = ""
         deadline = time.monotonic() + 30
         while status.count("RUNNING") < 9 and time.monotonic() < deadline:
-            status = subprocess.run([str(BIN / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf"), "status"],
-                                    capture_output=True, text=True).stdout  # fmt: skip
+            status = subprocess.run(
+                [str(BIN / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf"), "status"],
+                capture_output=True,
+                text=True,
+            ).stdout
             time.sleep(0.5)
         assert status.count("RUNNING") == 9, status
         assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
         assert "dev-service-role-key" not in text, "no secret on screen"
 
-        second = subprocess.run([str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, capture_output=True,
-                                text=True, timeout=30)  # fmt: skip
+        second = subprocess.run(
+            [str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        )
         assert second.returncode == 1 and "already running here" in second.stderr
 
         pids = [int(p) for p in re.findall(r"pid (\d+)", status)]
@@ -60,7 +65,10 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         assert dev.wait(90) == 0
         assert "stopped." in out.read_text()
         for pid in pids:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+            )
         for port in set(ports):
             assert not engines.port_open(port), f"something still listens on {port}"
     finally:

@@ -30,7 +30,9 @@ async def _is(redis: Any, job_id: str, want: str) -> bool:
     return await state(redis, job_id) == want
 
 
-async def test_invalid_payload_fails_at_once_naming_the_field_and_the_process_keeps_working(redis, start_pool):
+async def test_invalid_payload_fails_at_once_naming_the_field_and_the_process_keeps_working(
+    redis, start_pool
+):
     pool = start_pool(Q)
     bad = await add(redis, "test.order", {"orderId": "o-1", "quantity": "many"}, attempts=5)
     missing = await add(redis, "test.order", {"quantity": 2}, attempts=5)
@@ -49,8 +51,9 @@ async def test_invalid_payload_fails_at_once_naming_the_field_and_the_process_ke
 
 async def test_unknown_job_name_fails_without_retry_and_names_the_job(redis, start_pool):
     start_pool(Q)
-    job = await finished(redis, await add(redis, "organization.exploded", {"organizationId": "o"}, attempts=5),
-                         "failed")  # fmt: skip
+    job = await finished(
+        redis, await add(redis, "organization.exploded", {"organizationId": "o"}, attempts=5), "failed"
+    )
     assert "unknown job name 'organization.exploded' on queue identity-events" in job.failedReason
     assert job.attemptsMade == 1
     ok = await finished(redis, await add(redis, "test.sleep", {"seconds": 0}))
@@ -106,33 +109,46 @@ async def test_throttled_job_is_deferred_without_burning_an_attempt(redis, start
 async def test_one_log_line_per_job_with_duration_queue_name_id_attempt_and_outcome(redis, start_pool):
     pool = start_pool(Q)
     job = await finished(redis, await add(redis, "test.sleep", {"seconds": 0.2}))
-    line = await wait_for(lambda: [ln for ln in pool.text().splitlines() if f"test.sleep#{job.id} " in ln],
-                          what="job log line")  # fmt: skip
+    line = await wait_for(
+        lambda: [ln for ln in pool.text().splitlines() if f"test.sleep#{job.id} " in ln], what="job log line"
+    )
     assert len(line) == 1
-    assert line[0].split(": ", 1)[1].startswith("0.2") and line[0].endswith(f"{Q} test.sleep#{job.id} try=1 ok")
+    assert line[0].split(": ", 1)[1].startswith("0.2") and line[0].endswith(
+        f"{Q} test.sleep#{job.id} try=1 ok"
+    )
 
 
 async def test_secrets_never_reach_the_log(redis, start_pool):
     pool = start_pool(Q)
-    job = await finished(redis, await add(redis, "test.refuse", {"key": "test-service-role-key-very-secret"}),
-                         "failed")  # fmt: skip
+    job = await finished(
+        redis, await add(redis, "test.refuse", {"key": "test-service-role-key-very-secret"}), "failed"
+    )
     await wait_for(lambda: f"#{job.id}" in pool.text(), what="failure logged")
     assert "test-service-role-key-very-secret" not in pool.text()
     assert "organization *** does not exist" in pool.text()
 
 
-async def test_a_foreign_producers_non_json_data_fails_that_job_with_a_reason_and_nothing_else(redis, start_pool):
+async def test_a_foreign_producers_non_json_data_fails_that_job_with_a_reason_and_nothing_else(
+    redis, start_pool
+):
     """bullmq's Job.fromJSON raises on such data inside the fetch loop; PoolWorker hands it to the dispatcher."""
     pool = start_pool(Q)
     garbage = await add(redis, "test.order", {"orderId": "o-9", "quantity": 1}, delay=1500, attempts=5)
-    await redis.hset(f"bull:{Q}:{garbage.id}", "data", "orderId=o-9&quantity=1")  # e.g. a form-encoded producer
-    after = await add(redis, "test.order", {"orderId": "o-10", "quantity": 1, "email": "a@b.c"}, delay=1500, attempts=5)
+    await redis.hset(
+        f"bull:{Q}:{garbage.id}", "data", "orderId=o-9&quantity=1"
+    )  # e.g. a form-encoded producer
+    after = await add(
+        redis, "test.order", {"orderId": "o-10", "quantity": 1, "email": "a@b.c"}, delay=1500, attempts=5
+    )
 
     await wait_for(lambda: _is(redis, garbage.id, "failed"), timeout=30, what="the non-JSON job failed")
     raw = await redis.hgetall(f"bull:{Q}:{garbage.id}")  # Job.fromId would choke on it as bullmq's worker did
     assert raw["atm"] == "1", "failed at once, not after stalls"
-    assert raw["failedReason"] == ("data: not valid JSON (starts 'orderId=o-9&quantity=1'); a foreign producer?"
-                                   " nothing was run")  # fmt: skip
-    assert await redis.hget(f"bull:{Q}:{garbage.id}", "data") == "orderId=o-9&quantity=1"  # kept for inspection
+    assert raw["failedReason"] == (
+        "data: not valid JSON (starts 'orderId=o-9&quantity=1'); a foreign producer? nothing was run"
+    )
+    assert (
+        await redis.hget(f"bull:{Q}:{garbage.id}", "data") == "orderId=o-9&quantity=1"
+    )  # kept for inspection
     assert (await finished(redis, after, "completed", timeout=30)).returnvalue is not None
     assert "stalled" not in pool.text() and "worker error" not in pool.text()

@@ -16,12 +16,16 @@ from tests.test_supervisord import host, node_add
 
 @pytest.fixture(scope="module")
 def real_stack(tmp_path_factory, db_urls, identity_double):
-    yield from host(tmp_path_factory.mktemp("e2e-host"), db_urls, MA_QUEUE_TABLE="pool.queue_table:QUEUES",
-                    IDENTITY_BASE_URL=identity_double.url)
+    yield from host(
+        tmp_path_factory.mktemp("e2e-host"),
+        db_urls,
+        MA_QUEUE_TABLE="pool.queue_table:QUEUES",
+        IDENTITY_BASE_URL=identity_double.url,
+    )
 
 
 async def test_one_node_job_per_queue_is_processed_end_to_end(real_stack, node_bullmq, identity_db, db_urls):
-    sup, valkey = real_stack
+    _sup, valkey = real_stack
     org = f"org_{uuid.uuid4().hex[:8]}"
     await identity_db.execute("INSERT INTO organizations (id, name, slug) VALUES ($1, 'Node Co', $1)", org)
     task = f"task_{uuid.uuid4().hex[:8]}"
@@ -29,10 +33,18 @@ async def test_one_node_job_per_queue_is_processed_end_to_end(real_stack, node_b
     jobs = {
         "identity-events": ("organization.created", {"organizationId": org}),
         "user-management-jobs": ("session.cleanup", {"olderThanDays": 90}),
-        "task-notifications": ("task.assigned", {"taskId": task, "organizationId": "org_acme",
-                                                 "tenantId": "org_acme_t1", "assigneeId": "user_acme_3",
-                                                 "assignedBy": "user_acme_1", "assignedAt": now}),
-    }  # fmt: skip
+        "task-notifications": (
+            "task.assigned",
+            {
+                "taskId": task,
+                "organizationId": "org_acme",
+                "tenantId": "org_acme_t1",
+                "assigneeId": "user_acme_3",
+                "assignedBy": "user_acme_1",
+                "assignedAt": now,
+            },
+        ),
+    }
     ids = {q: node_add(node_bullmq, valkey.url, q, [{"name": n, "data": d}])[0] for q, (n, d) in jobs.items()}
     redis = Redis.from_url(valkey.url, decode_responses=True)
     try:

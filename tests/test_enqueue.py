@@ -15,8 +15,15 @@ Q = "billing-usage"
 
 def cli(valkey: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": str(BIN) + ":/usr/bin:/bin", "REDIS_URL": valkey.url}
-    return subprocess.run([str(BIN / "ma-worker"), "enqueue", *args], env=env, capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, input=stdin)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "ma-worker"), "enqueue", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        input=stdin,
+    )
 
 
 async def test_enqueue_adds_a_job_with_the_queue_table_options(valkey, redis):
@@ -54,8 +61,13 @@ def test_enqueue_errors_are_one_clear_line(valkey):
 
 
 def test_enqueue_without_redis_url_names_it():
-    out = subprocess.run([str(BIN / "ma-worker"), "enqueue", Q, "a"], env={"PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "ma-worker"), "enqueue", Q, "a"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and "REDIS_URL is not set" in out.stderr
 
 
@@ -85,12 +97,17 @@ async def test_requeue_one_failed_job_moves_it_back_to_wait_with_fresh_attempts(
     assert again.returncode == 2 and "is waiting, not failed" in again.stderr
 
 
-async def test_requeue_all_failed_shows_the_count_asks_and_acts_only_when_confirmed(valkey, redis, start_pool):
+async def test_requeue_all_failed_shows_the_count_asks_and_acts_only_when_confirmed(
+    valkey, redis, start_pool
+):
     await fail_jobs(redis, start_pool, 3)
     queue = Queue(Q, {"connection": redis})
     refused = cli(valkey, Q, "--requeue-failed", stdin="")
     assert refused.returncode == 0 and "nothing requeued" in refused.stdout
-    assert "3 failed job(s) on billing-usage" in refused.stderr and "organization org_2 does not exist" in refused.stderr
+    assert (
+        "3 failed job(s) on billing-usage" in refused.stderr
+        and "organization org_2 does not exist" in refused.stderr
+    )
     assert await queue.getFailedCount() == 3
     done = cli(valkey, Q, "--requeue-failed", "--yes")
     assert done.returncode == 0 and done.stdout.strip() == f"requeued 3 failed job(s) on {Q}"
@@ -100,13 +117,34 @@ async def test_requeue_all_failed_shows_the_count_asks_and_acts_only_when_confir
 
 async def test_what_we_enqueue_a_node_bullmq_worker_can_read(valkey, redis, node_bullmq):
     payload = {"organizationId": "org_acme", "features": ["ai.tokens"], "periodStart": "2024-08-01"}
-    assert cli(valkey, "billing-invoice", "invoice.generate", "--data", json.dumps(payload),
-               "--job-id", "inv-2024-08").returncode == 0  # fmt: skip
-    out = subprocess.run(["node", "consume.mjs", valkey.url, "billing-invoice", "1", "20000"], cwd=node_bullmq,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (
+        cli(
+            valkey,
+            "billing-invoice",
+            "invoice.generate",
+            "--data",
+            json.dumps(payload),
+            "--job-id",
+            "inv-2024-08",
+        ).returncode
+        == 0
+    )
+    out = subprocess.run(
+        ["node", "consume.mjs", valkey.url, "billing-invoice", "1", "20000"],
+        cwd=node_bullmq,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[0])
-    assert seen == {"id": "inv-2024-08", "name": "invoice.generate", "data": payload, "attempts": 5,
-                    "backoff": {"type": "exponential", "delay": 2000}, "delay": 0}  # fmt: skip
+    assert seen == {
+        "id": "inv-2024-08",
+        "name": "invoice.generate",
+        "data": payload,
+        "attempts": 5,
+        "backoff": {"type": "exponential", "delay": 2000},
+        "delay": 0,
+    }
     job = await Job.fromId(Queue("billing-invoice", {"connection": redis}), "inv-2024-08")
     assert job.returnvalue == {"seenBy": "node"}

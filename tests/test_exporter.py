@@ -29,11 +29,17 @@ class Exporter:
     def __init__(self, redis_url: str, log: Path, **env: str) -> None:
         self.port = engines.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full = {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "MA_EXPORTER_PORT": str(self.port),
-                "BULLMQ_METRICS_INTERVAL": "0.3", **env}  # fmt: skip
+        full = {
+            "PATH": os.environ["PATH"],
+            "REDIS_URL": redis_url,
+            "MA_EXPORTER_PORT": str(self.port),
+            "BULLMQ_METRICS_INTERVAL": "0.3",
+            **env,
+        }
         self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(BIN / "ma-worker"), "exporter"], env=full, stdout=self.out,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(BIN / "ma-worker"), "exporter"], env=full, stdout=self.out, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 20
         while not engines.port_open(self.port):
             assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -43,8 +49,11 @@ class Exporter:
         response = httpx.get(self.url + "/metrics", timeout=5)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(response.text) for s in family.samples}  # fmt: skip
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples
+        }
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -79,7 +88,7 @@ async def test_scraped_values_equal_the_queue_counts_and_the_pool_counters(redis
     await run_job(redis, q, "test.flaky", {"key": "k", "succeedOnAttempt": 2}, attempts=3)
     await run_job(redis, q, "test.throttle", {"key": f"t{uuid.uuid4().hex}", "times": 1, "retryAfter": 1})
     pool.stop()  # its last flush writes the counters
-    for i in range(5):
+    for _i in range(5):
         await queue.add("test.sleep", {"seconds": 0})
     await queue.add("test.sleep", {"seconds": 0}, {"delay": 600_000})
     foreign = Queue("product-x.jobs", {"connection": redis})  # a product queue nobody consumes
@@ -101,7 +110,10 @@ async def test_scraped_values_equal_the_queue_counts_and_the_pool_counters(redis
     assert value(m, "ma_queue_oldest_waiting_seconds", queue=q) > 0
     assert value(m, "ma_queue_workers", queue=q) == 0  # the pool stopped and retired its heartbeat
     assert value(m, "ma_queue_jobs", queue="product-x.jobs", state="waiting") == 1
-    assert value(m, "ma_queue_handled", queue="product-x.jobs") == 0 and value(m, "ma_queue_handled", queue=q) == 1
+    assert (
+        value(m, "ma_queue_handled", queue="product-x.jobs") == 0
+        and value(m, "ma_queue_handled", queue=q) == 1
+    )
     assert value(m, "ma_redis_up") == 1 and value(m, "ma_redis_eviction_policy_ok") == 1
     assert value(m, "ma_exporter_source_up", source="redis") == 1
 
@@ -110,13 +122,18 @@ async def test_stalls_move_their_counter(redis, start_pool, exporter, tasks_db):
     q = "identity-events"
     victim = start_pool(q)
     job = await Queue(q, {"connection": redis}).add("test.effect", {"key": "stall", "sleepSeconds": 10})
-    await wait_for(lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'stall'"),
-                   what="job running")  # fmt: skip
+    await wait_for(
+        lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'stall'"),
+        what="job running",
+    )
     os.kill(victim.proc.pid, signal.SIGKILL)
     start_pool(q)
     exp = exporter()
-    await wait_for(lambda: value(exp.scrape(), "ma_queue_stalled_total", queue=q) == 1, timeout=40,
-                   what="stalled counter at 1")  # fmt: skip
+    await wait_for(
+        lambda: value(exp.scrape(), "ma_queue_stalled_total", queue=q) == 1,
+        timeout=40,
+        what="stalled counter at 1",
+    )
     assert job.id
 
 
@@ -126,13 +143,20 @@ async def test_label_sets_stay_bounded_however_many_distinct_jobs_run(redis, sta
     start_pool(q)
     exp = exporter()
     await run_job(redis, q, "test.sleep", {"seconds": 0})
-    before = {key for key in exp.scrape()}
+    before = set(exp.scrape())
     for start in range(0, 2000, 500):
-        await queue.addBulk([{"name": "test.sleep", "data": {"seconds": 0}, "opts": {"jobId": f"distinct-{i}"}}
-                             for i in range(start, start + 500)])  # fmt: skip
-    await wait_for(lambda: value(exp.scrape(), "ma_queue_completed_total", queue=q) >= 2001, timeout=60,
-                   what="2000 jobs done")  # fmt: skip
-    after = {key for key in exp.scrape()}
+        await queue.addBulk(
+            [
+                {"name": "test.sleep", "data": {"seconds": 0}, "opts": {"jobId": f"distinct-{i}"}}
+                for i in range(start, start + 500)
+            ]
+        )
+    await wait_for(
+        lambda: value(exp.scrape(), "ma_queue_completed_total", queue=q) >= 2001,
+        timeout=60,
+        what="2000 jobs done",
+    )
+    after = set(exp.scrape())
     assert {name for name, _ in after} == {name for name, _ in before}
     assert len(after) == len(before), "no label per job"
     assert not any("distinct-" in v for _, labels in after for _, v in labels)
@@ -154,10 +178,19 @@ async def test_assignment_latency_is_a_histogram_and_telemetry_json(redis, start
     start_real_pool("task-notifications")
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     for _ in range(3):
-        job = await run_job(redis, "task-notifications", "task.assigned",
-                            {"taskId": f"task_{uuid.uuid4().hex[:8]}", "organizationId": "org_acme",
-                             "tenantId": "org_acme_t1", "assigneeId": "user_acme_2", "assignedBy": "user_acme_1",
-                             "assignedAt": now})  # fmt: skip
+        job = await run_job(
+            redis,
+            "task-notifications",
+            "task.assigned",
+            {
+                "taskId": f"task_{uuid.uuid4().hex[:8]}",
+                "organizationId": "org_acme",
+                "tenantId": "org_acme_t1",
+                "assigneeId": "user_acme_2",
+                "assignedBy": "user_acme_1",
+                "assignedAt": now,
+            },
+        )
         assert job.returnvalue["notified"] is True
     exp = exporter()
     m = exp.scrape()
@@ -174,7 +207,9 @@ async def test_supervisord_process_states_are_exported(valkey, exporter, tmp_pat
     from tests.conftest import pool_env
     from tests.test_supervisord import Supervisord
 
-    sup = Supervisord(tmp_path, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()))))
+    sup = Supervisord(
+        tmp_path, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port())))
+    )
     try:
         await wait_for(sup.all_running, timeout=30, what="supervisord up")
         exp = exporter(MA_SUPERVISOR_URLS=f"unix://{tmp_path}/var/supervisor.sock")
@@ -187,16 +222,33 @@ async def test_supervisord_process_states_are_exported(valkey, exporter, tmp_pat
 
 
 def _metric_names(expr: str) -> set[str]:
-    return {n for n in re.findall(r"\b(ma_[a-z_]+)\b", expr)}
+    return set(re.findall(r"\b(ma_[a-z_]+)\b", expr))
 
 
 def _exported_names() -> set[str]:
-    base = {"ma_queue_jobs", "ma_queue_completed_total", "ma_queue_failed_total", "ma_queue_retries_total",
-            "ma_queue_throttled_total", "ma_queue_stalled_total", "ma_queue_oldest_waiting_seconds",
-            "ma_queue_workers", "ma_queue_paused", "ma_queue_rate_limited", "ma_queue_handled", "ma_redis_up",
-            "ma_redis_memory_used_bytes", "ma_redis_memory_max_bytes", "ma_redis_connected_clients",
-            "ma_redis_eviction_policy_ok", "ma_redis_evicted_keys_total", "ma_redis_connection_failures_total",
-            "ma_supervisor_processes", "ma_task_assignment_latency_seconds_bucket", "ma_exporter_source_up"}  # fmt: skip
+    base = {
+        "ma_queue_jobs",
+        "ma_queue_completed_total",
+        "ma_queue_failed_total",
+        "ma_queue_retries_total",
+        "ma_queue_throttled_total",
+        "ma_queue_stalled_total",
+        "ma_queue_oldest_waiting_seconds",
+        "ma_queue_workers",
+        "ma_queue_paused",
+        "ma_queue_rate_limited",
+        "ma_queue_handled",
+        "ma_redis_up",
+        "ma_redis_memory_used_bytes",
+        "ma_redis_memory_max_bytes",
+        "ma_redis_connected_clients",
+        "ma_redis_eviction_policy_ok",
+        "ma_redis_evicted_keys_total",
+        "ma_redis_connection_failures_total",
+        "ma_supervisor_processes",
+        "ma_task_assignment_latency_seconds_bucket",
+        "ma_exporter_source_up",
+    }
     source = (ROOT / "pool" / "exporter.py").read_text()
     for name in base:
         stem = re.sub(r"_(total|bucket)$", "", name)
@@ -208,14 +260,21 @@ def test_alert_rules_parse_and_use_only_exported_metrics():
     rules = yaml.safe_load((MONITORING / "alert-rules.yml").read_text())
     alerts = [r for g in rules["groups"] for r in g["rules"]]
     names = {a["alert"] for a in alerts}
-    assert {"MaBillingUsageBacklog", "MaPaymentSyncRetriesHigh", "MaRedisConnectionFailures",
-            "MaQueueWithoutWorkers"} <= names  # fmt: skip
+    assert {
+        "MaBillingUsageBacklog",
+        "MaPaymentSyncRetriesHigh",
+        "MaRedisConnectionFailures",
+        "MaQueueWithoutWorkers",
+    } <= names
     exported = _exported_names()
     for alert in alerts:
         assert set(alert) >= {"alert", "expr", "for", "labels", "annotations"}, alert["alert"]
         assert re.fullmatch(r"\d+[smh]", alert["for"])
         assert alert["expr"].count("(") == alert["expr"].count(")")
-        assert _metric_names(alert["expr"]) <= exported, (alert["alert"], _metric_names(alert["expr"]) - exported)
+        assert _metric_names(alert["expr"]) <= exported, (
+            alert["alert"],
+            _metric_names(alert["expr"]) - exported,
+        )
 
 
 def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
@@ -234,20 +293,38 @@ async def test_bulk_jobs_from_their_last_state_records_are_exported_and_bounded(
     now_ms = int(time.time() * 1000)
 
     def message(i: int, status: str, updated_ms: int) -> str:
-        return json.dumps({"bulkJobId": f"bulk-{i}", "jobId": str(i), "operation": "bulk.suspend", "status": status,
-                           "total": 100, "processed": 40 + i, "succeeded": 38 + i, "failed": 2,
-                           "throughputPerSec": 12.5, "startedAt": now_ms - 60_000, "updatedAt": updated_ms,
-                           "host": "h1", "pid": 4242})  # fmt: skip
+        return json.dumps(
+            {
+                "bulkJobId": f"bulk-{i}",
+                "jobId": str(i),
+                "operation": "bulk.suspend",
+                "status": status,
+                "total": 100,
+                "processed": 40 + i,
+                "succeeded": 38 + i,
+                "failed": 2,
+                "throughputPerSec": 12.5,
+                "startedAt": now_ms - 60_000,
+                "updatedAt": updated_ms,
+                "host": "h1",
+                "pid": 4242,
+            }
+        )
 
-    await redis.hset("ma:bulk-jobs", mapping={
-        "bulk-1": message(1, "running", now_ms - 3_000),
-        "bulk-2": message(2, "completed", now_ms - 10_000),
-        "bulk-old": message(9, "completed", now_ms - 3 * 86_400_000),  # too old to show
-        "bulk-bad": "{not json",
-    })  # fmt: skip
+    await redis.hset(
+        "ma:bulk-jobs",
+        mapping={
+            "bulk-1": message(1, "running", now_ms - 3_000),
+            "bulk-2": message(2, "completed", now_ms - 10_000),
+            "bulk-old": message(9, "completed", now_ms - 3 * 86_400_000),  # too old to show
+            "bulk-bad": "{not json",
+        },
+    )
     m = exporter().scrape()
     assert value(m, "ma_bulk_job_processed", bulk_job_id="bulk-1", operation="bulk.suspend") == 41
     assert value(m, "ma_bulk_job_running", bulk_job_id="bulk-1", operation="bulk.suspend") == 1
     assert value(m, "ma_bulk_job_running", bulk_job_id="bulk-2", operation="bulk.suspend") == 0
-    assert 2 <= value(m, "ma_bulk_job_last_heard_seconds", bulk_job_id="bulk-1", operation="bulk.suspend") < 30
+    assert (
+        2 <= value(m, "ma_bulk_job_last_heard_seconds", bulk_job_id="bulk-1", operation="bulk.suspend") < 30
+    )
     assert value(m, "ma_bulk_job_total", bulk_job_id="bulk-9", operation="bulk.suspend") is None

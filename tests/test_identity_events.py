@@ -15,9 +15,13 @@ Q = "identity-events"
 async def org(identity_db):
     """A fresh organization with two tenants at identity (the identity service's writes)."""
     org_id = f"org_{uuid.uuid4().hex[:8]}"
-    await identity_db.execute("INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $1)", org_id, "Fresh Co")
-    await identity_db.executemany("INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, $3)",
-                                  [(f"{org_id}_a", org_id, "A"), (f"{org_id}_b", org_id, "B")])  # fmt: skip
+    await identity_db.execute(
+        "INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $1)", org_id, "Fresh Co"
+    )
+    await identity_db.executemany(
+        "INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, $3)",
+        [(f"{org_id}_a", org_id, "A"), (f"{org_id}_b", org_id, "B")],
+    )
     return org_id
 
 
@@ -32,11 +36,21 @@ async def tasks(db_urls):
 
 async def snapshot(tasks, org_id: str) -> dict:
     return {
-        "org": [dict(r) for r in await tasks.fetch("SELECT id, name, status FROM organizations WHERE id = $1", org_id)],
-        "tenants": sorted(r["id"] for r in await tasks.fetch("SELECT id FROM tenants WHERE organization_id = $1", org_id)),
-        "entitlements": sorted((r["feature"], r["quota"]) for r in await tasks.fetch(
-            "SELECT feature, quota FROM entitlements WHERE organization_id = $1 AND product_slug = 'tasks'", org_id)),
-    }  # fmt: skip
+        "org": [
+            dict(r)
+            for r in await tasks.fetch("SELECT id, name, status FROM organizations WHERE id = $1", org_id)
+        ],
+        "tenants": sorted(
+            r["id"] for r in await tasks.fetch("SELECT id FROM tenants WHERE organization_id = $1", org_id)
+        ),
+        "entitlements": sorted(
+            (r["feature"], r["quota"])
+            for r in await tasks.fetch(
+                "SELECT feature, quota FROM entitlements WHERE organization_id = $1 AND product_slug = 'tasks'",
+                org_id,
+            )
+        ),
+    }
 
 
 async def twice(redis, name: str, data: dict) -> list:
@@ -47,10 +61,13 @@ async def twice(redis, name: str, data: dict) -> list:
     return jobs
 
 
-async def test_organization_created_bootstraps_the_org_and_seeds_entitlements_once(redis, start_real_pool, org,
-                                                                                    tasks):  # fmt: skip
+async def test_organization_created_bootstraps_the_org_and_seeds_entitlements_once(
+    redis, start_real_pool, org, tasks
+):
     start_real_pool(Q)
-    first, second = await twice(redis, "organization.created", {"organizationId": org, "tenantId": f"{org}_a"})
+    first, second = await twice(
+        redis, "organization.created", {"organizationId": org, "tenantId": f"{org}_a"}
+    )
     assert first.returnvalue["entitlementsSeeded"] == 3 and second.returnvalue["entitlementsSeeded"] == 0
     assert await snapshot(tasks, org) == {
         "org": [{"id": org, "name": "Fresh Co", "status": "active"}],
@@ -78,13 +95,25 @@ async def test_suspend_and_reactivate_flip_the_status(redis, start_real_pool, or
 async def test_organization_deleted_removes_its_tasks_data_in_batches(redis, start_real_pool, org, tasks):
     start_real_pool(Q)
     await twice(redis, "organization.created", {"organizationId": org, "tenantId": f"{org}_a"})
-    await tasks.executemany("INSERT INTO tasks (id, organization_id, tenant_id, title) VALUES ($1, $2, $3, 't')",
-                            [(f"{org}_task{i}", org, f"{org}_a") for i in range(2500)])  # fmt: skip
-    await tasks.execute("INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id)"
-                        " VALUES ($1, 'x', $2, $3, 'u')", f"k-{org}", org, f"{org}_task1")  # fmt: skip
+    await tasks.executemany(
+        "INSERT INTO tasks (id, organization_id, tenant_id, title) VALUES ($1, $2, $3, 't')",
+        [(f"{org}_task{i}", org, f"{org}_a") for i in range(2500)],
+    )
+    await tasks.execute(
+        "INSERT INTO notifications (dedupe_key, kind, organization_id, task_id, recipient_id)"
+        " VALUES ($1, 'x', $2, $3, 'u')",
+        f"k-{org}",
+        org,
+        f"{org}_task1",
+    )
     first, second = await twice(redis, "organization.deleted", {"organizationId": org})
-    assert first.returnvalue["deleted"] == {"notifications": 1, "tasks": 2500, "entitlements": 3, "tenants": 1,
-                                            "organizations": 1}  # fmt: skip
+    assert first.returnvalue["deleted"] == {
+        "notifications": 1,
+        "tasks": 2500,
+        "entitlements": 3,
+        "tenants": 1,
+        "organizations": 1,
+    }
     assert set(second.returnvalue["deleted"].values()) == {0}
     assert await snapshot(tasks, org) == {"org": [], "tenants": [], "entitlements": []}
     assert await tasks.fetchval("SELECT count(*) FROM tasks WHERE organization_id = $1", org) == 0
@@ -94,15 +123,20 @@ async def test_tenant_created_and_deleted(redis, start_real_pool, org, tasks):
     start_real_pool(Q)
     await twice(redis, "tenant.created", {"organizationId": org, "tenantId": f"{org}_b"})
     assert (await snapshot(tasks, org))["tenants"] == [f"{org}_b"]
-    await tasks.execute("INSERT INTO tasks (id, organization_id, tenant_id, title) VALUES ($1, $2, $3, 't')",
-                        f"{org}_tb", org, f"{org}_b")  # fmt: skip
+    await tasks.execute(
+        "INSERT INTO tasks (id, organization_id, tenant_id, title) VALUES ($1, $2, $3, 't')",
+        f"{org}_tb",
+        org,
+        f"{org}_b",
+    )
     first, _ = await twice(redis, "tenant.deleted", {"organizationId": org, "tenantId": f"{org}_b"})
     assert first.returnvalue["deleted"]["tasks"] == 1
     assert (await snapshot(tasks, org))["tenants"] == []
 
 
-async def test_a_tenant_of_another_organization_is_refused_and_nothing_is_touched(redis, start_real_pool, org,
-                                                                                   tasks):  # fmt: skip
+async def test_a_tenant_of_another_organization_is_refused_and_nothing_is_touched(
+    redis, start_real_pool, org, tasks
+):
     start_real_pool(Q)
     for name in ("tenant.created", "organization.created"):
         job = await run_job(redis, Q, name, {"organizationId": org, "tenantId": "org_acme_t1"})

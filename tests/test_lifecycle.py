@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+
 from bullmq import Queue
 
 from devstack import engines
@@ -15,8 +16,9 @@ Q = "identity-events"
 
 
 def run_with_env(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ma-worker"), "run", Q], env=env, capture_output=True, text=True,
-                          timeout=30, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "ma-worker"), "run", Q], env=env, capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
 
 
 def test_missing_required_setting_exits_at_start_naming_the_variable(valkey, db_urls):
@@ -30,8 +32,9 @@ def test_missing_required_setting_exits_at_start_naming_the_variable(valkey, db_
 
 
 def test_malformed_setting_is_named_and_a_secret_value_is_not_echoed(valkey, db_urls):
-    result = run_with_env(pool_env(valkey.url, db_urls, TASKS_DATABASE_URL="not a url",
-                                   BULLMQ_METRICS_INTERVAL="soon"))  # fmt: skip
+    result = run_with_env(
+        pool_env(valkey.url, db_urls, TASKS_DATABASE_URL="not a url", BULLMQ_METRICS_INTERVAL="soon")
+    )
     assert result.returncode == 78
     assert "TASKS_DATABASE_URL is malformed" in result.stderr
     assert "BULLMQ_METRICS_INTERVAL is malformed" in result.stderr
@@ -39,8 +42,13 @@ def test_malformed_setting_is_named_and_a_secret_value_is_not_echoed(valkey, db_
 
 
 def test_unknown_queue_is_refused_with_the_known_ones_listed(valkey, db_urls):
-    result = subprocess.run([str(BIN / "ma-worker"), "run", "identity-event"], env=pool_env(valkey.url, db_urls),
-                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [str(BIN / "ma-worker"), "run", "identity-event"],
+        env=pool_env(valkey.url, db_urls),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 78
     assert "unknown queue 'identity-event'; known queues: identity-events" in result.stderr
 
@@ -49,12 +57,15 @@ async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis,
     pool = start_pool(Q)
     queue = Queue(Q, {"connection": redis})
     job = await queue.add("test.effect", {"key": "sigterm", "sleepSeconds": 3})
-    await wait_for(lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'"),
-                   what="the handler is running")  # fmt: skip
+    await wait_for(
+        lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'"),
+        what="the handler is running",
+    )
     started = time.monotonic()
     pool.proc.send_signal(signal.SIGTERM)
-    code = await wait_for(lambda: pool.proc.poll() is not None and (pool.proc.returncode,), timeout=30,
-                          what="process exit")  # fmt: skip
+    code = await wait_for(
+        lambda: pool.proc.poll() is not None and (pool.proc.returncode,), timeout=30, what="process exit"
+    )
     assert code == (0,)
     assert time.monotonic() - started >= 2.0, "it waited for the job"
     assert await queue.getJobState(job.id) == "completed"
@@ -103,7 +114,7 @@ async def test_heartbeat_record_names_host_pid_queue_process_and_in_flight_jobs(
 async def test_schedulers_are_upserted_once_however_often_the_pool_starts(redis, start_pool):
     for _ in range(2):
         pool = start_pool("user-management-jobs")
-        await wait_for(lambda: "consuming user-management-jobs" in pool.text(), what="pool up")
+        await wait_for(lambda pool=pool: "consuming user-management-jobs" in pool.text(), what="pool up")
         pool.stop()
     pool = start_pool("task-notifications")
     await wait_for(lambda: "consuming task-notifications" in pool.text(), what="pool up")
@@ -119,11 +130,16 @@ async def test_schedulers_are_upserted_once_however_often_the_pool_starts(redis,
     assert await users.getDelayedCount() + await users.getWaitingCount() <= 1
 
 
-async def test_redis_unreachable_at_start_is_retried_with_backoff_then_processing_begins(start_pool, tmp_path):
+async def test_redis_unreachable_at_start_is_retried_with_backoff_then_processing_begins(
+    start_pool, tmp_path
+):
     port = engines.free_port()
     pool = start_pool(Q, REDIS_URL=f"redis://127.0.0.1:{port}/0")
-    await wait_for(lambda: pool.text().count("Redis connection failed at start") >= 2, timeout=20,
-                   what="two logged connection failures")  # fmt: skip
+    await wait_for(
+        lambda: pool.text().count("Redis connection failed at start") >= 2,
+        timeout=20,
+        what="two logged connection failures",
+    )
     assert pool.proc.poll() is None, "an outage is not a crash"
     late = engines.valkey(tmp_path / "late-valkey", port=port).start()
     try:

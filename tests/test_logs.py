@@ -102,7 +102,9 @@ def test_tracebacks_follow_their_line(piped) -> None:
 def test_the_per_job_line_reads_as_any_other_info_line_and_is_scrubbed(piped) -> None:
     logger, pipe = piped
     saved = logging.root.handlers, logging.root.level
-    logging.root.handlers = list(logger.handlers)  # our handler as the root's only one, as setup_logging leaves it
+    logging.root.handlers = list(
+        logger.handlers
+    )  # our handler as the root's only one, as setup_logging leaves it
     logging.root.setLevel(logging.INFO)
     job_logger = logging.getLogger("jobs.test-lines")
     try:

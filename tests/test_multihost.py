@@ -43,7 +43,9 @@ async def test_two_hosts_share_the_work_a_lost_host_loses_nothing_and_ma_top_con
     try:
         for name in ("host-a", "host-b"):
             (tmp_path / name).mkdir()
-            hosts[name] = Supervisord(tmp_path / name, supervisord_env({**env, "MA_EXPORTER_PORT": str(engines.free_port())}))
+            hosts[name] = Supervisord(
+                tmp_path / name, supervisord_env({**env, "MA_EXPORTER_PORT": str(engines.free_port())})
+            )
         for sup in hosts.values():
             await wait_for(sup.all_running, timeout=40, what="every program RUNNING")
         endpoints = [f"unix://{tmp_path}/{name}/var/supervisor.sock" for name in hosts]
@@ -60,28 +62,38 @@ async def test_two_hosts_share_the_work_a_lost_host_loses_nothing_and_ma_top_con
                 await pilot.press("down")
             name, before = rows(app)[table.cursor_row][0], int(rows(app)[table.cursor_row][2])
             await pilot.press("s")
-            await wait_for(lambda: _pid(hosts["host-b"], name) not in (None, before), timeout=30, what="restarted on B")
+            await wait_for(
+                lambda: _pid(hosts["host-b"], name) not in (None, before), timeout=30, what="restarted on B"
+            )
             assert _pid(hosts["host-a"], name) is not None, "host-a's process of that name is untouched"
 
         # Jobs from a Node producer spread over both hosts; then host-a dies whole, mid-run.
-        jobs = [{"name": "test.effect", "data": {"key": f"mh-{i}", "sleepSeconds": 1.0}, "opts": {"attempts": 3}}
-                for i in range(400)]  # fmt: skip
+        jobs = [
+            {"name": "test.effect", "data": {"key": f"mh-{i}", "sleepSeconds": 1.0}, "opts": {"attempts": 3}}
+            for i in range(400)
+        ]
         ids = node_add(node_bullmq, valkey.url, Q, jobs)
         pids = {name: {p["pid"] for p in sup.processes()} for name, sup in hosts.items()}
-        await wait_for(lambda: _count(tasks_db, "SELECT count(*) FROM test_effects WHERE key LIKE 'mh-%'", 120),
-                       timeout=60, what="a third of the work done")  # fmt: skip
+        await wait_for(
+            lambda: _count(tasks_db, "SELECT count(*) FROM test_effects WHERE key LIKE 'mh-%'", 120),
+            timeout=60,
+            what="a third of the work done",
+        )
         killed = kill_host(hosts["host-a"])
         queue = Queue(Q, {"connection": redis})
         await wait_for(lambda: _all_completed(queue, ids), timeout=120, what="every job completed on host-b")
 
         effects = await tasks_db.fetchval("SELECT count(*) FROM test_effects WHERE key LIKE 'mh-%'")
         assert effects == 400  # nothing lost (one row per key: the table's primary key)
-        by_pid = await tasks_db.fetch("SELECT pid, count(DISTINCT key) AS n FROM test_attempts WHERE key LIKE 'mh-%'"
-                                      " GROUP BY pid")  # fmt: skip
+        by_pid = await tasks_db.fetch(
+            "SELECT pid, count(DISTINCT key) AS n FROM test_attempts WHERE key LIKE 'mh-%' GROUP BY pid"
+        )
         done_by = {name: sum(r["n"] for r in by_pid if r["pid"] in pids[name]) for name in hosts}
         assert done_by["host-a"] > 0 and done_by["host-b"] > 0, done_by  # the work was spread
-        rerun = await tasks_db.fetchval("SELECT count(*) FROM (SELECT key FROM test_attempts WHERE key LIKE 'mh-%'"
-                                        " GROUP BY key HAVING count(*) > 1) k")  # fmt: skip
+        rerun = await tasks_db.fetchval(
+            "SELECT count(*) FROM (SELECT key FROM test_attempts WHERE key LIKE 'mh-%'"
+            " GROUP BY key HAVING count(*) > 1) k"
+        )
         assert 0 < rerun <= 40, "only what host-a had in flight ran again (2 slots x concurrency)"
         assert killed and all(p["statename"] == "RUNNING" for p in hosts["host-b"].processes())
     finally:

@@ -49,7 +49,7 @@ async def write_commands(client: Redis) -> dict[str, int]:
 
 
 async def test_read_only_ma_top_sends_no_write_to_redis_or_supervisord(own_valkey, db_urls, tmp_path: Path):
-    engine, client = own_valkey
+    _engine, client = own_valkey
     for queue in ("billing-usage", "identity-events"):  # something to act on in every view
         q = Queue(queue, {"connection": client})
         await q.add("usage.aggregate", {"organizationId": "org_acme"}, {"delay": 600_000})
@@ -58,8 +58,10 @@ async def test_read_only_ma_top_sends_no_write_to_redis_or_supervisord(own_valke
         await client.lrem(f"bull:{queue}:wait", 0, failed.id)
         await client.hset(f"bull:{queue}:{failed.id}", mapping={"failedReason": "boom", "finishedOn": "1"})
     (tmp_path / "host").mkdir()
-    sup = Supervisord(tmp_path / "host", supervisord_env(pool_env("redis://127.0.0.1:9", db_urls,
-                                                                  MA_EXPORTER_PORT=str(engines.free_port()))))  # fmt: skip
+    sup = Supervisord(
+        tmp_path / "host",
+        supervisord_env(pool_env("redis://127.0.0.1:9", db_urls, MA_EXPORTER_PORT=str(engines.free_port()))),
+    )
     try:
         await wait_for(sup.all_running, timeout=40, what="supervisord up")
         before_pids = {p["name"]: p["pid"] for p in sup.processes()}
@@ -83,7 +85,9 @@ async def test_read_only_ma_top_sends_no_write_to_redis_or_supervisord(own_valke
             await pilot.pause(1)
             assert "read-only" in app.message
         assert await write_commands(client) == {}, "ma-top --read-only wrote to Redis"
-        assert {p["name"]: p["pid"] for p in sup.processes()} == before_pids, "a process was restarted or stopped"
+        assert {p["name"]: p["pid"] for p in sup.processes()} == before_pids, (
+            "a process was restarted or stopped"
+        )
         assert not (tmp_path / "audit.log").exists() or (tmp_path / "audit.log").read_text() == ""
     finally:
         sup.stop()

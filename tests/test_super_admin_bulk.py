@@ -32,8 +32,10 @@ async def users(identity_db):
             "INSERT INTO users (id, email, full_name, status) VALUES ($1, $2, $3, $4)",
             [(uid, f"{uid}@{tag}.example", f'User "{n}", of {tag}', status) for n, uid in enumerate(ids)],
         )
-        await identity_db.executemany("INSERT INTO memberships (user_id, organization_id, role)"
-                                      " VALUES ($1, 'org_initech', 'member')", [(u,) for u in ids])  # fmt: skip
+        await identity_db.executemany(
+            "INSERT INTO memberships (user_id, organization_id, role) VALUES ($1, 'org_initech', 'member')",
+            [(u,) for u in ids],
+        )
         created.extend(ids)
         return tag, ids
 
@@ -41,8 +43,11 @@ async def users(identity_db):
 
 
 async def audit_counts(identity_db, bulk_job_id: str) -> dict[str, int]:
-    rows = await identity_db.fetch("SELECT target_id, count(*) AS n FROM audit_events"
-                                   " WHERE details->>'bulkJobId' = $1 GROUP BY target_id", bulk_job_id)  # fmt: skip
+    rows = await identity_db.fetch(
+        "SELECT target_id, count(*) AS n FROM audit_events"
+        " WHERE details->>'bulkJobId' = $1 GROUP BY target_id",
+        bulk_job_id,
+    )
     return {r["target_id"]: r["n"] for r in rows}
 
 
@@ -58,8 +63,9 @@ def change(bulk_id: str, ids: list[str] | None = None, **extra) -> dict:
     return {**body, **extra}
 
 
-async def test_a_non_super_admin_actor_is_refused_and_nothing_changes(redis, start_real_pool, users, identity,
-                                                                       identity_db):  # fmt: skip
+async def test_a_non_super_admin_actor_is_refused_and_nothing_changes(
+    redis, start_real_pool, users, identity, identity_db
+):
     _, ids = await users(3)
     start_real_pool(Q)
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
@@ -76,17 +82,22 @@ async def test_a_non_super_admin_actor_is_refused_and_nothing_changes(redis, sta
 async def test_bad_selections_fail_with_a_reason_naming_the_field(redis, start_real_pool, identity):
     start_real_pool(Q)
     both = await run_job(redis, Q, "bulk.activate", change("b1", ["u1"], filter={"status": "active"}))
-    assert both.failedReason == "invalid payload for bulk.activate: payload: give exactly one of ids or filter"
+    assert (
+        both.failedReason == "invalid payload for bulk.activate: payload: give exactly one of ids or filter"
+    )
     empty = await run_job(redis, Q, "bulk.suspend", change("b2", filter={}))
     assert "filter needs at least one criterion" in empty.failedReason
-    orgs = await run_job(redis, Q, "bulk.suspend", change("b3", target="organizations", filter={"emailDomain": "x.io"}))
+    orgs = await run_job(
+        redis, Q, "bulk.suspend", change("b3", target="organizations", filter={"emailDomain": "x.io"})
+    )
     assert "filter.emailDomain applies to users, not organizations" in orgs.failedReason
     target = await run_job(redis, Q, "bulk.suspend", change("b4", ["u1"], target="groups"))
     assert target.failedReason.startswith("invalid payload for bulk.suspend: target: Input should be 'users'")
 
 
-async def test_mixed_outcomes_are_logged_per_item_counted_and_listed(redis, start_real_pool, users, identity,
-                                                                      identity_db):  # fmt: skip
+async def test_mixed_outcomes_are_logged_per_item_counted_and_listed(
+    redis, start_real_pool, users, identity, identity_db
+):
     _, ids = await users(5)
     pool = start_real_pool(Q)
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
@@ -95,9 +106,11 @@ async def test_mixed_outcomes_are_logged_per_item_counted_and_listed(redis, star
     result = job.returnvalue
     assert (result["total"], result["succeeded"], result["failed"]) == (8, 5, 3)
     reasons = {f["id"]: f["reason"] for f in result["failures"]}
-    assert reasons == {"u_missing_1": "user u_missing_1 not found at identity",
-                       "u_missing_2": "user u_missing_2 not found at identity",
-                       "user_root": "identity rejected suspend users user_root: 409 cannot_suspend_super_admin"}  # fmt: skip
+    assert reasons == {
+        "u_missing_1": "user u_missing_1 not found at identity",
+        "u_missing_2": "user u_missing_2 not found at identity",
+        "user_root": "identity rejected suspend users user_root: 409 cannot_suspend_super_admin",
+    }
     assert set((await statuses(identity_db, ids)).values()) == {"suspended"}
     assert await statuses(identity_db, ["user_root"]) == {"user_root": "active"}
     assert await audit_counts(identity_db, bulk) == dict.fromkeys(ids, 1)
@@ -108,7 +121,9 @@ async def test_mixed_outcomes_are_logged_per_item_counted_and_listed(redis, star
     assert "test-service-role-key" not in pool.text()
 
     every = await run_job(redis, Q, "bulk.activate", change(f"{bulk}_b", ["u_missing_3", "u_missing_4"]))
-    assert every.failedReason.startswith(f"every item of bulk job {bulk}_b failed (2): u_missing_3: user u_missing_3")
+    assert every.failedReason.startswith(
+        f"every item of bulk job {bulk}_b failed (2): u_missing_3: user u_missing_3"
+    )
 
 
 async def test_subscribers_see_running_messages_and_the_final_one_with_consistent_counts(
@@ -116,7 +131,9 @@ async def test_subscribers_see_running_messages_and_the_final_one_with_consisten
 ):
     _, ids = await users(40)
     identity.hook("POST", "/__latency", {"path": "/v1/admin/users", "seconds": 0.2})
-    identity.fault(429, count=2, path="/v1/admin/users", retry_after=1)  # throttled once: deferred, not failed
+    identity.fault(
+        429, count=2, path="/v1/admin/users", retry_after=1
+    )  # throttled once: deferred, not failed
     start_real_pool(Q, MA_BULK_ITEM_CONCURRENCY="4")
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
     messages: list[dict] = []
@@ -143,11 +160,28 @@ async def test_subscribers_see_running_messages_and_the_final_one_with_consisten
     assert statuses_seen.count("completed") == 1 and statuses_seen[-1] == "completed"
     assert "throttled" in statuses_seen
     assert statuses_seen.count("running") >= 2  # a start message per run, and about one a second between
-    keys = {"bulkJobId", "jobId", "operation", "status", "total", "processed", "succeeded", "failed",
-            "throughputPerSec", "startedAt", "updatedAt", "host", "pid"}  # fmt: skip
+    keys = {
+        "bulkJobId",
+        "jobId",
+        "operation",
+        "status",
+        "total",
+        "processed",
+        "succeeded",
+        "failed",
+        "throughputPerSec",
+        "startedAt",
+        "updatedAt",
+        "host",
+        "pid",
+    }
     for m in messages:
         assert keys <= m.keys()
-        assert m["processed"] == m["succeeded"] + m["failed"] and m["total"] == 41 and m["operation"] == "suspend"
+        assert (
+            m["processed"] == m["succeeded"] + m["failed"]
+            and m["total"] == 41
+            and m["operation"] == "suspend"
+        )
         assert m["jobId"] == job.id
     processed = [m["processed"] for m in messages]
     assert processed == sorted(processed) and processed[-1] == 41
@@ -157,15 +191,18 @@ async def test_subscribers_see_running_messages_and_the_final_one_with_consisten
     assert await audit_counts(identity_db, bulk) == dict.fromkeys(ids, 1)
 
 
-async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(redis, start_pool, users, identity,
-                                                                        identity_db):  # fmt: skip
+async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(
+    redis, start_pool, users, identity, identity_db
+):
     tag, ids = await users(60)
     identity.hook("POST", "/__latency", {"path": "/v1/admin/users", "seconds": 0.15})
     env = {"MA_QUEUE_TABLE": "tests.support.table:REAL_FAST", "IDENTITY_BASE_URL": identity.url}
     first = start_pool(Q, **env)
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
     queue = Queue(Q, {"connection": redis})
-    added = await queue.add("bulk.suspend", change(bulk, filter={"emailDomain": f"{tag}.example"}), {"attempts": 3})
+    added = await queue.add(
+        "bulk.suspend", change(bulk, filter={"emailDomain": f"{tag}.example"}), {"attempts": 3}
+    )
 
     async def progressed() -> int:
         job = await Job.fromId(queue, added.id)
@@ -189,19 +226,27 @@ async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(redis, st
     assert not await redis.exists(f"ma:bulk-items:{added.id}")
 
 
-async def test_export_streams_the_selection_into_a_gzip_file_with_its_checksum(redis, start_real_pool, users,
-                                                                                identity_db, tmp_path: Path):  # fmt: skip
+async def test_export_streams_the_selection_into_a_gzip_file_with_its_checksum(
+    redis, start_real_pool, users, identity_db, tmp_path: Path
+):
     tag, ids = await users(25)
     await identity_db.execute("UPDATE users SET status = 'suspended' WHERE id = $1", ids[3])
     export_dir = tmp_path / "exports"
     start_real_pool(Q, MA_EXPORT_DIR=str(export_dir))
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
-    body = {"bulkJobId": bulk, "actorId": "user_root", "target": "users",
-            "filter": {"emailDomain": f"{tag}.example", "status": "active"}}  # fmt: skip
+    body = {
+        "bulkJobId": bulk,
+        "actorId": "user_root",
+        "target": "users",
+        "filter": {"emailDomain": f"{tag}.example", "status": "active"},
+    }
     as_csv = (await run_job(redis, Q, "bulk.export", {**body, "format": "csv"})).returnvalue
     as_jsonl = (await run_job(redis, Q, "bulk.export", {**body, "format": "jsonl"})).returnvalue
-    expected = await identity_db.fetch("SELECT id, email, full_name, status, is_super_admin FROM users"
-                                       " WHERE id = ANY($1::text[]) AND status = 'active' ORDER BY id", ids)  # fmt: skip
+    expected = await identity_db.fetch(
+        "SELECT id, email, full_name, status, is_super_admin FROM users"
+        " WHERE id = ANY($1::text[]) AND status = 'active' ORDER BY id",
+        ids,
+    )
     assert len(expected) == 24
     for result in (as_csv, as_jsonl):
         path = Path(result["path"])
@@ -219,9 +264,16 @@ async def test_export_streams_the_selection_into_a_gzip_file_with_its_checksum(r
     ]
     assert all(o["createdAt"].endswith("+00:00") and "T" in o["createdAt"] for o in objects)
     assert all(r["createdAt"].endswith("+00") for r in rows)
-    assert sorted(p.name for p in export_dir.iterdir()) == sorted([f"{bulk}-users.csv.gz", f"{bulk}-users.jsonl.gz"])
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted(
+        [f"{bulk}-users.csv.gz", f"{bulk}-users.jsonl.gz"]
+    )
     last = json.loads(await redis.hget("ma:bulk-jobs", bulk))
-    assert (last["operation"], last["status"], last["processed"], last["total"]) == ("export", "completed", 24, 24)
+    assert (last["operation"], last["status"], last["processed"], last["total"]) == (
+        "export",
+        "completed",
+        24,
+        24,
+    )
 
 
 async def test_export_chunks_join_to_exactly_the_rows_in_order(users, identity_db):

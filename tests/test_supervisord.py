@@ -32,8 +32,13 @@ class Supervisord:
         self.conf = home / "supervisord.conf"
         shutil.copy(ROOT / "supervisord.conf", self.conf)
         (home / "var" / "log").mkdir(parents=True)
-        self.proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(self.conf)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(BIN / "supervisord"), "-n", "-c", str(self.conf)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     @property
     def rpc(self) -> Any:
@@ -60,8 +65,9 @@ class Supervisord:
 def host(home: Path, db_urls: Any, **env: str) -> Iterator[tuple[Supervisord, engines.Engine]]:
     """A 'host': its own Valkey (tests stop and start it) and supervisord.conf, every program RUNNING."""
     valkey = engines.valkey(home / "valkey-data").start()
-    sup = Supervisord(home, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()),
-                                                     **env)))  # fmt: skip
+    sup = Supervisord(
+        home, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()), **env))
+    )
     try:
         deadline = time.monotonic() + 30
         while not sup.all_running():
@@ -89,13 +95,21 @@ async def sredis(stack) -> Any:
 
 
 def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
-    out = subprocess.run(["node", "produce.mjs", url, queue, json.dumps(jobs)], cwd=node_dir, check=True,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        ["node", "produce.mjs", url, queue, json.dumps(jobs)],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
 async def completed(queue: Queue, job_id: str, timeout: float = 30) -> Job:
-    await wait_for(lambda: _state_is(queue, job_id, "completed"), timeout=timeout, what=f"job {job_id} completed")
+    await wait_for(
+        lambda: _state_is(queue, job_id, "completed"), timeout=timeout, what=f"job {job_id} completed"
+    )
     job = await Job.fromId(queue, job_id)
     assert job is not None
     return job
@@ -111,15 +125,20 @@ def test_every_queue_has_its_programs_running_and_supervisorctl_reads_the_conf(s
     assert "identity-events:identity-events_00" in names and "identity-events:identity-events_01" in names
     assert "super-admin.bulk-job:super-admin.bulk-job_00" in names
     assert len(names) == 10  # billing-usage defaults to 2 slots, identity-events set to 2 here, the exporter
-    out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(sup.conf), "status"], capture_output=True,
-                         text=True, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "supervisorctl"), "-c", str(sup.conf), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.stdout.count("RUNNING") == 10, out.stdout
     mode = stat.S_IMODE((sup.home / "var" / "supervisor.sock").stat().st_mode)
     assert mode & 0o077 == 0, f"control socket must be owner-only, is {oct(mode)}"
 
 
-async def test_a_job_from_a_node_producer_is_processed_by_a_supervisord_started_process(stack, sredis,
-                                                                                          node_bullmq, tasks_db):  # fmt: skip
+async def test_a_job_from_a_node_producer_is_processed_by_a_supervisord_started_process(
+    stack, sredis, node_bullmq, tasks_db
+):
     sup, valkey = stack
     (job_id,) = node_add(node_bullmq, valkey.url, Q, [{"name": "test.effect", "data": {"key": "from-node"}}])
     job = await completed(Queue(Q, {"connection": sredis}), job_id)
@@ -133,8 +152,10 @@ async def test_sigkill_during_a_job_reruns_it_after_the_stall_interval_and_the_e
 ):
     queue = Queue(Q, {"connection": sredis})
     job = await queue.add("test.effect", {"key": "killed", "sleepSeconds": 5}, {"attempts": 3})
-    await wait_for(lambda: tasks_db.fetchval("SELECT pid FROM test_attempts WHERE key = 'killed'"),
-                   what="first attempt started")  # fmt: skip
+    await wait_for(
+        lambda: tasks_db.fetchval("SELECT pid FROM test_attempts WHERE key = 'killed'"),
+        what="first attempt started",
+    )
     victim = await tasks_db.fetchval("SELECT pid FROM test_attempts WHERE key = 'killed'")
     os.kill(victim, signal.SIGKILL)
     await completed(queue, job.id, timeout=45)
@@ -143,8 +164,10 @@ async def test_sigkill_during_a_job_reruns_it_after_the_stall_interval_and_the_e
     assert await tasks_db.fetchval("SELECT count(*) FROM test_effects WHERE key = 'killed'") == 1
 
     async def stalled_event() -> bool:
-        return any(f.get("kind") == "stalled" and f.get("jobId") == job.id
-                   for _, f in await sredis.xrange("ma:events"))  # fmt: skip
+        return any(
+            f.get("kind") == "stalled" and f.get("jobId") == job.id
+            for _, f in await sredis.xrange("ma:events")
+        )
 
     await wait_for(stalled_event, what="stall reported on ma:events")
     sup, _ = stack

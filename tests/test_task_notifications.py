@@ -25,16 +25,24 @@ async def tasks(db_urls):
 
 def assigned(task_id: str, org: str = "org_acme", tenant: str = "org_acme_t1", **extra: str) -> dict:
     at = (datetime.now(UTC) - timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
-    return {"taskId": task_id, "organizationId": org, "tenantId": tenant, "assigneeId": "user_acme_2",
-            "assignedBy": "user_acme_1", "assignedAt": at, **extra}  # fmt: skip
+    return {
+        "taskId": task_id,
+        "organizationId": org,
+        "tenantId": tenant,
+        "assigneeId": "user_acme_2",
+        "assignedBy": "user_acme_1",
+        "assignedAt": at,
+        **extra,
+    }
 
 
 async def notifications(tasks, task_id: str) -> list:
     return await tasks.fetch("SELECT kind, recipient_id FROM notifications WHERE task_id = $1", task_id)
 
 
-async def test_task_assigned_notifies_once_and_samples_the_assignment_latency(redis, start_real_pool, tasks,
-                                                                               identity):  # fmt: skip
+async def test_task_assigned_notifies_once_and_samples_the_assignment_latency(
+    redis, start_real_pool, tasks, identity
+):
     start_real_pool(Q)
     task = f"task_{uuid.uuid4().hex[:8]}"
     first = await run_job(redis, Q, "task.assigned", assigned(task))
@@ -49,11 +57,17 @@ async def test_task_assigned_notifies_once_and_samples_the_assignment_latency(re
 
 async def test_a_suspended_organization_gets_no_notification(redis, start_real_pool, tasks, identity_db):
     org = f"org_{uuid.uuid4().hex[:8]}"
-    await identity_db.execute("INSERT INTO organizations (id, name, slug, status) VALUES ($1, 'S', $1, 'active')", org)
-    await identity_db.execute("INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, 'T')", f"{org}_t", org)
+    await identity_db.execute(
+        "INSERT INTO organizations (id, name, slug, status) VALUES ($1, 'S', $1, 'active')", org
+    )
+    await identity_db.execute(
+        "INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, 'T')", f"{org}_t", org
+    )
     start_real_pool(Q)
     start_real_pool("identity-events")
-    assert (await run_job(redis, "identity-events", "organization.suspended", {"organizationId": org})).returnvalue
+    assert (
+        await run_job(redis, "identity-events", "organization.suspended", {"organizationId": org})
+    ).returnvalue
     task = f"task_{uuid.uuid4().hex[:8]}"
     job = await run_job(redis, Q, "task.assigned", assigned(task, org, f"{org}_t"))
     assert job.returnvalue == {"notified": False, "reason": "organization suspended"}
@@ -75,30 +89,42 @@ async def test_task_due_soon_reminds_once_per_task_and_due_date(redis, start_rea
     await tasks.executemany(
         "INSERT INTO tasks (id, organization_id, tenant_id, title, assignee_id, due_at, status)"
         " VALUES ($1, 'org_acme', 'org_acme_t1', 't', 'user_acme_3', $2, $3)",
-        [(f"due_{tag}_soon", now + timedelta(minutes=20), "open"),
-         (f"due_{tag}_later", now + timedelta(hours=5), "open"),
-         (f"due_{tag}_done", now + timedelta(minutes=10), "done")],
-    )  # fmt: skip
+        [
+            (f"due_{tag}_soon", now + timedelta(minutes=20), "open"),
+            (f"due_{tag}_later", now + timedelta(hours=5), "open"),
+            (f"due_{tag}_done", now + timedelta(minutes=10), "done"),
+        ],
+    )
     start_real_pool(Q)
     await run_job(redis, Q, "task.due-soon", {"windowMinutes": 60})
     again = await run_job(redis, Q, "task.due-soon", {"windowMinutes": 60})
     assert again.returnvalue["reminders"] == 0
-    reminded = {r["task_id"] for r in await tasks.fetch(
-        "SELECT task_id FROM notifications WHERE kind = 'task.due-soon' AND task_id LIKE $1", f"due_{tag}%")}  # fmt: skip
+    reminded = {
+        r["task_id"]
+        for r in await tasks.fetch(
+            "SELECT task_id FROM notifications WHERE kind = 'task.due-soon' AND task_id LIKE $1",
+            f"due_{tag}%",
+        )
+    }
     assert reminded == {f"due_{tag}_soon"}
-    await tasks.execute("UPDATE tasks SET due_at = due_at + interval '10 minutes' WHERE id = $1", f"due_{tag}_soon")
+    await tasks.execute(
+        "UPDATE tasks SET due_at = due_at + interval '10 minutes' WHERE id = $1", f"due_{tag}_soon"
+    )
     await run_job(redis, Q, "task.due-soon", {})
     assert len(await notifications(tasks, f"due_{tag}_soon")) == 2, "a moved due date gets its own reminder"
 
 
-async def test_throttled_by_identity_the_jobs_are_deferred_logged_once_and_complete_later(redis, start_real_pool,
-                                                                                          identity):  # fmt: skip
+async def test_throttled_by_identity_the_jobs_are_deferred_logged_once_and_complete_later(
+    redis, start_real_pool, identity
+):
     pool = start_real_pool(Q)
     await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"))  # token in hand
     identity.fault(429, count=8, path="/v1/tasks/context", retry_after=1)
     queue = Queue(Q, {"connection": redis})
-    jobs = [await queue.add("task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"), {"attempts": 2})
-            for _ in range(4)]  # fmt: skip
+    jobs = [
+        await queue.add("task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"), {"attempts": 2})
+        for _ in range(4)
+    ]
 
     async def some_delayed() -> bool:
         return await queue.getDelayedCount() > 0
@@ -122,8 +148,9 @@ async def test_an_expired_token_is_refreshed_once_and_the_job_succeeds(redis, st
     assert identity.stats().get("POST /v1/auth/refresh") == 1
 
 
-async def test_a_token_still_refused_after_refresh_is_a_transient_failure_with_a_clear_reason(redis,
-                                                                                              start_real_pool, identity):  # fmt: skip
+async def test_a_token_still_refused_after_refresh_is_a_transient_failure_with_a_clear_reason(
+    redis, start_real_pool, identity
+):
     start_real_pool(Q)
     identity.fault(401, count=50, path="/v1/tasks/context")
     job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"), attempts=2)
@@ -131,13 +158,18 @@ async def test_a_token_still_refused_after_refresh_is_a_transient_failure_with_a
     assert "after a refresh" in job.failedReason and job.attemptsMade == 2
 
 
-async def test_scope_mismatch_rotates_the_session_and_the_job_succeeds(redis, start_real_pool, identity,
-                                                                        identity_db):  # fmt: skip
+async def test_scope_mismatch_rotates_the_session_and_the_job_succeeds(
+    redis, start_real_pool, identity, identity_db
+):
     start_real_pool(Q)
-    await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"))  # token scoped to today's orgs
+    await run_job(
+        redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}")
+    )  # token scoped to today's orgs
     org = f"org_{uuid.uuid4().hex[:8]}"  # created after the worker's session: not in its claims
     await identity_db.execute("INSERT INTO organizations (id, name, slug) VALUES ($1, 'New', $1)", org)
-    await identity_db.execute("INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, 'T')", f"{org}_t", org)
+    await identity_db.execute(
+        "INSERT INTO tenants (id, organization_id, name) VALUES ($1, $2, 'T')", f"{org}_t", org
+    )
     job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}", org, f"{org}_t"))
     assert job.failedReason is None and job.returnvalue["notified"] is True
     assert identity.stats().get("sessions rotated") == 1
@@ -159,11 +191,20 @@ async def test_short_lived_tokens_are_refreshed_before_they_expire(redis, start_
         double.stop()
 
 
-async def test_a_hanging_identity_is_cut_off_by_the_timeout_and_the_job_retried(redis, start_real_pool, identity):
+async def test_a_hanging_identity_is_cut_off_by_the_timeout_and_the_job_retried(
+    redis, start_real_pool, identity
+):
     start_real_pool(Q)
     await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"))
     identity.fault("hang", count=1, path="/v1/tasks/context")
-    job = await run_job(redis, Q, "task.assigned", assigned(f"task_{uuid.uuid4().hex[:8]}"), attempts=3,
-                        backoff={"type": "fixed", "delay": 200}, timeout=60)  # fmt: skip
+    job = await run_job(
+        redis,
+        Q,
+        "task.assigned",
+        assigned(f"task_{uuid.uuid4().hex[:8]}"),
+        attempts=3,
+        backoff={"type": "fixed", "delay": 200},
+        timeout=60,
+    )
     assert job.returnvalue["notified"] is True
     assert job.attemptsMade == 2, "the hung call timed out (bounded), the retry succeeded"

@@ -113,8 +113,10 @@ async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_ur
     from tests.test_supervisord import Supervisord
 
     (tmp_path / "host").mkdir()
-    sup = Supervisord(tmp_path / "host", supervisord_env(pool_env(valkey.url, db_urls,
-                                                                  MA_EXPORTER_PORT=str(engines.free_port()))))  # fmt: skip
+    sup = Supervisord(
+        tmp_path / "host",
+        supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()))),
+    )
     try:
         await wait_for(sup.all_running, timeout=30, what="supervisord up")
         endpoint = f"unix://{tmp_path}/host/var/supervisor.sock"
@@ -127,21 +129,31 @@ async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_ur
             assert float(rows(app)[0][6]) > 10, "RSS of a local pool process, in MiB"
             await pilot.press("s")
             await wait_for(lambda: _pid_of(sup, name) not in (None, int(before)), timeout=20, what="new pid")
-            await wait_for(lambda: all(p["statename"] == "RUNNING" for p in sup.processes()), what="RUNNING again")
+            await wait_for(
+                lambda: all(p["statename"] == "RUNNING" for p in sup.processes()), what="RUNNING again"
+            )
             await wait_for(lambda: rows(app)[0][4] == "1", what="the restart counted")
 
             table = app.screen.query_one(DataTable)
             while not rows(app)[table.cursor_row][0].startswith("billing-usage:"):
                 await pilot.press("down")
-            usage_before = {n: _pid_of(sup, n) for n in ("billing-usage:billing-usage_00", "billing-usage:billing-usage_01")}
+            usage_before = {
+                n: _pid_of(sup, n)
+                for n in ("billing-usage:billing-usage_00", "billing-usage:billing-usage_01")
+            }
             await pilot.press("S")
             assert isinstance(app.screen, ConfirmScreen) and "2 process(es)" in app.screen.question
             await pilot.press("y")
-            await wait_for(lambda: all(_pid_of(sup, n) not in (None, pid) for n, pid in usage_before.items()),
-                           timeout=40, what="both billing-usage slots restarted")  # fmt: skip
+            await wait_for(
+                lambda: all(_pid_of(sup, n) not in (None, pid) for n, pid in usage_before.items()),
+                timeout=40,
+                what="both billing-usage slots restarted",
+            )
         actions = [f["action"] for _, f in await redis.xrange("ma:audit")]
         assert "restart process" in actions
-        await wait_for(lambda: _journal_has(redis, "rolling restart", "2 restarted"), what="rolling restart journaled")
+        await wait_for(
+            lambda: _journal_has(redis, "rolling restart", "2 restarted"), what="rolling restart journaled"
+        )
     finally:
         sup.stop()
 
@@ -158,30 +170,58 @@ def _pid_of(sup, full_name: str) -> int | None:
 
 
 def test_once_json_prints_the_snapshot_for_scripts(valkey):
-    subprocess.run([str(BIN / "ma-worker"), "enqueue", "billing-usage", "usage.aggregate"], check=True,
-                   env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url}, capture_output=True)  # fmt: skip
-    out = subprocess.run([str(BIN / "ma-top"), "--once", "--json", "--redis-url", valkey.url], capture_output=True,
-                         text=True, timeout=30)  # fmt: skip
+    subprocess.run(
+        [str(BIN / "ma-worker"), "enqueue", "billing-usage", "usage.aggregate"],
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url},
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", valkey.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
     usage = next(q for q in snap["queues"] if q["name"] == "billing-usage")
     assert usage["counts"]["waiting"] >= 1 and snap["redis"]["up"] is True
-    plain = subprocess.run([str(BIN / "ma-top"), "--once", "--redis-url", valkey.url], capture_output=True,
-                           text=True, timeout=30)  # fmt: skip
+    plain = subprocess.run(
+        [str(BIN / "ma-top"), "--once", "--redis-url", valkey.url], capture_output=True, text=True, timeout=30
+    )
     assert "billing-usage" in plain.stdout
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by .ci/run; absent here")
 def test_ma_top_in_a_real_terminal_shows_queues_and_answers_keys(valkey):
-    subprocess.run([str(BIN / "ma-worker"), "enqueue", "task-notifications", "task.due-soon"], check=True,
-                   env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url}, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(BIN / "ma-worker"), "enqueue", "task-notifications", "task.due-soon"],
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": valkey.url},
+        capture_output=True,
+    )
     session = f"matop{int(time.time())}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "36",
-                    f"{BIN / 'ma-top'} --read-only --redis-url {valkey.url}"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "36",
+            f"{BIN / 'ma-top'} --read-only --redis-url {valkey.url}",
+        ],
+        check=True,
+    )
     try:
+
         def screen() -> str:
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout  # fmt: skip
+            return subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
 
         deadline = time.monotonic() + 20
         while "task-notifications" not in screen() and time.monotonic() < deadline:
@@ -221,10 +261,23 @@ async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_state
     now_ms = int(time.time() * 1000)
 
     def message(bulk_id: str, status: str, processed: int) -> str:
-        return json.dumps({"bulkJobId": bulk_id, "jobId": "9", "operation": "bulk.activate", "status": status,
-                           "total": 10, "processed": processed, "succeeded": processed, "failed": 0,
-                           "throughputPerSec": 2.5, "startedAt": now_ms - 5000, "updatedAt": int(time.time() * 1000),
-                           "host": "h", "pid": 1})  # fmt: skip
+        return json.dumps(
+            {
+                "bulkJobId": bulk_id,
+                "jobId": "9",
+                "operation": "bulk.activate",
+                "status": status,
+                "total": 10,
+                "processed": processed,
+                "succeeded": processed,
+                "failed": 0,
+                "throughputPerSec": 2.5,
+                "startedAt": now_ms - 5000,
+                "updatedAt": int(time.time() * 1000),
+                "host": "h",
+                "pid": 1,
+            }
+        )
 
     await redis.hset("ma:bulk-jobs", "bulk-earlier", message("bulk-earlier", "completed", 10))
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
@@ -232,7 +285,9 @@ async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_state
         await pilot.press("6")
         await wait_for(lambda: any(r[0] == "bulk-earlier" for r in rows(app)), what="last-state record shown")
         await wait_for(lambda: _published(redis, message("bulk-live", "running", 4)), what="a subscriber")
-        await wait_for(lambda: any(r[0] == "bulk-live" and r[3] == "4/10" for r in rows(app)), what="live message")
+        await wait_for(
+            lambda: any(r[0] == "bulk-live" and r[3] == "4/10" for r in rows(app)), what="live message"
+        )
 
 
 async def _published(redis, payload: str) -> bool:
@@ -257,8 +312,10 @@ async def test_slash_filters_the_queues_shown(redis, tmp_path):
     async with asyncio.timeout(90), app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: len(rows(app)) == 3, what="three queues")
         await pilot.press("slash", "b", "i", "l", "l", "enter")
-        await wait_for(lambda: sorted(r[0] for r in rows(app)) == ["billing-invoice", "billing-usage"],
-                       what="filtered to billing")  # fmt: skip
+        await wait_for(
+            lambda: sorted(r[0] for r in rows(app)) == ["billing-invoice", "billing-usage"],
+            what="filtered to billing",
+        )
         await pilot.press("slash", "backspace", "backspace", "backspace", "backspace", "enter")
         await wait_for(lambda: len(rows(app)) == 3, what="filter cleared")
 
@@ -274,8 +331,10 @@ async def test_job_detail_shows_reason_attempts_and_masks_secrets(redis, start_p
         await wait_for(lambda: rows(app) and rows(app)[0][0] == job.id, what="the failed job listed")
         await pilot.press("enter")
         detail = app.screen.query_one("#job", Static)
-        await wait_for(lambda: "invalid payload for test.refuse: stripeSecret" in str(detail.render()),
-                       what="detail rendered with the failed reason")  # fmt: skip
+        await wait_for(
+            lambda: "invalid payload for test.refuse: stripeSecret" in str(detail.render()),
+            what="detail rendered with the failed reason",
+        )
         text = str(detail.render())
         assert '"stripeSecret": "***"' in text and "sk_live_do_not_show" not in text
         assert '"attemptsMade": 1' in text and "Traceback" in text
@@ -296,7 +355,7 @@ async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path
         other = next(i for i in ids if i != first)
         assert await queue.getJobState(other) == "failed"
         await pilot.press("left", "left", "left")  # failed -> prioritized -> delayed ... (states cycle)
-        while not app.screen.state == "delayed":
+        while app.screen.state != "delayed":
             await pilot.press("left")
         await wait_for(lambda: len(rows(app)) == 2, what="delayed jobs listed")
         await pilot.press("P", "y")
@@ -306,10 +365,28 @@ async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path
 async def test_events_view_coalesces_and_filters(redis, tmp_path):
     now = int(time.time() * 1000)
     for i in range(5):
-        await redis.xadd("ma:events", {"ts": str(now + i), "kind": "throttled", "queue": "billing-usage",
-                                       "message": "Billing usage aggregation throttled", "host": "h", "pid": "1"})  # fmt: skip
-    await redis.xadd("ma:events", {"ts": str(now), "kind": "stalled", "queue": "identity-events",
-                                   "message": "job 7 stalled", "host": "h", "pid": "2"})  # fmt: skip
+        await redis.xadd(
+            "ma:events",
+            {
+                "ts": str(now + i),
+                "kind": "throttled",
+                "queue": "billing-usage",
+                "message": "Billing usage aggregation throttled",
+                "host": "h",
+                "pid": "1",
+            },
+        )
+    await redis.xadd(
+        "ma:events",
+        {
+            "ts": str(now),
+            "kind": "stalled",
+            "queue": "identity-events",
+            "message": "job 7 stalled",
+            "host": "h",
+            "pid": "2",
+        },
+    )
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
     async with asyncio.timeout(90), app.run_test(size=(140, 36)) as pilot:
         await pilot.press("2")

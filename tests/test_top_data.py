@@ -7,14 +7,17 @@ import time
 from bullmq import Queue
 
 from pool.collector import Collector
-from tui import ops
 from tests.conftest import run_job
+from tui import ops
 
 
 async def commands_sent(redis) -> int:
     stats = await redis.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info"
-               and k != "cmdstat_config")  # fmt: skip
+    return sum(
+        v["calls"]
+        for k, v in stats.items()
+        if k.startswith("cmdstat_") and k != "cmdstat_info" and k != "cmdstat_config"
+    )
 
 
 async def test_snapshot_counts_metrics_and_oldest_age_match_the_queue(redis, start_pool):
@@ -62,7 +65,9 @@ async def _same_commands(redis) -> None:
     await collector.fetch()
     small = await commands_sent(redis) - before
     for start in range(0, 5000, 1000):
-        await queue.addBulk([{"name": "usage.aggregate", "data": {"i": i}} for i in range(start, start + 1000)])
+        await queue.addBulk(
+            [{"name": "usage.aggregate", "data": {"i": i}} for i in range(start, start + 1000)]
+        )
     before = await commands_sent(redis)
     await collector.fetch()
     large = await commands_sent(redis) - before
@@ -86,15 +91,23 @@ async def test_requeue_touches_exactly_the_given_ids(redis, start_pool):
     start_pool(q)
     shown = [(await run_job(redis, q, "test.refuse", {"key": f"o{i}"})).id for i in range(3)]
     later = (await run_job(redis, q, "test.refuse", {"key": "late"})).id  # failed after the key press
-    done, skipped = await ops.requeue(redis, q, shown + ["missing-id"])
+    done, skipped = await ops.requeue(redis, q, [*shown, "missing-id"])
     assert (done, skipped) == (3, 1)
     assert await Queue(q, {"connection": redis}).getJobState(later) == "failed"
 
 
 def test_repeated_events_are_coalesced_per_window():
     now = int(time.time() * 1000)
-    events = [{"ts": str(now + i * 1000), "kind": "throttled", "queue": "billing-usage",
-               "message": "Billing usage aggregation throttled", "count": "1"} for i in range(143)]  # fmt: skip
+    events = [
+        {
+            "ts": str(now + i * 1000),
+            "kind": "throttled",
+            "queue": "billing-usage",
+            "message": "Billing usage aggregation throttled",
+            "count": "1",
+        }
+        for i in range(143)
+    ]
     events.append({"ts": str(now + 500), "kind": "failed", "queue": "billing-usage", "message": "boom"})
     groups = ops.coalesce(events, window_s=60)
     throttles = [g for g in groups if g["kind"] == "throttled"]
@@ -104,8 +117,11 @@ def test_repeated_events_are_coalesced_per_window():
 
 def test_secrets_in_job_data_are_redacted():
     data = {"email": "a@b.c", "apiKey": "k", "nested": {"stripeSecret": "s", "list": [{"token": "t"}]}}
-    assert ops.redact(data) == {"email": "a@b.c", "apiKey": "***",
-                                "nested": {"stripeSecret": "***", "list": [{"token": "***"}]}}  # fmt: skip
+    assert ops.redact(data) == {
+        "email": "a@b.c",
+        "apiKey": "***",
+        "nested": {"stripeSecret": "***", "list": [{"token": "***"}]},
+    }
 
 
 async def test_failures_group_by_normalized_reason_and_top_frame(redis, start_pool):
@@ -148,6 +164,8 @@ async def test_supervisor_endpoints_are_shown_by_host_never_with_their_credentia
     assert endpoint_label("unix:///srv/host-a/var/supervisor.sock") == "host-a"
     assert endpoint_label("http://ops:s3cret@host-b.internal:9001") == "host-b.internal:9001"
     assert endpoint_label("https://ops:s3cret@host-c/") == "host-c"
-    processes, errors = await read_processes(["http://ops:s3cret@127.0.0.1:9"], timeout=3)  # nothing listens there
+    processes, errors = await read_processes(
+        ["http://ops:s3cret@127.0.0.1:9"], timeout=3
+    )  # nothing listens there
     assert processes == [] and list(errors) == ["127.0.0.1:9"]
     assert "s3cret" not in " ".join(errors.values())

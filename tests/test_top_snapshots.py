@@ -19,12 +19,38 @@ from tui.app import MaTop
 T0 = 1_795_000_000.0  # frozen "now", epoch seconds
 
 
-def _queue(name: str, waiting: int, failed: int, workers: int, *, handled: bool = True, paused: bool = False,
-           done: tuple[int, ...] = (3, 5, 8, 13, 8, 5)) -> QueueStats:  # fmt: skip
-    return QueueStats(name, {"waiting": waiting, "active": 1 if workers else 0, "delayed": 2, "prioritized": 0,
-                             "failed": failed, "completed": 120, "waiting-children": 0},
-                      paused, 0, 42.0 if waiting else None, 1200, failed, done, (0, 1, 0, 2, 0, 0), {"retries": 4},
-                      workers, handled)  # fmt: skip
+def _queue(
+    name: str,
+    waiting: int,
+    failed: int,
+    workers: int,
+    *,
+    handled: bool = True,
+    paused: bool = False,
+    done: tuple[int, ...] = (3, 5, 8, 13, 8, 5),
+) -> QueueStats:
+    return QueueStats(
+        name,
+        {
+            "waiting": waiting,
+            "active": 1 if workers else 0,
+            "delayed": 2,
+            "prioritized": 0,
+            "failed": failed,
+            "completed": 120,
+            "waiting-children": 0,
+        },
+        paused,
+        0,
+        42.0 if waiting else None,
+        1200,
+        failed,
+        done,
+        (0, 1, 0, 2, 0, 0),
+        {"retries": 4},
+        workers,
+        handled,
+    )
 
 
 SNAPSHOT = Snapshot(
@@ -35,11 +61,28 @@ SNAPSHOT = Snapshot(
         _queue("product-x.jobs", 12, 0, 0, handled=False),
         _queue("task-notifications", 5, 1, 1, paused=True),
     ),
-    (WorkerBeat("host-a", 4242, "billing-usage", "billing-usage:billing-usage_00", 10, ("17",), 1200, 3, 0,
-                int(T0 * 1000) - 3_600_000, int(T0 * 1000)),),  # fmt: skip
+    (
+        WorkerBeat(
+            "host-a",
+            4242,
+            "billing-usage",
+            "billing-usage:billing-usage_00",
+            10,
+            ("17",),
+            1200,
+            3,
+            0,
+            int(T0 * 1000) - 3_600_000,
+            int(T0 * 1000),
+        ),
+    ),
     RedisHealth(True, 52 * 2**20, 2**30, 14, 230, 0, "allkeys-lru", "8.1.8", 2),
     {},
-    (BulkJob("bulk-7", "31", "bulk.suspend", "running", 500, 120, 118, 2, 12.5, T0 - 60, T0 - 3, "host-a", 4242),),
+    (
+        BulkJob(
+            "bulk-7", "31", "bulk.suspend", "running", 500, 120, 118, 2, 12.5, T0 - 60, T0 - 3, "host-a", 4242
+        ),
+    ),
 )
 
 
@@ -59,7 +102,9 @@ def app(valkey, tmp_path: Path) -> FrozenTop:
     return FrozenTop(redis, [], refresh_s=60, journal_path=tmp_path / "audit.log", collector=FixedCollector())
 
 
-@pytest.mark.parametrize("keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"])
+@pytest.mark.parametrize(
+    "keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"]
+)
 def test_view_looks_as_approved(snap_compare, app, keys):
     assert snap_compare(app, press=["wait:300", *keys, "wait:300"], terminal_size=(120, 36))
 
@@ -69,11 +114,29 @@ def test_processes_view_looks_as_approved(snap_compare, app):
 
     start = int(T0) - 7200
     app.processes = [
-        ProcessInfo("unix:///srv/a/var/supervisor.sock", "billing-usage", "billing-usage_00", "RUNNING", 999_991,
-                    start, int(T0), "pid 999991, uptime 2:00:00"),
-        ProcessInfo("unix:///srv/a/var/supervisor.sock", "billing-usage", "billing-usage_01", "FATAL", 0, start,
-                    int(T0), "Exited too quickly", 78, "Exited too quickly (process log may have details)"),
-    ]  # fmt: skip
+        ProcessInfo(
+            "unix:///srv/a/var/supervisor.sock",
+            "billing-usage",
+            "billing-usage_00",
+            "RUNNING",
+            999_991,
+            start,
+            int(T0),
+            "pid 999991, uptime 2:00:00",
+        ),
+        ProcessInfo(
+            "unix:///srv/a/var/supervisor.sock",
+            "billing-usage",
+            "billing-usage_01",
+            "FATAL",
+            0,
+            start,
+            int(T0),
+            "Exited too quickly",
+            78,
+            "Exited too quickly (process log may have details)",
+        ),
+    ]
     assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))
 
 
@@ -87,22 +150,47 @@ def seeded(valkey) -> None:
     r = sync_redis.Redis.from_url(valkey.url, decode_responses=True)
     r.flushdb()
     t = int(T0 * 1000)
-    for i, (kind, queue, message) in enumerate([
-        ("throttled", "billing-usage", "Billing usage aggregation throttled"),
-        ("throttled", "billing-usage", "Billing usage aggregation throttled"),
-        ("stalled", "identity-events", "job 7 stalled and was moved back to wait"),
-        ("redis-recovered", "billing-invoice", "Redis connection recovered after 9.8s"),
-    ]):  # fmt: skip
-        r.xadd("ma:events", {"ts": str(t - 60_000 + i * 1000), "kind": kind, "queue": queue, "message": message,
-                             "host": "host-a", "pid": "4242"})  # fmt: skip
-    trace = _json.dumps(['Traceback (most recent call last):\n  File "/srv/pool/dispatch.py", line 90, in __call__\n'
-                         "    raise UnrecoverableError(reason)\nUnrecoverableError"])  # fmt: skip
+    for i, (kind, queue, message) in enumerate(
+        [
+            ("throttled", "billing-usage", "Billing usage aggregation throttled"),
+            ("throttled", "billing-usage", "Billing usage aggregation throttled"),
+            ("stalled", "identity-events", "job 7 stalled and was moved back to wait"),
+            ("redis-recovered", "billing-invoice", "Redis connection recovered after 9.8s"),
+        ]
+    ):
+        r.xadd(
+            "ma:events",
+            {
+                "ts": str(t - 60_000 + i * 1000),
+                "kind": kind,
+                "queue": queue,
+                "message": message,
+                "host": "host-a",
+                "pid": "4242",
+            },
+        )
+    trace = _json.dumps(
+        [
+            'Traceback (most recent call last):\n  File "/srv/pool/dispatch.py", line 90, in __call__\n'
+            "    raise UnrecoverableError(reason)\nUnrecoverableError"
+        ]
+    )
     for i in range(3):
         key = f"bull:billing-usage:{100 + i}"
-        r.hset(key, mapping={"name": "tenant.created", "data": _json.dumps({"organizationId": f"org_{i}"}),
-                             "opts": "{}", "timestamp": str(t - 3_600_000), "atm": "1", "processedOn": str(t - 60_000),
-                             "finishedOn": str(t - 50_000 + i), "stacktrace": trace,
-                             "failedReason": f"tenant org_x_t{i} is not in organization org_{i}; refused"})  # fmt: skip
+        r.hset(
+            key,
+            mapping={
+                "name": "tenant.created",
+                "data": _json.dumps({"organizationId": f"org_{i}"}),
+                "opts": "{}",
+                "timestamp": str(t - 3_600_000),
+                "atm": "1",
+                "processedOn": str(t - 60_000),
+                "finishedOn": str(t - 50_000 + i),
+                "stacktrace": trace,
+                "failedReason": f"tenant org_x_t{i} is not in organization org_{i}; refused",
+            },
+        )
         r.zadd("bull:billing-usage:failed", {str(100 + i): t - 50_000 + i})
     r.close()
 

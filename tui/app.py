@@ -40,24 +40,44 @@ BULK_CHANNEL = "super-admin.bulk-job.metrics"
 
 
 def thresholds_from_env() -> dict[str, int]:
-    return {name: int(os.environ.get(f"MA_TOP_{name.upper()}", default)) for name, default in THRESHOLDS.items()}
+    return {
+        name: int(os.environ.get(f"MA_TOP_{name.upper()}", default)) for name, default in THRESHOLDS.items()
+    }
 
 
 class MaTop(App[None]):
     CSS_PATH = str(Path(__file__).parent / "app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "ma-top"
     BINDINGS: ClassVar = [
-        Binding("1", "show_view('queues')", "queues"), Binding("2", "show_view('events')", "events"),
-        Binding("3", "show_view('processes')", "processes"), Binding("4", "show_view('redis')", "redis"),
-        Binding("5", "show_view('failures')", "failures"), Binding("6", "show_view('bulk')", "bulk jobs"),
-        Binding("question_mark", "help", "help"), Binding("q", "quit", "quit"),
-    ]  # fmt: skip
-    MODES: ClassVar = {"queues": QueuesScreen, "events": EventsScreen, "processes": ProcessesScreen,
-                       "redis": RedisScreen, "failures": FailuresScreen, "bulk": BulkScreen}  # fmt: skip
+        Binding("1", "show_view('queues')", "queues"),
+        Binding("2", "show_view('events')", "events"),
+        Binding("3", "show_view('processes')", "processes"),
+        Binding("4", "show_view('redis')", "redis"),
+        Binding("5", "show_view('failures')", "failures"),
+        Binding("6", "show_view('bulk')", "bulk jobs"),
+        Binding("question_mark", "help", "help"),
+        Binding("q", "quit", "quit"),
+    ]
+    MODES: ClassVar = {
+        "queues": QueuesScreen,
+        "events": EventsScreen,
+        "processes": ProcessesScreen,
+        "redis": RedisScreen,
+        "failures": FailuresScreen,
+        "bulk": BulkScreen,
+    }
 
-    def __init__(self, redis: Redis, supervisors: list[str], *, refresh_s: float = 1.0, read_only: bool = False,
-                 journal_path: Path = Path("var/ma-top-audit.log"), thresholds: dict[str, int] | None = None,
-                 collector: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis: Redis,
+        supervisors: list[str],
+        *,
+        refresh_s: float = 1.0,
+        read_only: bool = False,
+        journal_path: Path = Path("var/ma-top-audit.log"),
+        thresholds: dict[str, int] | None = None,
+        collector: Any = None,
+    ) -> None:
         super().__init__()
         self.redis = redis
         self.collector = collector or Collector(redis)
@@ -118,7 +138,9 @@ class MaTop(App[None]):
 
     def _tick_processes(self) -> None:
         if self._processes_worker is None or self._processes_worker.is_finished:
-            self._processes_worker = self.run_worker(self.refresh_processes(), group="processes", exit_on_error=False)
+            self._processes_worker = self.run_worker(
+                self.refresh_processes(), group="processes", exit_on_error=False
+            )
 
     async def refresh_now(self) -> None:
         """One tick. A dashboard must not die of a bad record or a flaky source: errors show, ticks go on."""
@@ -143,10 +165,9 @@ class MaTop(App[None]):
         except ScreenStackError:  # shutting down: nothing left to render on
             return
         if hasattr(screen, "render_snapshot") and screen.is_mounted:
-            try:
+            # NoMatches: the screen is being composed or torn down right now; the next tick renders
+            with contextlib.suppress(NoMatches):
                 screen.render_snapshot(self.snapshot)
-            except NoMatches:  # the screen is being composed or torn down right now; the next tick renders
-                pass
 
     async def refresh_processes(self) -> None:
         try:
@@ -188,12 +209,18 @@ class MaTop(App[None]):
 
 
 def _plain(snapshot: Snapshot) -> str:
-    lines = [f"redis {'up' if snapshot.redis.up else 'DOWN ' + snapshot.redis.error}  workers {len(snapshot.workers)}"]
-    lines.append(f"{'queue':28} {'wait':>7} {'active':>7} {'delayed':>7} {'failed':>7} {'oldest':>8} {'workers':>7}")
+    lines = [
+        f"redis {'up' if snapshot.redis.up else 'DOWN ' + snapshot.redis.error}  workers {len(snapshot.workers)}"
+    ]
+    lines.append(
+        f"{'queue':28} {'wait':>7} {'active':>7} {'delayed':>7} {'failed':>7} {'oldest':>8} {'workers':>7}"
+    )
     for q in snapshot.queues:
         oldest = f"{q.oldest_waiting_s:.0f}s" if q.oldest_waiting_s is not None else "-"
-        lines.append(f"{q.name:28} {q.counts['waiting']:>7} {q.counts['active']:>7} {q.counts['delayed']:>7} "
-                     f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7}")  # fmt: skip
+        lines.append(
+            f"{q.name:28} {q.counts['waiting']:>7} {q.counts['active']:>7} {q.counts['delayed']:>7} "
+            f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -219,8 +246,12 @@ def _default_supervisor() -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ma-top", description=__doc__)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    parser.add_argument("--supervisor", action="append", default=None,
-                        help="supervisord endpoint (unix:///path/var/supervisor.sock or http://host:port); repeat")
+    parser.add_argument(
+        "--supervisor",
+        action="append",
+        default=None,
+        help="supervisord endpoint (unix:///path/var/supervisor.sock or http://host:port); repeat",
+    )
     parser.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
     parser.add_argument("--read-only", action="store_true", help="refuse every action")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")

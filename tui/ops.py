@@ -48,8 +48,9 @@ class JobRow:
     finished_on: int
 
 
-async def jobs_page(redis: Redis, queue: str, state: str, page: int = 0, size: int = PAGE,
-                    prefix: str = "bull") -> tuple[list[JobRow], int]:  # fmt: skip
+async def jobs_page(
+    redis: Redis, queue: str, state: str, page: int = 0, size: int = PAGE, prefix: str = "bull"
+) -> tuple[list[JobRow], int]:
     """One page of a state, newest first: LRANGE/ZREVRANGE plus one pipelined HMGET per row."""
     suffix, kind = STATE_KEYS[state]
     key = f"{prefix}:{queue}:{suffix}"
@@ -60,18 +61,37 @@ async def jobs_page(redis: Redis, queue: str, state: str, page: int = 0, size: i
         total, ids = await asyncio.gather(redis.zcard(key), redis.zrevrange(key, start, stop))
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(f"{prefix}:{queue}:{job_id}", "name", "timestamp", "atm", "failedReason", "processedOn",
-                       "finishedOn")  # fmt: skip
+            pipe.hmget(
+                f"{prefix}:{queue}:{job_id}",
+                "name",
+                "timestamp",
+                "atm",
+                "failedReason",
+                "processedOn",
+                "finishedOn",
+            )
         fields = await pipe.execute()
-    rows = [JobRow(str(job_id), f[0] or "?", int(f[1] or 0), int(f[2] or 0), f[3] or "", int(f[4] or 0), int(f[5] or 0))
-            for job_id, f in zip(ids, fields, strict=True)]  # fmt: skip
+    rows = [
+        JobRow(
+            str(job_id),
+            f[0] or "?",
+            int(f[1] or 0),
+            int(f[2] or 0),
+            f[3] or "",
+            int(f[4] or 0),
+            int(f[5] or 0),
+        )
+        for job_id, f in zip(ids, fields, strict=True)
+    ]
     return rows, int(total)
 
 
 def redact(value: Any) -> Any:
     """Secrets never reach the screen: values under secret-looking keys are masked, recursively."""
     if isinstance(value, dict):
-        return {k: "***" if any(w in k.lower() for w in SECRET_WORDS) else redact(v) for k, v in value.items()}
+        return {
+            k: "***" if any(w in k.lower() for w in SECRET_WORDS) else redact(v) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
@@ -91,17 +111,27 @@ async def job_detail(redis: Redis, queue: str, job_id: str, prefix: str = "bull"
             return text
 
     return {
-        "id": job_id, "queue": queue, "name": raw.get("name"), "state": state,
-        "data": redact(loads(raw.get("data"), {})), "opts": loads(raw.get("opts"), {}),
+        "id": job_id,
+        "queue": queue,
+        "name": raw.get("name"),
+        "state": state,
+        "data": redact(loads(raw.get("data"), {})),
+        "opts": loads(raw.get("opts"), {}),
         "attemptsMade": int(raw.get("atm") or raw.get("attemptsMade") or 0),
-        "failedReason": raw.get("failedReason"), "stacktrace": loads(raw.get("stacktrace"), []),
-        "returnvalue": redact(loads(raw.get("returnvalue"), None)), "progress": loads(raw.get("progress"), 0),
-        "timestamp": int(raw.get("timestamp") or 0), "processedOn": int(raw.get("processedOn") or 0),
-        "finishedOn": int(raw.get("finishedOn") or 0), "logs": logs,
-    }  # fmt: skip
+        "failedReason": raw.get("failedReason"),
+        "stacktrace": loads(raw.get("stacktrace"), []),
+        "returnvalue": redact(loads(raw.get("returnvalue"), None)),
+        "progress": loads(raw.get("progress"), 0),
+        "timestamp": int(raw.get("timestamp") or 0),
+        "processedOn": int(raw.get("processedOn") or 0),
+        "finishedOn": int(raw.get("finishedOn") or 0),
+        "logs": logs,
+    }
 
 
-async def events_after(redis: Redis, last_id: str = "-", count: int = 500) -> list[tuple[str, dict[str, str]]]:
+async def events_after(
+    redis: Redis, last_id: str = "-", count: int = 500
+) -> list[tuple[str, dict[str, str]]]:
     """New entries of the event stream after `last_id` (read incrementally, never the whole stream)."""
     start = "-" if last_id == "-" else f"({last_id}"
     if last_id == "-":
@@ -137,8 +167,15 @@ class Journal:
         self.who = f"{getpass.getuser()}@{socket.gethostname()}"
 
     async def write(self, action: str, target: str, ids: list[str] | None = None, outcome: str = "") -> None:
-        record = {"ts": str(int(time.time() * 1000)), "who": self.who, "pid": str(os.getpid()), "action": action,
-                  "target": target, "ids": json.dumps(ids or []), "outcome": outcome}  # fmt: skip
+        record = {
+            "ts": str(int(time.time() * 1000)),
+            "who": self.who,
+            "pid": str(os.getpid()),
+            "action": action,
+            "target": target,
+            "ids": json.dumps(ids or []),
+            "outcome": outcome,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -242,8 +279,9 @@ def top_frame(stacktrace: str | None) -> str:
     return f"{'/'.join(path.split('/')[-2:])}:{func}"
 
 
-async def failure_groups(redis: Redis, queues: list[str], newest: int = 2000,
-                         prefix: str = "bull") -> list[FailureGroup]:  # fmt: skip
+async def failure_groups(
+    redis: Redis, queues: list[str], newest: int = 2000, prefix: str = "bull"
+) -> list[FailureGroup]:
     """Group the newest failed jobs of each queue by signature (normalized reason + top frame).
 
     Bounded by `newest` per queue; runs when the Failures view refreshes, not on the overview's tick.
@@ -259,17 +297,29 @@ async def failure_groups(redis: Redis, queues: list[str], newest: int = 2000,
             rows = await pipe.execute()
         for job_id, (name, reason, stack, finished) in zip(ids, rows, strict=True):
             key = (queue, normalize(reason or ""), top_frame(stack))
-            g = groups.setdefault(key, {"example": reason or "", "count": 0, "first": 0, "last": 0, "names": set(),
-                                        "ids": []})  # fmt: skip
+            g = groups.setdefault(
+                key, {"example": reason or "", "count": 0, "first": 0, "last": 0, "names": set(), "ids": []}
+            )
             at = int(finished or 0)
             g["count"] += 1
             g["first"] = min(g["first"] or at, at)
             g["last"] = max(g["last"], at)
             g["names"].add(name or "?")
             g["ids"].append(job_id)
-    result = [FailureGroup(q, sig, g["example"][:300], frame, g["count"], g["first"], g["last"],
-                           tuple(sorted(g["names"])), tuple(g["ids"]))
-              for (q, sig, frame), g in groups.items()]  # fmt: skip
+    result = [
+        FailureGroup(
+            q,
+            sig,
+            g["example"][:300],
+            frame,
+            g["count"],
+            g["first"],
+            g["last"],
+            tuple(sorted(g["names"])),
+            tuple(g["ids"]),
+        )
+        for (q, sig, frame), g in groups.items()
+    ]
     return sorted(result, key=lambda g: (-g.count, g.queue))
 
 
@@ -304,7 +354,9 @@ async def rolling_restart(endpoint: str, names: list[str], timeout: float = 60.0
     return done
 
 
-async def typical_duration_ms(redis: Redis, queue: str, sample: int = 50, prefix: str = "bull") -> float | None:
+async def typical_duration_ms(
+    redis: Redis, queue: str, sample: int = 50, prefix: str = "bull"
+) -> float | None:
     """Median run time of the newest completed jobs (O(sample)): what "far longer than usual" compares to."""
     ids = await redis.zrevrange(f"{prefix}:{queue}:completed", 0, sample - 1)
     if not ids:
@@ -317,7 +369,9 @@ async def typical_duration_ms(redis: Redis, queue: str, sample: int = 50, prefix
     return float(runs[len(runs) // 2]) if runs else None
 
 
-def is_overdue(processed_on_ms: int, now_ms: float, typical_ms: float | None, floor_ms: float = 30_000) -> bool:
+def is_overdue(
+    processed_on_ms: int, now_ms: float, typical_ms: float | None, floor_ms: float = 30_000
+) -> bool:
     """An active job running 5x longer than the queue's median (and at least 30 s) is flagged."""
     if not processed_on_ms:
         return False

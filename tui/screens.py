@@ -101,8 +101,10 @@ class HelpScreen(ModalScreen[None]):
             "",
             "read-only: every action is refused" if app.read_only else "actions are journaled to ma:audit",
         ]
-        lines.append(f"alerts: billing-usage backlog > {app.thresholds['billing_usage_backlog']}, payment-sync "
-                     f"retries > {app.thresholds['payment_sync_retries']}, waiting with no workers, no handler")
+        lines.append(
+            f"alerts: billing-usage backlog > {app.thresholds['billing_usage_backlog']}, payment-sync "
+            f"retries > {app.thresholds['payment_sync_retries']}, waiting with no workers, no handler"
+        )
         if app.grafana_url:
             lines.append(f"Grafana: {app.grafana_url}")
         yield Static("\n".join(lines), id="help")
@@ -168,7 +170,9 @@ class Base(Screen[None]):
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
-        errors = "  ".join(f"[red]{k}: {v}[/red]" for k, v in {**snapshot.errors, **app.supervisor_errors}.items())
+        errors = "  ".join(
+            f"[red]{k}: {v}[/red]" for k, v in {**snapshot.errors, **app.supervisor_errors}.items()
+        )
         mode = "[reverse] READ-ONLY [/reverse] " if app.read_only else ""
         redis = "[green]redis up[/green]" if snapshot.redis.up else "[red]REDIS DOWN[/red]"
         self.query_one("#status", Static).update(
@@ -178,10 +182,25 @@ class Base(Screen[None]):
 
 class QueuesScreen(Base):
     filterable = True
-    BINDINGS = [Binding("enter", "open", "open queue", show=True), Binding("space", "pause", "pause/resume"),
-                Binding("slash", "filter", "filter")]  # fmt: skip
-    COLUMNS = ("queue", "wait", "active", "delayed", "prio", "failed", "done/min", "fail/min", "oldest", "eta",
-               "workers", "alerts")  # fmt: skip
+    BINDINGS = [
+        Binding("enter", "open", "open queue", show=True),
+        Binding("space", "pause", "pause/resume"),
+        Binding("slash", "filter", "filter"),
+    ]
+    COLUMNS = (
+        "queue",
+        "wait",
+        "active",
+        "delayed",
+        "prio",
+        "failed",
+        "done/min",
+        "fail/min",
+        "oldest",
+        "eta",
+        "workers",
+        "alerts",
+    )
 
     def body(self) -> ComposeResult:
         table = DataTable(id="queues", cursor_type="row", zebra_stripes=True)
@@ -191,17 +210,37 @@ class QueuesScreen(Base):
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         app: MaTop = self.app  # type: ignore[assignment]
-        self.fill([(q.name, (
-            q.name, q.counts["waiting"], q.counts["active"], q.counts["delayed"], q.counts["prioritized"],
-            q.counts["failed"], spark(q.completed_per_min), spark(q.failed_per_min), age(q.oldest_waiting_s),
-            drain_eta(q), q.workers, " ".join(alerts(snapshot, q, app.thresholds)),
-        )) for q in snapshot.queues if self.matches(q.name)])  # fmt: skip
+        self.fill(
+            [
+                (
+                    q.name,
+                    (
+                        q.name,
+                        q.counts["waiting"],
+                        q.counts["active"],
+                        q.counts["delayed"],
+                        q.counts["prioritized"],
+                        q.counts["failed"],
+                        spark(q.completed_per_min),
+                        spark(q.failed_per_min),
+                        age(q.oldest_waiting_s),
+                        drain_eta(q),
+                        q.workers,
+                        " ".join(alerts(snapshot, q, app.thresholds)),
+                    ),
+                )
+                for q in snapshot.queues
+                if self.matches(q.name)
+            ]
+        )
 
     def action_open(self) -> None:
         app: MaTop = self.app  # type: ignore[assignment]
         if (name := self.selected_key()) is not None:
             stats = app.snapshot.queue(name) if app.snapshot else None
-            self.app.push_screen(QueueScreen(name, "failed" if stats and stats.counts["failed"] else "waiting"))
+            self.app.push_screen(
+                QueueScreen(name, "failed" if stats and stats.counts["failed"] else "waiting")
+            )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:  # enter on the table
         event.stop()
@@ -223,12 +262,16 @@ class QueueScreen(Base):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "back"),
         Binding("right,l", "state(1)", "next state", priority=True),
-        Binding("left,h", "state(-1)", "prev state", priority=True), Binding("n", "page(1)", "next page"),
-        Binding("p", "page(-1)", "prev page"), Binding("g", "page(-1000000000)", "first page", show=False),
-        Binding("G", "page(1000000000)", "last page", show=False), Binding("enter", "open", "job detail"),
-        Binding("r", "requeue_one", "requeue"), Binding("R", "requeue_shown", "requeue shown"),
+        Binding("left,h", "state(-1)", "prev state", priority=True),
+        Binding("n", "page(1)", "next page"),
+        Binding("p", "page(-1)", "prev page"),
+        Binding("g", "page(-1000000000)", "first page", show=False),
+        Binding("G", "page(1000000000)", "last page", show=False),
+        Binding("enter", "open", "job detail"),
+        Binding("r", "requeue_one", "requeue"),
+        Binding("R", "requeue_shown", "requeue shown"),
         Binding("P", "promote_shown", "promote shown"),
-    ]  # fmt: skip
+    ]
     STATES = list(ops.STATE_KEYS)
 
     def __init__(self, queue: str, state: str = "failed") -> None:
@@ -259,16 +302,32 @@ class QueueScreen(Base):
         now_ms = time.time() * 1000
         pages = max(1, -(-self.total // ops.PAGE))
         tabs = " ".join(f"[reverse]{s}[/reverse]" if s == self.state else s for s in self.STATES)
-        self.query_one("#title", Static).update(f"[b]{self.queue}[/b]  {tabs}   page {self.page + 1}/{pages} "
-                                                f"({self.total} jobs)")  # fmt: skip
+        self.query_one("#title", Static).update(
+            f"[b]{self.queue}[/b]  {tabs}   page {self.page + 1}/{pages} ({self.total} jobs)"
+        )
+
         def note(job: ops.JobRow) -> str:
             if self.state == "active" and ops.is_overdue(job.processed_on, now_ms, typical):
                 usual = f", usual {typical / 1000:.1f}s" if typical else ""
                 return f"[b red]LONG-RUNNING[/b red] {age((now_ms - job.processed_on) / 1000)}{usual}"
             return job.failed_reason[:80]
 
-        self.fill([(job.id, (job.id, job.name, when(job.timestamp), job.attempts_made, when(job.finished_on),
-                             note(job))) for job in self.shown])  # fmt: skip
+        self.fill(
+            [
+                (
+                    job.id,
+                    (
+                        job.id,
+                        job.name,
+                        when(job.timestamp),
+                        job.attempts_made,
+                        when(job.finished_on),
+                        note(job),
+                    ),
+                )
+                for job in self.shown
+            ]
+        )
 
     def action_state(self, step: int) -> None:
         self.state = self.STATES[(self.STATES.index(self.state) + step) % len(self.STATES)]
@@ -279,7 +338,6 @@ class QueueScreen(Base):
         last = max(0, -(-self.total // ops.PAGE) - 1)
         self.page = min(last, max(0, self.page + step))
         self.run_worker(self.load(), exclusive=True, group="jobs", exit_on_error=False)
-
 
     def action_open(self) -> None:
         if (job_id := self.selected_key()) is not None:
@@ -305,8 +363,10 @@ class QueueScreen(Base):
             return
         names = sorted({j.name for j in self.shown})
         oldest, newest = min(j.timestamp for j in self.shown), max(j.timestamp for j in self.shown)
-        question = (f"{verb} {len(ids)} {self.state} job(s) shown on {self.queue}?\n"
-                    f"names: {', '.join(names)[:200]}\noldest {when(oldest)}  newest {when(newest)}")  # fmt: skip
+        question = (
+            f"{verb} {len(ids)} {self.state} job(s) shown on {self.queue}?\n"
+            f"names: {', '.join(names)[:200]}\noldest {when(oldest)}  newest {when(newest)}"
+        )
 
         async def decided(yes: bool | None) -> None:
             if not yes:
@@ -344,11 +404,23 @@ class JobScreen(Base):
         if detail is None:
             text = f"job {self.job_id} is gone (removed by retention?)"
         else:
-            holder = next((f"{w.process or w.pid}@{w.host}" for w in (app.snapshot.workers if app.snapshot else ())
-                           if self.job_id in w.in_flight), "-")  # fmt: skip
+            holder = next(
+                (
+                    f"{w.process or w.pid}@{w.host}"
+                    for w in (app.snapshot.workers if app.snapshot else ())
+                    if self.job_id in w.in_flight
+                ),
+                "-",
+            )
             stack = "\n".join(detail.pop("stacktrace") or [])
-            text = "\n".join([f"[b]{self.queue} {detail['name']}#{self.job_id}[/b]  state {detail['state']}  "
-                              f"held by {holder}", json.dumps(detail, indent=2, default=str), stack])  # fmt: skip
+            text = "\n".join(
+                [
+                    f"[b]{self.queue} {detail['name']}#{self.job_id}[/b]  state {detail['state']}  "
+                    f"held by {holder}",
+                    json.dumps(detail, indent=2, default=str),
+                    stack,
+                ]
+            )
         self.query_one("#job", Static).update(text)
 
 
@@ -366,22 +438,38 @@ class EventsScreen(Base):
         app: MaTop = self.app  # type: ignore[assignment]
         table = self.query_one(DataTable)
         table.clear()
-        shown = [e for e in ops.coalesce(app.events) if self.matches(e.get("kind"), e.get("queue"), e.get("message"))]
+        shown = [
+            e
+            for e in ops.coalesce(app.events)
+            if self.matches(e.get("kind"), e.get("queue"), e.get("message"))
+        ]
         for e in reversed(shown[-200:]):
             times = f"×{e['count']} in {e['last'] - e['first']:.0f}s" if e["count"] > 1 else ""
-            table.add_row(when(int(e["first"] * 1000)), e.get("kind", ""), e.get("queue", ""), times,
-                          e.get("message", "")[:90], f"{e.get('host', '')}:{e.get('pid', '')}")  # fmt: skip
+            table.add_row(
+                when(int(e["first"] * 1000)),
+                e.get("kind", ""),
+                e.get("queue", ""),
+                times,
+                e.get("message", "")[:90],
+                f"{e.get('host', '')}:{e.get('pid', '')}",
+            )
 
 
 class ProcessesScreen(Base):
-    BINDINGS = [Binding("escape", "app.show_view('queues')", "back"), Binding("s", "control('restart')", "restart"),
-                Binding("x", "control('stop')", "stop"), Binding("a", "control('start')", "start"),
-                Binding("S", "rolling", "rolling restart"), Binding("l", "tail", "log tail")]  # fmt: skip
+    BINDINGS = [
+        Binding("escape", "app.show_view('queues')", "back"),
+        Binding("s", "control('restart')", "restart"),
+        Binding("x", "control('stop')", "stop"),
+        Binding("a", "control('start')", "start"),
+        Binding("S", "rolling", "rolling restart"),
+        Binding("l", "tail", "log tail"),
+    ]
 
     def body(self) -> ComposeResult:
         table = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
-        table.add_columns("process", "state", "pid", "uptime", "restarts", "exit", "rss MiB", "cpu %", "endpoint",
-                          "note")  # fmt: skip
+        table.add_columns(
+            "process", "state", "pid", "uptime", "restarts", "exit", "rss MiB", "cpu %", "endpoint", "note"
+        )
         yield table
         yield Static("", id="tail")
 
@@ -392,13 +480,23 @@ class ProcessesScreen(Base):
         rows = []
         for p in app.processes:
             rss, cpu = usage.get(p.pid, (None, None))
-            rows.append((f"{p.endpoint}|{p.full_name}", (
-                p.full_name, p.state, p.pid or "-", age(p.uptime_s) if p.uptime_s else "-",
-                app.restarts.get((p.endpoint, p.full_name), 0), p.exitstatus if p.state != "RUNNING" else "-",
-                f"{rss:.0f}" if rss is not None else "-", f"{cpu:.0f}" if cpu is not None else "-",
-                endpoint_label(p.endpoint),
-                (p.spawnerr or p.description)[:40],
-            )))  # fmt: skip
+            rows.append(
+                (
+                    f"{p.endpoint}|{p.full_name}",
+                    (
+                        p.full_name,
+                        p.state,
+                        p.pid or "-",
+                        age(p.uptime_s) if p.uptime_s else "-",
+                        app.restarts.get((p.endpoint, p.full_name), 0),
+                        p.exitstatus if p.state != "RUNNING" else "-",
+                        f"{rss:.0f}" if rss is not None else "-",
+                        f"{cpu:.0f}" if cpu is not None else "-",
+                        endpoint_label(p.endpoint),
+                        (p.spawnerr or p.description)[:40],
+                    ),
+                )
+            )
         self.fill(rows)
 
     def selected(self) -> tuple[str, str] | None:
@@ -446,8 +544,9 @@ class ProcessesScreen(Base):
             app.notify_action(f"rolling restart {group}: {outcome}")
             await app.refresh_processes()
 
-        self.app.push_screen(ConfirmScreen(f"rolling restart of {group} ({len(names)} process(es)), one at a time?"),
-                             decided)  # fmt: skip
+        self.app.push_screen(
+            ConfirmScreen(f"rolling restart of {group} ({len(names)} process(es)), one at a time?"), decided
+        )
 
     async def action_tail(self) -> None:
         if (picked := self.selected()) is None:
@@ -478,7 +577,10 @@ class RedisScreen(Base):
 class FailuresScreen(Base):
     """Failed jobs grouped by signature (normalized reason + top frame); requeue a whole group."""
 
-    BINDINGS = [Binding("escape", "app.show_view('queues')", "back"), Binding("R", "requeue_group", "requeue group")]
+    BINDINGS = [
+        Binding("escape", "app.show_view('queues')", "back"),
+        Binding("R", "requeue_group", "requeue group"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -507,8 +609,16 @@ class FailuresScreen(Base):
         row = table.cursor_row
         table.clear()
         for i, g in enumerate(groups):
-            table.add_row(g.queue, g.count, when(g.first_seen), when(g.last_seen), ", ".join(g.names)[:30],
-                          g.signature[:70], g.top_frame, key=str(i))  # fmt: skip
+            table.add_row(
+                g.queue,
+                g.count,
+                when(g.first_seen),
+                when(g.last_seen),
+                ", ".join(g.names)[:30],
+                g.signature[:70],
+                g.top_frame,
+                key=str(i),
+            )
         if groups:
             table.move_cursor(row=min(row, len(groups) - 1))
 
@@ -524,15 +634,19 @@ class FailuresScreen(Base):
             if not yes:
                 return
             done, skipped = await ops.requeue(app.redis, group.queue, ids)
-            await app.journal.write("requeue group", f"{group.queue} {group.signature}", ids,
-                                    f"{done} done, {skipped} skipped")  # fmt: skip
+            await app.journal.write(
+                "requeue group", f"{group.queue} {group.signature}", ids, f"{done} done, {skipped} skipped"
+            )
             app.notify_action(f"requeued {done} job(s) of the group, {skipped} skipped")
             self.loaded_at = 0.0
 
-        self.app.push_screen(ConfirmScreen(
-            f"requeue {len(ids)} failed job(s) of {group.queue}?\n{group.example[:200]}\n"
-            f"names: {', '.join(group.names)[:150]}\nfirst {when(group.first_seen)}  last {when(group.last_seen)}"),
-            decided)  # fmt: skip
+        self.app.push_screen(
+            ConfirmScreen(
+                f"requeue {len(ids)} failed job(s) of {group.queue}?\n{group.example[:200]}\n"
+                f"names: {', '.join(group.names)[:150]}\nfirst {when(group.first_seen)}  last {when(group.last_seen)}"
+            ),
+            decided,
+        )
 
 
 class BulkScreen(Base):
@@ -542,18 +656,30 @@ class BulkScreen(Base):
 
     def body(self) -> ComposeResult:
         table = DataTable(id="bulk", cursor_type="row", zebra_stripes=True)
-        table.add_columns("bulk job", "operation", "status", "progress", "failed", "items/s", "last heard", "where")
+        table.add_columns(
+            "bulk job", "operation", "status", "progress", "failed", "items/s", "last heard", "where"
+        )
         yield table
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         app: MaTop = self.app  # type: ignore[assignment]
         jobs = {j.bulk_job_id: j for j in snapshot.bulk_jobs}
-        jobs.update({k: v for k, v in app.live_bulk.items() if k not in jobs or v.updated_at >= jobs[k].updated_at})
+        jobs.update(
+            {k: v for k, v in app.live_bulk.items() if k not in jobs or v.updated_at >= jobs[k].updated_at}
+        )
         table = self.query_one(DataTable)
         table.clear()
         for job in sorted(jobs.values(), key=lambda j: j.updated_at, reverse=True):
             heard = snapshot.taken_at - job.updated_at
             stale = " [red](silent)[/red]" if job.status in ("running", "throttled") and heard > 30 else ""
-            table.add_row(job.bulk_job_id, job.operation, job.status, f"{job.processed}/{job.total}", job.failed,
-                          f"{job.throughput_per_sec:.1f}", age(heard) + stale, f"{job.host}:{job.pid}")  # fmt: skip
+            table.add_row(
+                job.bulk_job_id,
+                job.operation,
+                job.status,
+                f"{job.processed}/{job.total}",
+                job.failed,
+                f"{job.throughput_per_sec:.1f}",
+                age(heard) + stale,
+                f"{job.host}:{job.pid}",
+            )

@@ -76,7 +76,9 @@ class IdentityClient:
         except httpx.TimeoutException as error:
             raise IdentityUnavailable(f"identity {method} {path} timed out") from error
         except httpx.TransportError as error:
-            raise IdentityUnavailable(f"identity {method} {path} unreachable: {type(error).__name__}") from error
+            raise IdentityUnavailable(
+                f"identity {method} {path} unreachable: {type(error).__name__}"
+            ) from error
 
     def _check_auth_answer(self, response: httpx.Response, what: str) -> dict[str, Any]:
         if response.status_code == 429:
@@ -89,8 +91,9 @@ class IdentityClient:
 
     def _store(self, body: dict[str, Any]) -> str:
         ttl = float(body.get("expiresIn", 300))
-        self._token = _Token(body["accessToken"], body["refreshToken"], body["sessionId"],
-                             time.monotonic() + ttl * 0.9)  # fmt: skip
+        self._token = _Token(
+            body["accessToken"], body["refreshToken"], body["sessionId"], time.monotonic() + ttl * 0.9
+        )
         return self._token.access
 
     def _service_auth(self) -> dict[str, str]:
@@ -103,7 +106,9 @@ class IdentityClient:
             if current and current.access != stale and time.monotonic() < current.expires_at:
                 return current.access
             if current is not None:
-                response = await self._send("POST", "/v1/auth/refresh", json={"refreshToken": current.refresh})
+                response = await self._send(
+                    "POST", "/v1/auth/refresh", json={"refreshToken": current.refresh}
+                )
                 if response.status_code == 200:
                     self.refreshes += 1
                     return self._store(response.json())
@@ -117,8 +122,9 @@ class IdentityClient:
             current = self._token
             if current is None or current.access != stale:  # someone rotated or refreshed meanwhile
                 return current.access if current else await self._issue_new()
-            response = await self._send("POST", f"/v1/admin/sessions/{current.session_id}/rotate",
-                                        headers=self._service_auth())  # fmt: skip
+            response = await self._send(
+                "POST", f"/v1/admin/sessions/{current.session_id}/rotate", headers=self._service_auth()
+            )
             self.rotations += 1
             return self._store(self._check_auth_answer(response, "the session rotation"))
 
@@ -128,14 +134,22 @@ class IdentityClient:
         return self._store(self._check_auth_answer(response, "the worker's service key"))
 
     # -- calls --------------------------------------------------------------------------------------
-    async def call(self, method: str, path: str, *, json: Any = None, what: str | None = None,
-                   headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        what: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         what = what or f"{method} {path}"
         token = await self.token()
         refreshed = rotated = False
         while True:
-            response = await self._send(method, path, json=json, headers={**(headers or {}),
-                                                                          "Authorization": f"Bearer {token}"})
+            response = await self._send(
+                method, path, json=json, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
+            )
             status, code = response.status_code, ""
             if status in (401, 403):
                 code = _error_code(response)
@@ -151,7 +165,9 @@ class IdentityClient:
                     raise TokenRefused(f"{code} on {what} persists after a session rotation")
                 if code == "tenant_not_in_organization":
                     raise PermanentError(f"identity refused {what}: {response.json().get('message', code)}")
-                raise TokenRefused(f"identity refused the worker's token on {what} ({status} {code}) after a refresh")
+                raise TokenRefused(
+                    f"identity refused the worker's token on {what} ({status} {code}) after a refresh"
+                )
             if status == 429:
                 raise ThrottledError(f"identity answered 429 to {what}", retry_after(response))
             if status >= 500:
@@ -159,20 +175,27 @@ class IdentityClient:
             if status == 404:
                 raise NotFound(what)
             if status >= 400:
-                raise PermanentError(f"identity rejected {what}: {status} {_error_code(response) or response.text[:200]}")
+                raise PermanentError(
+                    f"identity rejected {what}: {status} {_error_code(response) or response.text[:200]}"
+                )
             return response.json()
 
-    async def fetch_tasks_context(self, token: str | None = None, *, context: dict[str, str | None],
-                                  product_slug: str = "tasks") -> dict[str, Any]:  # fmt: skip
+    async def fetch_tasks_context(
+        self, token: str | None = None, *, context: dict[str, str | None], product_slug: str = "tasks"
+    ) -> dict[str, Any]:
         """fetchTasksContext(token, {context: {organizationId, tenantId}}): the context always travels."""
         if not context.get("organizationId"):
             raise ValueError("fetch_tasks_context needs context.organizationId")
-        body = {"context": {"organizationId": context["organizationId"], "tenantId": context.get("tenantId")},
-                "productSlug": product_slug}  # fmt: skip
+        body = {
+            "context": {"organizationId": context["organizationId"], "tenantId": context.get("tenantId")},
+            "productSlug": product_slug,
+        }
         return await self.call("POST", "/v1/tasks/context", json=body, what="fetchTasksContext")
 
     async def organization(self, organization_id: str) -> dict[str, Any]:
-        return await self.call("GET", f"/v1/organizations/{organization_id}", what=f"organization {organization_id}")
+        return await self.call(
+            "GET", f"/v1/organizations/{organization_id}", what=f"organization {organization_id}"
+        )
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         return await self.call("GET", f"/v1/tenants/{tenant_id}", what=f"tenant {tenant_id}")

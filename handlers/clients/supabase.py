@@ -23,11 +23,15 @@ class SupabaseAdmin:
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, self.base_url + path, headers=self._headers(), **kwargs)
+            response = await self._http.request(
+                method, self.base_url + path, headers=self._headers(), **kwargs
+            )
         except httpx.TimeoutException as error:
             raise IdentityUnavailable(f"supabase {method} {path} timed out") from error
         except httpx.TransportError as error:
-            raise IdentityUnavailable(f"supabase {method} {path} unreachable: {type(error).__name__}") from error
+            raise IdentityUnavailable(
+                f"supabase {method} {path} unreachable: {type(error).__name__}"
+            ) from error
         if response.status_code == 429:
             raise ThrottledError(f"supabase answered 429 to {method} {path}", retry_after(response))
         if response.status_code >= 500:
@@ -36,7 +40,9 @@ class SupabaseAdmin:
             raise IdentityUnavailable("supabase refused the service role key (401)")  # config; retry, alert
         return response
 
-    async def invite(self, email: str, *, data: dict[str, Any], redirect_to: str | None = None) -> dict[str, Any]:
+    async def invite(
+        self, email: str, *, data: dict[str, Any], redirect_to: str | None = None
+    ) -> dict[str, Any]:
         """Invite a user; an address already registered counts as done (idempotent per invitation)."""
         body: dict[str, Any] = {"email": email, "data": data}
         if redirect_to:

@@ -50,10 +50,14 @@ class OrderPayload(Payload):
 async def effect(ctx: JobContext, payload: EffectPayload) -> dict[str, object]:
     """Record the attempt, do the idempotent side effect, then (optionally) keep running."""
     async with ctx.tasks_db.begin() as conn:
-        await conn.execute(text("INSERT INTO test_attempts (key, pid, attempt) VALUES (:k, :p, :a)"),
-                           {"k": payload.key, "p": os.getpid(), "a": ctx.attempt})  # fmt: skip
-        await conn.execute(text("INSERT INTO test_effects (key) VALUES (:k) ON CONFLICT (key) DO NOTHING"),
-                           {"k": payload.key})  # fmt: skip
+        await conn.execute(
+            text("INSERT INTO test_attempts (key, pid, attempt) VALUES (:k, :p, :a)"),
+            {"k": payload.key, "p": os.getpid(), "a": ctx.attempt},
+        )
+        await conn.execute(
+            text("INSERT INTO test_effects (key) VALUES (:k) ON CONFLICT (key) DO NOTHING"),
+            {"k": payload.key},
+        )
     await asyncio.sleep(payload.sleep_seconds)
     return {"key": payload.key, "pid": os.getpid()}
 

@@ -9,8 +9,16 @@ from pool.queue_table import QUEUES as REAL
 from tests.support import handlers
 
 QUEUES = {
-    name: replace(spec, handlers=handlers.HANDLERS, lock_duration_ms=4_000, stalled_interval_ms=2_000,
-                  backoff_ms=300, attempts=3, schedules=spec.schedules, limiter=None)  # fmt: skip
+    name: replace(
+        spec,
+        handlers=handlers.HANDLERS,
+        lock_duration_ms=4_000,
+        stalled_interval_ms=2_000,
+        backoff_ms=300,
+        attempts=3,
+        schedules=spec.schedules,
+        limiter=None,
+    )
     for name, spec in REAL.items()
 }
 
