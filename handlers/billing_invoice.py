@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import text
 
 from handlers import billing
-from handlers.billing import Period, Subscription, iso, money, plain, stripe_call, stripe_error
+from handlers.billing import Period, Resolution, Subscription, iso, money, plain, stripe_call, stripe_error
 from handlers.billing_usage import UsageAggregate, aggregate
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError
 
 QUEUE = "billing-invoice"
@@ -39,9 +39,10 @@ class InvoiceGenerate(Period):
     pass
 
 
-def _resolution_for(p: Period) -> str:
-    for resolution in ("daily", "hourly"):
-        if billing.is_aligned(p.period_start, resolution) and billing.is_aligned(p.period_end, resolution):  # type: ignore[arg-type]
+def _resolution_for(p: Period) -> Resolution:
+    resolutions: tuple[Resolution, ...] = ("daily", "hourly")
+    for resolution in resolutions:
+        if billing.is_aligned(p.period_start, resolution) and billing.is_aligned(p.period_end, resolution):
             return resolution
     raise PermanentError("periodStart and periodEnd must fall on whole hours (UTC) to be invoiced")
 
@@ -298,7 +299,7 @@ async def invoice_generate(ctx: JobContext, p: InvoiceGenerate) -> dict[str, Any
         what=f"invoice of {sub.id} {iso(p.period_start)}",
     )
 
-    directory = Path(getattr(ctx.settings, "MA_INVOICE_DIR", "var/invoices"))
+    directory = Path(ctx.settings.MA_INVOICE_DIR)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     document = directory / f"{invoice['number']}.pdf"
     if invoice.get("documentPath") != str(document.resolve()) or not document.exists():
@@ -369,6 +370,6 @@ async def schedule_renewal(ctx: JobContext, p: Period) -> dict[str, Any]:
     return {"renewalJobId": job_id, "renewalScheduled": added, "renewalRunsAt": iso(nxt_end)}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "invoice.generate": invoice_generate,
 }

@@ -25,7 +25,7 @@ from handlers import billing
 from handlers.billing import plain, stripe_call
 from handlers.billing_invoice import charge, payment_status, record_payment
 from handlers.clients.identity import NotFound
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
 
@@ -59,9 +59,13 @@ class PaymentReconcile(Payload):
 
 def _intent_of(obj: Any) -> str | None:
     kind = obj.get("object") if isinstance(obj, dict) else getattr(obj, "object", None)
-    get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k, None)
+
+    def get(field: str) -> Any:
+        return obj.get(field) if isinstance(obj, dict) else getattr(obj, field, None)
+
     if kind == "payment_intent":
-        return get("id")
+        intent_id = get("id")
+        return intent_id if isinstance(intent_id, str) else None
     if kind in ("charge", "refund"):
         intent = get("payment_intent")
         return intent if isinstance(intent, str) else getattr(intent, "id", None)
@@ -71,7 +75,7 @@ def _intent_of(obj: Any) -> str | None:
 def _verified_object(ctx: JobContext, p: PaymentWebhook) -> Any:
     import stripe
 
-    secret = getattr(ctx.settings, "STRIPE_WEBHOOK_SECRET", None)
+    secret = ctx.settings.STRIPE_WEBHOOK_SECRET
     if secret is None:
         raise PermanentError(
             "STRIPE_WEBHOOK_SECRET is not set: cannot verify the webhook signature; nothing changed"
@@ -231,7 +235,7 @@ async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, A
     return {"checked": len(latest), "enqueued": len(enqueued), "jobIds": enqueued}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "payment.webhook": payment_webhook,
     "payment.retry": payment_retry,
     "payment.reconcile": payment_reconcile,

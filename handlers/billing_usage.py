@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from handlers import billing
 from handlers.billing import FEATURE, MAX_BUCKETS, Period, Resolution, iso
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.payloads import Id
 
 TRUNC = {"hourly": "hour", "daily": "day", "monthly": "month"}
@@ -121,7 +121,7 @@ async def usage_backfill(ctx: JobContext, payload: UsageBackfill) -> dict[str, A
     return {**await aggregate(ctx, payload), "backfillId": payload.backfill_id}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "usage.aggregate": usage_aggregate,
     "billing-usage.backfill": usage_backfill,
 }

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
     from handlers.clients.identity import IdentityClient
     from handlers.clients.supabase import SupabaseAdmin
+    from pool.settings import Settings
+
+
+Handler = Callable[..., Awaitable[Any]]
+"""`async def handle(ctx: JobContext, payload: SomeModel) -> result` (the dispatcher reads the payload model from
+the annotation, so the exact signature varies per handler)."""
 
 
 class EventSink(Protocol):
@@ -25,7 +31,7 @@ class EventSink(Protocol):
 class Resources:
     """Built once per process at start; shared by every job of that process."""
 
-    settings: Any
+    settings: Settings
     redis: Redis
     identity_db: AsyncEngine
     tasks_db: AsyncEngine
@@ -62,7 +68,7 @@ class JobContext:
         return self.attempt >= self.max_attempts
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.resources.settings
 
     @property

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers import lookups
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
 
@@ -171,7 +171,7 @@ async def tenant_deleted(ctx: JobContext, payload: TenantEvent) -> dict[str, Any
     }
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "organization.created": organization_created,
     "organization.updated": organization_updated,
     "organization.suspended": organization_suspended,

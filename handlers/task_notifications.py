@@ -14,14 +14,14 @@ from pydantic import AwareDatetime, Field
 from sqlalchemy import text
 
 from handlers.clients.identity import NotFound
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
+from pool.contracts import LATENCY_HIST_KEY, LATENCY_KEY
 
-LATENCY_KEY = "ma:latency:task-assignment"
 LATENCY_SAMPLES = 10_000
-LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
-"""Cumulative histogram (Prometheus-style): fields `le:<seconds>`, `le:+Inf`, `sum_ms`, `count`."""
+"""Samples kept in LATENCY_KEY; LATENCY_HIST_KEY is a cumulative histogram (Prometheus-style): fields
+`le:<seconds>`, `le:+Inf`, `sum_ms`, `count`."""
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
 
@@ -106,11 +106,13 @@ async def task_assigned(ctx: JobContext, payload: TaskAssigned) -> dict[str, Any
         }
     )
     async with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.lpush(LATENCY_KEY, sample).ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
+        pipe.lpush(LATENCY_KEY, sample)
+        pipe.ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
         for bound in LATENCY_BUCKETS:
             if latency_ms <= bound * 1000:
                 pipe.hincrby(LATENCY_HIST_KEY, f"le:{bound}", 1)
-        pipe.hincrby(LATENCY_HIST_KEY, "le:+Inf", 1).hincrby(LATENCY_HIST_KEY, "count", 1)
+        pipe.hincrby(LATENCY_HIST_KEY, "le:+Inf", 1)
+        pipe.hincrby(LATENCY_HIST_KEY, "count", 1)
         pipe.hincrby(LATENCY_HIST_KEY, "sum_ms", latency_ms)
         await pipe.execute()
     return {"notified": True, "latencyMs": latency_ms}
@@ -138,7 +140,7 @@ async def task_due_soon(ctx: JobContext, payload: TaskDueSoon) -> dict[str, Any]
     return {"reminders": reminders, "windowMinutes": payload.window_minutes}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "task.assigned": task_assigned,
     "task.due-soon": task_due_soon,
 }

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from handlers import lookups
 from handlers.clients.identity import NotFound
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Email, Id, Payload
 
@@ -94,7 +94,7 @@ async def impersonation_cleanup(ctx: JobContext, payload: ImpersonationCleanup) 
     return {"retired": retired}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "invitation.send": invitation_send,
     "session.cleanup": session_cleanup,
     "impersonation.cleanup": impersonation_cleanup,

@@ -22,6 +22,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from handlers import billing
+from pool.contracts import bull_key, stats_key
 from pool.enqueue import CliError
 from pool.queue_table import QueueSpec
 
@@ -115,7 +116,7 @@ async def plan_of(redis: Redis, queue: str, jobs: list[tuple[str, dict[str, Any]
         chunk = jobs[at : at + BATCH]
         async with redis.pipeline(transaction=False) as pipe:
             for job_id, _ in chunk:
-                pipe.exists(f"bull:{queue}:{job_id}")
+                pipe.exists(bull_key(queue, job_id))
             found = await pipe.execute()
         existing += [job_id for (job_id, _), there in zip(chunk, found, strict=True) if there]
     return Plan(jobs, existing)
@@ -185,11 +186,13 @@ async def backfill(
 
 
 # -- load test --------------------------------------------------------------------------------------------------------
-def load_jobs(org: str, sub: str, days: int, usage_jobs: int, invoices: bool, run: str) -> dict[str, list]:
+def load_jobs(
+    org: str, sub: str, days: int, usage_jobs: int, invoices: bool, run: str
+) -> dict[str, list[tuple[str, str, dict[str, str]]]]:
     if days < 1 or usage_jobs < 0:
         raise CliError("--days must be >= 1 and --usage-jobs >= 0")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    out: dict[str, list] = {USAGE: [], INVOICE: []}
+    out: dict[str, list[tuple[str, str, dict[str, str]]]] = {USAGE: [], INVOICE: []}
     for i in range(usage_jobs):
         day = today - timedelta(days=1 + i % days)
         out[USAGE].append(
@@ -224,7 +227,7 @@ def load_jobs(org: str, sub: str, days: int, usage_jobs: int, invoices: bool, ru
 
 
 async def _counter(redis: Redis, queue: str, name: str) -> int:
-    return int(await redis.hget(f"ma:stats:{queue}", name) or 0)
+    return int(await redis.hget(stats_key(queue), name) or 0)
 
 
 async def load_test(
@@ -294,8 +297,8 @@ async def load_test(
 async def _states(redis: Redis, queue: str, ids: list[str]) -> dict[str, int]:
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hget(f"bull:{queue}:{job_id}", "finishedOn")
-            pipe.zscore(f"bull:{queue}:failed", job_id)
+            pipe.hget(bull_key(queue, job_id), "finishedOn")
+            pipe.zscore(bull_key(queue, "failed"), job_id)
         rows = await pipe.execute()
     pairs = list(zip(rows[::2], rows[1::2], strict=True))
     failed = sum(1 for finished, in_failed in pairs if finished and in_failed is not None)

@@ -15,9 +15,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pool.logs import setup_logging
     from pool.queue_table import load_table
     from pool.runtime import serve
-    from pool.settings import fail, load_settings
+    from pool.settings import Settings, fail, load_settings
 
-    settings = load_settings()
+    settings = load_settings(Settings)
     try:
         table = load_table(settings.MA_QUEUE_TABLE)
     except LookupError as error:
@@ -33,8 +33,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         if s is not None
     ]
+    # A PostgresDsn may name several hosts, each with its own password (it has no `.password`: reading it
+    # through getattr(..., None) silently left the database passwords out of the scrubbed secrets).
+    secrets += [settings.REDIS_URL.password] if settings.REDIS_URL.password else []
     secrets += [
-        u.password for u in (settings.REDIS_URL, settings.DATABASE_URL) if getattr(u, "password", None)
+        password
+        for dsn in (settings.DATABASE_URL, settings.TASKS_DATABASE_URL)
+        for host in dsn.hosts()
+        if (password := host.get("password"))
     ]
     setup_logging(secrets)
     return asyncio.run(serve(table[args.queue], settings))

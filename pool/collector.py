@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from pool.telemetry import HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
+from pool.contracts import HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
 
 STATES = ("waiting", "active", "delayed", "prioritized", "failed", "completed", "waiting-children")
 BULK_JOBS_KEY = "ma:bulk-jobs"

@@ -12,6 +12,7 @@ from typing import Any
 from bullmq import Job, Queue
 from redis.asyncio import Redis
 
+from pool.contracts import bull_key
 from pool.queue_table import QueueSpec
 
 PREVIEW = 10
@@ -45,7 +46,7 @@ async def add_job(
     if job_id is not None and (not job_id or ":" in job_id or job_id.isdigit()):
         # bullmq silently ignores a duplicate id and breaks on ':' (DESIGN 8.9); integers clash with its own ids
         raise CliError(f"--job-id {job_id!r} is invalid: use a non-empty, non-numeric id without ':'")
-    if job_id is not None and await redis.exists(f"bull:{spec.name}:{job_id}"):
+    if job_id is not None and await redis.exists(bull_key(spec.name, job_id)):
         state = await Queue(spec.name, {"connection": redis}).getJobState(job_id)
         return f"job {job_id} already exists on {spec.name} ({state}); nothing added"
     opts = spec.job_options()
@@ -77,9 +78,9 @@ async def requeue_failed(
     redis: Redis, spec: QueueSpec, *, assume_yes: bool, confirm: Callable[[str], bool]
 ) -> str:
     """Requeue the failed jobs counted at the prompt (later failures are left for a new look)."""
-    key = f"bull:{spec.name}:failed"
+    key = bull_key(spec.name, "failed")
     snapshot_ms = int(time.time() * 1000)
-    ids: list[str] = await redis.zrangebyscore(key, 0, snapshot_ms)
+    ids = [str(i) for i in await redis.zrangebyscore(key, 0, snapshot_ms)]
     if not ids:
         return f"no failed jobs on {spec.name}"
     queue = Queue(spec.name, {"connection": redis})

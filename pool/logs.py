@@ -155,9 +155,9 @@ class JobLines:
 
 def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     # One line per job is on the hot path: skip what our format never shows (caller frame, thread, process).
-    logging._srcfile = None  # type: ignore[attr-defined]  # documented switch: no findCaller() per record
+    logging._srcfile = None  # documented switch: no findCaller() per record
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False  # type: ignore[attr-defined]
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+; harmless before
     handler = LineHandler(sys.stdout)
     handler.setFormatter(Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(ScrubSecrets(secrets))

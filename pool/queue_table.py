@@ -150,7 +150,7 @@ def load_table(path: str) -> Mapping[str, QueueSpec]:
     """Resolve `module:attribute` to a queue table (the default is QUEUES above)."""
     module_name, _, attribute = path.partition(":")
     try:
-        table = getattr(importlib.import_module(module_name), attribute or "QUEUES")
+        table: Mapping[str, QueueSpec] = getattr(importlib.import_module(module_name), attribute or "QUEUES")
     except (ImportError, AttributeError) as error:
         raise LookupError(f"MA_QUEUE_TABLE={path!r} cannot be loaded: {error}") from error
     return table

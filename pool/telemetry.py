@@ -14,26 +14,29 @@ import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError
+
+from pool.contracts import (
+    EVENTS_MAXLEN,
+    EVENTS_STREAM,
+    HEARTBEAT_TTL,
+    QUEUES_REGISTRY,
+    WORKERS_INDEX,
+    Heartbeat,
+    heartbeat_key,
+    stats_key,
+)
 
 if TYPE_CHECKING:
     from bullmq import Job
     from redis.asyncio import Redis
+    from redis.typing import EncodableT, FieldT
 
     from pool.queue_table import QueueSpec
 
-EVENTS_STREAM = "ma:events"
-EVENTS_MAXLEN = 10_000
-WORKERS_INDEX = "ma:workers"
-QUEUES_REGISTRY = "ma:queues"
-STATS_PREFIX = "ma:stats:"
-"""`ma:stats:<queue>`: cumulative counters across hosts and restarts (retries, throttled, stalled, ...);
-`ma:stats:redis`: connection failures seen by the pool."""
-HEARTBEAT_PREFIX = "ma:worker:"
 HEARTBEAT_EVERY = 5.0
-HEARTBEAT_TTL = 20
 THROTTLE_WINDOW = 30.0
 
 log = logging.getLogger("pool.telemetry")
@@ -69,7 +72,7 @@ class Telemetry:
 
     @property
     def heartbeat_key(self) -> str:
-        return f"{HEARTBEAT_PREFIX}{self.host}:{self.pid}"
+        return heartbeat_key(self.host, self.pid)
 
     # -- called from the dispatcher and handlers (never block) --------------------------------
     def event(self, kind: str, message: str, **fields: Any) -> None:
@@ -139,7 +142,7 @@ class Telemetry:
                     self.event("throttled", window.line, count=str(window.count))
 
     # -- the background loop --------------------------------------------------------------------
-    def heartbeat(self) -> dict[str, Any]:
+    def heartbeat(self) -> Heartbeat:
         return {
             "host": self.host,
             "pid": self.pid,
@@ -160,10 +163,15 @@ class Telemetry:
         counts = dict(self._counts)
         async with redis.pipeline(transaction=False) as pipe:
             for (scope, counter), n in counts.items():
-                pipe.hincrby(f"{STATS_PREFIX}{scope}", counter, n)
+                pipe.hincrby(stats_key(scope), counter, n)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
             for record in batch:
-                pipe.xadd(EVENTS_STREAM, record, maxlen=EVENTS_MAXLEN, approximate=True)
+                pipe.xadd(
+                    EVENTS_STREAM,
+                    cast("dict[FieldT, EncodableT]", record),
+                    maxlen=EVENTS_MAXLEN,
+                    approximate=True,
+                )
             pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
             pipe.zadd(WORKERS_INDEX, {self.heartbeat_key: now_ms()})
             pipe.zremrangebyscore(WORKERS_INDEX, 0, now_ms() - HEARTBEAT_TTL * 1000)

@@ -87,7 +87,8 @@ class IdentityClient:
             raise IdentityUnavailable(f"identity answered {response.status_code} to {what}")
         if response.status_code != 200:
             raise TokenRefused(f"identity refused {what} ({response.status_code} {_error_code(response)})")
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     def _store(self, body: dict[str, Any]) -> str:
         ttl = float(body.get("expiresIn", 300))
@@ -178,7 +179,8 @@ class IdentityClient:
                 raise PermanentError(
                     f"identity rejected {what}: {status} {_error_code(response) or response.text[:200]}"
                 )
-            return response.json()
+            body: dict[str, Any] = response.json()
+        return body
 
     async def fetch_tasks_context(
         self, token: str | None = None, *, context: dict[str, str | None], product_slug: str = "tasks"

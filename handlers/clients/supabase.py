@@ -60,4 +60,5 @@ class SupabaseAdmin:
             raise NotFound(f"supabase user {user_id}")
         if response.status_code >= 400:
             raise PermanentError(f"supabase refused get user: {response.status_code}")
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
