@@ -1,12 +1,24 @@
-"""Redis clients for bullmq and for our own keys (DESIGN 8.1 and 8.11)."""
+"""Redis clients for bullmq and for our own keys.
+
+redis-py 8 defaults `socket_timeout` to 5 s while bullmq blocks on BZPOPMIN for up to ~10 s, so the pooled
+client has none; bullmq gives a Worker one shared connection by default, so its concurrency lanes queue behind
+each other, hence a pool with a connection per lane.
+
+`LeanBlockingConnectionPool` and `LeanRedis` bypass parts of redis-py's code on the per-command path (and
+`HiredisPackConnection` replaces its packer). They were written against redis-py 8.1: `tests/test_overrides.py`
+fingerprints the upstream methods they copy or bypass and fails, naming this file, when an upgrade changes them.
+At run time the fast path is only taken when every internal it touches is there (fails closed: anything missing
+or renamed turns it off, and redis-py's own path runs), and `MA_STOCK_CLIENTS=1` turns all three off.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import redis as redis_py
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, DataError, TimeoutError
@@ -14,7 +26,32 @@ from redis.exceptions import BusyLoadingError, ConnectionError, DataError, Timeo
 try:
     import hiredis
 except ImportError:  # pragma: no cover - a dependency (redis[hiredis]); the pure-Python packer still works
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]
+
+VERIFIED_REDIS = "8.1."
+"""The redis-py line the fast path was written and fingerprinted against (`pyproject.toml` pins it)."""
+
+
+def _has(obj: object, *names: str) -> bool:
+    return all(hasattr(obj, name) for name in names)
+
+
+def redis_internals_ok() -> bool:
+    """Every redis-py internal the lean classes read, on the version they were checked against."""
+    probe = BlockingConnectionPool(max_connections=1)
+    return (
+        redis_py.__version__.startswith(VERIFIED_REDIS)
+        and _has(probe, "_available_connections", "_in_use_connections", "_lock", "_in_maintenance")
+        and isinstance(probe._available_connections, list)
+        and _has(ConnectionPool, "ensure_connection")
+        and _has(Connection, "should_reconnect")
+        and _has(Redis, "_send_command_parse_response", "_close_connection")
+    )
+
+
+FAST_PATH = redis_internals_ok()
+"""False when redis-py is not the verified line or an internal is missing: the lean classes then behave
+exactly as redis-py's own."""
 
 
 class HiredisPackConnection(Connection):
@@ -35,7 +72,7 @@ class HiredisPackConnection(Connection):
         try:
             return [
                 hiredis.pack_command(
-                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)  # type: ignore[arg-type]  # the stub types a 1-tuple
                 )
             ]
         except TypeError as error:
@@ -51,22 +88,21 @@ class LeanBlockingConnectionPool(BlockingConnectionPool):
     socket). Here, when an idle connection is there, nobody is waiting for one, no maintenance or re-auth is under
     way and the connection needs no reconnect, it is taken and returned directly (asyncio is single-threaded and
     nothing between the checks and the change awaits). Everything else (no idle connection, waiters, timeouts,
-    reconnects, maintenance) takes redis-py's own path unchanged. Not kept on the fast path: redis-py's
-    OpenTelemetry connection-state counters (we do not enable them; our exporter reports the pool's state).
+    reconnects, maintenance) takes redis-py's own path unchanged.
+
+    Not done on the fast path (both are observability we do not enable; our exporter reports the pool's state):
+    redis-py's connection wait-time metric (`record_connection_wait_time`) and OpenTelemetry connection-state
+    counters on take, and the Condition's `notify()` on release (nobody waits when the fast path runs: a waiter
+    counts in `_slow_waiters` and turns it off).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slow_waiters = 0
-        self._fast = self.connection_kwargs.get("credential_provider") is None
+        self._fast = FAST_PATH and self.connection_kwargs.get("credential_provider") is None
 
     def _fast_ok(self) -> bool:
-        return (
-            self._fast
-            and not self._slow_waiters
-            and not getattr(self, "_in_maintenance", False)
-            and not self._lock.locked()
-        )
+        return self._fast and not self._slow_waiters and not self._in_maintenance and not self._lock.locked()
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         if self._available_connections and self._fast_ok():
@@ -80,7 +116,7 @@ class LeanBlockingConnectionPool(BlockingConnectionPool):
             return connection
         self._slow_waiters += 1
         try:
-            return await super().get_connection()
+            return await super().get_connection()  # type: ignore[no-untyped-call]  # redis-py: unannotated
         finally:
             self._slow_waiters -= 1
 
@@ -97,14 +133,15 @@ class LeanRedis(Redis):
 
     `execute_command` is redis-py's own (same connection handling, retry with reconnect through `call_with_retry`
     and `_close_connection`, same send and parse), minus the OpenTelemetry duration and error recording that we
-    do not enable. Single-connection clients and clients bound to a connection take the original path.
+    do not enable. Single-connection clients, clients bound to a connection, and a redis-py whose internals are
+    not the verified ones (`FAST_PATH`) take the original path.
     """
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if self.single_connection_client or self.connection is not None:
-            return await super().execute_command(*args, **options)
+        if not FAST_PATH or self.single_connection_client or self.connection is not None:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         pool = self.connection_pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         started = time.monotonic()
 
         def on_failure(error: BaseException, failure_count: int) -> Any:
@@ -112,7 +149,7 @@ class LeanRedis(Redis):
 
         try:
             return await conn.retry.call_with_retry(
-                lambda: self._send_command_parse_response(conn, args[0], *args, **options),
+                lambda: self._send_command_parse_response(conn, args[0], *args, **options),  # type: ignore[no-untyped-call]
                 on_failure,
                 with_failure_count=True,
             )
@@ -120,27 +157,29 @@ class LeanRedis(Redis):
             await pool.release(conn)
 
 
-def pooled_redis(url: str, *, max_connections: int, name: str | None = None) -> Redis:
-    """A pooled client: bullmq's concurrency lanes stop queueing behind one socket (DESIGN 8.11).
+def pooled_redis(url: str, *, max_connections: int, name: str | None = None, stock: bool = False) -> Redis:
+    """A pooled client (one connection per bullmq concurrency lane) without a read timeout.
 
-    socket_timeout=None: bullmq blocks on BZPOPMIN for up to ~10 s and a read timeout would
-    silently stall delayed and rate-limited queues (DESIGN 8.1).
+    `stock=True` (`MA_STOCK_CLIENTS=1`): redis-py's own pool, client and connection classes, for when an
+    upgrade is suspected. The client owns its pool (`from_pool`): `aclose()` disconnects every connection.
     """
-    pool = LeanBlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        decode_responses=True,
-        socket_timeout=None,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=30,
-        client_name=name,
-        retry=Retry(ExponentialBackoff(cap=5, base=0.2), 5),
-        retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
-        **({"connection_class": HiredisPackConnection} if url.startswith("redis://") else {}),
-    )
-    return LeanRedis(connection_pool=pool)
+    kwargs: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": 30,
+        "decode_responses": True,
+        "socket_timeout": None,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "client_name": name,
+        "retry": Retry(ExponentialBackoff(cap=5, base=0.2), 5),
+        "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
+    }
+    if stock:
+        return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
+    if url.startswith("redis://"):
+        kwargs["connection_class"] = HiredisPackConnection
+    return LeanRedis.from_pool(LeanBlockingConnectionPool.from_url(url, **kwargs))
 
 
 def plain_redis(url: str, *, timeout: float = 5.0) -> Redis:

@@ -26,6 +26,7 @@ from handlers.clients.identity import IdentityClient
 from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
 from pool.connection import plain_redis, pooled_redis
+from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.queue_table import QueueSpec, load_table
 from pool.settings import Settings
@@ -109,7 +110,7 @@ async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
 async def serve(spec: QueueSpec, settings: Settings) -> int:
     telemetry = Telemetry(spec.name, settings.process_name or f"{spec.name}(pid)", spec.concurrency)
     redis_url = str(settings.REDIS_URL)
-    redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6)
+    redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
@@ -154,7 +155,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
-        worker = PoolWorker(spec.name, dispatcher, opts)
+        worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
     beats = asyncio.ensure_future(telemetry.run(probe))
@@ -188,10 +189,11 @@ def make_stripe(settings: Settings) -> Any:
         return None
     import stripe
 
-    base = {"api": str(settings.STRIPE_API_BASE).rstrip("/")} if settings.STRIPE_API_BASE else None
     return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY.get_secret_value(),
-        base_addresses=base,
+        base_addresses={"api": str(settings.STRIPE_API_BASE).rstrip("/")}
+        if settings.STRIPE_API_BASE
+        else None,
         http_client=stripe.HTTPXClient(),
         max_network_retries=settings.MA_STRIPE_NETWORK_RETRIES,
     )
@@ -210,7 +212,7 @@ class Enqueuer:
         spec = self.table[queue]
         q = self.queues.get(queue) or self.queues.setdefault(queue, Queue(queue, {"connection": self.redis}))
         job_id = opts.get("jobId")
-        if job_id is not None and await self.redis.exists(f"bull:{queue}:{job_id}"):
+        if job_id is not None and await self.redis.exists(bull_key(queue, job_id)):
             return False
         await q.add(name, data, {**spec.job_options(), **opts})
         return True

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     """Identity admin calls in flight per bulk activate/suspend job."""
     MA_INVOICE_DIR: str = "var/invoices"
     """Where invoice PDFs are written (temporary name, renamed when complete)."""
+    MA_STOCK_CLIENTS: bool = False
+    """1: run bullmq's own Worker and redis-py's own pool and client instead of our faster subclasses (for
+    when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of
+    failing with a reason)."""
 
     @property
     def process_name(self) -> str:

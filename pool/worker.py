@@ -49,10 +49,10 @@ def _undecodable_fields(job_data: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-class PoolWorker(Worker):
+class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type information
     async def nextJobFromJobData(
         self,
-        job_data: dict | None = None,
+        job_data: dict[str, Any] | None = None,
         job_id: str | None = None,
         limit_until: int = 0,
         delay_until: int = 0,
@@ -74,7 +74,8 @@ class PoolWorker(Worker):
 
     async def _process_one(self, job: Job, token: str) -> Job | None:
         """bullmq's Worker.processJob (3.4.x), except that completing fetches the next job (see the module doc)."""
-        next_job = None
+        next_job: Job | None = None
+        fetch, raw = False, None
         try:
             if "removeOnComplete" not in job.opts and "removeOnComplete" in self.opts:
                 job.opts["removeOnComplete"] = self.opts["removeOnComplete"]
@@ -100,11 +101,6 @@ class PoolWorker(Worker):
                 job.returnvalue = result
                 job.attemptsMade = job.attemptsMade + 1
                 raw = done.get("result") if isinstance(done, dict) else None
-                if fetch and raw:
-                    job_data, job_id, limit_until, delay_until = raw
-                    next_job = await self.nextJobFromJobData(
-                        job_data, job_id, limit_until or 0, delay_until or 0, token
-                    )
             self.emit("completed", job, result)
         except (DelayedError, WaitingChildrenError):
             return None
@@ -118,6 +114,34 @@ class PoolWorker(Worker):
         finally:
             self.jobs.discard((job, token))
             self.lockManager.untrack_job(job.id)
+        if fetch and raw:
+            next_job = await self._next_from_completion(raw, token)
         if next_job is not None:
             self.emit("active", next_job, "waiting")
         return next_job
+
+    async def _next_from_completion(self, raw: list[Any], token: str) -> Job | None:
+        """The job `moveToFinished` fetched along with the completion, ready for this lane.
+
+        Outside the completion's `try`: the completed job is done whatever happens here. Should building the
+        fetched job fail (the non-JSON case is handled in `nextJobFromJobData`; this is anything else), that job
+        is already active under our lock: it fails now with the reason, instead of waiting for the stall check
+        and failing later as "stalled".
+        """
+        job_data, job_id, limit_until, delay_until = raw
+        try:
+            job: Job | None = await self.nextJobFromJobData(
+                job_data, job_id, limit_until or 0, delay_until or 0, token
+            )
+            return job
+        except Exception as error:  # noqa: BLE001 - reported on the worker, the job fails with the reason
+            self.emit("error", error, None)
+            name = job_data.get("name", "") if isinstance(job_data, dict) else ""
+            unreadable = Job(self, name, {}, {}, job_id)
+            try:
+                await unreadable.moveToFailed(
+                    UnrecoverableError(f"could not read the job fetched after a completion: {error!r}"), token
+                )
+            except Exception as failure:  # noqa: BLE001 - Redis gone too: the stall check recovers the job
+                self.emit("error", failure, None)
+            return None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from bullmq import Job, Queue
 
 from tests.conftest import wait_for
+from tests.support.stock_clients import clients, start_pool  # noqa: F401 - fixtures (lean and stock runs)
 
 Q = "identity-events"
 
@@ -129,9 +131,11 @@ async def test_secrets_never_reach_the_log(redis, start_pool):
 
 
 async def test_a_foreign_producers_non_json_data_fails_that_job_with_a_reason_and_nothing_else(
-    redis, start_pool
+    redis, start_pool, clients
 ):
     """bullmq's Job.fromJSON raises on such data inside the fetch loop; PoolWorker hands it to the dispatcher."""
+    if clients == "stock":
+        pytest.skip("PoolWorker's own behaviour: bullmq's stock Worker lets such a job stall (documented)")
     pool = start_pool(Q)
     garbage = await add(redis, "test.order", {"orderId": "o-9", "quantity": 1}, delay=1500, attempts=5)
     await redis.hset(

@@ -11,6 +11,7 @@ from bullmq import Queue
 
 from devstack import engines
 from tests.conftest import BIN, ROOT, pool_env, wait_for
+from tests.support.stock_clients import clients, start_pool  # noqa: F401 - fixtures (lean and stock runs)
 
 Q = "identity-events"
 

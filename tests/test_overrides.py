@@ -1,0 +1,207 @@
+"""Guards on the library code we copy or bypass: an upgrade of bullmq or redis-py that changes any of it fails
+here, naming the file of ours to re-check, instead of silently running an old copy next to new internals.
+
+Each fingerprint is the sha256 of the upstream method's source as of the version named. After an upgrade:
+read the upstream diff of each failing method, carry what matters into the file named, run
+`tests/test_connection.py`, `tests/test_dispatch.py` and `tests/test_lifecycle.py` (the last two also run with
+`MA_STOCK_CLIENTS=1`), then record the new fingerprints printed by the failure and the new version pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+from bullmq import Queue, Worker
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+
+from pool import connection
+from pool.worker import PoolWorker
+from tests.conftest import wait_for
+
+# (library, version written against, our file, upstream object, fingerprint)
+GUARDED = [
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py",
+        Worker.processJob,
+        "1eb52a13d9cc583e67ed0c2f2451a3dd6de8db69bd8ebaaf685ada4ec7f31235",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py",
+        Worker.nextJobFromJobData,
+        "aef9dc4d3e211a78a0fafc5fcc5fd43bfe515abe9aac419df00383b9d8179997",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        BlockingConnectionPool.__init__,
+        "ad793b0ea901acfbc920c1596f32f56892f33051af3b77f75b2a474d8ca031bd",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        BlockingConnectionPool.get_connection,
+        "6382c8e6cc2841e40846555772912a4f751e06b246f12c0de72b570554ad69b4",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        BlockingConnectionPool.release,
+        "8432b41b6823a7d58f356d00a3b09c79b95369b44a4e39ad87e35e1de210aa86",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        ConnectionPool.ensure_connection,
+        "d144a7b72ed399c20b9ec215cd245986ae540752e79b24a5c621bd8d5bc180ec",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        AbstractConnection.should_reconnect,
+        "0fa2142effe06284ae46ae07cd71e3f0484c6b7bd8411bc3d10c7db499e68564",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        AbstractConnection.pack_command,
+        "9a0e503fdcf56314bc4acfdf1a45f5382356b83fef31be800ca7d127bcc78745",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        Redis.execute_command,
+        "b35fa092ad038e77b2bed122b18cd81fd57e4bd56c7e3d3a9441709ef891a169",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        Redis._send_command_parse_response,
+        "69d31e525eaca8973e75f2dd4a9094ae2fa89089678c12eb1926f159bf2badc4",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        Redis._close_connection,
+        "524811960c4d961e258446bf807dfce39ee2ccc4bf7c5c4fff3f9adabe338509",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py",
+        Redis.from_pool,
+        "f114920bc559f86c760a452d47d6814215ae9af42ba932036f322cbd61f2c734",
+    ),
+]
+
+
+def fingerprint(obj: object) -> str:
+    return hashlib.sha256(inspect.getsource(inspect.unwrap(obj)).encode()).hexdigest()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("library", "written_against", "ours", "upstream", "expected"),
+    GUARDED,
+    ids=[f"{g[0]}:{g[3].__qualname__}" for g in GUARDED],
+)
+def test_upstream_code_we_copy_or_bypass_is_the_code_we_checked(
+    library, written_against, ours, upstream, expected
+):
+    installed = version(library)
+    got = fingerprint(upstream)
+    assert got == expected, (
+        f"re-check {ours} against {library} {installed}: {upstream.__qualname__} changed since {written_against} "
+        f"(new fingerprint {got})"
+    )
+
+
+def test_the_fast_path_is_on_for_the_verified_redis_py_and_fails_closed_otherwise(monkeypatch):
+    assert connection.FAST_PATH, "redis-py is the verified line and has every internal the fast path reads"
+    monkeypatch.setattr(connection.redis_py, "__version__", "8.2.0")
+    assert not connection.redis_internals_ok(), "another redis-py line turns the fast path off"
+    monkeypatch.undo()
+    monkeypatch.delattr(BlockingConnectionPool, "set_in_maintenance")  # unrelated: still on
+    assert connection.redis_internals_ok()
+    monkeypatch.undo()
+    monkeypatch.delattr(Redis, "_close_connection")
+    assert not connection.redis_internals_ok(), "a missing internal turns the fast path off"
+
+
+@pytest.mark.parametrize("stock", [False, True], ids=["lean", "stock"])
+async def test_closing_the_pooled_client_closes_every_connection_of_its_pool(valkey, redis, stock):
+    name = f"ma-test-close-{'stock' if stock else 'lean'}"
+    client = connection.pooled_redis(valkey.url, max_connections=4, name=name, stock=stock)
+    await asyncio.gather(*(client.blpop(["ma-test:nothing"], timeout=0.2) for _ in range(3)))
+
+    async def open_connections() -> int:
+        return sum(1 for c in await redis.client_list() if c.get("name") == name)
+
+    assert await open_connections() == 3, "three concurrent calls held three pooled connections"
+    await client.aclose()
+    await wait_for(lambda: _none(open_connections()), timeout=5, what="the pool's connections closed")
+
+
+async def _none(count: Any) -> bool:
+    return await count == 0
+
+
+class _FetchFault(PoolWorker):
+    """A bullmq failure (not a decoding one) while building the job that a completion fetched."""
+
+    async def nextJobFromJobData(self, job_data: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if job_data and job_data.get("name") == "unreadable":
+            raise RuntimeError("simulated library failure")
+        return await super().nextJobFromJobData(job_data, *args, **kwargs)
+
+
+async def test_a_job_fetched_with_a_completion_that_cannot_be_built_fails_at_once_and_the_completed_one_stays_completed(
+    valkey, redis
+):
+    queue_name = "ma-test-fetch-fault"
+    client = connection.pooled_redis(valkey.url, max_connections=4)
+    queue = Queue(queue_name, {"connection": client})
+    first = await queue.add("readable", {"n": 1}, {"attempts": 3})
+    second = await queue.add("unreadable", {"n": 2}, {"attempts": 3})
+
+    async def process(job: Any, token: str) -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    worker = _FetchFault(queue_name, process, {"connection": client, "concurrency": 1, "autorun": False})
+    running = asyncio.ensure_future(worker.run())
+    try:
+        state = await wait_for(
+            lambda: _state(queue, second.id, "failed"), timeout=10, what="the unreadable job failed"
+        )
+        assert state
+        assert await queue.getJobState(first.id) == "completed", "the completed job was not failed afterwards"
+        reason = await redis.hget(f"bull:{queue_name}:{second.id}", "failedReason")
+        assert "could not read the job fetched after a completion" in reason, reason
+        assert "simulated library failure" in reason
+    finally:
+        await worker.close(force=True)
+        running.cancel()
+        await queue.obliterate({"force": True})
+        await client.aclose()
+
+
+async def _state(queue: Queue, job_id: str, want: str) -> bool:
+    return await queue.getJobState(job_id) == want
