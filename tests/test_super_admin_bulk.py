@@ -280,12 +280,14 @@ async def test_export_chunks_join_to_exactly_the_rows_in_order(users, identity_d
     """The export query's chunking (keyset steps of N rows) neither drops nor repeats rows at chunk edges."""
     from sqlalchemy import text
 
-    from handlers.super_admin_bulk import BulkFilter, _positional, _where, export_sql
+    from handlers.bulk.export import export_sql, positional
+    from handlers.bulk.selection import where_clause
+    from handlers.super_admin_bulk import BulkFilter
 
     tag, ids = await users(23)
-    where, params = _where("users", BulkFilter.model_validate({"emailDomain": f"{tag}.example"}))
+    where, params = where_clause("users", BulkFilter.model_validate({"emailDomain": f"{tag}.example"}))
     for chunk_rows in (1, 7, 23, 100):
-        sql, args = _positional(text(export_sql("users", "csv", where, chunk_rows)), params)
+        sql, args = positional(text(export_sql("users", "csv", where, chunk_rows)), params)
         chunks = await identity_db.fetch(sql, *args)
         assert len(chunks) == -(-23 // chunk_rows)
         lines = b"".join(body for body, _ in chunks).decode().splitlines()
