@@ -124,6 +124,9 @@ async def require_super_admin(ctx: JobContext, actor_id: str) -> None:
 
 
 async def _change(ctx: JobContext, payload: BulkChange, operation: Operation) -> ChangeSummary:
+    """Apply `operation` to the selection from where the checkpoint stopped. Identity throttling defers the
+    job (ThrottledError), identity unavailable fails this attempt (retried, resuming); an item that fails for
+    good is counted and listed, and the job completes with a summary unless every item failed."""
     await require_super_admin(ctx, payload.actor_id)
     items = await selection.selected_items(ctx, payload.target, payload.ids, payload.filter)
     progress = Progress.resume(ctx.progress, payload.bulk_job_id, operation, len(items))
@@ -183,7 +186,6 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
     written = await write_export(
         ctx, payload.target, payload.format, payload.filter, final, progress, telemetry
     )
-    telemetry.stop()
     if progress.processed != progress.total:  # rows changed between count and read: report what was written
         progress.total = progress.processed
     await telemetry.publish("completed")

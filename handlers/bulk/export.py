@@ -97,7 +97,7 @@ def positional(clause: TextClause, params: Mapping[str, Any]) -> tuple[str, list
     return str(compiled), [params[name] for name in order]
 
 
-class GzipSink:
+class _GzipSink:
     """The thread side of an export: gzip, write and hash. Only ever called from one thread at a time."""
 
     def __init__(self, path: Path) -> None:
@@ -130,7 +130,7 @@ class GzipSink:
 
 
 @dataclass(frozen=True)
-class Written:
+class ExportedFile:
     """The complete export file: its size and SHA-256 are of the gzip bytes on disk."""
 
     size: int
@@ -145,14 +145,15 @@ async def write_export(
     final: Path,
     progress: Progress,
     telemetry: BulkTelemetry,
-) -> Written:
+) -> ExportedFile:
     """Write the selection to `final` (via a temporary name in the same directory), counting rows in
-    `progress`; telemetry runs from the count on. On failure the temporary file is removed, telemetry
-    stopped and a last message published (`failed` on the final attempt)."""
+    `progress`; telemetry ticks from the count until the file is complete. On failure the temporary file is
+    removed and a last message published (`failed` on the final attempt); the final `completed` message is
+    the caller's, once it has the result."""
     await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
     partial = final.parent / f".{final.name}.{ctx.job_id}.part"
     where, params = where_clause(target, flt)
-    sink = await asyncio.to_thread(GzipSink, partial)
+    sink = await asyncio.to_thread(_GzipSink, partial)
     try:
         async with ctx.identity_db.connect() as conn:
             conn = await conn.execution_options(
@@ -187,4 +188,5 @@ async def write_export(
         telemetry.stop()
         await telemetry.publish("failed" if ctx.final_attempt else "running")
         raise
-    return Written(sink.size, sink.digest.hexdigest())
+    telemetry.stop()
+    return ExportedFile(sink.size, sink.digest.hexdigest())
