@@ -16,12 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from pool.contracts import HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
+from pool.contracts import BULK_JOBS_KEY, HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
 
 STATES = ("waiting", "active", "delayed", "prioritized", "failed", "completed", "waiting-children")
-BULK_JOBS_KEY = "ma:bulk-jobs"
-"""Hash bulkJobId -> JSON of the last message published on `super-admin.bulk-job.metrics`, so a dashboard
-opened later still sees a bulk job's state (pub/sub alone loses messages)."""
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
 LATENCY_KEY = "ma:latency:task-assignment"

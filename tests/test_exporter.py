@@ -20,6 +20,7 @@ from bullmq import Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import engines
+from pool.contracts import BULK_JOBS_KEY
 from tests.conftest import BIN, ROOT, run_job, wait_for
 
 MONITORING = ROOT / "pool" / "monitoring"
@@ -312,7 +313,7 @@ async def test_bulk_jobs_from_their_last_state_records_are_exported_and_bounded(
         )
 
     await redis.hset(
-        "ma:bulk-jobs",
+        BULK_JOBS_KEY,
         mapping={
             "bulk-1": message(1, "running", now_ms - 3_000),
             "bulk-2": message(2, "completed", now_ms - 10_000),

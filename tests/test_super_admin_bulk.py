@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from bullmq import Job, Queue
 
+from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL, bulk_items_key
 from tests.conftest import run_job, settle, wait_for
 
 Q = "super-admin.bulk-job"
-CHANNEL = "super-admin.bulk-job.metrics"
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ async def test_subscribers_see_running_messages_and_the_final_one_with_consisten
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
     messages: list[dict] = []
     pubsub = redis.pubsub()
-    await pubsub.subscribe(CHANNEL)
+    await pubsub.subscribe(BULK_METRICS_CHANNEL)
 
     async def listen() -> None:
         async for raw in pubsub.listen():
@@ -186,7 +186,7 @@ async def test_subscribers_see_running_messages_and_the_final_one_with_consisten
     processed = [m["processed"] for m in messages]
     assert processed == sorted(processed) and processed[-1] == 41
     assert len({m["startedAt"] for m in messages}) == 1  # the resumed run keeps the bulk job's start
-    last = json.loads(await redis.hget("ma:bulk-jobs", bulk))
+    last = json.loads(await redis.hget(BULK_JOBS_KEY, bulk))
     assert last["status"] == "completed" and last["processed"] == 41
     assert await audit_counts(identity_db, bulk) == dict.fromkeys(ids, 1)
 
@@ -223,7 +223,7 @@ async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(
     assert stats["bulk suspend applied"] == 60
     # Only the items in flight at the kill are sent again (and identity answers them from the idempotency key).
     assert stats.get("idempotent replays", 0) <= 8
-    assert not await redis.exists(f"ma:bulk-items:{added.id}")
+    assert not await redis.exists(bulk_items_key(added.id))
 
 
 async def test_export_streams_the_selection_into_a_gzip_file_with_its_checksum(
@@ -267,7 +267,7 @@ async def test_export_streams_the_selection_into_a_gzip_file_with_its_checksum(
     assert sorted(p.name for p in export_dir.iterdir()) == sorted(
         [f"{bulk}-users.csv.gz", f"{bulk}-users.jsonl.gz"]
     )
-    last = json.loads(await redis.hget("ma:bulk-jobs", bulk))
+    last = json.loads(await redis.hget(BULK_JOBS_KEY, bulk))
     assert (last["operation"], last["status"], last["processed"], last["total"]) == (
         "export",
         "completed",
@@ -280,12 +280,14 @@ async def test_export_chunks_join_to_exactly_the_rows_in_order(users, identity_d
     """The export query's chunking (keyset steps of N rows) neither drops nor repeats rows at chunk edges."""
     from sqlalchemy import text
 
-    from handlers.super_admin_bulk import BulkFilter, _positional, _where, export_sql
+    from handlers.bulk.export import export_sql, positional
+    from handlers.bulk.selection import where_clause
+    from handlers.super_admin_bulk import BulkFilter
 
     tag, ids = await users(23)
-    where, params = _where("users", BulkFilter.model_validate({"emailDomain": f"{tag}.example"}))
+    where, params = where_clause("users", BulkFilter.model_validate({"emailDomain": f"{tag}.example"}))
     for chunk_rows in (1, 7, 23, 100):
-        sql, args = _positional(text(export_sql("users", "csv", where, chunk_rows)), params)
+        sql, args = positional(text(export_sql("users", "csv", where, chunk_rows)), params)
         chunks = await identity_db.fetch(sql, *args)
         assert len(chunks) == -(-23 // chunk_rows)
         lines = b"".join(body for body, _ in chunks).decode().splitlines()

@@ -12,6 +12,7 @@ import pytest
 from bullmq import Queue
 from textual.widgets import DataTable, Static
 
+from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL
 from tests.conftest import BIN, run_job, wait_for
 from tui.app import MaTop
 from tui.screens import ConfirmScreen, QueueScreen
@@ -279,7 +280,7 @@ async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_state
             }
         )
 
-    await redis.hset("ma:bulk-jobs", "bulk-earlier", message("bulk-earlier", "completed", 10))
+    await redis.hset(BULK_JOBS_KEY, "bulk-earlier", message("bulk-earlier", "completed", 10))
     app = MaTop(redis, [], refresh_s=0.2, journal_path=tmp_path / "audit.log")
     async with asyncio.timeout(90), app.run_test(size=(140, 36)) as pilot:
         await pilot.press("6")
@@ -291,7 +292,7 @@ async def test_bulk_jobs_view_shows_live_channel_messages_and_earlier_last_state
 
 
 async def _published(redis, payload: str) -> bool:
-    return await redis.publish("super-admin.bulk-job.metrics", payload) > 0
+    return await redis.publish(BULK_METRICS_CHANNEL, payload) > 0
 
 
 def test_drain_eta_uses_the_recent_completion_rate():

@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.worker import Worker
 
 from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
+from pool.contracts import BULK_METRICS_CHANNEL
 from pool.supervisor_source import ProcessInfo, read_processes
 from tui import ops
 from tui.screens import (
@@ -36,7 +37,6 @@ from tui.screens import (
 
 THRESHOLDS = {"billing_usage_backlog": 300, "payment_sync_retries": 50}
 """The runbook's alert thresholds; override with MA_TOP_BILLING_USAGE_BACKLOG / MA_TOP_PAYMENT_SYNC_RETRIES."""
-BULK_CHANNEL = "super-admin.bulk-job.metrics"
 
 
 def thresholds_from_env() -> dict[str, int]:
@@ -116,7 +116,7 @@ class MaTop(App[None]):
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(BULK_CHANNEL)
+                await pubsub.subscribe(BULK_METRICS_CHANNEL)
                 while True:  # polled with a timeout, so cancellation at exit is prompt and clean
                     message = await pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
