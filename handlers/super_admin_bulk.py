@@ -31,7 +31,7 @@ from handlers.bulk.checkpoint import Failure, Progress
 from handlers.bulk.export import Format, write_export
 from handlers.bulk.selection import MAX_ITEMS, Target
 from handlers.bulk.telemetry import BulkTelemetry
-from handlers.context import JobContext
+from handlers.context import Handler, JobContext
 from handlers.errors import PermanentError, ThrottledError
 from handlers.payloads import Id, Payload
 
@@ -209,7 +209,7 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
     }
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "bulk.activate": bulk_activate,
     "bulk.suspend": bulk_suspend,
     "bulk.export": bulk_export,

@@ -180,7 +180,7 @@ class IdentityClient:
                     f"identity rejected {what}: {status} {_error_code(response) or response.text[:200]}"
                 )
             body: dict[str, Any] = response.json()
-        return body
+            return body
 
     async def fetch_tasks_context(
         self, token: str | None = None, *, context: dict[str, str | None], product_slug: str = "tasks"
