@@ -7,13 +7,12 @@ import json
 
 from aiohttp import web
 
-from devstack.identity_double.auth import session_of
-from devstack.identity_double.state import STATE, error
+from devstack.identity_double.auth import requires_session
+from devstack.identity_double.state import STATE, Session, error
 
 
-async def mark_invitation_sent(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def mark_invitation_sent(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "UPDATE invitations SET status = 'sent', sent_at = coalesce(sent_at, now()) WHERE id = $1 RETURNING status",
         request.match_info["invitation_id"],
@@ -23,9 +22,8 @@ async def mark_invitation_sent(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["invitation_id"], "status": row["status"]})
 
 
-async def cleanup_sessions(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def cleanup_sessions(request: web.Request, session: Session) -> web.Response:
     body = await request.json() if request.can_read_body else {}
     days = int(body.get("olderThanDays", 30))
     result = await request.app[STATE].db.execute(
@@ -34,9 +32,8 @@ async def cleanup_sessions(request: web.Request) -> web.Response:
     return web.json_response({"deleted": int(result.split()[-1]), "olderThanDays": days})
 
 
-async def cleanup_impersonation(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def cleanup_impersonation(request: web.Request, session: Session) -> web.Response:
     async with request.app[STATE].db.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             "UPDATE impersonation_tokens SET retired_at = now() WHERE expires_at < now() AND retired_at IS NULL"
@@ -50,9 +47,8 @@ async def cleanup_impersonation(request: web.Request) -> web.Response:
     return web.json_response({"retired": len(rows), "tokenIds": [r["id"] for r in rows]})
 
 
-async def get_user(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def get_user(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "SELECT id, email, status, is_super_admin FROM users WHERE id = $1", request.match_info["user_id"]
     )
@@ -71,11 +67,10 @@ async def get_user(request: web.Request) -> web.Response:
 BULK_TARGETS = {"users": "user", "organizations": "organization"}
 
 
-async def bulk_item(request: web.Request) -> web.Response:
+@requires_session
+async def bulk_item(request: web.Request, session: Session) -> web.Response:
     """Activate or suspend one user or organization, idempotent per Idempotency-Key: the key is stored with
     the audit event of the change, and a replay answers the first result without changing anything."""
-    if isinstance(session := session_of(request), web.Response):
-        return session
     state = request.app[STATE]
     target, item_id, op = (
         request.match_info["target"],

@@ -8,19 +8,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from devstack.identity_double.auth import session_of
-from devstack.identity_double.state import STATE, error
+from devstack.identity_double.auth import requires_session
+from devstack.identity_double.state import STATE, Session, error
 
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def replace_rollups(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def replace_rollups(request: web.Request, session: Session) -> web.Response:
     state = request.app[STATE]
     body = await request.json()
     try:
@@ -67,7 +67,7 @@ async def replace_rollups(request: web.Request) -> web.Response:
     return web.json_response({"upserted": len(rows), "removed": int(removed.split()[-1])})
 
 
-def _invoice_json(row: Any) -> dict[str, Any]:
+def _invoice_json(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
         "number": row["number"],
@@ -87,10 +87,9 @@ def _invoice_json(row: Any) -> dict[str, Any]:
     }
 
 
-async def record_invoice(request: web.Request) -> web.Response:
+@requires_session
+async def record_invoice(request: web.Request, session: Session) -> web.Response:
     """Idempotent per (subscription, period): a repeat returns the first invoice, unchanged."""
-    if isinstance(session := session_of(request), web.Response):
-        return session
     state = request.app[STATE]
     body = await request.json()
     try:
@@ -126,9 +125,8 @@ async def record_invoice(request: web.Request) -> web.Response:
     return web.json_response({**_invoice_json(row), "created": created})
 
 
-async def get_invoice(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def get_invoice(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "SELECT * FROM invoices WHERE id = $1", request.match_info["invoice_id"]
     )
@@ -137,9 +135,8 @@ async def get_invoice(request: web.Request) -> web.Response:
     return web.json_response(_invoice_json(row))
 
 
-async def invoice_document(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def invoice_document(request: web.Request, session: Session) -> web.Response:
     body = await request.json()
     row = await request.app[STATE].db.fetchrow(
         "UPDATE invoices SET document_path = $2, document_sha256 = $3, updated_at = now() WHERE id = $1 RETURNING *",
@@ -155,11 +152,10 @@ async def invoice_document(request: web.Request) -> web.Response:
 PAYMENT_STATUSES = ("processing", "paid", "failed", "refunded", "partially_refunded", "canceled")
 
 
-async def invoice_payment(request: web.Request) -> web.Response:
+@requires_session
+async def invoice_payment(request: web.Request, session: Session) -> web.Response:
     """Set an invoice's payment state. With a stripeEventId the event is applied once (a repeat is a no-op
     answering duplicate: true); an event about another PaymentIntent than the invoice's is refused (409)."""
-    if isinstance(session := session_of(request), web.Response):
-        return session
     state = request.app[STATE]
     body = await request.json()
     status, intent, event_id = body.get("status"), body.get("paymentIntentId"), body.get("stripeEventId")
@@ -197,9 +193,8 @@ async def invoice_payment(request: web.Request) -> web.Response:
     return web.json_response({**_invoice_json(row), "duplicate": False})
 
 
-async def get_payment_event(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def get_payment_event(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "SELECT * FROM payment_events WHERE stripe_event_id = $1", request.match_info["event_id"]
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from devstack.identity_double.auth import scoped, session_of
-from devstack.identity_double.state import STATE, error
+from devstack.identity_double.auth import requires_session, scope_mismatch
+from devstack.identity_double.state import STATE, Session, error
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -13,10 +13,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def get_organization(request: web.Request) -> web.Response:
+@requires_session
+async def get_organization(request: web.Request, session: Session) -> web.Response:
     org_id = request.match_info["org_id"]
-    if isinstance(session := scoped(request, org_id), web.Response):
-        return session
+    if refused := scope_mismatch(session, org_id):
+        return refused
     row = await request.app[STATE].db.fetchrow(
         "SELECT id, name, slug, status FROM organizations WHERE id = $1", org_id
     )
@@ -25,9 +26,8 @@ async def get_organization(request: web.Request) -> web.Response:
     return web.json_response(dict(row))
 
 
-async def get_tenant(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def get_tenant(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "SELECT id, organization_id, name, status FROM tenants WHERE id = $1", request.match_info["tenant_id"]
     )
@@ -43,15 +43,16 @@ async def get_tenant(request: web.Request) -> web.Response:
     )
 
 
-async def tasks_context(request: web.Request) -> web.Response:
+@requires_session
+async def tasks_context(request: web.Request, session: Session) -> web.Response:
     """fetchTasksContext: the org/tenant context is required and checked (tenant guardrail)."""
     body = await request.json()
     context = body.get("context") or {}
     org_id, tenant_id = context.get("organizationId"), context.get("tenantId")
     if not org_id:
         return error(400, "context_required", "context.organizationId is required")
-    if isinstance(session := scoped(request, org_id), web.Response):
-        return session
+    if refused := scope_mismatch(session, org_id):
+        return refused
     db = request.app[STATE].db
     org = await db.fetchrow("SELECT id, name, status FROM organizations WHERE id = $1", org_id)
     if org is None:
@@ -78,9 +79,8 @@ async def tasks_context(request: web.Request) -> web.Response:
     )
 
 
-async def get_invitation(request: web.Request) -> web.Response:
-    if isinstance(session := session_of(request), web.Response):
-        return session
+@requires_session
+async def get_invitation(request: web.Request, session: Session) -> web.Response:
     row = await request.app[STATE].db.fetchrow(
         "SELECT id, organization_id, tenant_id, email, status FROM invitations WHERE id = $1",
         request.match_info["invitation_id"],
