@@ -15,7 +15,7 @@ from devstack.identity_double.state import STATE, error
 
 @web.middleware
 async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Faults, rate limit and stats for every API call (not /__ hooks, not /healthz)."""
+    """Faults, rate limit, latency and stats for every API call (not /__ hooks, not /healthz)."""
     state = request.app[STATE]
     path = request.path
     if path.startswith("/__") or path == "/healthz":
@@ -49,9 +49,11 @@ async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamRespon
             return web.json_response(
                 {"error": "rate_limited"}, status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))}
             )
-    for prefix, delay in state.latency.items():
-        if path.startswith(prefix):
-            await asyncio.sleep(delay)
+    # Summed first, then one sleep: iterating state.latency across the sleep broke when a /__latency call
+    # changed it meanwhile ("dictionary changed size during iteration": the sleeping requests answered 500).
+    delay = sum(seconds for prefix, seconds in state.latency.items() if path.startswith(prefix))
+    if delay:
+        await asyncio.sleep(delay)
     response = await handler(request)
     state.stats[f"{response.status}"] += 1
     return response
