@@ -23,9 +23,10 @@ What the worker's clients call, with the behaviours that matter to them:
   `POST /__latency` (delay answers under a path prefix),
   `GET /__stats`, `POST /__reset`.
 
-Where things are: state.py (what is kept in memory), gatekeeper.py (faults, rate limit, latency and counters in
-front of every API call), auth.py (service key, tokens, sessions), lookups.py, admin.py, billing.py,
-supabase.py (the APIs), hooks.py (the /__ test hooks), app.py (the route table, serving, the command line).
+Where things are: app.py (the route table, serving, the command line), state.py (what is kept in memory),
+gatekeeper.py (the middleware: counters, faults, rate limit, latency in front of every API call), auth.py (the
+credential checks every API handler wears, and the token endpoints), lookups.py, admin.py, billing.py,
+supabase.py (the APIs), hooks.py (the /__ test hooks).
 
 Run: python -m devstack.identity_double --port P --database-url URL [--service-key K] [--token-ttl S]
 """

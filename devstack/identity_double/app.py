@@ -18,11 +18,19 @@ from devstack.identity_double.state import STATE, State
 log = logging.getLogger("identity-double")
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """Ready once the identity database answers (the stack and the tests wait on this)."""
+    await request.app[STATE].db.fetchval("SELECT 1")
+    return web.json_response({"status": "ok"})
+
+
 def build_app(state: State) -> web.Application:
     app = web.Application(middlewares=[gatekeeper.gatekeeper])
     app[STATE] = state
     r = app.router
-    r.add_get("/healthz", lookups.healthz)
+    r.add_get("/healthz", healthz)
+    # The API: each handler wears its credential check (auth.requires_session, auth.requires_service_key,
+    # supabase's apikey check); the gatekeeper counts, faults, throttles and delays every call.
     r.add_post("/v1/auth/token", auth.issue_token)
     r.add_post("/v1/auth/refresh", auth.refresh_token)
     r.add_post("/v1/admin/sessions/{session_id}/rotate", auth.rotate_session)
@@ -43,6 +51,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/billing/payment-events/{event_id}", billing.get_payment_event)
     r.add_post("/auth/v1/invite", supabase.invite)
     r.add_get("/auth/v1/admin/users/{user_id}", supabase.get_user)
+    # Test hooks: no credential, never counted, faulted or delayed.
     r.add_post("/__faults", hooks.add_fault)
     r.add_post("/__ratelimit", hooks.set_rate_limit)
     r.add_post("/__latency", hooks.set_latency)
@@ -60,9 +69,8 @@ async def serve(port: int, database_url: str, service_key: str, token_ttl: float
         rate_max=int(os.environ.get("IDENTITY_RATE_LIMIT_MAX", "0") or 0),
         rate_window_ms=int(os.environ.get("IDENTITY_RATE_LIMIT_TIME_WINDOW", "60000") or 60000),
     )
-    runner = web.AppRunner(
-        build_app(state), access_log=None, shutdown_timeout=2.0
-    )  # a hung fault must not block exit
+    # A short shutdown_timeout: a request held by a "hang" fault must not block exit.
+    runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     log.info(
@@ -82,7 +90,9 @@ async def serve(port: int, database_url: str, service_key: str, token_ttl: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=identity_double.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m devstack.identity_double",
+        description=identity_double.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True, help="the identity DB, with write access")

@@ -8,11 +8,6 @@ from devstack.identity_double.auth import requires_session, scope_mismatch
 from devstack.identity_double.state import STATE, Session, error
 
 
-async def healthz(request: web.Request) -> web.Response:
-    await request.app[STATE].db.fetchval("SELECT 1")
-    return web.json_response({"status": "ok"})
-
-
 @requires_session
 async def get_organization(request: web.Request, session: Session) -> web.Response:
     org_id = request.match_info["org_id"]

@@ -15,11 +15,14 @@ class Session:
     id: str
     refresh_token: str
     orgs: frozenset[str]
+    """The organizations in scope: a snapshot taken when the session was issued or last rotated."""
 
 
 @dataclass
 class Fault:
     status: int | str
+    """The status to answer (429 with Retry-After, 403 as a scope mismatch, any other as injected_fault), or
+    "hang": hold the request 30 s first."""
     remaining: int
     path: str = ""
     retry_after: float = 1.0
@@ -47,9 +50,5 @@ STATE = web.AppKey("state", State)
 
 
 def error(status: int, code: str, message: str = "") -> web.Response:
+    """The identity service's error body (the Supabase endpoints answer in Supabase's own shape)."""
     return web.json_response({"error": code, "message": message or code}, status=status)
-
-
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
