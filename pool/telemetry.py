@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from pool.queue_table import QueueSpec
 
 HEARTBEAT_EVERY = 5.0
+RETRY_EVERY = 1.0
+"""While Redis is unreachable, try again this often: the heartbeat is back within a second of Redis, so no
+dashboard says "0 workers" while jobs run. Only the log line backs off (checks 1, 2, 4, 8, ...)."""
 THROTTLE_WINDOW = 30.0
 
 log = logging.getLogger("pool.telemetry")
@@ -182,7 +185,10 @@ class Telemetry:
         self._counts = +self._counts  # drop the zeros
 
     async def run(self, redis: Redis, every: float = HEARTBEAT_EVERY) -> None:
-        """Flush events and beat until cancelled; report losing and regaining Redis once each."""
+        """Flush events and beat until cancelled; report losing and regaining Redis once each.
+
+        The outage reported on recovery runs from the start of the first failed flush to the first successful
+        one (not from when the failure was noticed, nor to the end of a backoff)."""
         down_since: float | None = None
         failures = 0
         last_beat = 0.0
@@ -190,11 +196,12 @@ class Telemetry:
             if not self._pending and time.monotonic() - last_beat < every and down_since is None:
                 await asyncio.sleep(0.5)
                 continue
+            attempt = time.monotonic()
             try:
                 await asyncio.wait_for(self.flush(redis), timeout=10)
                 last_beat = time.monotonic()
                 if down_since is not None:
-                    outage = time.monotonic() - down_since
+                    outage = last_beat - down_since
                     log.warning("Redis connection recovered after %.1fs (%d failed checks)", outage, failures)
                     self.event(
                         "redis-recovered",
@@ -206,13 +213,16 @@ class Telemetry:
             except (RedisError, OSError, TimeoutError) as error:
                 failures += 1
                 if down_since is None:
-                    down_since = time.monotonic()
+                    down_since = attempt
                 reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                log.error("Redis connection failed (check %d): %s", failures, reason)
+                if (
+                    failures & (failures - 1) == 0
+                ):  # checks 1, 2, 4, 8, ...: the log backs off, retries do not
+                    log.error("Redis connection failed (check %d): %s", failures, reason)
                 if failures == 1:
                     self.event("redis-connection-error", f"Redis connection failed: {reason}")
                     self.count("connection_failures", scope="redis")
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                await asyncio.sleep(max(0.0, RETRY_EVERY - (time.monotonic() - attempt)))
 
     async def retire(self, redis: Redis) -> None:
         """Last flush, then remove our heartbeat so ma-top stops counting us at once."""
