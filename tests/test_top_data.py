@@ -6,7 +6,7 @@ import time
 
 from bullmq import Queue
 
-from pool.collector import Collector
+from pool.monitor.collector import Collector
 from tests.conftest import run_job
 from tui import ops
 
@@ -159,7 +159,7 @@ async def test_typical_duration_is_the_median_of_recent_completions(redis, start
 
 
 async def test_supervisor_endpoints_are_shown_by_host_never_with_their_credentials():
-    from pool.supervisor_source import endpoint_label, read_processes
+    from pool.monitor.supervisor_source import endpoint_label, read_processes
 
     assert endpoint_label("unix:///srv/host-a/var/supervisor.sock") == "host-a"
     assert endpoint_label("http://ops:s3cret@host-b.internal:9001") == "host-b.internal:9001"

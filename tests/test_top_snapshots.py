@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from pool.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from tui.app import MaTop
 
 T0 = 1_795_000_000.0  # frozen "now", epoch seconds
@@ -110,7 +110,7 @@ def test_view_looks_as_approved(snap_compare, app, keys):
 
 
 def test_processes_view_looks_as_approved(snap_compare, app):
-    from pool.supervisor_source import ProcessInfo
+    from pool.monitor.supervisor_source import ProcessInfo
 
     start = int(T0) - 7200
     app.processes = [

@@ -21,8 +21,8 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.worker import Worker
 
-from pool.collector import BulkJob, Collector, Snapshot, bulk_job_from
-from pool.supervisor_source import ProcessInfo, read_processes
+from pool.monitor.collector import BulkJob, Collector, Snapshot, bulk_job_from
+from pool.monitor.supervisor_source import ProcessInfo, read_processes
 from tui import ops
 from tui.screens import (
     BulkScreen,

@@ -20,7 +20,7 @@ from typing import Any
 from bullmq import Job, Queue
 from redis.asyncio import Redis
 
-from pool.supervisor_source import _proxy
+from pool.monitor.supervisor_source import _proxy
 
 AUDIT_STREAM = "ma:audit"
 EVENTS_STREAM = "ma:events"

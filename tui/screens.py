@@ -13,8 +13,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from pool.collector import Snapshot
-from pool.supervisor_source import endpoint_label
+from pool.monitor.collector import Snapshot
+from pool.monitor.supervisor_source import endpoint_label
 from tui import ops
 
 if TYPE_CHECKING:
