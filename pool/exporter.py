@@ -27,12 +27,12 @@ from pydantic import Field, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
-from pool.monitor.collector import Collector, Snapshot
+from pool.contracts import SUPERVISOR_STATES
+from pool.monitor.collector import Collector, RedisHealth, Snapshot
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
 
 log = logging.getLogger("pool.exporter")
-SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
 
 
 class ExporterSettings(BaseSettings):
@@ -88,9 +88,7 @@ class Exporter:
         )
 
     @staticmethod
-    def _redis_down(reason: str) -> Any:
-        from pool.monitor.collector import RedisHealth
-
+    def _redis_down(reason: str) -> RedisHealth:
         return RedisHealth(up=False, error=reason)
 
     async def run(self) -> None:

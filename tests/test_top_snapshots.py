@@ -1,7 +1,8 @@
 """How ma-top looks: SVG snapshots of each view at 120x36, time frozen, data fixed.
 
-The screens only render a Snapshot; here a fixed Snapshot stands in for the live fetch (the fetcher is
-swapped, as in asynq's dash tests), so a look change shows as a snapshot diff. Update deliberately with
+The screens only render what their DataSource gives; here the live source over a seeded Valkey answers
+with a fixed Snapshot and fixed supervisord processes (the fetcher is swapped, as in asynq's dash tests), so
+a look change shows as a snapshot diff. Update deliberately with
 `pytest tests/test_top_snapshots.py --snapshot-update` and review the SVGs.
 """
 
@@ -14,6 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.source import LiveSource
+from pool.monitor.supervisor_source import ProcessInfo
 from tui.app import MaTop
 
 T0 = 1_795_000_000.0  # frozen "now", epoch seconds
@@ -86,9 +89,16 @@ SNAPSHOT = Snapshot(
 )
 
 
-class FixedCollector:
+class FixedSource(LiveSource):
+    """Reads jobs, events and failures from the seeded Valkey; the snapshot and processes are fixed."""
+
+    shown_processes: tuple[ProcessInfo, ...] = ()
+
     async def fetch(self) -> Snapshot:
         return SNAPSHOT
+
+    async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
+        return list(self.shown_processes), {}
 
 
 class FrozenTop(MaTop):
@@ -99,7 +109,7 @@ class FrozenTop(MaTop):
 @pytest.fixture
 def app(valkey, tmp_path: Path) -> FrozenTop:
     redis = Redis.from_url(valkey.url, decode_responses=True)  # connects inside the snapshot's own loop
-    return FrozenTop(redis, [], refresh_s=60, journal_path=tmp_path / "audit.log", collector=FixedCollector())
+    return FrozenTop(source=FixedSource(redis, journal_path=tmp_path / "audit.log"), refresh_s=60)
 
 
 @pytest.mark.parametrize(
@@ -110,10 +120,8 @@ def test_view_looks_as_approved(snap_compare, app, keys):
 
 
 def test_processes_view_looks_as_approved(snap_compare, app):
-    from pool.monitor.supervisor_source import ProcessInfo
-
     start = int(T0) - 7200
-    app.processes = [
+    app.source.shown_processes = (
         ProcessInfo(
             "unix:///srv/a/var/supervisor.sock",
             "billing-usage",
@@ -136,7 +144,7 @@ def test_processes_view_looks_as_approved(snap_compare, app):
             78,
             "Exited too quickly (process log may have details)",
         ),
-    ]
+    )
     assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))
 
 
