@@ -8,15 +8,18 @@ a look change shows as a snapshot diff. Update deliberately with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from textual.pilot import Pilot
 
 from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.source import LiveSource
 from pool.monitor.supervisor_source import ProcessInfo
+from tests.support.pilot import settle
 from tui.app import MaTop
 
 T0 = 1_795_000_000.0  # frozen "now", epoch seconds
@@ -106,6 +109,17 @@ class FrozenTop(MaTop):
         return datetime.fromtimestamp(T0)
 
 
+def after(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Once the first ticks are in, press `keys`, and once what they started has loaded, take the picture."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run_before
+
+
 @pytest.fixture
 def app(valkey, tmp_path: Path) -> FrozenTop:
     redis = Redis.from_url(valkey.url, decode_responses=True)  # connects inside the snapshot's own loop
@@ -116,7 +130,7 @@ def app(valkey, tmp_path: Path) -> FrozenTop:
     "keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"]
 )
 def test_view_looks_as_approved(snap_compare, app, keys):
-    assert snap_compare(app, press=["wait:300", *keys, "wait:300"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after(*keys), terminal_size=(120, 36))
 
 
 def test_processes_view_looks_as_approved(snap_compare, app):
@@ -145,7 +159,7 @@ def test_processes_view_looks_as_approved(snap_compare, app):
             "Exited too quickly (process log may have details)",
         ),
     )
-    assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("3"), terminal_size=(120, 36))
 
 
 @pytest.fixture
@@ -204,13 +218,13 @@ def seeded(valkey) -> None:
 
 
 def test_events_view_looks_as_approved(snap_compare, app, seeded):
-    assert snap_compare(app, press=["wait:300", "2", "wait:500"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("2"), terminal_size=(120, 36))
 
 
 def test_failures_view_looks_as_approved(snap_compare, app, seeded):
-    assert snap_compare(app, press=["wait:300", "5", "wait:800"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("5"), terminal_size=(120, 36))
 
 
 def test_queue_jobs_view_looks_as_approved(snap_compare, app, seeded):
     # billing-usage is the first row and has failed jobs: it opens on its failed jobs (the seeded ones)
-    assert snap_compare(app, press=["wait:300", "enter", "wait:600"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("enter"), terminal_size=(120, 36))
