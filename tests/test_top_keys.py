@@ -6,6 +6,7 @@ source. Waits are on the app's own workers (the endless bulk-channel listener ex
 
 from __future__ import annotations
 
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from pool.monitor.queries import FailureGroup
@@ -44,6 +45,12 @@ def rows(app: MaTop) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+async def keys(pilot: Pilot[None], *pressed: str) -> None:
+    """Press, then wait until what the keys started has finished."""
+    await pilot.press(*pressed)
+    await settle(pilot)
+
+
 def with_failed_jobs(n: int, **more: int) -> FakeSource:
     return FakeSource(
         queues=[queue_stats(Q, failed=n, **more), queue_stats("billing-usage", waiting=2)],
@@ -58,8 +65,7 @@ async def test_number_keys_switch_between_the_six_views():
         views = {"2": EventsScreen, "3": ProcessesScreen, "4": RedisScreen, "5": FailuresScreen}
         views |= {"6": BulkScreen, "1": QueuesScreen}
         for key, screen in views.items():
-            await pilot.press(key)
-            await settle(pilot)
+            await keys(pilot, key)
             assert isinstance(app.screen, screen), key
             if key == "4":
                 assert "maxmemory-policy noeviction" in str(app.screen.query_one("#redis", Static).render())
@@ -70,17 +76,14 @@ async def test_enter_on_a_queue_lists_its_failed_jobs_and_enter_on_a_job_shows_i
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert [r[0] for r in rows(app)] == ["billing-usage", Q]  # sorted as the source gave them
-        await pilot.press("down", "enter")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
         assert isinstance(app.screen, QueueScreen) and app.screen.state == "failed"
         assert [r[0] for r in rows(app)] == ["f-2", "f-1", "f-0"]  # newest first
-        await pilot.press("down", "enter")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
         assert isinstance(app.screen, JobScreen) and app.screen.job_id == "f-1"
         detail = str(app.screen.query_one("#job", Static).render())
         assert "test.refuse#f-1" in detail and "organization does not exist" in detail
-        await pilot.press("escape")
-        await settle(pilot)
+        await keys(pilot, "escape")
         assert isinstance(app.screen, QueueScreen)
 
 
@@ -89,8 +92,7 @@ async def test_a_queue_without_failures_opens_on_its_waiting_jobs():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await keys(pilot, "enter")
         assert app.screen.state == "waiting" and len(rows(app)) == 2
 
 
@@ -100,16 +102,13 @@ async def test_left_and_right_cycle_through_the_states_and_show_each_ones_jobs()
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "enter")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
         seen = []
         for _ in range(6):
-            await pilot.press("right")
-            await settle(pilot)
+            await keys(pilot, "right")
             seen.append(app.screen.state)
         assert seen == ["completed", "waiting", "active", "delayed", "prioritized", "failed"]
-        await pilot.press("left", "left")
-        await settle(pilot)
+        await keys(pilot, "left", "left")
         assert app.screen.state == "delayed" and [r[0] for r in rows(app)] == ["d-1", "d-0"]
 
 
@@ -117,18 +116,15 @@ async def test_n_and_p_page_through_a_long_state_and_stop_at_its_ends():
     app = top(with_failed_jobs(120))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "enter")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
         title = app.screen.query_one("#title", Static)
         assert "page 1/3 (120 jobs)" in str(title.render()) and rows(app)[0][0] == "f-119"
         await pilot.press("n", "n", "n")  # past the last page: stays on it
         await settle(pilot)
         assert app.screen.page == 2 and len(rows(app)) == 20 and rows(app)[-1][0] == "f-0"
-        await pilot.press("p")
-        await settle(pilot)
+        await keys(pilot, "p")
         assert "page 2/3" in str(title.render()) and rows(app)[0][0] == "f-69"
-        await pilot.press("p", "p")
-        await settle(pilot)
+        await keys(pilot, "p", "p")
         assert app.screen.page == 0
 
 
@@ -137,8 +133,7 @@ async def test_requeue_shown_acts_on_exactly_the_ids_on_screen_after_a_confirm()
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "enter")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
         shown = [r[0] for r in rows(app)]
         assert len(shown) == 50  # one page of 60
         await pilot.press("R")
@@ -147,8 +142,7 @@ async def test_requeue_shown_acts_on_exactly_the_ids_on_screen_after_a_confirm()
         await pilot.press("n")  # cancelled: nothing happens
         await settle(pilot)
         assert source.calls == []
-        await pilot.press("R", "y")
-        await settle(pilot)
+        await keys(pilot, "R", "y")
     assert source.calls == [("requeue", Q, shown)]
     assert source.journal_entries == [
         {"action": "requeue", "target": Q, "ids": shown, "outcome": "50 done, 0 skipped"}
@@ -161,10 +155,8 @@ async def test_r_requeues_the_job_under_the_cursor_only():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "enter")
-        await settle(pilot)
-        await pilot.press("down", "r")
-        await settle(pilot)
+        await keys(pilot, "down", "enter")
+        await keys(pilot, "down", "r")
         assert [r[0] for r in rows(app)] == ["f-2", "f-0"]
         assert app.message == "requeued f-1"
     assert source.calls == [("requeue", Q, ["f-1"])]
@@ -176,10 +168,8 @@ async def test_requeue_keys_do_nothing_outside_the_failed_state():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
-        await pilot.press("r", "R", "P")
-        await settle(pilot)
+        await keys(pilot, "enter")
+        await keys(pilot, "r", "R", "P")
         assert isinstance(app.screen, QueueScreen)
     assert source.calls == []
 
@@ -196,8 +186,7 @@ async def test_capital_p_promotes_the_delayed_jobs_shown_after_a_confirm():
         assert app.screen.state == "delayed"
         await pilot.press("P")
         assert isinstance(app.screen, ConfirmScreen) and "promote 2 delayed job(s)" in app.screen.question
-        await pilot.press("y")
-        await settle(pilot)
+        await keys(pilot, "y")
         assert rows(app) == []
     assert source.calls == [("promote", Q, ["d-1", "d-0"])]
 
@@ -207,11 +196,9 @@ async def test_space_pauses_and_resumes_the_queue_under_the_cursor():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "space")
-        await settle(pilot)
+        await keys(pilot, "down", "space")
         assert "PAUSED" in rows(app)[1][-1]
-        await pilot.press("space")
-        await settle(pilot)
+        await keys(pilot, "space")
         assert "PAUSED" not in rows(app)[1][-1]
     assert source.calls == [("set_paused", Q, True), ("set_paused", Q, False)]
     assert [e["action"] for e in source.journal_entries] == ["pause", "resume"]
@@ -233,22 +220,17 @@ async def test_process_keys_restart_stop_and_start_the_process_under_the_cursor(
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
+        await keys(pilot, "3")
         assert [r[0] for r in rows(app)] == [
             "billing-usage:billing-usage_00",
             "billing-usage:billing-usage_01",
             f"{Q}:{Q}_00",
         ]
         assert rows(app)[0][6] == "64" and rows(app)[0][8] == "host-a"
-        await pilot.press("s")
-        await settle(pilot)
-        await pilot.press("down", "x")
-        await settle(pilot)
-        await pilot.press("down", "a")
-        await settle(pilot)
-        await pilot.press("l")
-        await settle(pilot)
+        await keys(pilot, "s")
+        await keys(pilot, "down", "x")
+        await keys(pilot, "down", "a")
+        await keys(pilot, "l")
         assert "last line" in str(app.screen.query_one("#tail", Static).render())
     assert source.calls == [
         ("control_process", SOCK, "billing-usage:billing-usage_00", "restart"),
@@ -267,14 +249,12 @@ async def test_capital_s_restarts_the_whole_program_one_process_at_a_time_after_
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
+        await keys(pilot, "3")
         await pilot.press("down", "S")
         assert (
             isinstance(app.screen, ConfirmScreen) and "billing-usage (2 process(es))" in app.screen.question
         )
-        await pilot.press("y")
-        await settle(pilot)
+        await keys(pilot, "y")
     assert source.calls == [
         ("rolling_restart", SOCK, ["billing-usage:billing-usage_00", "billing-usage:billing-usage_01"])
     ]
@@ -288,8 +268,7 @@ async def test_a_new_pid_for_the_same_process_counts_as_a_restart():
         await settle(pilot)
         source.procs[0] = process(SOCK, "billing-usage", 0, 201)
         await app.refresh_processes()
-        await pilot.press("3")
-        await settle(pilot)
+        await keys(pilot, "3")
         assert [r[4] for r in rows(app)] == ["1", "0", "0"]
 
 
@@ -310,13 +289,11 @@ async def test_capital_r_in_failures_requeues_exactly_the_group_shown():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("5")
-        await settle(pilot)
+        await keys(pilot, "5")
         assert rows(app)[0][:2] == [Q, "2"]
         await pilot.press("R")
         assert isinstance(app.screen, ConfirmScreen) and "requeue 2 failed job(s)" in app.screen.question
-        await pilot.press("y")
-        await settle(pilot)
+        await keys(pilot, "y")
     assert source.calls == [("requeue", Q, ["f-1", "f-0"])]
     assert source.journal_entries[0]["action"] == "requeue group"
 
@@ -329,26 +306,19 @@ async def test_read_only_refuses_every_action_and_says_so():
     app = top(source, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("down", "space")
-        await settle(pilot)
+        await keys(pilot, "down", "space")
         assert app.message == "read-only: pause/resume refused"
-        await pilot.press("enter")
-        await settle(pilot)
+        await keys(pilot, "enter")
         for key in ("r", "R", "left", "left", "P"):
-            await pilot.press(key)
-            await settle(pilot)
+            await keys(pilot, key)
             assert not isinstance(app.screen, ConfirmScreen)
-        await pilot.press("escape", "3")
-        await settle(pilot)
+        await keys(pilot, "escape", "3")
         for key in ("s", "x", "a", "S"):
-            await pilot.press(key)
-            await settle(pilot)
+            await keys(pilot, key)
             assert not isinstance(app.screen, ConfirmScreen)
         assert app.message == "read-only: rolling restart refused"
-        await pilot.press("5")
-        await settle(pilot)
-        await pilot.press("R")
-        await settle(pilot)
+        await keys(pilot, "5")
+        await keys(pilot, "R")
         assert not isinstance(app.screen, ConfirmScreen) and app.message == "read-only: requeue group refused"
         assert "READ-ONLY" in str(app.screen.query_one("#status", Static).render())
     assert source.calls == [] and source.journal_entries == []
@@ -359,12 +329,10 @@ async def test_slash_filters_the_queues_shown_and_an_empty_filter_clears_it():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("slash", "u", "s", "a", "enter")
-        await settle(pilot)
+        await keys(pilot, "slash", "u", "s", "a", "enter")
         assert [r[0] for r in rows(app)] == ["billing-usage"]
         assert app.screen.query_one("#filter").display  # a kept filter stays visible
-        await pilot.press("slash", "backspace", "backspace", "backspace", "enter")
-        await settle(pilot)
+        await keys(pilot, "slash", "backspace", "backspace", "backspace", "enter")
         assert len(rows(app)) == 3 and not app.screen.query_one("#filter").display
 
 
@@ -387,11 +355,9 @@ async def test_slash_filters_the_events_by_kind_queue_or_message():
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await keys(pilot, "2")
         assert [r[1] for r in rows(app)] == ["stalled", "throttled"]  # newest first
-        await pilot.press("slash", "s", "t", "a", "l", "enter")
-        await settle(pilot)
+        await keys(pilot, "slash", "s", "t", "a", "l", "enter")
         assert [r[1] for r in rows(app)] == ["stalled"]
 
 
@@ -407,8 +373,7 @@ async def test_bulk_view_shows_a_job_heard_on_the_channel():
         )
         while "bulk-1" not in app.state.live_bulk:
             await pilot.pause()
-        await pilot.press("6")
-        await settle(pilot)
+        await keys(pilot, "6")
         assert rows(app)[0][:4] == ["bulk-1", "bulk.activate", "running", "4/10"]
 
 
