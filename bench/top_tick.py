@@ -23,7 +23,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from devstack import engines
-from pool.collector import Collector
+from pool.monitor.collector import Collector
 
 QUEUES = [
     "identity-events",

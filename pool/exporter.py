@@ -26,13 +26,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pool.collector import Collector, Snapshot
 from pool.connection import plain_redis
+from pool.contracts import SUPERVISOR_STATES
+from pool.monitor.collector import Collector, RedisHealth, Snapshot
+from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
-from pool.supervisor_source import ProcessInfo, endpoint_label, read_processes
 
 log = logging.getLogger("pool.exporter")
-SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
 
 
 class ExporterSettings(BaseSettings):
@@ -88,9 +88,7 @@ class Exporter:
         )
 
     @staticmethod
-    def _redis_down(reason: str) -> Any:
-        from pool.collector import RedisHealth
-
+    def _redis_down(reason: str) -> RedisHealth:
         return RedisHealth(up=False, error=reason)
 
     async def run(self) -> None:

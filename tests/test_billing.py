@@ -540,7 +540,7 @@ async def test_worker_killed_between_charge_and_record_never_charges_twice(
 async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_counted(
     redis, start_pool, identity, stripe, identity_db
 ):
-    from pool.collector import Collector
+    from pool.monitor.collector import Collector
 
     invoice_id, intent_id = await paid_invoice(identity_db, stripe, 700)
     stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})

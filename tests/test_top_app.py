@@ -298,7 +298,7 @@ async def _published(redis, payload: str) -> bool:
 def test_drain_eta_uses_the_recent_completion_rate():
     from types import SimpleNamespace
 
-    from tui.screens import drain_eta
+    from tui.format import drain_eta
 
     q = SimpleNamespace(counts={"waiting": 600, "prioritized": 0}, completed_per_min=(7, 10, 10, 10, 10, 10))
     assert drain_eta(q) == "1h"  # 600 jobs at 10/min

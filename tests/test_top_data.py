@@ -6,9 +6,9 @@ import time
 
 from bullmq import Queue
 
-from pool.collector import Collector
+from pool.monitor import actions, queries
+from pool.monitor.collector import Collector
 from tests.conftest import run_job
-from tui import ops
 
 
 async def commands_sent(redis) -> int:
@@ -80,8 +80,8 @@ async def test_jobs_page_is_newest_first_and_pages(redis):
     queue = Queue("identity-events", {"connection": redis})
     for i in range(120):
         await queue.add(f"job.{i}", {"i": i})
-    first, total = await ops.jobs_page(redis, "identity-events", "waiting", 0)
-    last, _ = await ops.jobs_page(redis, "identity-events", "waiting", 2)
+    first, total = await queries.jobs_page(redis, "identity-events", "waiting", 0)
+    last, _ = await queries.jobs_page(redis, "identity-events", "waiting", 2)
     assert total == 120 and len(first) == 50 and len(last) == 20
     assert first[0].name == "job.119" and last[-1].name == "job.0"
 
@@ -91,7 +91,7 @@ async def test_requeue_touches_exactly_the_given_ids(redis, start_pool):
     start_pool(q)
     shown = [(await run_job(redis, q, "test.refuse", {"key": f"o{i}"})).id for i in range(3)]
     later = (await run_job(redis, q, "test.refuse", {"key": "late"})).id  # failed after the key press
-    done, skipped = await ops.requeue(redis, q, [*shown, "missing-id"])
+    done, skipped = await actions.requeue(redis, q, [*shown, "missing-id"])
     assert (done, skipped) == (3, 1)
     assert await Queue(q, {"connection": redis}).getJobState(later) == "failed"
 
@@ -109,7 +109,7 @@ def test_repeated_events_are_coalesced_per_window():
         for i in range(143)
     ]
     events.append({"ts": str(now + 500), "kind": "failed", "queue": "billing-usage", "message": "boom"})
-    groups = ops.coalesce(events, window_s=60)
+    groups = queries.coalesce(events, window_s=60)
     throttles = [g for g in groups if g["kind"] == "throttled"]
     assert [g["count"] for g in throttles] == [61, 61, 21]  # windows of 60 s, both ends inclusive
     assert sum(1 for g in groups if g["kind"] == "failed") == 1
@@ -117,7 +117,7 @@ def test_repeated_events_are_coalesced_per_window():
 
 def test_secrets_in_job_data_are_redacted():
     data = {"email": "a@b.c", "apiKey": "k", "nested": {"stripeSecret": "s", "list": [{"token": "t"}]}}
-    assert ops.redact(data) == {
+    assert queries.redact(data) == {
         "email": "a@b.c",
         "apiKey": "***",
         "nested": {"stripeSecret": "***", "list": [{"token": "***"}]},
@@ -131,7 +131,7 @@ async def test_failures_group_by_normalized_reason_and_top_frame(redis, start_po
         await run_job(redis, q, "test.refuse", {"key": f"org_{i}x{i}"})  # PermanentError: same signature
     for i in range(2):
         await run_job(redis, q, "test.flaky", {"key": f"k{i}", "succeedOnAttempt": 9}, attempts=1)
-    groups = await ops.failure_groups(redis, [q])
+    groups = await queries.failure_groups(redis, [q])
     assert [(g.count, g.signature) for g in groups] == [
         (3, "organization <id> does not exist"),
         (2, "downstream unavailable (attempt <n>)"),
@@ -143,10 +143,10 @@ async def test_failures_group_by_normalized_reason_and_top_frame(redis, start_po
 
 def test_an_active_job_far_longer_than_usual_is_overdue():
     now = 1_000_000_000.0
-    assert ops.is_overdue(int(now - 60_000), now, typical_ms=2_000)  # 60 s vs a 2 s median
-    assert not ops.is_overdue(int(now - 8_000), now, typical_ms=2_000)  # under the 30 s floor
-    assert not ops.is_overdue(int(now - 60_000), now, typical_ms=20_000)  # 3x: still usual enough
-    assert not ops.is_overdue(0, now, typical_ms=None)
+    assert queries.is_overdue(int(now - 60_000), now, typical_ms=2_000)  # 60 s vs a 2 s median
+    assert not queries.is_overdue(int(now - 8_000), now, typical_ms=2_000)  # under the 30 s floor
+    assert not queries.is_overdue(int(now - 60_000), now, typical_ms=20_000)  # 3x: still usual enough
+    assert not queries.is_overdue(0, now, typical_ms=None)
 
 
 async def test_typical_duration_is_the_median_of_recent_completions(redis, start_pool):
@@ -154,12 +154,12 @@ async def test_typical_duration_is_the_median_of_recent_completions(redis, start
     start_pool(q)
     for seconds in (0.1, 0.3, 0.2):
         await run_job(redis, q, "test.sleep", {"seconds": seconds})
-    typical = await ops.typical_duration_ms(redis, q)
+    typical = await queries.typical_duration_ms(redis, q)
     assert typical is not None and 150 <= typical <= 600
 
 
 async def test_supervisor_endpoints_are_shown_by_host_never_with_their_credentials():
-    from pool.supervisor_source import endpoint_label, read_processes
+    from pool.monitor.supervisor_source import endpoint_label, read_processes
 
     assert endpoint_label("unix:///srv/host-a/var/supervisor.sock") == "host-a"
     assert endpoint_label("http://ops:s3cret@host-b.internal:9001") == "host-b.internal:9001"

@@ -1,19 +1,25 @@
 """How ma-top looks: SVG snapshots of each view at 120x36, time frozen, data fixed.
 
-The screens only render a Snapshot; here a fixed Snapshot stands in for the live fetch (the fetcher is
-swapped, as in asynq's dash tests), so a look change shows as a snapshot diff. Update deliberately with
+The screens only render what their DataSource gives; here the live source over a seeded Valkey answers
+with a fixed Snapshot and fixed supervisord processes (the fetcher is swapped, as in asynq's dash tests), so
+a look change shows as a snapshot diff. Update deliberately with
 `pytest tests/test_top_snapshots.py --snapshot-update` and review the SVGs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from textual.pilot import Pilot
 
-from pool.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.source import LiveSource
+from pool.monitor.supervisor_source import ProcessInfo
+from tests.support.pilot import settle
 from tui.app import MaTop
 
 T0 = 1_795_000_000.0  # frozen "now", epoch seconds
@@ -86,9 +92,16 @@ SNAPSHOT = Snapshot(
 )
 
 
-class FixedCollector:
+class FixedSource(LiveSource):
+    """Reads jobs, events and failures from the seeded Valkey; the snapshot and processes are fixed."""
+
+    shown_processes: tuple[ProcessInfo, ...] = ()
+
     async def fetch(self) -> Snapshot:
         return SNAPSHOT
+
+    async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
+        return list(self.shown_processes), {}
 
 
 class FrozenTop(MaTop):
@@ -96,24 +109,33 @@ class FrozenTop(MaTop):
         return datetime.fromtimestamp(T0)
 
 
+def after(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Once the first ticks are in, press `keys`, and once what they started has loaded, take the picture."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run_before
+
+
 @pytest.fixture
 def app(valkey, tmp_path: Path) -> FrozenTop:
     redis = Redis.from_url(valkey.url, decode_responses=True)  # connects inside the snapshot's own loop
-    return FrozenTop(redis, [], refresh_s=60, journal_path=tmp_path / "audit.log", collector=FixedCollector())
+    return FrozenTop(source=FixedSource(redis, journal_path=tmp_path / "audit.log"), refresh_s=60)
 
 
 @pytest.mark.parametrize(
     "keys", [[], ["4"], ["6"], ["question_mark"]], ids=["queues", "redis", "bulk", "help"]
 )
 def test_view_looks_as_approved(snap_compare, app, keys):
-    assert snap_compare(app, press=["wait:300", *keys, "wait:300"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after(*keys), terminal_size=(120, 36))
 
 
 def test_processes_view_looks_as_approved(snap_compare, app):
-    from pool.supervisor_source import ProcessInfo
-
     start = int(T0) - 7200
-    app.processes = [
+    app.source.shown_processes = (
         ProcessInfo(
             "unix:///srv/a/var/supervisor.sock",
             "billing-usage",
@@ -136,8 +158,8 @@ def test_processes_view_looks_as_approved(snap_compare, app):
             78,
             "Exited too quickly (process log may have details)",
         ),
-    ]
-    assert snap_compare(app, press=["wait:300", "3", "wait:300"], terminal_size=(120, 36))
+    )
+    assert snap_compare(app, run_before=after("3"), terminal_size=(120, 36))
 
 
 @pytest.fixture
@@ -196,13 +218,13 @@ def seeded(valkey) -> None:
 
 
 def test_events_view_looks_as_approved(snap_compare, app, seeded):
-    assert snap_compare(app, press=["wait:300", "2", "wait:500"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("2"), terminal_size=(120, 36))
 
 
 def test_failures_view_looks_as_approved(snap_compare, app, seeded):
-    assert snap_compare(app, press=["wait:300", "5", "wait:800"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("5"), terminal_size=(120, 36))
 
 
 def test_queue_jobs_view_looks_as_approved(snap_compare, app, seeded):
     # billing-usage is the first row and has failed jobs: it opens on its failed jobs (the seeded ones)
-    assert snap_compare(app, press=["wait:300", "enter", "wait:600"], terminal_size=(120, 36))
+    assert snap_compare(app, run_before=after("enter"), terminal_size=(120, 36))

@@ -1,4 +1,4 @@
-"""supervisord over XML-RPC (unix socket or http), read in a thread so no event loop ever blocks on it."""
+"""supervisord over XML-RPC (unix socket or http), called in a thread so no event loop ever blocks on it."""
 
 from __future__ import annotations
 
@@ -88,3 +88,21 @@ async def read_processes(
         else:
             processes.extend(result)
     return processes, errors
+
+
+async def supervisor_call(endpoint: str, method: str, *args: Any) -> Any:
+    """stopProcess / startProcess / tailProcessStdoutLog ... in a thread (XML-RPC is blocking)."""
+
+    def call() -> Any:
+        return getattr(_proxy(endpoint).supervisor, method)(*args)
+
+    try:
+        return await asyncio.to_thread(call)
+    except xmlrpc.client.Fault as fault:
+        raise RuntimeError(f"supervisord {method}: {fault.faultString}") from None
+
+
+async def tail_log(endpoint: str, name: str, length: int = 4000) -> str:
+    """The last `length` bytes of a process's stdout log."""
+    text = await supervisor_call(endpoint, "tailProcessStdoutLog", name, 0, length)
+    return str(text[0])

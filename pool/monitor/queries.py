@@ -1,40 +1,28 @@
-"""ma-top's reads beyond the snapshot, and its actions. No Textual here: tested on its own.
+"""ma-top's reads beyond the snapshot: a page of a state's jobs, one job's detail, the event stream, failures
+grouped by signature, a queue's typical run time. No Textual here: tested on its own.
 
-Every read is O(page) or O(1) in the number of jobs; every action is journaled (Redis `ma:audit` and a
-local file) with who, where, when, what and the job ids.
+Every read is O(page) or O(1) in the number of jobs (failure grouping: O(newest) per queue). The clients
+are made with decode_responses=True: the casts narrow redis-py's `bytes | str` replies to the str they are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import os
-import socket
-import time
-import xmlrpc.client
+import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.asyncio import Redis
 
-from pool.supervisor_source import _proxy
+from pool.contracts import BULL_PREFIX, EVENTS_STREAM, JOB_STATES, STATE_KEYS, bull_key
 
-AUDIT_STREAM = "ma:audit"
-EVENTS_STREAM = "ma:events"
 PAGE = 50
 SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
-
-STATE_KEYS = {  # state -> (key suffix, kind); lists hold newest at index 0, sorted sets are scored by time
-    "waiting": ("wait", "list"),
-    "active": ("active", "list"),
-    "delayed": ("delayed", "zset"),
-    "prioritized": ("prioritized", "zset"),
-    "failed": ("failed", "zset"),
-    "completed": ("completed", "zset"),
-}
+BROWSABLE_STATES = tuple(s for s in JOB_STATES if s != "waiting-children")
+"""The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time);
+flows' waiting-children are counted on the overview but not browsed."""
 
 
 @dataclass(frozen=True)
@@ -49,20 +37,22 @@ class JobRow:
 
 
 async def jobs_page(
-    redis: Redis, queue: str, state: str, page: int = 0, size: int = PAGE, prefix: str = "bull"
+    redis: Redis, queue: str, state: str, page: int = 0, size: int = PAGE, prefix: str = BULL_PREFIX
 ) -> tuple[list[JobRow], int]:
     """One page of a state, newest first: LRANGE/ZREVRANGE plus one pipelined HMGET per row."""
     suffix, kind = STATE_KEYS[state]
-    key = f"{prefix}:{queue}:{suffix}"
+    key = bull_key(queue, suffix, prefix=prefix)
     start, stop = page * size, page * size + size - 1
+    found: Any
     if kind == "list":
-        total, ids = await asyncio.gather(redis.llen(key), redis.lrange(key, start, stop))
+        total, found = await asyncio.gather(redis.llen(key), redis.lrange(key, start, stop))
     else:
-        total, ids = await asyncio.gather(redis.zcard(key), redis.zrevrange(key, start, stop))
+        total, found = await asyncio.gather(redis.zcard(key), redis.zrevrange(key, start, stop))
+    ids = cast(list[str], found)
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hmget(
-                f"{prefix}:{queue}:{job_id}",
+                bull_key(queue, job_id, prefix=prefix),
                 "name",
                 "timestamp",
                 "atm",
@@ -97,11 +87,13 @@ def redact(value: Any) -> Any:
     return value
 
 
-async def job_detail(redis: Redis, queue: str, job_id: str, prefix: str = "bull") -> dict[str, Any] | None:
-    raw = await redis.hgetall(f"{prefix}:{queue}:{job_id}")
+async def job_detail(
+    redis: Redis, queue: str, job_id: str, prefix: str = BULL_PREFIX
+) -> dict[str, Any] | None:
+    raw = cast(dict[str, str], await redis.hgetall(bull_key(queue, job_id, prefix=prefix)))
     if not raw:
         return None
-    logs = await redis.lrange(f"{prefix}:{queue}:{job_id}:logs", 0, 99)
+    logs = await redis.lrange(bull_key(queue, job_id, "logs", prefix=prefix), 0, 99)
     state = await Queue(queue, {"connection": redis, "prefix": prefix}).getJobState(job_id)
 
     def loads(text: str | None, default: Any) -> Any:
@@ -135,8 +127,9 @@ async def events_after(
     """New entries of the event stream after `last_id` (read incrementally, never the whole stream)."""
     start = "-" if last_id == "-" else f"({last_id}"
     if last_id == "-":
-        return list(reversed(await redis.xrevrange(EVENTS_STREAM, "+", "-", count=count)))
-    return await redis.xrange(EVENTS_STREAM, start, "+", count=count)
+        newest = await redis.xrevrange(EVENTS_STREAM, "+", "-", count=count)
+        return list(reversed(cast(list[tuple[str, dict[str, str]]], newest)))
+    return cast(list[tuple[str, dict[str, str]]], await redis.xrange(EVENTS_STREAM, start, "+", count=count))
 
 
 def coalesce(events: list[dict[str, str]], window_s: float = 60.0) -> list[dict[str, Any]]:
@@ -156,79 +149,6 @@ def coalesce(events: list[dict[str, str]], window_s: float = 60.0) -> list[dict[
         open_groups[key] = group
         out.append(group)
     return out
-
-
-class Journal:
-    """Who did what, when, to which jobs: the audit stream plus a local file that survives Redis."""
-
-    def __init__(self, redis: Redis, path: Path) -> None:
-        self.redis = redis
-        self.path = path
-        self.who = f"{getpass.getuser()}@{socket.gethostname()}"
-
-    async def write(self, action: str, target: str, ids: list[str] | None = None, outcome: str = "") -> None:
-        record = {
-            "ts": str(int(time.time() * 1000)),
-            "who": self.who,
-            "pid": str(os.getpid()),
-            "action": action,
-            "target": target,
-            "ids": json.dumps(ids or []),
-            "outcome": outcome,
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        await self.redis.xadd(AUDIT_STREAM, record, maxlen=100_000, approximate=True)
-
-
-async def requeue(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
-    """Requeue exactly these failed jobs (fresh attempts); ones no longer failed are skipped."""
-    q = Queue(queue, {"connection": redis})
-    done = skipped = 0
-    for job_id in ids:
-        job = await Job.fromId(q, job_id)
-        if job is None or await q.getJobState(job_id) != "failed":
-            skipped += 1
-            continue
-        try:
-            await job.retry("failed", {"resetAttemptsMade": True})
-            done += 1
-        except Exception:  # noqa: BLE001 - moved meanwhile
-            skipped += 1
-    return done, skipped
-
-
-async def promote(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
-    q = Queue(queue, {"connection": redis})
-    done = skipped = 0
-    for job_id in ids:
-        job = await Job.fromId(q, job_id)
-        try:
-            if job is None:
-                raise LookupError(job_id)
-            await job.promote()
-            done += 1
-        except Exception:  # noqa: BLE001 - no longer delayed
-            skipped += 1
-    return done, skipped
-
-
-async def set_paused(redis: Redis, queue: str, paused: bool) -> None:
-    q = Queue(queue, {"connection": redis})
-    await (q.pause() if paused else q.resume())
-
-
-async def supervisor_call(endpoint: str, method: str, *args: Any) -> Any:
-    """stopProcess / startProcess / readProcessStdoutLog ... in a thread (XML-RPC is blocking)."""
-
-    def call() -> Any:
-        return getattr(_proxy(endpoint).supervisor, method)(*args)
-
-    try:
-        return await asyncio.to_thread(call)
-    except xmlrpc.client.Fault as fault:
-        raise RuntimeError(f"supervisord {method}: {fault.faultString}") from None
 
 
 @dataclass(frozen=True)
@@ -256,8 +176,6 @@ _VOLATILE = [
 
 def normalize(reason: str) -> str:
     """`tenant org_acme_t1 is not in organization org_x` and its siblings share one signature."""
-    import re
-
     text = reason.strip().splitlines()[0] if reason.strip() else ""
     for pattern, placeholder in _VOLATILE:
         text = re.sub(pattern, placeholder, text)
@@ -266,8 +184,6 @@ def normalize(reason: str) -> str:
 
 def top_frame(stacktrace: str | None) -> str:
     """The innermost `File "...", line N, in func` of the last traceback, without the line number."""
-    import re
-
     try:
         traces = json.loads(stacktrace) if stacktrace else []
     except ValueError:
@@ -280,7 +196,7 @@ def top_frame(stacktrace: str | None) -> str:
 
 
 async def failure_groups(
-    redis: Redis, queues: list[str], newest: int = 2000, prefix: str = "bull"
+    redis: Redis, queues: list[str], newest: int = 2000, prefix: str = BULL_PREFIX
 ) -> list[FailureGroup]:
     """Group the newest failed jobs of each queue by signature (normalized reason + top frame).
 
@@ -288,12 +204,14 @@ async def failure_groups(
     """
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for queue in queues:
-        ids = await redis.zrevrange(f"{prefix}:{queue}:failed", 0, newest - 1)
+        ids = cast(list[str], await redis.zrevrange(bull_key(queue, "failed", prefix=prefix), 0, newest - 1))
         if not ids:
             continue
         async with redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(f"{prefix}:{queue}:{job_id}", "name", "failedReason", "stacktrace", "finishedOn")
+                pipe.hmget(
+                    bull_key(queue, job_id, prefix=prefix), "name", "failedReason", "stacktrace", "finishedOn"
+                )
             rows = await pipe.execute()
         for job_id, (name, reason, stack, finished) in zip(ids, rows, strict=True):
             key = (queue, normalize(reason or ""), top_frame(stack))
@@ -323,47 +241,16 @@ async def failure_groups(
     return sorted(result, key=lambda g: (-g.count, g.queue))
 
 
-def local_usage(pids: list[int]) -> dict[int, tuple[float, float]]:
-    """RSS (MiB) and CPU % of processes on this host (the runbook's "Memory growth"); others are skipped."""
-    import psutil
-
-    usage: dict[int, tuple[float, float]] = {}
-    for pid in pids:
-        try:
-            proc = _procs.get(pid) or _procs.setdefault(pid, psutil.Process(pid))
-            with proc.oneshot():
-                usage[pid] = (proc.memory_info().rss / 2**20, proc.cpu_percent(None))
-        except (psutil.Error, ValueError):
-            _procs.pop(pid, None)
-    return usage
-
-
-_procs: dict[int, Any] = {}  # kept so cpu_percent measures since the previous refresh
-
-
-async def rolling_restart(endpoint: str, names: list[str], timeout: float = 60.0) -> list[str]:
-    """Restart a program's processes one at a time, each back to RUNNING before the next stops."""
-    done = []
-    for name in names:
-        await supervisor_call(endpoint, "stopProcess", name, True)
-        await supervisor_call(endpoint, "startProcess", name, True)  # wait=True: returns once RUNNING
-        info = await supervisor_call(endpoint, "getProcessInfo", name)
-        if info["statename"] != "RUNNING":
-            raise RuntimeError(f"{name} is {info['statename']} after restart; rolling restart stopped")
-        done.append(name)
-    return done
-
-
 async def typical_duration_ms(
-    redis: Redis, queue: str, sample: int = 50, prefix: str = "bull"
+    redis: Redis, queue: str, sample: int = 50, prefix: str = BULL_PREFIX
 ) -> float | None:
     """Median run time of the newest completed jobs (O(sample)): what "far longer than usual" compares to."""
-    ids = await redis.zrevrange(f"{prefix}:{queue}:completed", 0, sample - 1)
+    ids = cast(list[str], await redis.zrevrange(bull_key(queue, "completed", prefix=prefix), 0, sample - 1))
     if not ids:
         return None
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(f"{prefix}:{queue}:{job_id}", "processedOn", "finishedOn")
+            pipe.hmget(bull_key(queue, job_id, prefix=prefix), "processedOn", "finishedOn")
         rows = await pipe.execute()
     runs = sorted(int(f) - int(p) for p, f in rows if p and f)
     return float(runs[len(runs) // 2]) if runs else None

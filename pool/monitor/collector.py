@@ -3,6 +3,8 @@
 Used by the Prometheus exporter and by ma-top. Every fetch costs O(1) in the number of jobs: one pipelined
 round trip for every queue's counts, flags, metrics and counters, one for the oldest waiting jobs' times,
 one for the heartbeats; INFO and queue discovery (SCAN for `bull:*:meta`) run on slower timers.
+
+The client is made with decode_responses=True: the casts narrow redis-py's `bytes | str` replies to str.
 """
 
 from __future__ import annotations
@@ -11,18 +13,27 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from pool.contracts import BULK_JOBS_KEY, HEARTBEAT_TTL, QUEUES_REGISTRY, STATS_PREFIX, WORKERS_INDEX
+from pool.contracts import (
+    BULK_JOBS_KEY,
+    BULL_PREFIX,
+    HEARTBEAT_TTL,
+    JOB_STATES,
+    LATENCY_HIST_KEY,
+    LATENCY_KEY,
+    QUEUES_REGISTRY,
+    STATE_KEYS,
+    WORKERS_INDEX,
+    bull_key,
+    stats_key,
+)
 
-STATES = ("waiting", "active", "delayed", "prioritized", "failed", "completed", "waiting-children")
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
-LATENCY_KEY = "ma:latency:task-assignment"
-LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 SPARK_MINUTES = 60
 
 
@@ -158,7 +169,7 @@ class Collector:
         redis: Redis,
         known_queues: Iterable[str] = (),
         *,
-        prefix: str = "bull",
+        prefix: str = BULL_PREFIX,
         discover_every: float = 60.0,
         info_every: float = 5.0,
     ) -> None:
@@ -175,18 +186,20 @@ class Collector:
 
     async def discover(self) -> tuple[str, ...]:
         """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
-        registered = set(await self.redis.smembers(QUEUES_REGISTRY))
+        registered = cast(set[str], await self.redis.smembers(QUEUES_REGISTRY))
         self._registered = frozenset(registered | set(self.known))
         found = set(self.known) | registered
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:*:meta", count=1000, _type="hash"):
-            found.add(key[len(self.prefix) + 1 : -len(":meta")])
+        async for key in self.redis.scan_iter(
+            match=bull_key("*", "meta", prefix=self.prefix), count=1000, _type="hash"
+        ):
+            found.add(cast(str, key)[len(self.prefix) + 1 : -len(":meta")])
         self._queues = tuple(sorted(found))
         self._discovered_at = time.monotonic()
         return self._queues
 
     async def _health(self) -> RedisHealth:
         info = await self.redis.info()
-        failures = _int(await self.redis.hget(f"{STATS_PREFIX}redis", "connection_failures"))
+        failures = _int(await self.redis.hget(stats_key("redis"), "connection_failures"))
         return RedisHealth(
             up=True,
             used_memory=_int(info.get("used_memory")),
@@ -206,7 +219,7 @@ class Collector:
             if now - self._discovered_at >= self.discover_every:
                 await self.discover()  # SCAN: the slow timer
             else:  # the registry is O(number of queues): new pool queues show up within a tick
-                registered = set(await self.redis.smembers(QUEUES_REGISTRY))
+                registered = cast(set[str], await self.redis.smembers(QUEUES_REGISTRY))
                 if not registered <= self._registered:
                     self._registered = frozenset(registered | set(self.known))
                     self._queues = tuple(sorted(set(self._queues) | registered))
@@ -235,7 +248,7 @@ class Collector:
         """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""
         now = time.time()
         jobs = []
-        for raw in (await self.redis.hgetall(BULK_JOBS_KEY)).values():
+        for raw in cast(dict[str, str], await self.redis.hgetall(BULK_JOBS_KEY)).values():
             job = bulk_job_from(raw)  # a malformed record must not hide the others
             if job is not None and now - job.updated_at <= BULK_RECENT_S:
                 jobs.append(job)
@@ -244,19 +257,24 @@ class Collector:
 
     async def _queue_stats(self, names: tuple[str, ...]) -> tuple[QueueStats, ...]:
         p = self.prefix
+
+        def key(queue: str, *parts: str) -> str:
+            return bull_key(queue, *parts, prefix=p)
+
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
-                k = f"{p}:{q}:"
-                pipe.llen(k + "wait").llen(k + "paused").llen(k + "active").zcard(k + "delayed")
-                pipe.zcard(k + "prioritized").zcard(k + "failed").zcard(k + "completed").zcard(
-                    k + "waiting-children"
-                )
-                pipe.hexists(k + "meta", "paused").pttl(k + "limiter").lindex(k + "wait", -1)
-                pipe.hmget(k + "metrics:completed", "count", "prevCount")
-                pipe.hmget(k + "metrics:failed", "count", "prevCount")
-                pipe.lrange(k + "metrics:completed:data", 0, SPARK_MINUTES - 2)
-                pipe.lrange(k + "metrics:failed:data", 0, SPARK_MINUTES - 2)
-                pipe.hgetall(f"{STATS_PREFIX}{q}")
+                for state in JOB_STATES:
+                    suffix, kind = STATE_KEYS[state]
+                    (pipe.llen if kind == "list" else pipe.zcard)(key(q, suffix))
+                pipe.llen(key(q, "paused"))  # where older BullMQ versions keep a paused queue's waiting jobs
+                pipe.hexists(key(q, "meta"), "paused")
+                pipe.pttl(key(q, "limiter"))
+                pipe.lindex(key(q, "wait"), -1)
+                pipe.hmget(key(q, "metrics", "completed"), "count", "prevCount")
+                pipe.hmget(key(q, "metrics", "failed"), "count", "prevCount")
+                pipe.lrange(key(q, "metrics", "completed", "data"), 0, SPARK_MINUTES - 2)
+                pipe.lrange(key(q, "metrics", "failed", "data"), 0, SPARK_MINUTES - 2)
+                pipe.hgetall(stats_key(q))
             replies = await pipe.execute()
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]
@@ -265,25 +283,18 @@ class Collector:
         if any(oldest_ids):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for q, job_id in zip(names, oldest_ids, strict=True):
-                    pipe.hget(f"{p}:{q}:{job_id}", "timestamp") if job_id else pipe.echo("")
+                    pipe.hget(key(q, job_id), "timestamp") if job_id else pipe.echo("")
                 stamps = await pipe.execute()
         now_ms = time.time() * 1000
         result = []
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
-            wait, paused_list, active, delayed, prioritized, failed, completed, children = map(_int, row[:8])
+            counts = dict(zip(JOB_STATES, map(_int, row[:7]), strict=True))
+            counts["waiting"] += _int(row[7])
             stamp = _int(stamps[i]) if stamps and stamps[i] else 0
             result.append(
                 QueueStats(
                     name=q,
-                    counts={
-                        "waiting": wait + paused_list,
-                        "active": active,
-                        "delayed": delayed,
-                        "prioritized": prioritized,
-                        "failed": failed,
-                        "completed": completed,
-                        "waiting-children": children,
-                    },
+                    counts=counts,
                     paused=bool(row[8]),
                     rate_limited_ms=max(0, _int(row[9])),
                     oldest_waiting_s=max(0.0, (now_ms - stamp) / 1000) if stamp else None,
@@ -298,7 +309,7 @@ class Collector:
 
     async def _workers(self) -> tuple[WorkerBeat, ...]:
         since = int(time.time() * 1000) - HEARTBEAT_TTL * 1000
-        keys = await self.redis.zrangebyscore(WORKERS_INDEX, since, "+inf")
+        keys = cast(list[str], await self.redis.zrangebyscore(WORKERS_INDEX, since, "+inf"))
         if not keys:
             return ()
         beats = []
@@ -327,4 +338,5 @@ class Collector:
         return [json.loads(s) for s in await self.redis.lrange(LATENCY_KEY, 0, limit - 1)]
 
     async def latency_histogram(self) -> dict[str, int]:
-        return {k: _int(v) for k, v in (await self.redis.hgetall(LATENCY_HIST_KEY)).items()}
+        hist = cast(dict[str, str], await self.redis.hgetall(LATENCY_HIST_KEY))
+        return {k: _int(v) for k, v in hist.items()}

@@ -1,0 +1,183 @@
+"""What a dashboard screen may ask of the system: `DataSource`, one interface for every read and every
+action, and `LiveSource`, the real one over Redis and supervisord.
+
+The screens in `tui/` hold a `DataSource` and nothing else that talks to the outside, so their keys can be
+tested against an in-memory source (tests/support/fake_source.py) without Valkey or supervisord.
+Read-only mode is the app's business (it refuses before calling an action); a source just acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from pool.contracts import BULK_METRICS_CHANNEL
+from pool.monitor import actions, queries, supervisor_source
+from pool.monitor.actions import Journal, ProcessVerb
+from pool.monitor.collector import BulkJob, Collector, Snapshot, bulk_job_from
+from pool.monitor.local import local_usage
+from pool.monitor.queries import FailureGroup, JobRow
+from pool.monitor.supervisor_source import ProcessInfo, read_processes
+
+
+class DataSource(Protocol):
+    # -- reads ------------------------------------------------------------------------------------------
+    async def fetch(self) -> Snapshot:
+        """One snapshot of every queue, worker, Redis' health and the recent bulk jobs (O(1) in jobs)."""
+        ...
+
+    async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
+        """Every supervisord endpoint's processes, and the endpoints that failed (label -> error)."""
+        ...
+
+    def local_usage(self, pids: list[int]) -> dict[int, tuple[float, float]]:
+        """pid -> (RSS MiB, CPU %) for the processes on this host; others are left out."""
+        ...
+
+    async def jobs_page(self, queue: str, state: str, page: int) -> tuple[list[JobRow], int]:
+        """One page of a state's jobs, newest first, and the state's total."""
+        ...
+
+    async def typical_duration_ms(self, queue: str) -> float | None:
+        """Median run time of the queue's newest completed jobs (None when none completed)."""
+        ...
+
+    async def job_detail(self, queue: str, job_id: str) -> dict[str, Any] | None:
+        """One job with its data (secrets masked), options, attempts, reason, trace and logs; None if gone."""
+        ...
+
+    async def events_after(self, last_id: str) -> list[tuple[str, dict[str, str]]]:
+        """Event stream entries after `last_id` ("-": the newest few hundred), oldest first."""
+        ...
+
+    async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
+        """The newest failed jobs of these queues grouped by signature, biggest group first."""
+        ...
+
+    def bulk_updates(self) -> AsyncIterator[BulkJob]:
+        """Bulk-job telemetry as it is published; ends or raises when the channel is lost."""
+        ...
+
+    async def tail_log(self, endpoint: str, name: str) -> str:
+        """The end of a supervisord process's stdout log."""
+        ...
+
+    # -- actions (each one journaled by the caller through `journal`) ---------------------------------
+    async def requeue(self, queue: str, ids: list[str]) -> tuple[int, int]:
+        """Exactly these failed jobs back to wait with fresh attempts: (done, skipped)."""
+        ...
+
+    async def promote(self, queue: str, ids: list[str]) -> tuple[int, int]:
+        """Exactly these delayed jobs to wait now: (done, skipped)."""
+        ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None: ...
+
+    async def control_process(self, endpoint: str, name: str, verb: ProcessVerb) -> None:
+        """restart / stop / start one supervisord process; RuntimeError when supervisord refuses."""
+        ...
+
+    async def rolling_restart(self, endpoint: str, names: list[str]) -> list[str]:
+        """These processes one at a time, each RUNNING again before the next; RuntimeError stops it."""
+        ...
+
+    async def journal(
+        self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
+    ) -> None:
+        """Record an action in the audit trail (who@host, when, what, ids, outcome)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LiveSource:
+    """The real system: Redis (a `Collector` for snapshots) and supervisord's XML-RPC endpoints."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        supervisors: Sequence[str] = (),
+        *,
+        journal_path: Path = Path("var/ma-top-audit.log"),
+        collector: Collector | None = None,
+    ) -> None:
+        self.redis = redis
+        self.supervisors = list(supervisors)
+        self.collector = collector or Collector(redis)
+        self.audit = Journal(redis, journal_path)
+
+    @classmethod
+    def from_url(cls, url: str, supervisors: Sequence[str] = (), **kwargs: Any) -> LiveSource:
+        redis = Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        return cls(redis, supervisors, **kwargs)
+
+    async def fetch(self) -> Snapshot:
+        return await self.collector.fetch()
+
+    async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
+        if not self.supervisors:
+            return [], {}
+        return await read_processes(self.supervisors)
+
+    def local_usage(self, pids: list[int]) -> dict[int, tuple[float, float]]:
+        return local_usage(pids)
+
+    async def jobs_page(self, queue: str, state: str, page: int) -> tuple[list[JobRow], int]:
+        return await queries.jobs_page(self.redis, queue, state, page)
+
+    async def typical_duration_ms(self, queue: str) -> float | None:
+        return await queries.typical_duration_ms(self.redis, queue)
+
+    async def job_detail(self, queue: str, job_id: str) -> dict[str, Any] | None:
+        return await queries.job_detail(self.redis, queue, job_id)
+
+    async def events_after(self, last_id: str) -> list[tuple[str, dict[str, str]]]:
+        return await queries.events_after(self.redis, last_id)
+
+    async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
+        return await queries.failure_groups(self.redis, queues)
+
+    async def bulk_updates(self) -> AsyncIterator[BulkJob]:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(BULK_METRICS_CHANNEL)
+            while True:  # polled with a timeout, so cancellation at exit is prompt and clean
+                message = await pubsub.get_message(timeout=1.0)
+                if message and message.get("type") == "message":
+                    job = bulk_job_from(message["data"])
+                    if job is not None:
+                        yield job
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+
+    async def tail_log(self, endpoint: str, name: str) -> str:
+        return await supervisor_source.tail_log(endpoint, name)
+
+    async def requeue(self, queue: str, ids: list[str]) -> tuple[int, int]:
+        return await actions.requeue(self.redis, queue, ids)
+
+    async def promote(self, queue: str, ids: list[str]) -> tuple[int, int]:
+        return await actions.promote(self.redis, queue, ids)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await actions.set_paused(self.redis, queue, paused)
+
+    async def control_process(self, endpoint: str, name: str, verb: ProcessVerb) -> None:
+        await actions.control_process(endpoint, name, verb)
+
+    async def rolling_restart(self, endpoint: str, names: list[str]) -> list[str]:
+        return await actions.rolling_restart(endpoint, names)
+
+    async def journal(
+        self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
+    ) -> None:
+        await self.audit.write(action, target, ids, outcome)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

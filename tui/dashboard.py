@@ -1,0 +1,122 @@
+"""The app's core, without its views: the `DataSource` it holds, the state the ticks fill, and the gate that
+refuses actions in read-only mode. Screens type their app as this (`Base.matop`), so they never import the
+module that lists them (tui/app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from datetime import datetime
+
+from textual.app import App, ScreenStackError
+from textual.css.query import NoMatches
+from textual.worker import Worker
+
+from pool.monitor.source import DataSource
+from tui.state import TopState
+
+
+class Dashboard(App[None]):
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        refresh_s: float = 1.0,
+        read_only: bool = False,
+        thresholds: dict[str, int],
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_s = refresh_s
+        self.read_only = read_only
+        self.thresholds = thresholds
+        self.state = TopState()
+        self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
+        self.message = ""
+        self._tick_worker: Worker[None] | None = None
+        self._processes_worker: Worker[None] | None = None
+
+    def start_ticks(self) -> None:
+        # Ticks run as workers, not inside the timers: a timer callback that awaits I/O makes the app's shutdown
+        # wait for it (Timer._stop_all); a worker is cancelled at exit and never holds the shutdown up.
+        self.set_interval(self.refresh_s, self._tick)
+        self.set_interval(max(2.0, self.refresh_s * 3), self._tick_processes)
+        self.call_later(self._tick_processes)
+        self.call_later(self._tick)
+        self.run_worker(self.listen_bulk(), group="bulk", exclusive=True, exit_on_error=False)
+
+    async def listen_bulk(self) -> None:
+        """Live bulk-job telemetry; the last-state records in the snapshot cover what pub/sub missed."""
+        while True:
+            self.state.errors.pop("bulk channel", None)
+            try:
+                async for job in self.source.bulk_updates():
+                    self.state.live_bulk[job.bulk_job_id] = job
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - shown; retried
+                self.state.errors["bulk channel"] = f"{type(error).__name__}: {error}"
+            await asyncio.sleep(2)
+
+    def _tick(self) -> None:
+        if self._tick_worker is None or self._tick_worker.is_finished:  # a slow tick is not piled up on
+            self._tick_worker = self.run_worker(self.refresh_now(), group="tick", exit_on_error=False)
+
+    def _tick_processes(self) -> None:
+        if self._processes_worker is None or self._processes_worker.is_finished:
+            self._processes_worker = self.run_worker(
+                self.refresh_processes(), group="processes", exit_on_error=False
+            )
+
+    async def refresh_now(self) -> None:
+        """One tick. A dashboard must not die of a bad record or a flaky source: errors show, ticks go on."""
+        try:
+            await self._refresh()
+        except Exception as error:  # noqa: BLE001
+            self.state.errors["refresh"] = f"{type(error).__name__}: {error}"
+
+    async def _refresh(self) -> None:
+        self.state.errors.pop("refresh", None)
+        snapshot = self.state.snapshot = await self.source.fetch()
+        if "redis" not in snapshot.errors:
+            try:
+                self.state.add_events(await self.source.events_after(self.state.last_event))
+                self.state.errors.pop("events", None)
+            except Exception as error:  # noqa: BLE001 - a failed source shows, the rest updates
+                self.state.errors["events"] = str(error)
+        self.render_screen()
+
+    def render_screen(self) -> None:
+        """Let the screen on top render the state, if it renders anything."""
+        if self.state.snapshot is None:
+            return
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down: nothing left to render on
+            return
+        if hasattr(screen, "render_snapshot") and screen.is_mounted:
+            # NoMatches: the screen is being composed or torn down right now; the next tick renders
+            with contextlib.suppress(NoMatches):
+                screen.render_snapshot(self.state.snapshot)
+
+    async def refresh_processes(self) -> None:
+        try:
+            self.state.set_processes(*await self.source.processes())
+            self.state.errors.pop("processes", None)
+        except Exception as error:  # noqa: BLE001 - shown, retried on the next tick
+            self.state.errors["processes"] = f"{type(error).__name__}: {error}"
+
+    def now(self) -> datetime:
+        """The clock the screens show (snapshot tests freeze it)."""
+        return datetime.now()
+
+    def allowed(self, what: str) -> bool:
+        if self.read_only:
+            self.notify_action(f"read-only: {what} refused")
+            return False
+        return True
+
+    def notify_action(self, text: str) -> None:
+        self.message = text
+        self.notify(text)

@@ -1,0 +1,58 @@
+"""The modal screens: a yes/no confirmation (every bulk action asks first) and the key help."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from pool.contracts import AUDIT_STREAM
+from tui.dashboard import Dashboard
+
+HELP = """[b]ma-top[/b] — keys
+1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs   ? help   q quit
+/  filter the queues or events shown (by name, kind, queue or message)
+enter  drill into a queue / job     esc  back
+queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job   R requeue shown failed
+             P promote shown delayed   space pause/resume queue
+processes:   s restart   x stop   a start   S rolling restart of the program   l log tail
+failures:    R requeue the selected group (the ids shown)
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "yes"), Binding("n,escape", "answer(False)", "no")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Static(self.question, id="question")
+            yield Static("[b]y[/b] confirm    [b]n[/b]/esc cancel")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        app = cast(Dashboard, self.app)
+        lines = [
+            HELP,
+            "read-only: every action is refused"
+            if app.read_only
+            else f"actions are journaled to {AUDIT_STREAM}",
+            f"alerts: billing-usage backlog > {app.thresholds['billing_usage_backlog']}, payment-sync "
+            f"retries > {app.thresholds['payment_sync_retries']}, waiting with no workers, no handler",
+        ]
+        if app.grafana_url:
+            lines.append(f"Grafana: {app.grafana_url}")
+        yield Static("\n".join(lines), id="help")

@@ -1,0 +1,117 @@
+"""View 3: supervisord's processes on every endpoint, with local RSS/CPU; restart, stop, start, log tail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from pool.monitor.actions import ProcessVerb
+from pool.monitor.collector import Snapshot
+from pool.monitor.supervisor_source import endpoint_label
+from tui.format import age
+from tui.screens.base import Base
+from tui.screens.modals import ConfirmScreen
+
+
+class ProcessesScreen(Base):
+    BINDINGS = [
+        Binding("escape", "app.show_view('queues')", "back"),
+        Binding("s", "control('restart')", "restart"),
+        Binding("x", "control('stop')", "stop"),
+        Binding("a", "control('start')", "start"),
+        Binding("S", "rolling", "rolling restart"),
+        Binding("l", "tail", "log tail"),
+    ]
+
+    def body(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
+        table.add_columns(
+            "process", "state", "pid", "uptime", "restarts", "exit", "rss MiB", "cpu %", "endpoint", "note"
+        )
+        yield table
+        yield Static("", id="tail")
+
+    def render_snapshot(self, snapshot: Snapshot) -> None:
+        super().render_snapshot(snapshot)
+        app = self.matop
+        processes = app.state.processes
+        usage = app.source.local_usage([p.pid for p in processes if p.pid])
+        rows = []
+        for p in processes:
+            rss, cpu = usage.get(p.pid, (None, None))
+            rows.append(
+                (
+                    f"{p.endpoint}|{p.full_name}",
+                    (
+                        p.full_name,
+                        p.state,
+                        p.pid or "-",
+                        age(p.uptime_s) if p.uptime_s else "-",
+                        app.state.restarts.get((p.endpoint, p.full_name), 0),
+                        p.exitstatus if p.state != "RUNNING" else "-",
+                        f"{rss:.0f}" if rss is not None else "-",
+                        f"{cpu:.0f}" if cpu is not None else "-",
+                        endpoint_label(p.endpoint),
+                        (p.spawnerr or p.description)[:40],
+                    ),
+                )
+            )
+        self.fill(rows)
+
+    def selected(self) -> tuple[str, str] | None:
+        key = self.selected_key()
+        if key is None:
+            return None
+        endpoint, _, name = key.partition("|")
+        return endpoint, name
+
+    async def action_control(self, verb: ProcessVerb) -> None:
+        app = self.matop
+        if (picked := self.selected()) is None or not app.allowed(f"{verb} process"):
+            return
+        endpoint, name = picked
+        try:
+            await app.source.control_process(endpoint, name, verb)
+            outcome = "ok"
+        except RuntimeError as error:
+            outcome = str(error)
+        await app.source.journal(f"{verb} process", f"{endpoint_label(endpoint)} {name}", outcome=outcome)
+        app.notify_action(f"{verb} {name}: {outcome}")
+        await app.refresh_now()
+
+    def action_rolling(self) -> None:
+        """Restart every process of the selected program, one at a time, each back to RUNNING first."""
+        app = self.matop
+        if (picked := self.selected()) is None or not app.allowed("rolling restart"):
+            return
+        endpoint, name = picked
+        group = name.split(":")[0]
+        names = [p.full_name for p in app.state.processes if p.endpoint == endpoint and p.group == group]
+
+        async def decided(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                done = await app.source.rolling_restart(endpoint, names)
+                outcome = f"{len(done)} restarted"
+            except RuntimeError as error:
+                outcome = str(error)
+            await app.source.journal(
+                "rolling restart", f"{endpoint_label(endpoint)} {group}", outcome=outcome
+            )
+            app.notify_action(f"rolling restart {group}: {outcome}")
+            await app.refresh_processes()
+
+        self.app.push_screen(
+            ConfirmScreen(f"rolling restart of {group} ({len(names)} process(es)), one at a time?"), decided
+        )
+
+    async def action_tail(self) -> None:
+        if (picked := self.selected()) is None:
+            return
+        endpoint, name = picked
+        text = await self.matop.source.tail_log(endpoint, name)
+        self.query_one("#tail", Static).update("\n".join(text.splitlines()[-12:]))

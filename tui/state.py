@@ -1,0 +1,56 @@
+"""What ma-top has on hand between ticks: the last answer of every source, kept so a screen can render at
+any time. No Textual here (asynq's dashboard calls this its state: the fetcher fills it, the drawer reads it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pool.monitor.collector import BulkJob, Snapshot
+from pool.monitor.supervisor_source import ProcessInfo
+
+EVENTS_KEPT = 2000
+
+
+@dataclass
+class TopState:
+    snapshot: Snapshot | None = None
+    processes: list[ProcessInfo] = field(default_factory=list)
+    process_errors: dict[str, str] = field(default_factory=dict)
+    """supervisord endpoint label -> error, from the last read (an endpoint that answers again drops out)."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """The dashboard's own sources that failed: `refresh`, `events`, `processes`, `bulk channel`."""
+    events: list[dict[str, str]] = field(default_factory=list)
+    last_event: str = "-"
+    """Stream id of the newest event read: the next read starts after it."""
+    live_bulk: dict[str, BulkJob] = field(default_factory=dict)
+    """bulkJobId -> its latest message heard on the channel while ma-top watched."""
+    restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(endpoint, process) -> pid changes seen while ma-top watched (crash loops show here)."""
+    pids: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add_events(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            self.events.append(fields)
+            self.last_event = entry_id
+        self.events = self.events[-EVENTS_KEPT:]
+
+    def set_processes(self, processes: list[ProcessInfo], errors: dict[str, str]) -> None:
+        self.processes, self.process_errors = processes, errors
+        for p in processes:
+            key = (p.endpoint, p.full_name)
+            if p.pid and self.pids.get(key) not in (None, p.pid):
+                self.restarts[key] = self.restarts.get(key, 0) + 1
+            if p.pid:
+                self.pids[key] = p.pid
+
+    def bulk_jobs(self, snapshot: Snapshot) -> list[BulkJob]:
+        """The snapshot's last-state records, each replaced by a live message at least as new; newest first."""
+        jobs = {j.bulk_job_id: j for j in snapshot.bulk_jobs}
+        jobs.update(
+            {k: v for k, v in self.live_bulk.items() if k not in jobs or v.updated_at >= jobs[k].updated_at}
+        )
+        return sorted(jobs.values(), key=lambda j: j.updated_at, reverse=True)
+
+    def all_errors(self, snapshot: Snapshot) -> dict[str, str]:
+        return {**snapshot.errors, **self.process_errors, **self.errors}
