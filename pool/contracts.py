@@ -41,7 +41,8 @@ EVENTS_MAXLEN = 10_000
 
 AUDIT_STREAM = "ma:audit"
 """Capped stream of operator actions (who@host, what, ids) from ma-top and the CLIs."""
-AUDIT_MAXLEN = 10_000
+AUDIT_MAXLEN = 100_000
+"""Operator actions are rare and the trail is what an incident review reads: keep far more than events."""
 
 WORKERS_INDEX = "ma:workers"
 """Sorted set heartbeat key -> last beat (ms); stale members are trimmed by every writer."""

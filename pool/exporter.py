@@ -67,7 +67,7 @@ class Exporter:
         self.interval = interval
         self.sample = Sample()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     async def refresh(self) -> None:
         started = time.monotonic()

@@ -16,12 +16,8 @@ from typing import Literal
 from bullmq import Job, Queue
 from redis.asyncio import Redis
 
-from pool.contracts import AUDIT_STREAM
+from pool.contracts import AUDIT_MAXLEN, AUDIT_STREAM
 from pool.monitor.supervisor_source import supervisor_call
-
-AUDIT_KEEP = 100_000
-"""Entries kept in the audit stream (approximate trim). pool.contracts.AUDIT_MAXLEN says 10,000; the audit
-trail kept 100,000 before the contracts module existed, and shortening it is not this refactor's call."""
 
 ProcessVerb = Literal["restart", "stop", "start"]
 
@@ -47,7 +43,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        await self.redis.xadd(AUDIT_STREAM, record, maxlen=AUDIT_KEEP, approximate=True)  # type: ignore[arg-type]
+        await self.redis.xadd(AUDIT_STREAM, record, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
 async def requeue(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
