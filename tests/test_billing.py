@@ -18,7 +18,9 @@ import pytest
 import stripe as stripe_sdk
 from bullmq import Queue
 
-from tests.conftest import BIN, ROOT, run_job, settle, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import pool_env
+from tests.support.waits import run_job, settle, wait_for
 
 USAGE, INVOICE, SYNC = "billing-usage", "billing-invoice", "billing-payment-sync"
 
@@ -221,8 +223,6 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 async def test_backfill_cli_enqueues_one_job_per_period_once(
     redis, valkey, db_urls, billing_pool, identity_db
 ):
-    from tests.conftest import pool_env
-
     env = pool_env(valkey.url, db_urls)
     env.pop("MA_QUEUE_TABLE")
     args = [
@@ -649,8 +649,6 @@ async def test_a_429_storm_defers_every_billing_job_without_burning_attempts_and
 
 
 async def test_load_test_cli_reports_how_the_billing_queues_drained(redis, valkey, db_urls, billing_pool):
-    from tests.conftest import pool_env
-
     billing_pool(USAGE)
     env = pool_env(valkey.url, db_urls)
     env.pop("MA_QUEUE_TABLE")

@@ -34,8 +34,10 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from pool.supervise import supervisord_env
-from tests.conftest import BIN, ROOT, SERVICE_KEY, IdentityDouble, StripeDouble, pool_env
-from tests.test_supervisord import Supervisord
+from tests.support.doubles import IdentityDouble, StripeDouble
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import SERVICE_KEY, pool_env
+from tests.support.supervisord import Supervisord
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
 RESULTS = ROOT / "var" / "chaos-results.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pool.queue_table import QUEUES
 from pool.settings import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def programs() -> dict[str, dict[str, str]]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from devstack import engines
-from tests.conftest import BIN, ROOT
+from tests.support.paths import BIN, ROOT
 
 
 def _clean_env() -> dict[str, str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from bullmq import Job, Queue
 
-from tests.conftest import wait_for
+from tests.support.waits import wait_for
 
 Q = "identity-events"
 

@@ -20,7 +20,10 @@ from bullmq import Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import engines
-from tests.conftest import BIN, ROOT, run_job, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import run_job, wait_for
 
 MONITORING = ROOT / "pool" / "monitoring"
 
@@ -204,8 +207,6 @@ async def test_assignment_latency_is_a_histogram_and_telemetry_json(redis, start
 
 async def test_supervisord_process_states_are_exported(valkey, exporter, tmp_path, db_urls):
     from pool.supervise import supervisord_env
-    from tests.conftest import pool_env
-    from tests.test_supervisord import Supervisord
 
     sup = Supervisord(
         tmp_path, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port())))

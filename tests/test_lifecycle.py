@@ -10,7 +10,9 @@ import time
 from bullmq import Queue
 
 from devstack import engines
-from tests.conftest import BIN, ROOT, pool_env, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import pool_env
+from tests.support.waits import wait_for
 
 Q = "identity-events"
 

@@ -13,8 +13,10 @@ from textual.widgets import DataTable
 
 from devstack import engines
 from pool.supervise import supervisord_env
-from tests.conftest import pool_env, wait_for
-from tests.test_supervisord import Supervisord, node_add
+from tests.support.node import node_add
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import wait_for
 from tui.app import MaTop
 
 pytestmark = pytest.mark.slow

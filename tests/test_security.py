@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 
 from devstack import engines
 from pool.supervise import supervisord_env
-from tests.conftest import pool_env, wait_for
-from tests.test_supervisord import Supervisord
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import wait_for
 from tui.app import MaTop
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from bullmq import Job, Queue
 
-from tests.conftest import run_job, settle, wait_for
+from tests.support.waits import run_job, settle, wait_for
 
 Q = "super-admin.bulk-job"
 CHANNEL = "super-admin.bulk-job.metrics"

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 from bullmq import Queue
 
-from tests.conftest import IdentityDouble, run_job, settle, wait_for
+from tests.support.doubles import IdentityDouble
+from tests.support.waits import run_job, settle, wait_for
 
 Q = "task-notifications"
 
