@@ -580,27 +580,34 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     producer = start_producer(stack, load, rate=3)  # the load spans the ~20 s of kills
     cli_enqueue(stack, load)
     rng, kills, kills_in_flight = random.Random(7), 0, 0
-    deadline = time.monotonic() + 120
-    while kills < 20:
-        assert time.monotonic() < deadline, f"only {kills} kills in 120 s: no pool process stayed up 4 s"
-        eligible = [
-            p for p in stack.pool_processes() if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
-        ]  # past startsecs
-        if eligible:
-            # A kill of an idle worker tests little: when some queue has a job active, kill one of its processes.
-            busy = await queues_with_jobs_active(stack)
-            working = [p for p in eligible if p["group"] in busy]
-            victim = rng.choice(working or eligible)
-            name = f"{victim['group']}:{victim['name']}"
-            os.kill(victim["pid"], signal.SIGKILL)
-            kills += 1
-            kills_in_flight += bool(working)
-            await wait_for(
-                lambda name=name, pid=victim["pid"]: stack.sup.pid(name) != pid,
-                timeout=10,
-                what=f"supervisord seeing {name} (pid {victim['pid']}) die",
-            )
-        await asyncio.sleep(1.0)  # pacing, the point: about one kill a second while the load arrives
+    # Jobs that take a while, as in production (identity answers in 0.5 s): a kill then finds work in flight.
+    stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0.5})
+    try:
+        deadline = time.monotonic() + 120
+        while kills < 20:
+            assert time.monotonic() < deadline, f"only {kills} kills in 120 s: no pool process stayed up 4 s"
+            eligible = [
+                p
+                for p in stack.pool_processes()
+                if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
+            ]  # past startsecs
+            if eligible:
+                # A kill of an idle worker tests little: when some queue has a job active, kill one of its processes.
+                busy = await queues_with_jobs_active(stack)
+                working = [p for p in eligible if p["group"] in busy]
+                victim = rng.choice(working or eligible)
+                name = f"{victim['group']}:{victim['name']}"
+                os.kill(victim["pid"], signal.SIGKILL)
+                kills += 1
+                kills_in_flight += bool(working)
+                await wait_for(
+                    lambda name=name, pid=victim["pid"]: stack.sup.pid(name) != pid,
+                    timeout=10,
+                    what=f"supervisord seeing {name} (pid {victim['pid']}) die",
+                )
+            await asyncio.sleep(1.0)  # pacing, the point: about one kill a second while the load arrives
+    finally:
+        stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0})
     finish_producer(producer, load)
     figures = await verify(
         stack,
