@@ -34,8 +34,11 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from pool.supervise import supervisord_env
-from tests.conftest import BIN, ROOT, SERVICE_KEY, IdentityDouble, StripeDouble, pool_env
-from tests.test_supervisord import Supervisord
+from tests.support.doubles import IdentityDouble, StripeDouble
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import SERVICE_KEY, pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
 RESULTS = ROOT / "var" / "chaos-results.json"
@@ -94,10 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, node_bullmq: Path) -> Any:
     )
     (home / "host").mkdir()
     sup = Supervisord(home / "host", supervisord_env(env))
-    deadline = time.monotonic() + 40
-    while not sup.all_running():
-        assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
-        time.sleep(0.3)
+    sup.wait_all_running(timeout=40)
     yield Stack(home, pg, valkey, urls, identity, stripe, sup, node_bullmq)
     sup.stop()
     identity.stop()
@@ -340,7 +340,7 @@ async def drain(stack: Stack, load: Load, timeout: float = 240) -> dict[str, lis
             await redis.aclose()
         if all(s != "pending" for rows in states.values() for _, s, _ in rows) or time.monotonic() > deadline:
             return states
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the poll interval of a loop bounded by `deadline` (it returns what it saw)
 
 
 async def first_completion_after(stack: Stack, load: Load, since_ms: int) -> float | None:
@@ -422,7 +422,7 @@ async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
         charges: dict[str, int] = {}
         client = stripe_sdk.StripeClient(stack.stripe.SECRET_KEY, base_addresses={"api": stack.stripe.url})
         params: dict[str, Any] = {"limit": 100}
-        while True:
+        for _ in range(1000):  # bounded: 100,000 intents is far beyond any run of this module
             page = client.v1.payment_intents.list(params)
             for intent in page.data:
                 invoice_id = intent.metadata.to_dict().get("invoiceId")
@@ -431,6 +431,8 @@ async def duplicated_effects(stack: Stack, load: Load) -> dict[str, int]:
             if not page.has_more:
                 break
             params["starting_after"] = page.data[-1].id
+        else:
+            raise AssertionError("more than 1000 pages of PaymentIntents at the Stripe double")
         dup["stripe charges"] = sum(charges.get(r["id"], 0) - 1 for r in rows if charges.get(r["id"], 0) > 1)
 
         bulk_id, users = load.bulk
@@ -506,51 +508,158 @@ def tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
+# -- evidence that a fault was hit ----------------------------------------------------------------------------------
+# A scenario that passes because its fault never met the load proves nothing. Each one reads, before and after, the
+# counters its fault must move: the pool's `ma:stats:<queue>` hashes (cumulative across this module's scenarios,
+# so compared as deltas) and the doubles' `/__stats` (never reset here, so deltas too).
+async def pool_counter(stack: Stack, counter: str, scopes: tuple[str, ...] = POOL_PROGRAMS) -> int:
+    """The sum of the `ma:stats:<scope>` counter (retries, throttled, stalled, connection_failures) over scopes."""
+    redis = stack.redis()
+    try:
+        return sum([int(await redis.hget(f"ma:stats:{scope}", counter) or 0) for scope in scopes])
+    finally:
+        await redis.aclose()
+
+
+async def counter_moved(
+    stack: Stack, counter: str, before: int, what: str, scopes: tuple[str, ...] = POOL_PROGRAMS
+) -> int:
+    """Wait until the counter is past `before` (pools flush their counters every few seconds); the delta."""
+
+    async def delta() -> int:
+        return max(0, await pool_counter(stack, counter, scopes) - before)
+
+    return await wait_for(delta, timeout=30, what=what)
+
+
+async def load_flowing(stack: Stack, load: Load, at_least: int = 3) -> bool:
+    """Some of this load's notifications are written: the pools are processing it."""
+    conn = await asyncpg.connect(stack.urls.tasks)
+    try:
+        done = await conn.fetchval(
+            "SELECT count(DISTINCT task_id) FROM notifications WHERE task_id = ANY($1::text[])", load.tasks
+        )
+    finally:
+        await conn.close()
+    return done >= at_least
+
+
+async def stalls_of(stack: Stack, load: Load, since_ms: int) -> list[tuple[str, str]]:
+    """(queue, job id) of this load's jobs reported stalled on ma:events since `since_ms`."""
+    ours = {(queue, job_id) for queue, ids in load.ids.items() for job_id in ids.values()}
+    redis = stack.redis()
+    try:
+        entries = await redis.xrange("ma:events", min=f"{since_ms}-0")
+    finally:
+        await redis.aclose()
+    found = [(f.get("queue", ""), f.get("jobId", "")) for _, f in entries if f.get("kind") == "stalled"]
+    return [key for key in found if key in ours]
+
+
+async def queues_with_jobs_active(stack: Stack) -> set[str]:
+    """Queues with a job active that has stalled at most once: killing its process again stays well inside the
+    CHAOS table's three allowed stalls (a job killed four times fails, which is not what the scenario tests)."""
+    redis = stack.redis()
+    try:
+        busy = set()
+        for q in POOL_PROGRAMS:
+            for job_id in await redis.lrange(f"bull:{q}:active", 0, -1):
+                if int(await redis.hget(f"bull:{q}:{job_id}", "stc") or 0) < 2:
+                    busy.add(q)
+                    break
+        return busy
+    finally:
+        await redis.aclose()
+
+
 # -- scenarios ----------------------------------------------------------------------------------------------------
 async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     load = await build_load(stack, tag())
+    since_ms = int(time.time() * 1000)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=3)  # the load spans the ~20 s of kills
     cli_enqueue(stack, load)
-    rng, kills = random.Random(7), 0
-    while kills < 20:
-        eligible = [
-            p for p in stack.pool_processes() if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
-        ]  # past startsecs
-        if eligible:
-            victim = rng.choice(eligible)
-            os.kill(victim["pid"], signal.SIGKILL)
-            kills += 1
-        await asyncio.sleep(1.0)
+    rng, kills, kills_in_flight = random.Random(7), 0, 0
+    # Jobs that take a while, as in production (identity answers in 0.5 s): a kill then finds work in flight.
+    stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0.5})
+    try:
+        deadline = time.monotonic() + 120
+        while kills < 20:
+            assert time.monotonic() < deadline, f"only {kills} kills in 120 s: no pool process stayed up 4 s"
+            eligible = [
+                p
+                for p in stack.pool_processes()
+                if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
+            ]  # past startsecs
+            if eligible:
+                # A kill of an idle worker tests little: when some queue has a job active, kill one of its processes.
+                busy = await queues_with_jobs_active(stack)
+                working = [p for p in eligible if p["group"] in busy]
+                victim = rng.choice(working or eligible)
+                name = f"{victim['group']}:{victim['name']}"
+                os.kill(victim["pid"], signal.SIGKILL)
+                kills += 1
+                kills_in_flight += bool(working)
+                await wait_for(
+                    lambda name=name, pid=victim["pid"]: stack.sup.pid(name) != pid,
+                    timeout=10,
+                    what=f"supervisord seeing {name} (pid {victim['pid']}) die",
+                )
+            await asyncio.sleep(1.0)  # pacing, the point: about one kill a second while the load arrives
+    finally:
+        stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0})
     finish_producer(producer, load)
-    await verify(stack, load, "SIGKILL a random worker x20", started, extra={"kills": kills})
+    figures = await verify(
+        stack,
+        load,
+        "SIGKILL a random worker x20",
+        started,
+        extra={"kills": kills, "kills_with_a_job_active": kills_in_flight},
+    )
+    assert kills_in_flight > 0, "no kill found a queue with a job active"
+    # The fault was hit: a killed process held one of this load's jobs, its lock lapsed, and it was run again.
+    stalled = await wait_for(
+        lambda: stalls_of(stack, load, since_ms), timeout=30, what="a job of this load stalled by a kill"
+    )
+    record({**figures, "stalled_jobs": len(stalled)})
 
 
 async def test_rolling_restart_of_every_program_during_load(stack: Stack):
     load = await build_load(stack, tag())
+    pids_before = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
+    since_ms = int(time.time() * 1000)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=8)
-    await asyncio.sleep(2)
+    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
     restarted = 0
-    for proc in stack.sup.processes():
-        name = f"{proc['group']}:{proc['name']}"
+    for name in pids_before:
         await asyncio.to_thread(stack.sup.rpc.supervisor.stopProcess, name)  # SIGTERM: in-flight jobs finish
         await asyncio.to_thread(stack.sup.rpc.supervisor.startProcess, name)
         restarted += 1
+    pids_after = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
     finish_producer(producer, load)
     await verify(
         stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted}
     )
+    # The fault was hit: every program really went down and came back (a new pid each).
+    assert all(pids_after[n] not in (0, pid) for n, pid in pids_before.items()), (pids_before, pids_after)
+    # ...and SIGTERM let in-flight jobs finish: none of this load's jobs was left for the stall check to find.
+    assert await stalls_of(stack, load, since_ms) == []
 
 
-async def outage(stack: Stack, engine: engines.Engine, scenario: str) -> None:
-    """Stop an engine for 15 s under load, start it again; processing must resume within 30 s."""
+async def outage(
+    stack: Stack, engine: engines.Engine, scenario: str, evidence: tuple[str, tuple[str, ...]]
+) -> None:
+    """Stop an engine for 15 s under load, start it again; processing must resume within 30 s, and the pools
+    must have met the outage (`evidence`: the ma:stats counter it moves, and its scopes)."""
+    counter, scopes = evidence
     load = await build_load(stack, tag())
+    before = await pool_counter(stack, counter, scopes)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=6)
-    await asyncio.sleep(5)
+    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
     engine.stop()  # Valkey: SIGTERM, it writes its AOF and exits; PostgreSQL: fast shutdown
-    await asyncio.sleep(15)
+    await asyncio.sleep(15)  # the outage's length is the point
     engine.start()
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
@@ -558,63 +667,86 @@ async def outage(stack: Stack, engine: engines.Engine, scenario: str) -> None:
     recovery = await first_completion_after(stack, load, back_ms)
     figures = await verify(stack, load, scenario, started, recovery_s=recovery)
     assert recovery is not None and recovery <= 30, figures
+    await counter_moved(stack, counter, before, f"{scenario}: ma:stats {counter} moved by the outage", scopes)
 
 
 async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
-    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)")
+    # Each pool process counts its first failed Redis check of an outage in ma:stats:redis.
+    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)", ("connection_failures", ("redis",)))
 
 
 async def test_postgres_stopped_15s_then_restarted(stack: Stack):
-    await outage(stack, stack.pg, "PostgreSQL stopped 15 s")
+    # Jobs that met the outage (the tasks database, or identity's over its own) failed transiently and were retried.
+    await outage(stack, stack.pg, "PostgreSQL stopped 15 s", ("retries", POOL_PROGRAMS))
 
 
 async def test_identity_answers_429_for_60s(stack: Stack):
     load = await build_load(stack, tag())
+    throttled_before = await pool_counter(stack, "throttled")
+    answered_before = stack.identity.stats().get("fault 429", 0)
     started = time.monotonic()
     stack.identity.hook("POST", "/__faults", {"status": 429, "seconds": 60, "path": "/v1/", "retryAfter": 5})
     producer = start_producer(stack, load, rate=4)
-    await asyncio.sleep(60)
+    await asyncio.sleep(60)  # the fault's length is the point (it ends by itself after 60 s)
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
     recovery = await first_completion_after(stack, load, back_ms)
-    redis = stack.redis()
-    try:
-        throttled = sum([int(await redis.hget(f"ma:stats:{q}", "throttled") or 0) for q in POOL_PROGRAMS])
-    finally:
-        await redis.aclose()
+    answered = stack.identity.stats().get("fault 429", 0) - answered_before
+    throttled = await counter_moved(stack, "throttled", throttled_before, "jobs deferred by the 429s")
     await verify(
-        stack, load, "identity 429 for 60 s", started, recovery_s=recovery, extra={"throttled": throttled}
+        stack,
+        load,
+        "identity 429 for 60 s",
+        started,
+        recovery_s=recovery,
+        extra={"throttled": throttled, "identity_429s": answered},
     )
+    assert answered > 0, "identity answered no 429: the fault never met the load"
 
 
 async def test_identity_answers_401_for_20s(stack: Stack):
     load = await build_load(stack, tag())
+    before = stack.identity.stats()
+    retries_before = await pool_counter(stack, "retries")
     started = time.monotonic()
     stack.identity.hook("POST", "/__faults", {"status": 401, "seconds": 20, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
-    await asyncio.sleep(20)
+    await asyncio.sleep(20)  # the fault's length is the point (it ends by itself after 20 s)
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
+    after = stack.identity.stats()
+    refused = after.get("fault 401", 0) - before.get("fault 401", 0)
+    refreshes = after.get("POST /v1/auth/refresh", 0) - before.get("POST /v1/auth/refresh", 0)
     await verify(
         stack,
         load,
         "identity 401 (expired tokens) for 20 s",
         started,
         recovery_s=await first_completion_after(stack, load, back_ms),
+        extra={"identity_401s": refused, "token_refreshes": refreshes},
     )
+    assert refused > 0, "identity answered no 401: the fault never met the load"
+    # A token still refused after its refresh is a transient failure: those jobs were retried, not failed.
+    await counter_moved(stack, "retries", retries_before, "jobs retried after their token was refused")
 
 
 async def test_stripe_answers_5xx_for_30s(stack: Stack):
     load = await build_load(stack, tag())
+    answered_before = stack.stripe.stats().get("fault 503", 0)
+    retries_before = await pool_counter(stack, "retries", ("billing-invoice",))
     started = time.monotonic()
     stack.stripe.hook("POST", "/__faults", {"status": 503, "seconds": 30, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
-    await asyncio.sleep(30)
+    await asyncio.sleep(30)  # the fault's length is the point (it ends by itself after 30 s)
     finish_producer(producer, load)
-    await verify(
-        stack, load, "Stripe 5xx for 30 s", started, extra={"faults": stack.stripe.stats().get("fault 503")}
+    answered = stack.stripe.stats().get("fault 503", 0) - answered_before
+    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": answered})
+    assert answered > 0, "Stripe answered no 503: the fault never met the load"
+    # The charges met the 503s (after the Stripe client's own retry) and their invoice jobs were retried.
+    await counter_moved(
+        stack, "retries", retries_before, "invoice jobs retried after Stripe's 503s", ("billing-invoice",)
     )
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 from pool.queue_table import QUEUES
 from pool.settings import Settings
-from tests.conftest import BIN, ROOT
+from tests.support.paths import BIN, ROOT
 
 
 def programs() -> dict[str, dict[str, str]]:
@@ -111,3 +111,12 @@ def test_adding_a_product_queue_guide_names_the_real_places():
     ):
         assert place in guide, place
     assert (ROOT / "pool" / "queue_table.py").exists()
+
+
+def test_no_test_module_imports_another_or_the_conftest():
+    """Shared helpers live in tests/support/; conftest.py holds fixtures, which pytest hands out by name."""
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        imports = re.findall(
+            r"^\s*(?:from|import) (tests\.test_\w+|tests\.conftest|conftest)\b", path.read_text(), re.M
+        )
+        assert not imports, f"{path.name} imports {imports}"

@@ -7,11 +7,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from devstack import engines
-from tests.conftest import BIN, ROOT
+from tests.support.paths import BIN, ROOT
+from tests.support.waits import poll
 
 
 def _clean_env() -> dict[str, str]:
@@ -20,14 +20,15 @@ def _clean_env() -> dict[str, str]:
 
 
 def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def text_with_needle() -> str:
         text = path.read_text(errors="replace") if path.exists() else ""
-        if needle in text:
-            return text
         assert proc.poll() is None, f"ma-worker dev exited early:\n{text}"
-        time.sleep(0.2)
-    raise AssertionError(f"no {needle!r} within {timeout}s:\n{path.read_text(errors='replace')}")
+        return text if needle in text else ""
+
+    try:
+        return poll(text_with_needle, timeout=timeout, every=0.2, what=repr(needle))
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{path.read_text(errors='replace')}") from None
 
 
 def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_nothing(tmp_path):
@@ -42,15 +43,17 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         text = _wait_text(out, "Ctrl-C stops everything.", dev)
         ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)]
         assert len(ports) >= 4  # valkey, postgres (x2 lines), identity, stripe
-        status = ""
-        deadline = time.monotonic() + 30
-        while status.count("RUNNING") < 9 and time.monotonic() < deadline:
+
+        def status_all_running() -> str:
             status = subprocess.run(
                 [str(BIN / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf"), "status"],
                 capture_output=True,
                 text=True,
+                timeout=30,
             ).stdout
-            time.sleep(0.5)
+            return status if status.count("RUNNING") >= 9 else ""
+
+        status = poll(status_all_running, timeout=30, every=0.5, what="supervisorctl status: 9 RUNNING")
         assert status.count("RUNNING") == 9, status
         assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
         assert "dev-service-role-key" not in text, "no secret on screen"

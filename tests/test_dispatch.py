@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from bullmq import Job, Queue
 
-from tests.conftest import wait_for
 from tests.support.stock_clients import clients, start_pool  # noqa: F401 - fixtures (lean and stock runs)
+from tests.support.waits import wait_for
 
 Q = "identity-events"
 
@@ -154,5 +154,5 @@ async def test_a_foreign_producers_non_json_data_fails_that_job_with_a_reason_an
     assert (
         await redis.hget(f"bull:{Q}:{garbage.id}", "data") == "orderId=o-9&quantity=1"
     )  # kept for inspection
-    assert (await finished(redis, after, "completed", timeout=30)).returnvalue is not None
+    assert (await finished(redis, after, "completed", timeout=30)).returnvalue == {"orderId": "o-10"}
     assert "stalled" not in pool.text() and "worker error" not in pool.text()

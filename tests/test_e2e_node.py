@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import settle
-from tests.test_supervisord import host, node_add
+from tests.support.node import node_add
+from tests.support.supervisord import host
+from tests.support.waits import settle
 
 
 @pytest.fixture(scope="module")

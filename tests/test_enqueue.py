@@ -8,7 +8,8 @@ from typing import Any
 
 from bullmq import Job, Queue
 
-from tests.conftest import BIN, ROOT, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.waits import wait_for
 
 Q = "billing-usage"
 

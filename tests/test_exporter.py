@@ -21,7 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import engines
 from pool.contracts import BULK_JOBS_KEY
-from tests.conftest import BIN, ROOT, run_job, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import poll, run_job, wait_for
 
 MONITORING = ROOT / "pool" / "monitoring"
 
@@ -41,10 +44,12 @@ class Exporter:
         self.proc = subprocess.Popen(
             [str(BIN / "ma-worker"), "exporter"], env=full, stdout=self.out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 20
-        while not engines.port_open(self.port):
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+
+        def listening() -> bool:
+            assert self.proc.poll() is None, f"the exporter exited at start:\n{log.read_text()}"
+            return engines.port_open(self.port)
+
+        poll(listening, timeout=20, what=f"the exporter listening on {self.port}")
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         response = httpx.get(self.url + "/metrics", timeout=5)
@@ -135,7 +140,14 @@ async def test_stalls_move_their_counter(redis, start_pool, exporter, tasks_db):
         timeout=40,
         what="stalled counter at 1",
     )
-    assert job.id
+
+    async def stall_of_that_job() -> bool:
+        return any(
+            f.get("kind") == "stalled" and f.get("jobId") == job.id
+            for _, f in await redis.xrange("ma:events")
+        )
+
+    await wait_for(stall_of_that_job, what="the counted stall is the killed job's (ma:events)")
 
 
 async def test_label_sets_stay_bounded_however_many_distinct_jobs_run(redis, start_pool, exporter):
@@ -205,8 +217,6 @@ async def test_assignment_latency_is_a_histogram_and_telemetry_json(redis, start
 
 async def test_supervisord_process_states_are_exported(valkey, exporter, tmp_path, db_urls):
     from pool.supervise import supervisord_env
-    from tests.conftest import pool_env
-    from tests.test_supervisord import Supervisord
 
     sup = Supervisord(
         tmp_path, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port())))

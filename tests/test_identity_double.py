@@ -6,7 +6,8 @@ import asyncio
 
 import httpx
 
-from tests.conftest import SERVICE_KEY, wait_for
+from tests.support.processes import SERVICE_KEY
+from tests.support.waits import wait_for
 
 
 async def test_latency_removed_while_requests_sleep_in_it_lets_them_answer_normally(identity):

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import run_job
+from tests.support.waits import run_job
 
 Q = "identity-events"
 

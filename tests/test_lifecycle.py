@@ -10,8 +10,10 @@ import time
 from bullmq import Queue
 
 from devstack import engines
-from tests.conftest import BIN, ROOT, pool_env, wait_for
+from tests.support.paths import BIN, ROOT
+from tests.support.processes import pool_env
 from tests.support.stock_clients import clients, start_pool  # noqa: F401 - fixtures (lean and stock runs)
+from tests.support.waits import wait_for
 
 Q = "identity-events"
 
@@ -82,7 +84,7 @@ async def test_a_job_outliving_the_grace_is_force_closed_and_rerun_later(redis, 
     await wait_for(lambda: _state_is(queue, job.id, "active"), what="job active")
     await wait_for(lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts"), what="first attempt")
     pool.proc.send_signal(signal.SIGTERM)
-    assert await wait_for(lambda: pool.proc.poll() is not None, timeout=15, what="exit")
+    await wait_for(lambda: pool.proc.poll() is not None, timeout=15, what="exit")
     assert pool.proc.returncode == 0
     assert "forcing close" in pool.text()
     start_pool(Q)  # the next slot picks it up once the lock lapses (stall check)
@@ -128,7 +130,7 @@ async def test_schedulers_are_upserted_once_however_often_the_pool_starts(redis,
     assert due["name"] == "task.due-soon" and int(due["every"]) == 300_000
     assert due["template"]["data"] == {"windowMinutes": 60}
     # one pending iteration per scheduler, not one per start
-    assert await users.getDelayedCount() + await users.getWaitingCount() <= 1
+    assert await users.getDelayedCount() + await users.getWaitingCount() == 1
 
 
 async def test_redis_unreachable_at_start_is_retried_with_backoff_then_processing_begins(

@@ -51,7 +51,7 @@ async def test_info_lines_of_one_loop_turn_go_out_together_at_the_next_turn(pipe
     logger.info("0.00s q job#1 try=1 ok")
     logger.info("0.00s q job#2 try=1 ok")
     assert pipe.read() == ""  # still in this turn: nothing written to the pipe yet
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the point: exactly one event-loop turn
     lines = pipe.read().splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == ["0.00s q job#1 try=1 ok", "0.00s q job#2 try=1 ok"]
     assert lines[0].split(" ")[2] == "INFO"
@@ -82,7 +82,7 @@ def test_a_loop_closed_before_its_flush_does_not_hold_back_the_next_loops_lines(
 
     async def next_loop() -> None:
         logger.info("from the next loop")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the next loop: its scheduled flush runs
 
     asyncio.run(next_loop())
     out = pipe.read()

@@ -13,8 +13,10 @@ from textual.widgets import DataTable
 
 from devstack import engines
 from pool.supervise import supervisord_env
-from tests.conftest import pool_env, wait_for
-from tests.test_supervisord import Supervisord, node_add
+from tests.support.node import node_add
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import wait_for
 from tui.app import MaTop
 
 pytestmark = pytest.mark.slow
@@ -58,14 +60,17 @@ async def test_two_hosts_share_the_work_a_lost_host_loses_nothing_and_ma_top_con
             await wait_for(lambda: len(rows(app)) == total == 20, what="both hosts' processes listed")
             assert {r[8] for r in rows(app)} == {"host-a", "host-b"}
             table = app.screen.query_one(DataTable)
-            while rows(app)[table.cursor_row][8] != "host-b":
+            for _ in range(total):  # at most one pass over the table
+                if rows(app)[table.cursor_row][8] == "host-b":
+                    break
                 await pilot.press("down")
+            assert rows(app)[table.cursor_row][8] == "host-b", "no row of host-b reached with the cursor"
             name, before = rows(app)[table.cursor_row][0], int(rows(app)[table.cursor_row][2])
             await pilot.press("s")
             await wait_for(
-                lambda: _pid(hosts["host-b"], name) not in (None, before), timeout=30, what="restarted on B"
+                lambda: hosts["host-b"].pid(name) not in (None, before), timeout=30, what="restarted on B"
             )
-            assert _pid(hosts["host-a"], name) is not None, "host-a's process of that name is untouched"
+            assert hosts["host-a"].pid(name) is not None, "host-a's process of that name is untouched"
 
         # Jobs from a Node producer spread over both hosts; then host-a dies whole, mid-run.
         jobs = [
@@ -100,13 +105,6 @@ async def test_two_hosts_share_the_work_a_lost_host_loses_nothing_and_ma_top_con
         for sup in hosts.values():
             if sup.proc.poll() is None:
                 sup.stop()
-
-
-def _pid(sup: Supervisord, full_name: str) -> int | None:
-    for p in sup.processes():
-        if f"{p['group']}:{p['name']}" == full_name and p["statename"] == "RUNNING":
-            return p["pid"]
-    return None
 
 
 async def _count(conn, sql: str, at_least: int) -> bool:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from devstack import engines
 from pool.contracts import EVENTS_STREAM, WORKERS_INDEX
-from tests.conftest import wait_for
+from tests.support.waits import wait_for
 
 Q = "identity-events"
 OUTAGE_S = 12.0

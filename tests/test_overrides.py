@@ -22,7 +22,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from pool import connection
 from pool.worker import PoolWorker
-from tests.conftest import wait_for
+from tests.support.waits import wait_for
 
 # (library, version written against, our file, upstream object, fingerprint)
 GUARDED = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import wait_for
+from tests.support.waits import wait_for
 
 
 async def test_a_redis_that_may_evict_keys_is_reported_at_start(redis, start_pool):

@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 from bullmq import Queue
 from redis.asyncio import Redis
+from textual.css.query import NoMatches
+from textual.widgets import DataTable
 
 from devstack import engines
 from pool.supervise import supervisord_env
-from tests.conftest import pool_env, wait_for
-from tests.test_supervisord import Supervisord
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
+from tests.support.waits import wait_for
 from tui.app import MaTop
 
 
@@ -48,6 +51,18 @@ async def write_commands(client: Redis) -> dict[str, int]:
     return writes
 
 
+def rows_in(app: MaTop, table_id: str) -> int:
+    """Rows of the table `table_id` if the screen on top shows it (0 while another screen is up)."""
+    try:
+        return app.screen.query_one(f"#{table_id}", DataTable).row_count
+    except NoMatches:
+        return 0
+
+
+async def refused(app: MaTop, what: str) -> None:
+    await wait_for(lambda: app.message == f"read-only: {what} refused", what=f"{what} refused as read-only")
+
+
 async def test_read_only_ma_top_sends_no_write_to_redis_or_supervisord(own_valkey, db_urls, tmp_path: Path):
     _engine, client = own_valkey
     for queue in ("billing-usage", "identity-events"):  # something to act on in every view
@@ -69,21 +84,27 @@ async def test_read_only_ma_top_sends_no_write_to_redis_or_supervisord(own_valke
         endpoint = f"unix://{tmp_path}/host/var/supervisor.sock"
         app = MaTop(client, [endpoint], refresh_s=0.3, read_only=True, journal_path=tmp_path / "audit.log")
         async with asyncio.timeout(90), app.run_test(size=(140, 40)) as pilot:
-            await pilot.pause(1)
+            await wait_for(lambda: rows_in(app, "queues") >= 2, what="both queues listed")
             await pilot.press("space")  # pause the queue under the cursor
-            await pilot.press("enter")  # the queue's jobs
-            for key in ("r", "R", "y", "P", "y", "right", "R", "y", "enter", "escape", "escape"):
+            await refused(app, "pause/resume")
+            await pilot.press("enter")  # the queue's failed jobs
+            await wait_for(lambda: rows_in(app, "jobs") >= 1, what="the queue's failed job listed")
+            await pilot.press("r")
+            await refused(app, "requeue")
+            for key in ("R", "y", "P", "y", "right", "R", "y", "enter", "escape", "escape"):
                 await pilot.press(key)
             await pilot.press("3")  # processes
-            await pilot.pause(1)
-            for key in ("s", "y", "x", "y", "a", "S", "y"):
+            await wait_for(lambda: rows_in(app, "processes") == len(before_pids), what="every process listed")
+            await pilot.press("s")
+            await refused(app, "restart process")
+            for key in ("y", "x", "y", "a", "S", "y"):
                 await pilot.press(key)
+            await refused(app, "rolling restart")
             await pilot.press("5")  # failures
-            await pilot.pause(1)
-            for key in ("R", "y"):
-                await pilot.press(key)
-            await pilot.pause(1)
-            assert "read-only" in app.message
+            await wait_for(lambda: rows_in(app, "failures") >= 1, what="the failure groups listed")
+            await pilot.press("R")
+            await refused(app, "requeue group")
+            await pilot.press("y")
         assert await write_commands(client) == {}, "ma-top --read-only wrote to Redis"
         assert {p["name"]: p["pid"] for p in sup.processes()} == before_pids, (
             "a process was restarted or stopped"

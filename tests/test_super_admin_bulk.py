@@ -15,7 +15,7 @@ import pytest
 from bullmq import Job, Queue
 
 from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL, bulk_items_key
-from tests.conftest import run_job, settle, wait_for
+from tests.support.waits import run_job, settle, wait_for
 
 Q = "super-admin.bulk-job"
 

@@ -2,84 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import time
-import xmlrpc.client
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.asyncio import Redis
-from supervisor.xmlrpc import SupervisorTransport
 
 from devstack import engines
-from pool.supervise import supervisord_env
-from tests.conftest import BIN, ROOT, pool_env, wait_for
+from tests.support.node import node_add
+from tests.support.paths import BIN
+from tests.support.supervisord import Supervisord, host
+from tests.support.waits import completed, wait_for
 
 Q = "identity-events"
-
-
-class Supervisord:
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home
-        self.conf = home / "supervisord.conf"
-        shutil.copy(ROOT / "supervisord.conf", self.conf)
-        (home / "var" / "log").mkdir(parents=True)
-        self.proc = subprocess.Popen(
-            [str(BIN / "supervisord"), "-n", "-c", str(self.conf)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    @property
-    def rpc(self) -> Any:
-        """A fresh proxy each time: SupervisorTransport's connection is stuck after one failed request."""
-        transport = SupervisorTransport(None, None, f"unix://{self.home}/var/supervisor.sock")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-    def processes(self) -> list[dict[str, Any]]:
-        return self.rpc.supervisor.getAllProcessInfo()
-
-    def all_running(self) -> bool:
-        try:
-            infos = self.processes()
-        except (OSError, xmlrpc.client.Fault):
-            return False
-        return bool(infos) and all(p["statename"] == "RUNNING" for p in infos)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(60)
-
-
-def host(home: Path, db_urls: Any, **env: str) -> Iterator[tuple[Supervisord, engines.Engine]]:
-    """A 'host': its own Valkey (tests stop and start it) and supervisord.conf, every program RUNNING."""
-    valkey = engines.valkey(home / "valkey-data").start()
-    sup = Supervisord(
-        home, supervisord_env(pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()), **env))
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not sup.all_running():
-            assert time.monotonic() < deadline, "supervisord did not bring every program to RUNNING"
-            time.sleep(0.3)
-    except BaseException:
-        sup.stop()
-        valkey.stop()
-        raise
-    yield sup, valkey
-    sup.stop()
-    valkey.stop()
 
 
 @pytest.fixture(scope="module")
@@ -92,31 +34,6 @@ async def sredis(stack) -> Any:
     client = Redis.from_url(stack[1].url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
-    out = subprocess.run(
-        ["node", "produce.mjs", url, queue, json.dumps(jobs)],
-        cwd=node_dir,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return json.loads(out.stdout)
-
-
-async def completed(queue: Queue, job_id: str, timeout: float = 30) -> Job:
-    await wait_for(
-        lambda: _state_is(queue, job_id, "completed"), timeout=timeout, what=f"job {job_id} completed"
-    )
-    job = await Job.fromId(queue, job_id)
-    assert job is not None
-    return job
-
-
-async def _state_is(queue: Queue, job_id: str, want: str) -> bool:
-    return await queue.getJobState(job_id) == want
 
 
 def test_every_queue_has_its_programs_running_and_supervisorctl_reads_the_conf(stack):
@@ -178,11 +95,12 @@ async def test_redis_down_for_10s_ends_no_process_and_new_jobs_run_after_it_retu
     sup, valkey = stack
     before = {p["name"]: p["pid"] for p in sup.processes()}
     valkey.stop()
+    # The outage lasting 10 s is the point: every second of it, every process is still RUNNING.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         states = {p["statename"] for p in sup.processes()}
         assert states <= {"RUNNING"}, f"a process left RUNNING during the outage: {states}"
-        time.sleep(1)
+        await asyncio.sleep(1)
     valkey.start()
     queue = Queue(Q, {"connection": sredis})
     job = await queue.add("test.sleep", {"seconds": 0})

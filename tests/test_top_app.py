@@ -13,7 +13,8 @@ from bullmq import Queue
 from textual.widgets import DataTable, Static
 
 from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL
-from tests.conftest import BIN, run_job, wait_for
+from tests.support.paths import BIN
+from tests.support.waits import run_job, wait_for
 from tui.app import MaTop
 from tui.screens import ConfirmScreen, QueueScreen
 
@@ -110,8 +111,8 @@ async def _not(check) -> bool:
 async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_urls, tmp_path):
     from devstack import engines
     from pool.supervise import supervisord_env
-    from tests.conftest import pool_env
-    from tests.test_supervisord import Supervisord
+    from tests.support.processes import pool_env
+    from tests.support.supervisord import Supervisord
 
     (tmp_path / "host").mkdir()
     sup = Supervisord(

@@ -8,7 +8,7 @@ from bullmq import Queue
 
 from pool.monitor import actions, queries
 from pool.monitor.collector import Collector
-from tests.conftest import run_job
+from tests.support.waits import run_job
 
 
 async def commands_sent(redis) -> int:

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import run_job, wait_for
+from tests.support.waits import run_job, wait_for
 
 Q = "user-management-jobs"
 
