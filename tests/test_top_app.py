@@ -12,9 +12,9 @@ import pytest
 from bullmq import Queue
 from textual.widgets import DataTable, Static
 
-from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL
+from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL, JOB_STATES
 from tests.support.paths import BIN
-from tests.support.waits import run_job, wait_for
+from tests.support.waits import poll, run_job, wait_for
 from tui.app import MaTop
 from tui.screens import ConfirmScreen, QueueScreen
 
@@ -137,8 +137,11 @@ async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_ur
             await wait_for(lambda: rows(app)[0][4] == "1", what="the restart counted")
 
             table = app.screen.query_one(DataTable)
-            while not rows(app)[table.cursor_row][0].startswith("billing-usage:"):
+            for _ in range(len(rows(app))):  # bounded: one pass over the table
+                if rows(app)[table.cursor_row][0].startswith("billing-usage:"):
+                    break
                 await pilot.press("down")
+            assert rows(app)[table.cursor_row][0].startswith("billing-usage:")
             usage_before = {
                 n: _pid_of(sup, n)
                 for n in ("billing-usage:billing-usage_00", "billing-usage:billing-usage_01")
@@ -225,21 +228,16 @@ def test_ma_top_in_a_real_terminal_shows_queues_and_answers_keys(valkey):
                 ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
             ).stdout
 
-        deadline = time.monotonic() + 20
-        while "task-notifications" not in screen() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        text = screen()
-        assert "task-notifications" in text and "READ-ONLY" in text
+        text = poll(lambda: "task-notifications" in screen() and screen(), what="the queues on screen")
+        assert "READ-ONLY" in text
         subprocess.run(["tmux", "send-keys", "-t", session, "4"], check=True)
-        deadline = time.monotonic() + 10
-        while "maxmemory-policy noeviction" not in screen() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert "maxmemory-policy noeviction" in screen()
+        poll(lambda: "maxmemory-policy noeviction" in screen(), timeout=10, what="the Redis view")
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 10
-        while session in subprocess.run(["tmux", "ls"], capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, "ma-top did not quit on q"
-            time.sleep(0.2)
+        poll(
+            lambda: session not in subprocess.run(["tmux", "ls"], capture_output=True, text=True).stdout,
+            timeout=10,
+            what="ma-top quitting on q",
+        )
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
@@ -357,8 +355,11 @@ async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path
         other = next(i for i in ids if i != first)
         assert await queue.getJobState(other) == "failed"
         await pilot.press("left", "left", "left")  # failed -> prioritized -> delayed ... (states cycle)
-        while app.screen.state != "delayed":
+        for _ in range(len(JOB_STATES)):  # bounded: the states cycle
+            if app.screen.state == "delayed":
+                break
             await pilot.press("left")
+        assert app.screen.state == "delayed"
         await wait_for(lambda: len(rows(app)) == 2, what="delayed jobs listed")
         await pilot.press("P", "y")
         await wait_for(lambda: _states(queue, delayed, "waiting"), what="delayed jobs promoted")
