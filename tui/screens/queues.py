@@ -1,15 +1,17 @@
-"""View 1: every queue with its counts, per-minute sparklines, oldest waiting age, drain ETA and alerts."""
+"""View 1: every queue with its counts, per-minute sparklines, oldest waiting age, drain ETA and badges, and
+under them the findings: what is wrong, why, and the key and command that act on it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
-from pool.monitor.alerts import alerts
 from pool.monitor.collector import Snapshot
+from pool.monitor.findings import Finding, badges
 from tui.format import age, drain_eta, spark
 from tui.screens.base import Base
 from tui.screens.queue_jobs import QueueScreen
@@ -41,10 +43,11 @@ class QueuesScreen(Base):
         table: DataTable[Any] = DataTable(id="queues", cursor_type="row", zebra_stripes=True)
         table.add_columns(*self.COLUMNS)
         yield table
+        yield Static("", id="findings")
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
-        thresholds = self.matop.thresholds
+        found = self.matop.state.findings
         self.fill(
             [
                 (
@@ -61,12 +64,15 @@ class QueuesScreen(Base):
                         age(q.oldest_waiting_s),
                         drain_eta(q),
                         q.workers,
-                        " ".join(alerts(q, thresholds)),
+                        " ".join(badges(found, q.name)),
                     ),
                 )
                 for q in snapshot.queues
                 if self.matches(q.name)
             ]
+        )
+        self.query_one("#findings", Static).update(
+            "\n".join(_line(f) for f in found) if found else "[green]no findings[/green]"
         )
 
     def action_open(self) -> None:
@@ -92,3 +98,14 @@ class QueuesScreen(Base):
         await app.source.journal("pause" if paused else "resume", name)
         app.notify_action(f"{'paused' if paused else 'resumed'} {name}")
         await app.refresh_now()
+
+
+COLORS = {"critical": "red", "warning": "yellow", "info": "cyan"}
+
+
+def _line(f: Finding) -> str:
+    color = COLORS[f.severity]
+    return (
+        f"[{color}]{f.severity.upper():8}[/{color}] [b]{escape(f.subject)}[/b] {escape(f.cause)} "
+        f"[dim]({escape(f.evidence)}) → {escape(f.action)}[/dim]"
+    )
