@@ -1,0 +1,82 @@
+"""Findings on the real stack: each incident staged on Valkey (and a pool process), then read the ways an on-call
+engineer reads it, `ma-top --once [--json]` and the exporter's `ma_finding`, which must agree; then the cause is
+removed and the finding must clear by itself in both."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bullmq import Queue
+
+from tests.support.exporter import Exporter, value
+from tests.support.paths import BIN
+from tests.support.waits import wait_for
+
+
+def once(redis_url: str, cwd: Path, *, as_json: bool = True) -> Any:
+    """`ma-top --once [--json]`, run where no supervisord socket is (so no process info: heartbeats only)."""
+    out = subprocess.run(
+        [str(BIN / "ma-top"), "--once", *(["--json"] if as_json else []), "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if as_json else out.stdout
+
+
+def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
+    return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
+
+
+def finding_metric(exp: Exporter, kind: str, subject: str, severity: str) -> float | None:
+    return value(exp.scrape(), "ma_finding", kind=kind, subject=subject, severity=severity)
+
+
+async def test_waiting_jobs_and_no_pool_are_no_workers_everywhere_until_a_pool_starts(
+    redis, valkey, start_pool, exporter, tmp_path
+):
+    q = "identity-events"
+    await Queue(q, {"connection": redis}).add("test.sleep", {"seconds": 0})
+    (found,) = about(once(valkey.url, tmp_path), "no-workers", q)
+    assert found["severity"] == "critical" and "waiting 1" in found["evidence"]
+    assert f"no worker for {q}" in found["cause"] and "ma-top 3" in found["action"]
+    assert f"CRITICAL identity-events: no worker for {q}" in once(valkey.url, tmp_path, as_json=False)
+    exp = exporter()
+    await wait_for(
+        lambda: finding_metric(exp, "no-workers", q, "critical") == 1, what="ma_finding no-workers"
+    )
+
+    start_pool(q)
+
+    def cleared() -> bool:
+        snapshot = once(valkey.url, tmp_path)
+        return not about(snapshot, "no-workers", q) and any(x["name"] == q for x in snapshot["queues"])
+
+    await wait_for(cleared, timeout=30, what="no-workers gone from --once --json")
+    await wait_for(lambda: finding_metric(exp, "no-workers", q, "critical") is None, what="ma_finding gone")
+
+
+async def test_jobs_on_a_misspelt_queue_are_no_handler_with_did_you_mean_everywhere_until_removed(
+    redis, valkey, exporter, tmp_path
+):
+    typo = Queue("billing-usgae", {"connection": redis})
+    await typo.add("usage.aggregate", {"organizationId": "org_acme"})
+    (found,) = about(once(valkey.url, tmp_path), "no-handler", "billing-usgae")
+    assert "did you mean `billing-usage`?" in found["cause"] and found["severity"] == "warning"
+    assert not about(once(valkey.url, tmp_path), "no-workers", "billing-usgae"), "the cause is the name"
+    exp = exporter()
+    assert finding_metric(exp, "no-handler", "billing-usgae", "warning") == 1
+
+    await typo.obliterate(force=True)
+
+    await wait_for(
+        lambda: not about(once(valkey.url, tmp_path), "no-handler", "billing-usgae"), what="no-handler gone"
+    )
+    await wait_for(
+        lambda: finding_metric(exp, "no-handler", "billing-usgae", "warning") is None, what="ma_finding gone"
+    )
