@@ -238,7 +238,8 @@ def test_the_history_is_bounded_and_records_each_snapshot_once():
     feed(history, "identity-events", [(s, {}) for s in range(0, 100, 10)])
     assert len(history.samples) == 5
     history = History(keep_s=60)
-    feed(history, "identity-events", [(s, {}) for s in range(0, 200, 10)])
+    for s in range(0, 200, 10):
+        history.record(snap(queue_stats("identity-events"), at=T0 + s))
     assert history.samples[0].at >= T0 + 190 - 60
     findings(snap(queue_stats("identity-events"), at=T0 + 190), history)
     assert len([s for s in history.samples if s.at == T0 + 190]) == 1
@@ -270,3 +271,12 @@ def test_thresholds_come_from_the_environment_with_the_runbook_defaults():
     assert Thresholds.from_env(env) == Thresholds(billing_usage_backlog=10, retries_per_min=2.5)
     with pytest.raises(ValueError, match="MA_TOP_STALLED_PER_MIN='x'"):
         Thresholds.from_env({"MA_TOP_STALLED_PER_MIN": "x"})
+
+
+def test_the_history_keeps_at_least_the_window_the_rates_are_taken_over():
+    history = History(keep_s=60)
+    long = Thresholds(rate_window_s=600)
+    for s in range(0, 601, 60):
+        q = with_counters(queue_stats("identity-events"), stalled=1 if s == 0 else 2)
+        found = findings(snap(q, at=T0 + s), history, None, long)
+    assert kinds(found) == [("stalled", "identity-events")], "the stall 10 minutes ago is within the window"
