@@ -129,11 +129,13 @@ def _clock(at: float) -> str:
 
 
 def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
+    """42s, 3m, 3m05s, 1h, 1h05m: a duration an on-call engineer reads at a glance, never rounded up."""
+    s = int(max(0.0, seconds))
+    for big, small, size in (("h", "m", 3600), ("m", "s", 60)):
+        if s >= size:
+            rest = s % size // (60 if big == "h" else 1)
+            return f"{s // size}{big}" + (f"{rest:02d}{small}" if rest else "")
+    return f"{s}s"
 
 
 def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Finding]:
