@@ -74,9 +74,13 @@ class History:
         if not self.samples:
             return None
         start = self.samples[-1].at - window_s
-        points = [
-            (s.at, s.counters[queue][counter]) for s in self.samples if s.at >= start and queue in s.counters
-        ]
+        points: list[tuple[float, int]] = []
+        for s in reversed(self.samples):  # newest first: only the window's samples are read
+            if s.at < start:
+                break
+            if queue in s.counters:
+                points.append((s.at, s.counters[queue][counter]))
+        points.reverse()
         if len(points) < 2:
             return None
         events = 0
