@@ -11,15 +11,26 @@ from typing import Any
 
 from bullmq import Queue
 
+from devstack import engines
+from pool.supervise import supervisord_env
 from tests.support.exporter import Exporter, value
 from tests.support.paths import BIN
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
 from tests.support.waits import wait_for
 
 
-def once(redis_url: str, cwd: Path, *, as_json: bool = True) -> Any:
-    """`ma-top --once [--json]`, run where no supervisord socket is (so no process info: heartbeats only)."""
+def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "") -> Any:
+    """`ma-top --once [--json]`, run where no supervisord socket is: process info only from `supervisor`."""
     out = subprocess.run(
-        [str(BIN / "ma-top"), "--once", *(["--json"] if as_json else []), "--redis-url", redis_url],
+        [
+            str(BIN / "ma-top"),
+            "--once",
+            *(["--json"] if as_json else []),
+            *(["--supervisor", supervisor] if supervisor else []),
+            "--redis-url",
+            redis_url,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -80,3 +91,35 @@ async def test_jobs_on_a_misspelt_queue_are_no_handler_with_did_you_mean_everywh
     await wait_for(
         lambda: finding_metric(exp, "no-handler", "billing-usgae", "warning") is None, what="ma_finding gone"
     )
+
+
+async def test_no_workers_names_a_stopped_program_from_supervisord_until_it_is_started(
+    valkey, redis, db_urls, exporter, tmp_path
+):
+    q = "identity-events"
+    (tmp_path / "host-a").mkdir()
+    env = pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()))
+    sup = Supervisord(tmp_path / "host-a", supervisord_env(env))
+    endpoint = f"unix://{tmp_path}/host-a/var/supervisor.sock"
+    try:
+        sup.wait_all_running()
+        sup.rpc.supervisor.stopProcessGroup(q)
+        await Queue(q, {"connection": redis}).add("test.sleep", {"seconds": 0})
+
+        def no_workers() -> list[dict[str, str]]:
+            return about(once(valkey.url, tmp_path, supervisor=endpoint), "no-workers", q)
+
+        (found,) = await wait_for(no_workers, what="no-workers (the stopped slot retired its heartbeat)")
+        assert "1 process(es) STOPPED on host-a" in found["cause"]
+        assert f"supervisorctl -c supervisord.conf start {q}:*" in found["action"]
+        exp = exporter(MA_SUPERVISOR_URLS=endpoint)
+        await wait_for(lambda: finding_metric(exp, "no-workers", q, "critical") == 1, what="ma_finding")
+
+        sup.rpc.supervisor.startProcessGroup(q)
+
+        await wait_for(lambda: not no_workers(), timeout=30, what="no-workers gone")
+        await wait_for(
+            lambda: finding_metric(exp, "no-workers", q, "critical") is None, what="ma_finding gone"
+        )
+    finally:
+        sup.stop()
