@@ -260,7 +260,7 @@ def test_most_severe_first_and_badges_in_their_fixed_order():
 def test_once_text_lists_each_finding_on_a_line():
     found = findings(snap(queue_stats("identity-events", waiting=1, workers=0)), History())
     text = as_text(found)
-    assert text.startswith("findings:\n  CRITICAL identity-events: no worker for identity-events")
+    assert text.startswith("findings:\n  CRITICAL identity-events: no worker: no slot's heartbeat")
     assert as_text([]) == "findings: none"
 
 

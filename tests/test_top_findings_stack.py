@@ -55,8 +55,8 @@ async def test_waiting_jobs_and_no_pool_are_no_workers_everywhere_until_a_pool_s
     await Queue(q, {"connection": redis}).add("test.sleep", {"seconds": 0})
     (found,) = about(once(valkey.url, tmp_path), "no-workers", q)
     assert found["severity"] == "critical" and "waiting 1" in found["evidence"]
-    assert f"no worker for {q}" in found["cause"] and "ma-top 3" in found["action"]
-    assert f"CRITICAL identity-events: no worker for {q}" in once(valkey.url, tmp_path, as_json=False)
+    assert found["cause"].startswith("no worker: ") and "ma-top 3" in found["action"]
+    assert f"CRITICAL {q}: no worker: " in once(valkey.url, tmp_path, as_json=False)
     exp = exporter()
     await wait_for(
         lambda: finding_metric(exp, "no-workers", q, "critical") == 1, what="ma_finding no-workers"

@@ -400,7 +400,7 @@ async def test_badges_and_the_findings_pane_come_from_the_findings_and_rates_fro
         badges = {r[0]: r[-1] for r in rows(app)}
         assert badges == {Q: "NO WORKERS", "billing-payment-sync": ""}, "a lifetime counter is no RETRIES"
         pane = str(app.screen.query_one("#findings", Static).render())
-        assert f"no worker for {Q}" in pane and "ma-top 3" in pane
+        assert f"{Q}: no worker: " in pane and "ma-top 3" in pane
         source.queues = [
             queue_stats(Q, waiting=3),
             dataclasses.replace(payments, counters={"retries": 90_600}),

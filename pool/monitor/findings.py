@@ -192,10 +192,9 @@ def _queue(
             "warning",
             "backlog",
             q.name,
-            "billing-usage backlog above the runbook's threshold (identity throttling? too few slots?)",
+            "backlog above the runbook's threshold (identity throttling? too few slots?)",
             f"waiting {waiting} > {t.billing_usage_backlog}, workers {q.workers}",
-            "ma-top 2 for 'Billing usage aggregation throttled'; raise MA_PROCS_BILLING_USAGE and "
-            f"{SUPERVISORCTL} update",
+            f"ma-top 2 (throttled lines?); more slots: MA_PROCS_BILLING_USAGE, {SUPERVISORCTL} update",
         )
     yield from _rates(q, history, t)
     if q.rate_limited_ms > 0 and waiting:
@@ -212,7 +211,7 @@ def _queue(
             "warning" if waiting else "info",
             "paused",
             q.name,
-            f"{q.name} is paused: no job starts until it is resumed",
+            "paused: no job starts until it is resumed",
             f"paused, waiting {waiting}",
             "ma-top 1, space on the queue resumes it (journaled)",
         )
@@ -268,7 +267,7 @@ def _no_handler(q: QueueStats, waiting: int, queue_names: Collection[str]) -> Fi
         "warning",
         "no-handler",
         q.name,
-        f"jobs on {q.name}, a queue no pool handles{hint}",
+        f"jobs on a queue no pool handles{hint}",
         f"waiting {waiting}, delayed {q.counts['delayed']}, not in the queue table",
         f"fix the producer's queue name to `{near[0]}`"
         if near
@@ -280,7 +279,7 @@ def _no_workers(q: QueueStats, waiting: int, processes: Sequence[ProcessInfo] | 
     oldest = f", oldest {_age(q.oldest_waiting_s)}" if q.oldest_waiting_s is not None else ""
     evidence = f"waiting {waiting}{oldest}, 0 heartbeats"
     why, action = _why_no_worker(q.name, processes)
-    return Finding("critical", "no-workers", q.name, f"no worker for {q.name}: {why}", evidence, action)
+    return Finding("critical", "no-workers", q.name, f"no worker: {why}", evidence, action)
 
 
 def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple[str, str]:

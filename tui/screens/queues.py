@@ -71,9 +71,7 @@ class QueuesScreen(Base):
                 if self.matches(q.name)
             ]
         )
-        self.query_one("#findings", Static).update(
-            "\n".join(_line(f) for f in found) if found else "[green]no findings[/green]"
-        )
+        self.query_one("#findings", Static).update(_pane(found))
 
     def action_open(self) -> None:
         """Drill into the queue: its failed jobs if it has any, else its waiting ones."""
@@ -101,11 +99,20 @@ class QueuesScreen(Base):
 
 
 COLORS = {"critical": "red", "warning": "yellow", "info": "cyan"}
+PANE_SHOWN = 4
+"""Findings shown under the table (two lines each), most severe first; `ma-top --once` lists every one."""
 
 
-def _line(f: Finding) -> str:
-    color = COLORS[f.severity]
-    return (
-        f"[{color}]{f.severity.upper():8}[/{color}] [b]{escape(f.subject)}[/b] {escape(f.cause)} "
-        f"[dim]({escape(f.evidence)}) → {escape(f.action)}[/dim]"
-    )
+def _pane(found: list[Finding]) -> str:
+    if not found:
+        return "[green]no findings[/green]"
+    lines = []
+    for f in found[:PANE_SHOWN]:
+        color = COLORS[f.severity]
+        lines.append(
+            f"[{color}]{f.severity.upper():8}[/{color}] [b]{escape(f.subject)}[/b]: {escape(f.cause)}"
+        )
+        lines.append(f"{'':9}[dim]{escape(f.evidence)} → {escape(f.action)}[/dim]")
+    if len(found) > PANE_SHOWN:
+        lines.append(f"[dim]… {len(found) - PANE_SHOWN} more (ma-top --once lists them all)[/dim]")
+    return "\n".join(lines)
