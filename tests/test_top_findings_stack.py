@@ -17,7 +17,7 @@ from tests.support.exporter import Exporter, value
 from tests.support.paths import BIN
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
-from tests.support.waits import wait_for
+from tests.support.waits import run_job, wait_for
 
 
 def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "") -> Any:
@@ -123,3 +123,25 @@ async def test_no_workers_names_a_stopped_program_from_supervisord_until_it_is_s
         )
     finally:
         sup.stop()
+
+
+async def test_retries_are_a_rate_in_the_exporter_and_clear_while_the_lifetime_counter_stays(
+    redis, start_pool, exporter
+):
+    q = "identity-events"
+    exp = exporter(MA_TOP_RATE_WINDOW_S="15")  # a short window, so the test sees it pass
+    start_pool(q)
+    for i in range(4):  # two failed attempts each: 8 retries, over 5/min
+        job = await run_job(redis, q, "test.flaky", {"key": f"k{i}", "succeedOnAttempt": 3}, attempts=3)
+        assert job.returnvalue == {"attempt": 3}
+
+    await wait_for(
+        lambda: finding_metric(exp, "retries", q, "warning") == 1, timeout=30, what="ma_finding retries"
+    )
+
+    await wait_for(
+        lambda: finding_metric(exp, "retries", q, "warning") is None,
+        timeout=40,
+        what="retries finding cleared",
+    )
+    assert value(exp.scrape(), "ma_queue_retries_total", queue=q) == 8, "the lifetime counter stays"
