@@ -199,6 +199,7 @@ def _exported_names() -> set[str]:
         "ma_supervisor_processes",
         "ma_task_assignment_latency_seconds_bucket",
         "ma_exporter_source_up",
+        "ma_finding",
     }
     source = (ROOT / "pool" / "exporter.py").read_text()
     for name in base:
