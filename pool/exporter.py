@@ -1,7 +1,9 @@
 """`ma-worker exporter`: Prometheus metrics for Grafana, plus the tasks telemetry JSON, one per host.
 
 - GET /metrics                  queue depth per state, totals, retries, throttles, stalls, oldest-waiting age,
-                                workers, paused; Redis health; supervisord process states; assignment latency.
+                                workers, paused; Redis health; supervisord process states; assignment latency;
+                                `ma_finding{kind,subject,severity}` 1 per current finding (pool/monitor/findings.py,
+                                the rules ma-top shows).
 - GET /api/telemetry/metrics    recent assignment-latency samples and percentiles (JSON).
 - GET /healthz
 
@@ -29,8 +31,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
 from pool.monitor.collector import Collector, RedisHealth, Snapshot
+from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
+from pool.settings import fail
 
 log = logging.getLogger("pool.exporter")
 
@@ -56,15 +60,25 @@ class Sample:
     processes: list[ProcessInfo] = field(default_factory=list)
     supervisor_errors: dict[str, str] = field(default_factory=dict)
     latency: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
     taken_at: float = 0.0
     duration: float = 0.0
 
 
 class Exporter:
-    def __init__(self, collector: Collector, supervisors: list[str], interval: float) -> None:
+    def __init__(
+        self,
+        collector: Collector,
+        supervisors: list[str],
+        interval: float,
+        thresholds: Thresholds | None = None,
+    ) -> None:
         self.collector = collector
         self.supervisors = supervisors
         self.interval = interval
+        self.thresholds = thresholds or Thresholds()
+        self.history = History()
+        """The recent samples' counters, kept across samples: the findings' rates come from them."""
         self.sample = Sample()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -83,8 +97,9 @@ class Exporter:
             except Exception as error:  # noqa: BLE001 - shown as a metric
                 snapshot.errors["latency"] = str(error)  # type: ignore[index]
         processes, sup_errors = await read_processes(self.supervisors) if self.supervisors else ([], {})
+        found = findings(snapshot, self.history, processes or None, self.thresholds)
         self.sample = Sample(
-            snapshot, processes, sup_errors, latency, time.time(), time.monotonic() - started
+            snapshot, processes, sup_errors, latency, found, time.time(), time.monotonic() - started
         )
 
     @staticmethod
@@ -123,6 +138,14 @@ class Exporter:
         yield took
         if snap is None:
             return
+        finding = GaugeMetricFamily(
+            "ma_finding",
+            "1 per current finding (what ma-top shows): kind, queue/process/host, severity",
+            labels=["kind", "subject", "severity"],
+        )
+        for f in sample.findings:  # bounded: a few kinds per queue, plus Redis
+            finding.add_metric([f.kind, f.subject, f.severity], 1.0)
+        yield finding
         health = snap.redis
         yield from self._gauges(
             [
@@ -290,7 +313,11 @@ class Exporter:
 async def serve(settings: ExporterSettings) -> int:
     redis = plain_redis(str(settings.REDIS_URL), timeout=5)
     supervisors = [u.strip() for u in settings.MA_SUPERVISOR_URLS.split(",") if u.strip()]
-    exporter = Exporter(Collector(redis, QUEUES), supervisors, settings.BULLMQ_METRICS_INTERVAL)
+    try:
+        thresholds = Thresholds.from_env()  # the MA_TOP_* thresholds: the exporter decides as ma-top does
+    except ValueError as error:
+        fail(str(error))
+    exporter = Exporter(Collector(redis, QUEUES), supervisors, settings.BULLMQ_METRICS_INTERVAL, thresholds)
     await exporter.refresh()
     sampler = asyncio.ensure_future(exporter.run())
     runner = web.AppRunner(exporter.app(), access_log=None)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from tests.support.doubles import IdentityDouble, StripeDouble
+from tests.support.exporter import Exporter
 from tests.support.node import install_node_bullmq
 from tests.support.processes import PoolProcess, pool_env
 
@@ -141,3 +142,18 @@ def start_real_pool(start_pool: Any, identity: IdentityDouble) -> Any:
         )
 
     return start
+
+
+@pytest.fixture
+def exporter(valkey: engines.Engine, tmp_path: Path) -> Iterator[Any]:
+    """Start `ma-worker exporter` processes (over the session's Valkey unless given a URL); stopped after the test."""
+    started: list[Exporter] = []
+
+    def start(url: str | None = None, **env: str) -> Exporter:
+        e = Exporter(url or valkey.url, tmp_path / f"exporter-{len(started)}.log", **env)
+        started.append(e)
+        return e
+
+    yield start
+    for e in started:
+        e.stop()

@@ -6,83 +6,23 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 import yaml
 from bullmq import Queue
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import engines
 from pool.contracts import BULK_JOBS_KEY
-from tests.support.paths import BIN, ROOT
+from tests.support.exporter import value
+from tests.support.paths import ROOT
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
-from tests.support.waits import poll, run_job, wait_for
+from tests.support.waits import run_job, wait_for
 
 MONITORING = ROOT / "pool" / "monitoring"
-
-
-class Exporter:
-    def __init__(self, redis_url: str, log: Path, **env: str) -> None:
-        self.port = engines.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full = {
-            "PATH": os.environ["PATH"],
-            "REDIS_URL": redis_url,
-            "MA_EXPORTER_PORT": str(self.port),
-            "BULLMQ_METRICS_INTERVAL": "0.3",
-            **env,
-        }
-        self.out = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / "ma-worker"), "exporter"], env=full, stdout=self.out, stderr=subprocess.STDOUT
-        )
-
-        def listening() -> bool:
-            assert self.proc.poll() is None, f"the exporter exited at start:\n{log.read_text()}"
-            return engines.port_open(self.port)
-
-        poll(listening, timeout=20, what=f"the exporter listening on {self.port}")
-
-    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        response = httpx.get(self.url + "/metrics", timeout=5)
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples
-        }
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
-        self.out.close()
-
-
-def value(metrics: dict, name: str, **labels: str) -> float | None:
-    return metrics.get((name, tuple(sorted(labels.items()))))
-
-
-@pytest.fixture
-def exporter(valkey, tmp_path) -> Any:
-    started: list[Exporter] = []
-
-    def start(url: str | None = None, **env: str) -> Exporter:
-        e = Exporter(url or valkey.url, tmp_path / f"exporter-{len(started)}.log", **env)
-        started.append(e)
-        return e
-
-    yield start
-    for e in started:
-        e.stop()
 
 
 async def test_scraped_values_equal_the_queue_counts_and_the_pool_counters(redis, start_pool, exporter):
@@ -259,6 +199,7 @@ def _exported_names() -> set[str]:
         "ma_supervisor_processes",
         "ma_task_assignment_latency_seconds_bucket",
         "ma_exporter_source_up",
+        "ma_finding",
     }
     source = (ROOT / "pool" / "exporter.py").read_text()
     for name in base:

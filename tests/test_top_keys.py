@@ -6,9 +6,12 @@ source. Waits are on the app's own workers (the endless bulk-channel listener ex
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
+from pool.monitor.findings import Thresholds
 from pool.monitor.queries import FailureGroup
 from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
 from tests.support.pilot import settle
@@ -36,7 +39,7 @@ def top(source: FakeSource, *, read_only: bool = False) -> MaTop:
         source=source,
         refresh_s=3600,
         read_only=read_only,
-        thresholds={"billing_usage_backlog": 300, "payment_sync_retries": 50},
+        thresholds=Thresholds(),
     )
 
 
@@ -386,3 +389,24 @@ async def test_help_lists_the_keys_and_the_thresholds():
         assert "r requeue job" in text and "backlog > 300" in text and "journaled to ma:audit" in text
         await pilot.press("escape")
         assert isinstance(app.screen, QueuesScreen)
+
+
+async def test_badges_and_the_findings_pane_come_from_the_findings_and_rates_from_the_ticks_history():
+    payments = dataclasses.replace(queue_stats("billing-payment-sync"), counters={"retries": 90_000})
+    source = FakeSource(queues=[queue_stats(Q, waiting=3, workers=0), payments])
+    app = top(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        badges = {r[0]: r[-1] for r in rows(app)}
+        assert badges == {Q: "NO WORKERS", "billing-payment-sync": ""}, "a lifetime counter is no RETRIES"
+        pane = str(app.screen.query_one("#findings", Static).render())
+        assert f"{Q}: no worker: " in pane and "ma-top 3" in pane
+        source.queues = [
+            queue_stats(Q, waiting=3),
+            dataclasses.replace(payments, counters={"retries": 90_600}),
+        ]
+        await app.refresh_now()  # a second tick: 600 retries since the first are > 5/min
+        badges = {r[0]: r[-1] for r in rows(app)}
+        assert badges == {Q: "", "billing-payment-sync": "RETRIES"}
+        pane = str(app.screen.query_one("#findings", Static).render())
+        assert "billing-payment-sync" in pane and "no worker" not in pane

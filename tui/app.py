@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.binding import Binding
 
-from pool.monitor.alerts import thresholds_from_env
+from pool.monitor.findings import History, Thresholds, as_text, findings
 from pool.monitor.source import DataSource, LiveSource
+from pool.settings import EX_CONFIG
 from tui.dashboard import Dashboard
 from tui.format import plain
 from tui.screens import (
@@ -66,7 +67,7 @@ class MaTop(Dashboard):
         refresh_s: float = 1.0,
         read_only: bool = False,
         journal_path: Path = Path("var/ma-top-audit.log"),
-        thresholds: dict[str, int] | None = None,
+        thresholds: Thresholds | None = None,
     ) -> None:
         """Over the live system (`redis` and the supervisord endpoints) or over any `source` (tests)."""
         if source is None:
@@ -74,7 +75,7 @@ class MaTop(Dashboard):
                 raise TypeError("MaTop needs a Redis client or a DataSource")
             source = LiveSource(redis, supervisors, journal_path=journal_path)
         super().__init__(
-            source, refresh_s=refresh_s, read_only=read_only, thresholds=thresholds or thresholds_from_env()
+            source, refresh_s=refresh_s, read_only=read_only, thresholds=thresholds or Thresholds.from_env()
         )
         self.sub_title = ("READ-ONLY  " if read_only else "") + (self.grafana_url or "")
 
@@ -90,16 +91,21 @@ class MaTop(Dashboard):
         self.push_screen(HelpScreen())
 
 
-async def _once(source: DataSource, as_json: bool) -> int:
+async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> int:
     snapshot = await source.fetch()
     processes, errors = await source.processes()
+    # One snapshot: the rate findings (retries, stalled, throttled) need a window of them, which ma-top's ticks
+    # and the exporter's samples have and a one-shot has not.
+    found = findings(snapshot, History(), processes or None, thresholds)
     if as_json:
         body: dict[str, Any] = dataclasses.asdict(snapshot)
         body["processes"] = [dataclasses.asdict(p) for p in processes]
         body["errors"] = {**snapshot.errors, **errors}
+        body["findings"] = [dataclasses.asdict(f) for f in found]
         print(json.dumps(body, default=str))
     else:
         print(plain(snapshot))
+        print(as_text(found))
     await source.close()
     return 0 if snapshot.redis.up else 1
 
@@ -126,11 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.redis_url:
         print("ma-top: REDIS_URL is not set (Redis connection string); pass --redis-url", file=sys.stderr)
         return 2
+    try:
+        thresholds = Thresholds.from_env()
+    except ValueError as error:
+        print(f"ma-top: configuration error: {error}", file=sys.stderr)
+        return EX_CONFIG
     supervisors = args.supervisor if args.supervisor is not None else _default_supervisor()
     source = LiveSource.from_url(args.redis_url, supervisors)
     if args.once:
-        return asyncio.run(_once(source, args.json))
-    MaTop(source=source, refresh_s=args.refresh, read_only=args.read_only).run()
+        return asyncio.run(_once(source, args.json, thresholds))
+    MaTop(source=source, refresh_s=args.refresh, read_only=args.read_only, thresholds=thresholds).run()
     return 0
 
 

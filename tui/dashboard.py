@@ -13,6 +13,7 @@ from textual.app import App, ScreenStackError
 from textual.css.query import NoMatches
 from textual.worker import Worker
 
+from pool.monitor.findings import History, Thresholds, findings
 from pool.monitor.source import DataSource
 from tui.state import TopState
 
@@ -24,7 +25,7 @@ class Dashboard(App[None]):
         *,
         refresh_s: float = 1.0,
         read_only: bool = False,
-        thresholds: dict[str, int],
+        thresholds: Thresholds,
     ) -> None:
         super().__init__()
         self.source = source
@@ -32,6 +33,8 @@ class Dashboard(App[None]):
         self.read_only = read_only
         self.thresholds = thresholds
         self.state = TopState()
+        self.history = History()
+        """The counters of the recent ticks' snapshots: what the findings' rates are taken from."""
         self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
         self.message = ""
         self._tick_worker: Worker[None] | None = None
@@ -79,6 +82,7 @@ class Dashboard(App[None]):
     async def _refresh(self) -> None:
         self.state.errors.pop("refresh", None)
         snapshot = self.state.snapshot = await self.source.fetch()
+        self.state.findings = findings(snapshot, self.history, self.state.processes or None, self.thresholds)
         if "redis" not in snapshot.errors:
             try:
                 self.state.add_events(await self.source.events_after(self.state.last_event))

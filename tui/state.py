@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pool.monitor.collector import BulkJob, Snapshot
+from pool.monitor.findings import Finding
 from pool.monitor.supervisor_source import ProcessInfo
 
 EVENTS_KEPT = 2000
@@ -15,6 +16,8 @@ EVENTS_KEPT = 2000
 @dataclass
 class TopState:
     snapshot: Snapshot | None = None
+    findings: list[Finding] = field(default_factory=list)
+    """What is wrong in that snapshot, most severe first (the badges and the findings pane show these)."""
     processes: list[ProcessInfo] = field(default_factory=list)
     process_errors: dict[str, str] = field(default_factory=dict)
     """supervisord endpoint label -> error, from the last read (an endpoint that answers again drops out)."""

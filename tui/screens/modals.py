@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from pool.contracts import AUDIT_STREAM
+from pool.monitor.findings import Thresholds
 from tui.dashboard import Dashboard
 
 HELP = """[b]ma-top[/b] — keys
@@ -50,9 +51,17 @@ class HelpScreen(ModalScreen[None]):
             "read-only: every action is refused"
             if app.read_only
             else f"actions are journaled to {AUDIT_STREAM}",
-            f"alerts: billing-usage backlog > {app.thresholds['billing_usage_backlog']}, payment-sync "
-            f"retries > {app.thresholds['payment_sync_retries']}, waiting with no workers, no handler",
+            _thresholds(app.thresholds),
         ]
         if app.grafana_url:
             lines.append(f"Grafana: {app.grafana_url}")
         yield Static("\n".join(lines), id="help")
+
+
+def _thresholds(t: Thresholds) -> str:
+    return (
+        f"findings: billing-usage backlog > {t.billing_usage_backlog}, per minute over the last "
+        f"{t.rate_window_s / 60:g} min: retries > {t.retries_per_min:g}, stalls > {t.stalled_per_min:g}, "
+        f"identity 429s > {t.throttled_per_min:g}; Redis memory > {t.redis_memory_pct:g}% of maxmemory; "
+        "waiting with no workers, no handler, paused, rate limited, eviction policy"
+    )

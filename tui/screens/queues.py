@@ -1,15 +1,17 @@
-"""View 1: every queue with its counts, per-minute sparklines, oldest waiting age, drain ETA and alerts."""
+"""View 1: every queue with its counts, per-minute sparklines, oldest waiting age, drain ETA and badges, and
+under them the findings: what is wrong, why, and the key and command that act on it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
-from pool.monitor.alerts import alerts
 from pool.monitor.collector import Snapshot
+from pool.monitor.findings import Finding, badges
 from tui.format import age, drain_eta, spark
 from tui.screens.base import Base
 from tui.screens.queue_jobs import QueueScreen
@@ -41,10 +43,11 @@ class QueuesScreen(Base):
         table: DataTable[Any] = DataTable(id="queues", cursor_type="row", zebra_stripes=True)
         table.add_columns(*self.COLUMNS)
         yield table
+        yield Static("", id="findings")
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
-        thresholds = self.matop.thresholds
+        found = self.matop.state.findings
         self.fill(
             [
                 (
@@ -61,13 +64,14 @@ class QueuesScreen(Base):
                         age(q.oldest_waiting_s),
                         drain_eta(q),
                         q.workers,
-                        " ".join(alerts(q, thresholds)),
+                        " ".join(badges(found, q.name)),
                     ),
                 )
                 for q in snapshot.queues
                 if self.matches(q.name)
             ]
         )
+        self.query_one("#findings", Static).update(_pane(found))
 
     def action_open(self) -> None:
         """Drill into the queue: its failed jobs if it has any, else its waiting ones."""
@@ -92,3 +96,23 @@ class QueuesScreen(Base):
         await app.source.journal("pause" if paused else "resume", name)
         app.notify_action(f"{'paused' if paused else 'resumed'} {name}")
         await app.refresh_now()
+
+
+COLORS = {"critical": "red", "warning": "yellow", "info": "cyan"}
+PANE_SHOWN = 4
+"""Findings shown under the table (two lines each), most severe first; `ma-top --once` lists every one."""
+
+
+def _pane(found: list[Finding]) -> str:
+    if not found:
+        return "[green]no findings[/green]"
+    lines = []
+    for f in found[:PANE_SHOWN]:
+        color = COLORS[f.severity]
+        lines.append(
+            f"[{color}]{f.severity.upper():8}[/{color}] [b]{escape(f.subject)}[/b]: {escape(f.cause)}"
+        )
+        lines.append(f"{'':9}[dim]{escape(f.evidence)} → {escape(f.action)}[/dim]")
+    if len(found) > PANE_SHOWN:
+        lines.append(f"[dim]… {len(found) - PANE_SHOWN} more (ma-top --once lists them all)[/dim]")
+    return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""What is wrong right now, and why: the one rule set behind ma-top's badges and findings pane, `ma-top --once
+[--json]` and the exporter's `ma_finding`, so they never disagree. No Textual here.
+
+`findings(snapshot, history, processes)` turns a snapshot (plus the counters of recent ones, kept by the
+caller's `History`, and supervisord's processes when known) into `Finding`s, most severe first. Every rule
+compares a current value or a rate over a recent window, never a lifetime counter, so a finding clears by itself
+on the first snapshot after its cause is gone (a rate: once the window holds no more events).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from pool.monitor.collector import QueueStats, Snapshot
+from pool.monitor.history import History
+from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
+from pool.queue_table import QUEUES
+
+__all__ = ["BADGES", "Finding", "History", "Thresholds", "as_text", "badges", "findings"]
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+
+BADGES = {
+    "no-workers": "NO WORKERS",
+    "backlog": "BACKLOG",
+    "retries": "RETRIES",
+    "stalled": "STALLED",
+    "throttled": "THROTTLED",
+    "rate-limited": "RATE LIMITED",
+    "no-handler": "NO HANDLER",
+    "paused": "PAUSED",
+}
+"""Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
+
+SUPERVISORCTL = "supervisorctl -c supervisord.conf"
+TABLE_QUEUES = frozenset(QUEUES)
+"""The queues the pool's queue table handles."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    kind: str
+    subject: str
+    """The queue, process or host it is about (`redis` for Redis itself)."""
+    cause: str
+    """One line: what is wrong and why."""
+    evidence: str
+    """The figures it was decided on."""
+    action: str
+    """The ma-top key and the command that act on it."""
+
+    def line(self) -> str:
+        return f"{self.severity.upper():8} {self.subject}: {self.cause} [{self.evidence}] -> {self.action}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a finding starts; each field is read from `MA_TOP_<FIELD>` (e.g. MA_TOP_RETRIES_PER_MIN)."""
+
+    billing_usage_backlog: int = 300
+    """billing-usage jobs waiting (the runbook's "more than a few hundred"; Prometheus MaBillingUsageBacklog)."""
+    retries_per_min: float = 5.0
+    """Retried attempts per minute, any queue (Prometheus MaPaymentSyncRetriesHigh: > 5/min)."""
+    stalled_per_min: float = 0.0
+    """Stalled jobs per minute: by default any stall within the window."""
+    throttled_per_min: float = 0.0
+    """Identity 429s per minute: by default any within the window (Prometheus MaIdentityThrottling: > 0)."""
+    redis_memory_pct: float = 80.0
+    """Redis used_memory as a percentage of maxmemory (when maxmemory is set)."""
+    rate_window_s: float = 300.0
+    """The window the per-minute rates are taken over."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Thresholds:
+        """ValueError naming the variable when one is malformed."""
+        values: dict[str, float] = {}
+        for f in fields(cls):
+            name = f"MA_TOP_{f.name.upper()}"
+            if name in env:
+                try:
+                    values[f.name] = int(env[name]) if f.type == "int" else float(env[name])
+                except ValueError:
+                    raise ValueError(f"{name}={env[name]!r} is not a number") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def findings(
+    snapshot: Snapshot,
+    history: History,
+    processes: Sequence[ProcessInfo] | None = None,
+    thresholds: Thresholds = Thresholds(),  # frozen, so one shared default is safe
+    *,
+    queue_names: Collection[str] = TABLE_QUEUES,
+) -> list[Finding]:
+    """Everything wrong in `snapshot`, most severe first. Records the snapshot in `history` (once per snapshot).
+
+    `processes`: supervisord's processes, to say why a queue has no worker; None when supervisord is not read.
+    `queue_names`: the queue table's names, what a pool handles (near-miss names are matched against them).
+    """
+    history.keep_s = max(history.keep_s, thresholds.rate_window_s)  # keep at least the window the rates need
+    history.record(snapshot)
+    found = [*_redis(snapshot, history, thresholds)]
+    for q in snapshot.queues:
+        found.extend(_queue(q, history, processes, thresholds, queue_names))
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
+
+
+def badges(found: Iterable[Finding], queue: str) -> list[str]:
+    """The badges of one queue's row, in a fixed order."""
+    kinds = {f.kind for f in found if f.subject == queue}
+    return [badge for kind, badge in BADGES.items() if kind in kinds]
+
+
+def as_text(found: Sequence[Finding]) -> str:
+    """The findings block of `ma-top --once`."""
+    return "\n".join(["findings:", *(f"  {f.line()}" for f in found)] if found else ["findings: none"])
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _age(seconds: float) -> str:
+    """42s, 3m, 3m05s, 1h, 1h05m: a duration an on-call engineer reads at a glance, never rounded up."""
+    s = int(max(0.0, seconds))
+    for big, small, size in (("h", "m", 3600), ("m", "s", 60)):
+        if s >= size:
+            rest = s % size // (60 if big == "h" else 1)
+            return f"{s // size}{big}" + (f"{rest:02d}{small}" if rest else "")
+    return f"{s}s"
+
+
+def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Finding]:
+    health = snapshot.redis
+    if not health.up or "redis" in snapshot.errors:
+        since = history.redis_down_since or snapshot.taken_at
+        last = f"; last answered {_clock(history.redis_last_up)}" if history.redis_last_up else ""
+        yield Finding(
+            "critical",
+            "redis-down",
+            "redis",
+            f"Redis unreachable since {_clock(since)} ({_age(snapshot.taken_at - since)}){last}",
+            snapshot.errors.get("redis") or health.error or "no answer",
+            "redis-cli -u $REDIS_URL ping; slots retry with backoff and jobs wait until it is back",
+        )
+        return
+    if health.maxmemory and health.used_memory > health.maxmemory * t.redis_memory_pct / 100:
+        pct = health.used_memory / health.maxmemory * 100
+        yield Finding(
+            "critical" if pct >= 95 else "warning",
+            "redis-memory",
+            "redis",
+            f"Redis memory at {pct:.0f}% of maxmemory: writes fail when it is full",
+            f"used {health.used_memory / 2**20:.0f} MiB of {health.maxmemory / 2**20:.0f} MiB "
+            f"(> {t.redis_memory_pct:.0f}%)",
+            "ma-top 4; drain backlogs or raise maxmemory (redis-cli config set maxmemory ...)",
+        )
+    if health.policy and health.policy != "noeviction":
+        yield Finding(
+            "critical",
+            "eviction-policy",
+            "redis",
+            f"maxmemory-policy is {health.policy}: Redis may evict job keys and BullMQ loses those jobs",
+            f"maxmemory-policy {health.policy}, evicted keys {health.evicted_keys}",
+            "ma-top 4; redis-cli config set maxmemory-policy noeviction",
+        )
+
+
+def _queue(
+    q: QueueStats,
+    history: History,
+    processes: Sequence[ProcessInfo] | None,
+    t: Thresholds,
+    queue_names: Collection[str],
+) -> Iterator[Finding]:
+    waiting = q.counts["waiting"] + q.counts["prioritized"]
+    handled = q.handled or q.name in queue_names
+    if not handled and (waiting or q.counts["delayed"]):
+        yield _no_handler(q, waiting, queue_names)
+    elif waiting and not q.workers:
+        yield _no_workers(q, waiting, processes)
+    if q.name == "billing-usage" and waiting > t.billing_usage_backlog:
+        yield Finding(
+            "warning",
+            "backlog",
+            q.name,
+            "backlog above the runbook's threshold (identity throttling? too few slots?)",
+            f"waiting {waiting} > {t.billing_usage_backlog}, workers {q.workers}",
+            f"ma-top 2 (throttled lines?); more slots: MA_PROCS_BILLING_USAGE, {SUPERVISORCTL} update",
+        )
+    yield from _rates(q, history, t)
+    if q.rate_limited_ms > 0 and waiting:
+        yield Finding(
+            "info",
+            "rate-limited",
+            q.name,
+            f"rate limiter window open: resets in {q.rate_limited_ms / 1000:.1f}s with jobs waiting",
+            f"limiter ttl {q.rate_limited_ms} ms, waiting {waiting}",
+            "clears when the limiter key expires; the limit is the queue table's `limiter`",
+        )
+    if q.paused:
+        yield Finding(
+            "warning" if waiting else "info",
+            "paused",
+            q.name,
+            "paused: no job starts until it is resumed",
+            f"paused, waiting {waiting}",
+            "ma-top 1, space on the queue resumes it (journaled)",
+        )
+
+
+RATES: tuple[tuple[str, str, Severity, str, str], ...] = (
+    # kind (= counter), threshold field, severity, what an event is, what to do
+    (
+        "retries",
+        "retries_per_min",
+        "warning",
+        "attempts failing and retried",
+        "ma-top 5 (failures by signature) or enter on the queue; billing-payment-sync: check Stripe status",
+    ),
+    (
+        "stalled",
+        "stalled_per_min",
+        "warning",
+        "jobs stalled (lock lost: a slot killed or its event loop blocked) and re-run",
+        f"ma-top 2 (events: stalled), 3 (processes: restarts); {SUPERVISORCTL} status",
+    ),
+    (
+        "throttled",
+        "throttled_per_min",
+        "info",
+        "jobs deferred by identity 429s (no attempt burned)",
+        "ma-top 2 (events: throttled); identity's IDENTITY_RATE_LIMIT_MAX/TIME_WINDOW, stagger backfills",
+    ),
+)
+
+
+def _rates(q: QueueStats, history: History, t: Thresholds) -> Iterator[Finding]:
+    for kind, field, severity, what, action in RATES:
+        threshold = float(getattr(t, field))
+        increase = history.increase(q.name, kind, t.rate_window_s)
+        if increase is None or not increase.events or increase.per_min() <= threshold:
+            continue
+        rate = increase.per_min()
+        yield Finding(
+            severity,
+            kind,
+            q.name,
+            f"{what}: {rate:.1f}/min",
+            f"{increase.events} {kind} in the last {_age(increase.span_s)} ({rate:.1f}/min > {threshold:g}/min)",
+            action,
+        )
+
+
+def _no_handler(q: QueueStats, waiting: int, queue_names: Collection[str]) -> Finding:
+    near = difflib.get_close_matches(q.name, list(queue_names), n=1, cutoff=0.8)
+    hint = f"; did you mean `{near[0]}`?" if near else ""
+    return Finding(
+        "warning",
+        "no-handler",
+        q.name,
+        f"jobs on a queue no pool handles{hint}",
+        f"waiting {waiting}, delayed {q.counts['delayed']}, not in the queue table",
+        f"fix the producer's queue name to `{near[0]}`"
+        if near
+        else "register a handler (CONTRIBUTING: Adding a product queue) or fix the producer's queue name",
+    )
+
+
+def _no_workers(q: QueueStats, waiting: int, processes: Sequence[ProcessInfo] | None) -> Finding:
+    oldest = f", oldest {_age(q.oldest_waiting_s)}" if q.oldest_waiting_s is not None else ""
+    evidence = f"waiting {waiting}{oldest}, 0 heartbeats"
+    why, action = _why_no_worker(q.name, processes)
+    return Finding("critical", "no-workers", q.name, f"no worker: {why}", evidence, action)
+
+
+def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple[str, str]:
+    status = f"ma-top 3 (processes); {SUPERVISORCTL} status {queue}:*"
+    if processes is None:
+        return "no slot's heartbeat in Redis", status
+    mine = [p for p in processes if p.group == queue]
+    if not mine:
+        hosts = ", ".join(sorted({endpoint_label(p.endpoint) for p in processes})) or "none"
+        return (
+            f"no supervisord program `{queue}` on any host read ({hosts})",
+            f"add [program:{queue}] to supervisord.conf, then {SUPERVISORCTL} update",
+        )
+    broken = [p for p in mine if p.state in ("FATAL", "BACKOFF")]
+    if broken:
+        p = broken[0]
+        detail = p.spawnerr or p.description
+        exit_status = f"exit status {p.exitstatus}, " if p.exitstatus else ""
+        return (
+            f"{len(broken)} of {len(mine)} process(es) {p.state} on {endpoint_label(p.endpoint)} "
+            f"({exit_status}{detail})",
+            f"ma-top 3, l on {p.full_name} (log tail), a to start; {SUPERVISORCTL} tail {p.full_name}",
+        )
+    stopped = [p for p in mine if p.state in ("STOPPED", "EXITED", "STOPPING")]
+    if len(stopped) == len(mine):
+        hosts = ", ".join(sorted({endpoint_label(p.endpoint) for p in stopped}))
+        return (
+            f"{len(stopped)} process(es) {stopped[0].state} on {hosts}",
+            f"ma-top 3, a on the process; {SUPERVISORCTL} start {queue}:*",
+        )
+    states = ", ".join(sorted({p.state for p in mine}))
+    return (
+        f"{len(mine)} process(es) {states} but no heartbeat (still starting, or cannot reach Redis)",
+        f"ma-top 3, l (log tail); {SUPERVISORCTL} tail {mine[0].full_name}",
+    )

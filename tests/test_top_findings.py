@@ -1,0 +1,282 @@
+"""The findings' rules (pool/monitor/findings.py) on constructed snapshots and histories, no engines: each kind
+appears with its cause, and clears by itself when the cause is gone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
+from pool.monitor.findings import BADGES, Finding, History, Thresholds, as_text, badges, findings
+from pool.monitor.history import Increase
+from tests.support.fake_source import T0, process, queue_stats
+
+UP = RedisHealth(True, used_memory=10 * 2**20, maxmemory=0, policy="noeviction")
+SOCK = "unix:///srv/host-a/var/supervisor.sock"
+
+
+def snap(*queues: QueueStats, at: float = T0, redis: RedisHealth = UP, errors=None) -> Snapshot:
+    return Snapshot(at, queues, (), redis, errors or {})
+
+
+def with_counters(q: QueueStats, **counters: int) -> QueueStats:
+    return dataclasses.replace(q, counters=counters)
+
+
+def kinds(found: list[Finding]) -> list[tuple[str, str]]:
+    return [(f.kind, f.subject) for f in found]
+
+
+def one(found: list[Finding], kind: str) -> Finding:
+    matching = [f for f in found if f.kind == kind]
+    assert len(matching) == 1, kinds(found)
+    return matching[0]
+
+
+def test_a_healthy_system_has_no_findings():
+    q = queue_stats("identity-events", waiting=3, workers=1)
+    assert findings(snap(q), History()) == []
+
+
+# -- no workers ----------------------------------------------------------------------------------------------
+
+
+def test_waiting_jobs_without_a_heartbeat_are_a_critical_no_workers_finding_and_a_worker_clears_it():
+    history = History()
+    found = findings(snap(queue_stats("identity-events", waiting=4, workers=0)), history)
+    f = one(found, "no-workers")
+    assert (f.severity, f.subject) == ("critical", "identity-events")
+    assert "waiting 4" in f.evidence and "0 heartbeats" in f.evidence
+    assert "ma-top 3" in f.action and "supervisorctl -c supervisord.conf status identity-events:*" in f.action
+    assert findings(snap(queue_stats("identity-events", waiting=4, workers=1), at=T0 + 1), history) == []
+    prioritized = queue_stats("identity-events", prioritized=1, workers=0)
+    assert kinds(findings(snap(prioritized), History())) == [("no-workers", "identity-events")]
+    delayed_only = queue_stats("identity-events", delayed=5, workers=0)
+    assert findings(snap(delayed_only), History()) == []
+
+
+def test_no_workers_says_the_programs_are_fatal_with_their_exit_status():
+    fatal = dataclasses.replace(
+        process(SOCK, "identity-events", 0, 0, "FATAL"),
+        exitstatus=78,
+        spawnerr="Exited too quickly (process log may have details)",
+    )
+    found = findings(snap(queue_stats("identity-events", waiting=1, workers=0)), History(), [fatal])
+    f = one(found, "no-workers")
+    assert "1 of 1 process(es) FATAL on host-a" in f.cause and "exit status 78" in f.cause
+    assert "Exited too quickly" in f.cause
+    assert "tail identity-events:identity-events_00" in f.action
+
+
+def test_no_workers_says_the_programs_are_stopped():
+    stopped = [process(SOCK, "billing-usage", n, 0, "STOPPED") for n in range(2)]
+    f = one(
+        findings(snap(queue_stats("billing-usage", waiting=1, workers=0)), History(), stopped), "no-workers"
+    )
+    assert "2 process(es) STOPPED on host-a" in f.cause
+    assert "supervisorctl -c supervisord.conf start billing-usage:*" in f.action
+
+
+def test_no_workers_says_when_no_host_read_has_the_program():
+    others = [process(SOCK, "billing-usage", 0, 41)]
+    f = one(
+        findings(snap(queue_stats("identity-events", waiting=1, workers=0)), History(), others), "no-workers"
+    )
+    assert "no supervisord program `identity-events` on any host read (host-a)" in f.cause
+    assert "[program:identity-events]" in f.action
+
+
+def test_no_workers_with_running_processes_says_they_do_not_beat():
+    running = [process(SOCK, "identity-events", 0, 41)]
+    f = one(
+        findings(snap(queue_stats("identity-events", waiting=1, workers=0)), History(), running), "no-workers"
+    )
+    assert "RUNNING but no heartbeat" in f.cause
+
+
+# -- Redis ---------------------------------------------------------------------------------------------------
+
+
+def test_redis_down_says_since_when_and_clears_when_it_answers():
+    history = History()
+    findings(snap(), history)
+    down = RedisHealth(False, error="ConnectionError: refused")
+    findings(snap(at=T0 + 10, redis=down, errors={"redis": "ConnectionError: refused"}), history)
+    found = findings(snap(at=T0 + 130, redis=down, errors={"redis": "ConnectionError: refused"}), history)
+    f = one(found, "redis-down")
+    assert f.severity == "critical" and f.subject == "redis"
+    assert "(2m)" in f.cause and "last answered" in f.cause and "ConnectionError" in f.evidence
+    assert findings(snap(at=T0 + 140), history) == []
+    assert history.redis_down_since is None
+
+
+def test_redis_memory_above_80_percent_of_maxmemory_only_when_maxmemory_is_set():
+    full = dataclasses.replace(UP, used_memory=850 * 2**20, maxmemory=1000 * 2**20)
+    f = one(findings(snap(redis=full), History()), "redis-memory")
+    assert f.severity == "warning" and "85%" in f.cause
+    assert findings(snap(redis=dataclasses.replace(full, used_memory=700 * 2**20)), History()) == []
+    assert findings(snap(redis=dataclasses.replace(full, maxmemory=0)), History()) == []
+    brim = dataclasses.replace(full, used_memory=990 * 2**20)
+    assert one(findings(snap(redis=brim), History()), "redis-memory").severity == "critical"
+
+
+def test_an_eviction_policy_other_than_noeviction_is_critical():
+    f = one(findings(snap(redis=dataclasses.replace(UP, policy="allkeys-lru")), History()), "eviction-policy")
+    assert f.severity == "critical" and "allkeys-lru" in f.cause and "noeviction" in f.action
+
+
+# -- queue state ---------------------------------------------------------------------------------------------
+
+
+def test_a_paused_queue_is_a_finding_until_resumed():
+    paused = queue_stats("identity-events", paused=True, waiting=2)
+    f = one(findings(snap(paused), History()), "paused")
+    assert f.severity == "warning" and "space" in f.action
+    assert findings(snap(dataclasses.replace(paused, paused=False)), History()) == []
+
+
+def test_rate_limited_with_jobs_waiting_shows_the_remaining_ttl():
+    limited = dataclasses.replace(queue_stats("billing-usage", waiting=9), rate_limited_ms=4200)
+    f = one(findings(snap(limited), History()), "rate-limited")
+    assert "4.2s" in f.cause and f.severity == "info"
+    assert findings(snap(dataclasses.replace(limited, rate_limited_ms=0)), History()) == []
+
+
+def test_billing_usage_backlog_above_its_threshold_only():
+    assert findings(snap(queue_stats("billing-usage", waiting=300)), History()) == []
+    f = one(findings(snap(queue_stats("billing-usage", waiting=301)), History()), "backlog")
+    assert "301 > 300" in f.evidence
+    assert findings(snap(queue_stats("billing-invoice", waiting=301)), History()) == []
+    custom = Thresholds(billing_usage_backlog=10)
+    assert kinds(findings(snap(queue_stats("billing-usage", waiting=11)), History(), None, custom)) == [
+        ("backlog", "billing-usage")
+    ]
+
+
+def test_a_queue_no_pool_handles_says_did_you_mean_for_a_near_miss():
+    typo = dataclasses.replace(queue_stats("billing-usgae", waiting=3, workers=0), handled=False)
+    f = one(findings(snap(typo), History()), "no-handler")
+    assert "did you mean `billing-usage`?" in f.cause and "billing-usage" in f.action
+    assert "no-workers" not in [k for k, _ in kinds(findings(snap(typo), History()))], "the cause is the name"
+    product = dataclasses.replace(queue_stats("product-x.jobs", delayed=1, workers=0), handled=False)
+    g = one(findings(snap(product), History()), "no-handler")
+    assert "did you mean" not in g.cause and "Adding a product queue" in g.action
+    assert (
+        findings(snap(dataclasses.replace(product, counts={**product.counts, "delayed": 0})), History()) == []
+    )
+
+
+def test_a_table_queue_no_pool_ever_registered_is_handled_and_lacks_workers():
+    never_started = dataclasses.replace(queue_stats("billing-usage", waiting=1, workers=0), handled=False)
+    assert kinds(findings(snap(never_started), History())) == [("no-workers", "billing-usage")]
+
+
+# -- rates from the cumulative counters ----------------------------------------------------------------------
+
+
+def feed(history: History, name: str, points: list[tuple[float, dict[str, int]]]) -> list[Finding]:
+    found: list[Finding] = []
+    for at, counters in points:
+        found = findings(snap(with_counters(queue_stats(name), **counters), at=T0 + at), history)
+    return found
+
+
+def test_retries_are_a_rate_over_the_window_and_clear_when_they_stop_though_the_lifetime_counter_stays_high():
+    history = History()
+    climbing = [(s, {"retries": 10_000 + s // 6}) for s in range(0, 181, 15)]  # 10/min for 3 minutes
+    f = one(feed(history, "billing-payment-sync", climbing), "retries")
+    assert f.severity == "warning" and "10.0/min" in f.cause
+    assert "30 retries in the last 3m" in f.evidence and "> 5/min" in f.evidence
+    flat = [(s, {"retries": 10_030}) for s in range(195, 181 + 300 + 15, 15)]
+    assert feed(history, "billing-payment-sync", flat) == [], "no retry in the last 5 minutes"
+
+
+def test_a_lifetime_counter_alone_is_no_finding():
+    history = History()
+    assert feed(history, "billing-payment-sync", [(0, {"retries": 50_000})]) == []
+    assert feed(history, "billing-payment-sync", [(60, {"retries": 50_000})]) == []
+
+
+def test_retries_at_or_below_the_threshold_are_no_finding():
+    history = History()
+    assert (
+        feed(history, "identity-events", [(s, {"retries": s // 12}) for s in range(0, 301, 30)]) == []
+    )  # 5/min
+
+
+def test_a_first_minute_never_reads_as_a_burst():
+    history = History()
+    found = feed(history, "identity-events", [(0, {"retries": 0}), (1, {"retries": 3})])
+    assert found == [], "3 retries in 1 s are 3/min until a whole minute has been watched, not 180/min"
+
+
+def test_any_stall_in_the_window_is_a_finding_until_the_window_passes():
+    history = History()
+    f = one(feed(history, "identity-events", [(0, {"stalled": 7}), (30, {"stalled": 8})]), "stalled")
+    assert f.severity == "warning" and "1 stalled in the last 30s" in f.evidence
+    assert feed(history, "identity-events", [(200, {"stalled": 8})]), "still within the window"
+    assert feed(history, "identity-events", [(340, {"stalled": 8})]) == []
+
+
+def test_identity_throttling_is_a_rate_per_queue():
+    history = History()
+    points = [(s, {"throttled": s}) for s in range(0, 121, 20)]  # 60/min
+    f = one(feed(history, "billing-usage", points), "throttled")
+    assert f.severity == "info" and "60.0/min" in f.cause
+    assert feed(history, "billing-usage", [(500, {"throttled": 120}), (520, {"throttled": 120})]) == []
+
+
+def test_a_counter_reset_counts_from_zero_and_is_never_negative():
+    history = History()
+    feed(history, "identity-events", [(0, {"retries": 900}), (60, {"retries": 2})])
+    assert history.increase("identity-events", "retries", 300) == Increase(2, 60)
+
+
+def test_the_history_is_bounded_and_records_each_snapshot_once():
+    history = History(keep_s=120, maxlen=5)
+    feed(history, "identity-events", [(s, {}) for s in range(0, 100, 10)])
+    assert len(history.samples) == 5
+    history = History(keep_s=60)
+    for s in range(0, 200, 10):
+        history.record(snap(queue_stats("identity-events"), at=T0 + s))
+    assert history.samples[0].at >= T0 + 190 - 60
+    findings(snap(queue_stats("identity-events"), at=T0 + 190), history)
+    assert len([s for s in history.samples if s.at == T0 + 190]) == 1
+
+
+# -- shared output -------------------------------------------------------------------------------------------
+
+
+def test_most_severe_first_and_badges_in_their_fixed_order():
+    q = dataclasses.replace(queue_stats("billing-usage", waiting=400, workers=0), paused=True)
+    found = findings(snap(q, redis=dataclasses.replace(UP, policy="allkeys-lru")), History())
+    assert [f.severity for f in found] == ["critical", "critical", "warning", "warning"]
+    assert badges(found, "billing-usage") == ["NO WORKERS", "BACKLOG", "PAUSED"]
+    assert badges(found, "identity-events") == []
+    assert set(BADGES.values()) >= {"NO WORKERS", "BACKLOG", "RETRIES", "NO HANDLER", "PAUSED", "THROTTLED"}
+
+
+def test_once_text_lists_each_finding_on_a_line():
+    found = findings(snap(queue_stats("identity-events", waiting=1, workers=0)), History())
+    text = as_text(found)
+    assert text.startswith("findings:\n  CRITICAL identity-events: no worker: no slot's heartbeat")
+    assert as_text([]) == "findings: none"
+
+
+def test_thresholds_come_from_the_environment_with_the_runbook_defaults():
+    assert Thresholds.from_env({}) == Thresholds()
+    assert Thresholds().retries_per_min == 5 and Thresholds().billing_usage_backlog == 300
+    env = {"MA_TOP_BILLING_USAGE_BACKLOG": "10", "MA_TOP_RETRIES_PER_MIN": "2.5"}
+    assert Thresholds.from_env(env) == Thresholds(billing_usage_backlog=10, retries_per_min=2.5)
+    with pytest.raises(ValueError, match="MA_TOP_STALLED_PER_MIN='x'"):
+        Thresholds.from_env({"MA_TOP_STALLED_PER_MIN": "x"})
+
+
+def test_the_history_keeps_at_least_the_window_the_rates_are_taken_over():
+    history = History(keep_s=60)
+    long = Thresholds(rate_window_s=600)
+    for s in range(0, 601, 60):
+        q = with_counters(queue_stats("identity-events"), stalled=1 if s == 0 else 2)
+        found = findings(snap(q, at=T0 + s), history, None, long)
+    assert kinds(found) == [("stalled", "identity-events")], "the stall 10 minutes ago is within the window"
