@@ -7,6 +7,7 @@ list, as strings); the last ones drive BullMQ's own Lua and a pool process on a 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import bullmq
@@ -15,12 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pool.contracts import bull_key
-from pool.monitor.collector import Collector
-from pool.monitor.rates import minute_series
+from pool.monitor.collector import Collector, RedisHealth, Snapshot
+from pool.monitor.rates import History, Rates, Sample, drain_eta_s, minute_series, net_rate
+from tests.support.fake_source import queue_stats
 from tests.support.waits import run_job, wait_for
 
 MINUTE = 60_000
 NOW = 29_916_667 * MINUTE + 20_000  # 20 s into a minute, epoch ms
+T = 1_795_000_000.0  # epoch seconds
 
 
 def series(record: dict[str, str | None], data: list[str], now_ms: float = NOW) -> tuple[int, ...]:
@@ -105,6 +108,56 @@ def test_each_finished_job_is_counted_in_its_own_minute_of_the_last_hour(offsets
             expected[now // MINUTE - t // MINUTE] += 1
     got = minute_series(record["count"], record["prevCount"], record["prevTS"], data[:59], now, 60)
     assert got == tuple(expected)
+
+
+# -- arrivals, departures and the drain ETA -------------------------------------------------------------------
+
+
+def samples(*points: tuple[float, int, int, int]) -> list[Sample]:
+    """(seconds from T, backlog, completed, failed)."""
+    return [Sample(T + at, b, c, f) for at, b, c, f in points]
+
+
+def test_arrivals_are_departures_plus_the_backlog_change():
+    # 5 minutes: 250 completed and 50 failed left (60/min), the backlog went 600 -> 500 (-20/min)
+    rates = net_rate(samples((0, 600, 1000, 10), (150, 560, 1140, 30), (300, 500, 1250, 60)))
+    assert rates == Rates(arrivals_per_min=40.0, departures_per_min=60.0, net_per_min=-20.0, span_s=300.0)
+    assert drain_eta_s(500, rates) == 25 * 60
+
+
+def test_a_busy_queue_whose_backlog_grows_does_not_drain():
+    rates = net_rate(samples((0, 100, 0, 0), (300, 130, 3000, 0)))  # 600/min done, 606/min arriving
+    assert rates is not None and rates.net_per_min > 0
+    assert drain_eta_s(130, rates) is None
+    standing = net_rate(samples((0, 80, 0, 0), (300, 80, 0, 0)))  # no workers: nothing moves
+    assert standing is not None and drain_eta_s(80, standing) is None
+    assert drain_eta_s(0, standing) == 0.0
+
+
+def test_only_the_last_five_minutes_count_and_a_few_seconds_are_not_a_rate():
+    rates = net_rate(samples((0, 1000, 0, 0), (100, 100, 900, 0), (250, 100, 900, 0), (400, 100, 900, 0)))
+    assert rates is not None and rates.span_s == 300 and rates.net_per_min == 0  # the old drain is gone
+    assert net_rate(samples((0, 100, 0, 0), (20, 90, 10, 0))) is None
+    assert net_rate([]) is None
+
+
+def test_history_keeps_samples_per_queue_and_starts_over_when_the_counts_go_back():
+    history = History(keep_s=360)
+
+    def tick(at: float, waiting: int = 0, completed: int = 0, *, queues: bool = True) -> None:
+        q = queue_stats("billing-usage", waiting=waiting)
+        q = dataclasses.replace(q, completed_total=completed)
+        history.record(Snapshot(T + at, (q,) if queues else (), (), RedisHealth(True)))
+
+    for i in range(8):  # one a minute: 600, 590, ... waiting while 50 a minute complete
+        tick(i * 60, 600 - i * 10, i * 50)
+    assert [s.backlog for s in history.samples("billing-usage")] == [590, 580, 570, 560, 550, 540, 530]
+    rates = history.rates("billing-usage")
+    assert rates is not None and (rates.net_per_min, rates.departures_per_min) == (-10, 50)
+    tick(480, 520, 5)  # the metrics were reset: the older samples no longer compare
+    assert len(history.samples("billing-usage")) == 1 and history.rates("billing-usage") is None
+    tick(900, queues=False)
+    assert history.samples("billing-usage") == ()  # gone from the snapshots for longer than kept
 
 
 # -- on a real Valkey -------------------------------------------------------------------------------------------

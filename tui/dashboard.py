@@ -78,7 +78,8 @@ class Dashboard(App[None]):
 
     async def _refresh(self) -> None:
         self.state.errors.pop("refresh", None)
-        snapshot = self.state.snapshot = await self.source.fetch()
+        snapshot = await self.source.fetch()
+        self.state.set_snapshot(snapshot)
         if "redis" not in snapshot.errors:
             try:
                 self.state.add_events(await self.source.events_after(self.state.last_event))
