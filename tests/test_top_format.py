@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
-from pool.monitor.collector import RedisHealth, Snapshot
-from tests.support.fake_source import queue_stats
+from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
+from pool.monitor.rates import BacklogHistory
+from tests.support.fake_source import T0, queue_stats
 from tui.format import age, drain_eta, plain, spark, when
 
 
@@ -33,19 +35,28 @@ def test_age_uses_the_largest_whole_unit():
     ]
 
 
-def test_drain_eta_uses_the_recent_completion_rate_not_the_current_minute():
+def eta_after(q: QueueStats, *ticks: tuple[float, int, int]) -> str:
+    """drain_eta once a history saw (seconds, waiting, completed_total) snapshots of the queue."""
+    history = BacklogHistory()
+    for at, waiting, completed in ticks:
+        seen = dataclasses.replace(q, counts={**q.counts, "waiting": waiting}, completed_total=completed)
+        history.record(Snapshot(T0 + at, (seen,), (), RedisHealth(True)))
+    return drain_eta(q, history)
+
+
+def test_drain_eta_counts_arrivals_not_only_completions():
     q = queue_stats("billing-usage", waiting=600)
-    busy = q.__class__(**{**q.__dict__, "completed_per_min": (99, 10, 10, 10, 10, 10)})
-    assert drain_eta(busy) == "1h"  # 600 jobs at 10/min; the partial minute (99) is ignored
+    # 5 minutes: 50/min completed while 30/min arrived: the backlog shrank 100, 20/min net
+    assert eta_after(q, (0, 700, 0), (300, 600, 250)) == "30m"
+    # as busy, but as many arrived as completed: it never drains (completions alone said 12m)
+    assert eta_after(q, (0, 600, 0), (300, 600, 250)) == "∞"
 
 
-def test_drain_eta_is_infinite_when_nothing_completes_and_a_dash_without_a_backlog():
-    stuck = queue_stats("billing-usage", waiting=5)
-    assert drain_eta(stuck) == "∞"
-    assert drain_eta(queue_stats("billing-usage", delayed=5)) == "-"
-    prioritized = queue_stats("billing-usage", prioritized=120)
-    moving = prioritized.__class__(**{**prioritized.__dict__, "completed_per_min": (0, 2, 2, 2, 2, 2)})
-    assert drain_eta(moving) == "1h"
+def test_drain_eta_waits_for_a_history_and_is_a_dash_without_a_backlog():
+    q = queue_stats("billing-usage", prioritized=120)
+    assert eta_after(q, (0, 0, 0)) == "…"  # one snapshot: no rate yet
+    assert eta_after(q, (0, 0, 0), (10, 0, 5)) == "…"  # ten seconds: a burst, not a trend
+    assert eta_after(queue_stats("billing-usage", delayed=5), (0, 0, 0)) == "-"
 
 
 def test_when_is_local_clock_time_and_zero_is_never():

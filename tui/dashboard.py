@@ -81,7 +81,8 @@ class Dashboard(App[None]):
 
     async def _refresh(self) -> None:
         self.state.errors.pop("refresh", None)
-        snapshot = self.state.snapshot = await self.source.fetch()
+        snapshot = await self.source.fetch()
+        self.state.set_snapshot(snapshot)
         self.state.findings = findings(snapshot, self.history, self.state.processes or None, self.thresholds)
         if "redis" not in snapshot.errors:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pool.monitor.collector import QueueStats, Snapshot
+from pool.monitor.rates import BacklogHistory, backlog, drain_eta_s
 
 SPARKS = "▁▁▂▃▄▅▆▇█"
 
@@ -25,14 +26,17 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def drain_eta(q: QueueStats) -> str:
-    """Time to empty the backlog at the recent completion rate (last 5 full minutes); ∞ when nothing completes."""
-    backlog = q.counts["waiting"] + q.counts["prioritized"]
-    if not backlog:
+def drain_eta(q: QueueStats, history: BacklogHistory) -> str:
+    """Time to empty the backlog at its net rate (arrivals against departures, last 5 minutes): `-` without a
+    backlog, `…` while the history is too short to tell, `∞` when it grows or stands still."""
+    jobs = backlog(q)
+    if not jobs:
         return "-"
-    recent = q.completed_per_min[1:6]
-    rate = sum(recent) / len(recent) if recent else 0
-    return age(backlog / rate * 60) if rate > 0 else "∞"
+    rates = history.rates(q.name)
+    if rates is None:
+        return "…"
+    eta = drain_eta_s(jobs, rates)
+    return "∞" if eta is None else age(eta)
 
 
 def when(ms: int) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from pool.monitor.collector import BulkJob, Snapshot
 from pool.monitor.findings import Finding
+from pool.monitor.rates import BacklogHistory
 from pool.monitor.supervisor_source import ProcessInfo
 
 EVENTS_KEPT = 2000
@@ -31,6 +32,12 @@ class TopState:
     restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     """(endpoint, process) -> pid changes seen while ma-top watched (crash loops show here)."""
     pids: dict[tuple[str, str], int] = field(default_factory=dict)
+    history: BacklogHistory = field(default_factory=BacklogHistory)
+    """Every queue's recent backlog and finished counts, one sample per snapshot: what rates are made of."""
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.history.record(snapshot)
 
     def add_events(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         for entry_id, fields in entries:

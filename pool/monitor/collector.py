@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from pool.contracts import (
     bull_key,
     stats_key,
 )
+from pool.monitor.rates import minute_series
 
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
@@ -47,13 +48,16 @@ class QueueStats:
     completed_total: int
     failed_total: int
     completed_per_min: tuple[int, ...]
-    """Newest first; index 0 is the current (partial) minute."""
+    """Jobs finished per minute, newest first: index i is the minute i minutes before the collector's now
+    (index 0 the current, partial one); a minute with no finished job is 0 (`rates.minute_series`)."""
     failed_per_min: tuple[int, ...]
     counters: Mapping[str, int]
     """Our own cumulative counters from the pool (retries, throttled, stalled, ...)."""
     workers: int = 0
     handled: bool = True
     """False for a queue no pool process ever registered and no queue table names (a new product's queue)."""
+    minute_at: float = 0.0
+    """Epoch seconds at which index 0 of the per-minute series begins (point i: `minute_at - 60 * i`)."""
 
 
 @dataclass(frozen=True)
@@ -158,9 +162,13 @@ def _epoch(value: Any) -> float:
     return 0.0
 
 
-def _per_minute(total: Any, meta_prev: Any, points: list[str]) -> tuple[int, ...]:
-    current = max(0, _int(total) - _int(meta_prev))
-    return tuple([current, *(_int(p) for p in points)][:SPARK_MINUTES])
+def _per_minute(meta: list[Any], points: list[str], now_ms: float) -> tuple[int, ...]:
+    """`meta` is HMGET count, prevCount, prevTS of a BullMQ metrics hash."""
+    count, prev_count, prev_ts = meta
+    prev = _int(prev_ts) if prev_ts else None
+    return minute_series(
+        _int(count), _int(prev_count), prev, [_int(p) for p in points], now_ms, SPARK_MINUTES
+    )
 
 
 class Collector:
@@ -172,8 +180,12 @@ class Collector:
         prefix: str = BULL_PREFIX,
         discover_every: float = 60.0,
         info_every: float = 5.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` (epoch seconds) replaces Redis' TIME as the "now" the per-minute series and the oldest
+        waiting age are measured from (tests move it forward)."""
         self.redis = redis
+        self.clock = clock
         self.prefix = prefix
         self.known = tuple(known_queues)
         self.discover_every = discover_every
@@ -262,6 +274,10 @@ class Collector:
             return bull_key(queue, *parts, prefix=p)
 
         async with self.redis.pipeline(transaction=False) as pipe:
+            # Now is Redis' clock, read in this same round trip: BullMQ's prevTS and the jobs' timestamps are
+            # written by the workers and producers of this Redis, and every dashboard and the exporter then
+            # agree on the minute, whatever the clock of the machine ma-top runs on (an on-call laptop).
+            pipe.time()
             for q in names:
                 for state in JOB_STATES:
                     suffix, kind = STATE_KEYS[state]
@@ -270,12 +286,15 @@ class Collector:
                 pipe.hexists(key(q, "meta"), "paused")
                 pipe.pttl(key(q, "limiter"))
                 pipe.lindex(key(q, "wait"), -1)
-                pipe.hmget(key(q, "metrics", "completed"), "count", "prevCount")
-                pipe.hmget(key(q, "metrics", "failed"), "count", "prevCount")
+                pipe.hmget(key(q, "metrics", "completed"), "count", "prevCount", "prevTS")
+                pipe.hmget(key(q, "metrics", "failed"), "count", "prevCount", "prevTS")
                 pipe.lrange(key(q, "metrics", "completed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.lrange(key(q, "metrics", "failed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.hgetall(stats_key(q))
-            replies = await pipe.execute()
+            server_time, *replies = await pipe.execute()
+        seconds, micros = server_time
+        now_ms = self.clock() * 1000 if self.clock else _int(seconds) * 1000 + _int(micros) / 1000
+        minute_at = now_ms // 60_000 * 60.0
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]
         oldest_ids = [row[10] for row in rows]
@@ -285,7 +304,6 @@ class Collector:
                 for q, job_id in zip(names, oldest_ids, strict=True):
                     pipe.hget(key(q, job_id), "timestamp") if job_id else pipe.echo("")
                 stamps = await pipe.execute()
-        now_ms = time.time() * 1000
         result = []
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
             counts = dict(zip(JOB_STATES, map(_int, row[:7]), strict=True))
@@ -300,9 +318,10 @@ class Collector:
                     oldest_waiting_s=max(0.0, (now_ms - stamp) / 1000) if stamp else None,
                     completed_total=_int(row[11][0]),
                     failed_total=_int(row[12][0]),
-                    completed_per_min=_per_minute(row[11][0], row[11][1], row[13]),
-                    failed_per_min=_per_minute(row[12][0], row[12][1], row[14]),
+                    completed_per_min=_per_minute(row[11], row[13], now_ms),
+                    failed_per_min=_per_minute(row[12], row[14], now_ms),
                     counters={k: _int(v) for k, v in row[15].items()},
+                    minute_at=minute_at,
                 )
             )
         return tuple(result)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, cast
 
 from bullmq import Queue
@@ -164,21 +165,60 @@ class FailureGroup:
     ids: tuple[str, ...]
 
 
+_PHRASES = "|".join(sorted((re.escape(s.phrase) for s in HTTPStatus), key=len, reverse=True))
+_KEPT = [
+    # an HTTP status in a status context: before its reason phrase ('503 Service Unavailable'), after a word
+    # that announces one (answered 429, status code 500, HTTP 502), or first after `refused|rejected ...:`/`(`
+    re.compile(rf"\b([1-5]\d\d (?:{_PHRASES}))\b"),
+    re.compile(
+        r"\b(?:answered|returned|responded|status(?: code)?|status_code|HTTP(?:/\d(?:\.\d)?)?)(?: with)?[\s:=]+"
+        r"([1-5]\d\d)\b",
+        re.IGNORECASE,
+    ),
+    re.compile(r"\b(?:refused|rejected)\b[^:;()]*?(?::\s*|\(\s*)([1-5]\d\d)\b"),
+    # an exception type: ConnectError, stripe.error.CardError, S3UploadFailedError, a leading `TokenRefused:`
+    re.compile(
+        r"\b((?:[A-Za-z_]\w*\.)*[A-Z][A-Za-z0-9]*(?:Error|Exception|Warning|Timeout|Exit|Interrupt))\b"
+    ),
+    re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+)(?=: )"),
+]
 _VOLATILE = [
     (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>"),
-    (r"'[^']*'|\"[^\"]*\"", "<str>"),
+    (r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?", "<time>"),
+    (r"\b\d+(?:\.\d+)?\s?(?:[mun]s|µs|s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)\b", "<duration>"),
     (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
     (r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]+\b", "<id>"),  # letters and digits
     (r"\b[a-z]+_[A-Za-z0-9_]+\b", "<id>"),  # snake ids such as org_nope
     (r"\d+(\.\d+)?", "<n>"),
 ]
+_MARK = 0xF0000
+_MARKS = "[\U000f0000-\U000fffff]"
+"""Kept parts stand in as private-use characters, which no pattern above matches, until the end."""
 
 
 def normalize(reason: str) -> str:
-    """`tenant org_acme_t1 is not in organization org_x` and its siblings share one signature."""
+    """`tenant org_acme_t1 is not in organization org_x` and its siblings share one signature; ids, counts,
+    durations and times go, HTTP statuses and exception types stay (a 429 is not a 503)."""
     text = reason.strip().splitlines()[0] if reason.strip() else ""
+    kept: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        kept.append(match.group(1))
+        whole, at = match.group(0), match.start()
+        return whole[: match.start(1) - at] + chr(_MARK + len(kept) - 1) + whole[match.end(1) - at :]
+
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1]
+        return match.group(0) if len(inner) == 1 and ord(inner) >= _MARK else "<str>"
+
+    text = re.sub(_MARKS, "", text)  # a reason cannot smuggle markers in
+    for kept_part in _KEPT:
+        text = kept_part.sub(keep, text)
+    # quoted text goes, unless it is a kept status line: httpx's `Server error '503 Service Unavailable' for ...`
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", quoted, text)
     for pattern, placeholder in _VOLATILE:
         text = re.sub(pattern, placeholder, text)
+    text = re.sub(_MARKS, lambda m: kept[ord(m.group(0)) - _MARK], text)
     return text[:200]
 
 

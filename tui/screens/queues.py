@@ -62,7 +62,7 @@ class QueuesScreen(Base):
                         spark(q.completed_per_min),
                         spark(q.failed_per_min),
                         age(q.oldest_waiting_s),
-                        drain_eta(q),
+                        drain_eta(q, self.matop.state.history),
                         q.workers,
                         " ".join(badges(found, q.name)),
                     ),
