@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from pool.enqueue import CliError
 
@@ -42,6 +43,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for host in dsn.hosts()
         if (password := host.get("password"))
     ]
+    # pydantic keeps a URL's password percent-encoded; a message may carry it either way
+    secrets += [unquote(s) for s in secrets if unquote(s) != s]
     setup_logging(secrets)
     return asyncio.run(serve(table[args.queue], settings))
 

@@ -17,10 +17,10 @@ from typing import Any
 from bullmq import DelayedError, Job, UnrecoverableError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from handlers.context import JobContext, Resources
+from handlers.context import Handler, JobContext, Resources
 from handlers.errors import PermanentError, ThrottledError
 from pool.logs import JobLines
-from pool.queue_table import Handler, QueueSpec
+from pool.queue_table import QueueSpec
 from pool.telemetry import Telemetry
 from pool.worker import UNDECODABLE
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,7 @@ from handlers import (
     task_notifications,
     user_management,
 )
-
-Handler = Callable[..., Awaitable[Any]]
+from handlers.context import Handler
 
 HOUR = 3600
 DAY = 24 * HOUR

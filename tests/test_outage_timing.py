@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -28,7 +29,7 @@ async def test_heartbeat_returns_within_seconds_of_redis_and_the_recovery_event_
 
         own.stop()
         stopped = time.monotonic()
-        time.sleep(OUTAGE_S)  # the outage itself: Valkey is down for this long
+        await asyncio.sleep(OUTAGE_S)  # the outage itself: Valkey is down for this long
         own.start()
         back = time.monotonic()
         outage = back - stopped

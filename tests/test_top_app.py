@@ -358,7 +358,7 @@ async def test_requeue_one_and_promote_shown_delayed(redis, start_pool, tmp_path
         await wait_for(lambda: _states(queue, [first], "waiting"), what="one requeued")
         other = next(i for i in ids if i != first)
         assert await queue.getJobState(other) == "failed"
-        await pilot.press("left", "left", "left")  # failed -> prioritized -> delayed ... (states cycle)
+        await pilot.press("left", "left", "left")  # the states cycle; the bounded loop below lands on delayed
         for _ in range(len(JOB_STATES)):  # bounded: the states cycle
             if app.screen.state == "delayed":
                 break

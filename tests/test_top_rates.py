@@ -8,6 +8,7 @@ list, as strings); the last ones drive BullMQ's own Lua and a pool process on a 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from pathlib import Path
 
 import bullmq
@@ -178,7 +179,7 @@ async def server_ms(redis) -> int:
 
 
 async def test_bullmq_s_own_metrics_read_back_on_the_minutes_the_jobs_finished(redis):
-    q = "billing-usage"
+    q = f"ma-test-metrics-{uuid.uuid4().hex[:8]}"  # its own queue: others' jobs in the session roll no figure here
     now = await server_ms(redis)
     finished = [now - 15 * MINUTE] * 7 + [now - 12 * MINUTE] * 4 + [now - 8 * MINUTE - 2_000] * 10
     script = redis.register_script(bullmq_collect_metrics_lua())

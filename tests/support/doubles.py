@@ -1,4 +1,4 @@
-"""The service doubles (devstack/identity_double.py, devstack/stripe_double.py) as real HTTP servers of ours,
+"""The service doubles (devstack/identity_double/, devstack/stripe_double.py) as real HTTP servers of ours,
 with their test hooks: `/__faults`, `/__stats`, `/__reset` (and identity's `/__ratelimit`, `/__latency`)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class ServiceDouble:
 
 
 class IdentityDouble(ServiceDouble):
-    """The identity double (devstack/identity_double.py) over the identity database."""
+    """The identity double (devstack/identity_double/) over the identity database."""
 
     def __init__(self, admin_url: str, log: Path, token_ttl: float = 300) -> None:
         super().__init__(
