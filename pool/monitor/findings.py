@@ -55,6 +55,10 @@ class Finding:
     """The figures it was decided on."""
     action: str
     """The ma-top key and the command that act on it."""
+    goto: str = ""
+    """Where ma-top shows the evidence, as `<view>` or `<view>:<target>` (enter on the finding goes there):
+    `queue:<name>` (its jobs), `process:<group>` (processes view, cursor on it), `events:<filter>`,
+    `failures:<queue>`, `redis`, `bulk`, `job:<queue>:<id>`. Empty: the subject's row in the queues view."""
 
     def line(self) -> str:
         return f"{self.severity.upper():8} {self.subject}: {self.cause} [{self.evidence}] -> {self.action}"
@@ -150,6 +154,7 @@ def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Find
             f"Redis unreachable since {_clock(since)} ({_age(snapshot.taken_at - since)}){last}",
             snapshot.errors.get("redis") or health.error or "no answer",
             "redis-cli -u $REDIS_URL ping; slots retry with backoff and jobs wait until it is back",
+            goto="redis",
         )
         return
     if health.maxmemory and health.used_memory > health.maxmemory * t.redis_memory_pct / 100:
@@ -162,6 +167,7 @@ def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Find
             f"used {health.used_memory / 2**20:.0f} MiB of {health.maxmemory / 2**20:.0f} MiB "
             f"(> {t.redis_memory_pct:.0f}%)",
             "ma-top 4; drain backlogs or raise maxmemory (redis-cli config set maxmemory ...)",
+            goto="redis",
         )
     if health.policy and health.policy != "noeviction":
         yield Finding(
@@ -171,6 +177,7 @@ def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Find
             f"maxmemory-policy is {health.policy}: Redis may evict job keys and BullMQ loses those jobs",
             f"maxmemory-policy {health.policy}, evicted keys {health.evicted_keys}",
             "ma-top 4; redis-cli config set maxmemory-policy noeviction",
+            goto="redis",
         )
 
 
@@ -195,6 +202,7 @@ def _queue(
             "backlog above the runbook's threshold (identity throttling? too few slots?)",
             f"waiting {waiting} > {t.billing_usage_backlog}, workers {q.workers}",
             f"ma-top 2 (throttled lines?); more slots: MA_PROCS_BILLING_USAGE, {SUPERVISORCTL} update",
+            goto=f"events:{q.name}",
         )
     yield from _rates(q, history, t)
     if q.rate_limited_ms > 0 and waiting:
@@ -257,6 +265,7 @@ def _rates(q: QueueStats, history: History, t: Thresholds) -> Iterator[Finding]:
             f"{what}: {rate:.1f}/min",
             f"{increase.events} {kind} in the last {_age(increase.span_s)} ({rate:.1f}/min > {threshold:g}/min)",
             action,
+            goto=f"failures:{q.name}" if kind == "retries" else f"events:{kind} {q.name}",
         )
 
 
@@ -272,6 +281,7 @@ def _no_handler(q: QueueStats, waiting: int, queue_names: Collection[str]) -> Fi
         f"fix the producer's queue name to `{near[0]}`"
         if near
         else "register a handler (CONTRIBUTING: Adding a product queue) or fix the producer's queue name",
+        goto=f"queue:{q.name}",
     )
 
 
@@ -279,7 +289,9 @@ def _no_workers(q: QueueStats, waiting: int, processes: Sequence[ProcessInfo] | 
     oldest = f", oldest {_age(q.oldest_waiting_s)}" if q.oldest_waiting_s is not None else ""
     evidence = f"waiting {waiting}{oldest}, 0 heartbeats"
     why, action = _why_no_worker(q.name, processes)
-    return Finding("critical", "no-workers", q.name, f"no worker: {why}", evidence, action)
+    return Finding(
+        "critical", "no-workers", q.name, f"no worker: {why}", evidence, action, goto=f"process:{q.name}"
+    )
 
 
 def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple[str, str]:
