@@ -19,12 +19,14 @@ field. The happy path is unchanged (the marker is only built after `fromJSON` fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
 
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
+from bullmq.job import optsFromJSON
 
 UNDECODABLE = "__ma_undecodable__"
 _DEFAULTS = {"data": "{}", "opts": "{}", "progress": "0"}
@@ -136,8 +138,7 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
             return job
         except Exception as error:  # noqa: BLE001 - reported on the worker, the job fails with the reason
             self.emit("error", error, None)
-            name = job_data.get("name", "") if isinstance(job_data, dict) else ""
-            unreadable = Job(self, name, {}, {}, job_id)
+            unreadable = self._salvaged(job_data, job_id)
             try:
                 await unreadable.moveToFailed(
                     UnrecoverableError(f"could not read the job fetched after a completion: {error!r}"), token
@@ -145,3 +146,26 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
             except Exception as failure:  # noqa: BLE001 - Redis gone too: the stall check recovers the job
                 self.emit("error", failure, None)
             return None
+
+    def _salvaged(self, job_data: Any, job_id: str) -> Job:
+        """As much of an unreadable job as can be read, to fail it as its producer asked: its options
+        (`removeOnFail`, its flow parent, whose dependency must learn of the failure) when they parse, else the
+        worker's defaults; its attempts so far. The data is left out: it is what could not be read."""
+        raw = job_data if isinstance(job_data, dict) else {}
+
+        def text(field: str) -> str:
+            value = raw.get(field, "")
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+        try:
+            opts: dict[str, Any] = optsFromJSON(json.loads(text("opts") or "{}"))
+        except (ValueError, TypeError, AttributeError):
+            opts = {}
+        if "removeOnFail" not in opts and "removeOnFail" in self.opts:
+            opts["removeOnFail"] = self.opts["removeOnFail"]
+        job = Job(self, text("name"), {}, opts, job_id)
+        if (parent_key := text("parentKey")) and not job.parentKey:
+            job.parentKey = parent_key
+        with contextlib.suppress(ValueError):
+            job.attemptsMade = int(text("attemptsMade") or text("atm") or "0")
+        return job

@@ -205,3 +205,30 @@ async def test_a_job_fetched_with_a_completion_that_cannot_be_built_fails_at_onc
 
 async def _state(queue: Queue, job_id: str, want: str) -> bool:
     return await queue.getJobState(job_id) == want
+
+
+async def test_a_job_that_cannot_be_built_is_failed_with_its_own_options(valkey, redis):
+    """Its producer's `removeOnFail` is honoured: the options are read from the raw hash, not dropped."""
+    queue_name = "ma-test-fetch-fault-opts"
+    client = connection.pooled_redis(valkey.url, max_connections=4)
+    queue = Queue(queue_name, {"connection": client})
+    await queue.add("readable", {"n": 1}, {"attempts": 3})
+    second = await queue.add("unreadable", {"n": 2}, {"attempts": 3, "removeOnFail": True})
+
+    async def process(job: Any, token: str) -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    async def gone() -> bool:
+        return not await redis.exists(f"bull:{queue_name}:{second.id}") and await queue.getFailedCount() == 0
+
+    worker = _FetchFault(queue_name, process, {"connection": client, "concurrency": 1, "autorun": False})
+    running = asyncio.ensure_future(worker.run())
+    try:
+        await wait_for(lambda: _state(queue, second.id, "unknown"), timeout=10, what="the job left active")
+        assert await gone(), "removeOnFail: the failed job's hash was removed, as its producer asked"
+    finally:
+        await worker.close(force=True)
+        running.cancel()
+        await queue.obliterate({"force": True})
+        await client.aclose()
