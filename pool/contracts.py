@@ -57,6 +57,14 @@ STATS_PREFIX = "ma:stats:"
 """`ma:stats:<queue>`: cumulative counters across hosts and restarts (retries, throttled, stalled, ...);
 `ma:stats:redis`: connection failures seen by the pool."""
 
+RECENT_PREFIX = "ma:recent:"
+"""`ma:recent:<bucket>`: hash `<scope>|<counter>` -> the increments of the pool's counters (the same as
+`ma:stats:<scope>`) counted within that bucket of RECENT_BUCKET_S seconds (bucket = epoch seconds // size), from
+every host. The rates over the last minutes are taken from these, so `ma-top --once`, a freshly opened ma-top
+and the exporter read the same rate from Redis with no history of their own. Each bucket lives RECENT_KEEP_S."""
+RECENT_BUCKET_S = 10
+RECENT_KEEP_S = 3600
+
 BULK_METRICS_CHANNEL = "super-admin.bulk-job.metrics"
 """Pub/sub channel of bulk-job telemetry (`BulkMetrics`), about once a second per running bulk job."""
 BULK_JOBS_KEY = "ma:bulk-jobs"
@@ -74,6 +82,14 @@ LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 
 def stats_key(scope: str) -> str:
     return f"{STATS_PREFIX}{scope}"
+
+
+def recent_key(bucket: int) -> str:
+    return f"{RECENT_PREFIX}{bucket}"
+
+
+def recent_field(scope: str, counter: str) -> str:
+    return f"{scope}|{counter}"
 
 
 def heartbeat_key(host: str, pid: int) -> str:

@@ -317,7 +317,12 @@ async def serve(settings: ExporterSettings) -> int:
         thresholds = Thresholds.from_env()  # the MA_TOP_* thresholds: the exporter decides as ma-top does
     except ValueError as error:
         fail(str(error))
-    exporter = Exporter(Collector(redis, QUEUES), supervisors, settings.BULLMQ_METRICS_INTERVAL, thresholds)
+    exporter = Exporter(
+        Collector(redis, QUEUES, recent_window_s=thresholds.rate_window_s),
+        supervisors,
+        settings.BULLMQ_METRICS_INTERVAL,
+        thresholds,
+    )
     await exporter.refresh()
     sampler = asyncio.ensure_future(exporter.run())
     runner = web.AppRunner(exporter.app(), access_log=None)

@@ -23,9 +23,13 @@ from pool.contracts import (
     EVENTS_STREAM,
     HEARTBEAT_TTL,
     QUEUES_REGISTRY,
+    RECENT_BUCKET_S,
+    RECENT_KEEP_S,
     WORKERS_INDEX,
     Heartbeat,
     heartbeat_key,
+    recent_field,
+    recent_key,
     stats_key,
 )
 
@@ -69,8 +73,9 @@ class Telemetry:
     throttled_count: int = 0
     in_flight: set[str] = field(default_factory=set)
     _pending: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=1_000))
-    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(stats key suffix, counter) -> increments not yet written to Redis."""
+    _counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    """(stats key suffix, counter, recent bucket) -> increments not yet written to Redis. The bucket is that
+    of the time counted, so counts held back by an outage still land in the minutes they happened in."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
 
     @property
@@ -103,7 +108,7 @@ class Telemetry:
         self.processed += 1
 
     def count(self, counter: str, n: int = 1, *, scope: str | None = None) -> None:
-        self._counts[(scope or self.queue, counter)] += n
+        self._counts[(scope or self.queue, counter, int(time.time()) // RECENT_BUCKET_S)] += n
 
     def failed(self, spec: QueueSpec, job: Job, reason: str, *, final: bool) -> None:
         self.failed_count += 1
@@ -165,8 +170,11 @@ class Telemetry:
         batch = list(self._pending)
         counts = dict(self._counts)
         async with redis.pipeline(transaction=False) as pipe:
-            for (scope, counter), n in counts.items():
+            for (scope, counter, bucket), n in counts.items():
                 pipe.hincrby(stats_key(scope), counter, n)
+                pipe.hincrby(recent_key(bucket), recent_field(scope, counter), n)
+            for bucket in {bucket for _, _, bucket in counts}:
+                pipe.expire(recent_key(bucket), RECENT_KEEP_S)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
             for record in batch:
                 pipe.xadd(

@@ -7,9 +7,10 @@ import dataclasses
 
 import pytest
 
+from pool.contracts import RECENT_BUCKET_S
 from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
 from pool.monitor.findings import BADGES, Finding, History, Thresholds, as_text, badges, findings
-from pool.monitor.history import Increase
+from pool.monitor.recent import RecentCounts
 from tests.support.fake_source import T0, process, queue_stats
 
 UP = RedisHealth(True, used_memory=10 * 2**20, maxmemory=0, policy="noeviction")
@@ -175,67 +176,75 @@ def test_a_table_queue_no_pool_ever_registered_is_handled_and_lacks_workers():
 # -- rates from the cumulative counters ----------------------------------------------------------------------
 
 
-def feed(history: History, name: str, points: list[tuple[float, dict[str, int]]]) -> list[Finding]:
-    found: list[Finding] = []
-    for at, counters in points:
-        found = findings(snap(with_counters(queue_stats(name), **counters), at=T0 + at), history)
-    return found
+def rated(
+    name: str, events: list[tuple[float, str, int]], *, now: float = T0, window_s: float = 300
+) -> Snapshot:
+    """A snapshot of `name` with the pool's recent counts: (seconds before `now`, counter, increments)."""
+    buckets: dict[int, dict[str, int]] = {}
+    for ago, counter, n in events:
+        bucket = buckets.setdefault(int(now - ago) // RECENT_BUCKET_S, {})
+        bucket[f"{name}|{counter}"] = bucket.get(f"{name}|{counter}", 0) + n
+    q = with_counters(
+        queue_stats(name), retries=50_000, throttled=50_000, stalled=50_000
+    )  # lifetime: ignored
+    return dataclasses.replace(snap(q, at=now), recent=RecentCounts(now, window_s, buckets))
 
 
 def test_retries_are_a_rate_over_the_window_and_clear_when_they_stop_though_the_lifetime_counter_stays_high():
-    history = History()
-    climbing = [(s, {"retries": 10_000 + s // 6}) for s in range(0, 181, 15)]  # 10/min for 3 minutes
-    f = one(feed(history, "billing-payment-sync", climbing), "retries")
-    assert f.severity == "warning" and "10.0/min" in f.cause
-    assert "30 retries in the last 3m" in f.evidence and "> 5/min" in f.evidence
-    flat = [(s, {"retries": 10_030}) for s in range(195, 181 + 300 + 15, 15)]
-    assert feed(history, "billing-payment-sync", flat) == [], "no retry in the last 5 minutes"
+    climbing = [(float(s), "retries", 1) for s in range(0, 180, 6)]  # 10/min over the last 3 minutes
+    f = one(findings(rated("billing-payment-sync", climbing), History()), "retries")
+    assert f.severity == "warning" and "6.0/min" in f.cause, f.cause  # 30 over the 5-minute window
+    assert "30 retries in the last 5m" in f.evidence and "> 5/min" in f.evidence, f.evidence
+    assert f.goto == "failures:billing-payment-sync"
+    later = [(ago + 301, c, n) for ago, c, n in climbing]  # the same retries, 5 minutes on
+    assert findings(rated("billing-payment-sync", later), History()) == [], "no retry in the last 5 minutes"
 
 
 def test_a_lifetime_counter_alone_is_no_finding():
-    history = History()
-    assert feed(history, "billing-payment-sync", [(0, {"retries": 50_000})]) == []
-    assert feed(history, "billing-payment-sync", [(60, {"retries": 50_000})]) == []
+    assert findings(rated("billing-payment-sync", []), History()) == []
 
 
 def test_retries_at_or_below_the_threshold_are_no_finding():
-    history = History()
-    assert (
-        feed(history, "identity-events", [(s, {"retries": s // 12}) for s in range(0, 301, 30)]) == []
-    )  # 5/min
+    at_threshold = [(float(s), "retries", 1) for s in range(0, 300, 12)]  # 25 in 5 minutes: 5/min
+    assert findings(rated("identity-events", at_threshold), History()) == []
 
 
-def test_a_first_minute_never_reads_as_a_burst():
-    history = History()
-    found = feed(history, "identity-events", [(0, {"retries": 0}), (1, {"retries": 3})])
-    assert found == [], "3 retries in 1 s are 3/min until a whole minute has been watched, not 180/min"
+def test_a_burst_just_now_is_read_over_the_whole_window_not_as_a_spike_per_second():
+    assert findings(rated("identity-events", [(1, "retries", 3)]), History()) == [], "3 in 5 min: 0.6/min"
+    f = one(findings(rated("identity-events", [(1, "retries", 40)]), History()), "retries")
+    assert "8.0/min" in f.cause, f.cause
 
 
 def test_any_stall_in_the_window_is_a_finding_until_the_window_passes():
-    history = History()
-    f = one(feed(history, "identity-events", [(0, {"stalled": 7}), (30, {"stalled": 8})]), "stalled")
-    assert f.severity == "warning" and "1 stalled in the last 30s" in f.evidence
-    assert feed(history, "identity-events", [(200, {"stalled": 8})]), "still within the window"
-    assert feed(history, "identity-events", [(340, {"stalled": 8})]) == []
+    f = one(findings(rated("identity-events", [(30, "stalled", 1)]), History()), "stalled")
+    assert f.severity == "warning" and "1 stalled in the last 5m" in f.evidence, f.evidence
+    assert findings(rated("identity-events", [(280, "stalled", 1)]), History()), "still within the window"
+    assert findings(rated("identity-events", [(320, "stalled", 1)]), History()) == []
 
 
 def test_identity_throttling_is_a_rate_per_queue():
-    history = History()
-    points = [(s, {"throttled": s}) for s in range(0, 121, 20)]  # 60/min
-    f = one(feed(history, "billing-usage", points), "throttled")
-    assert f.severity == "info" and "60.0/min" in f.cause
-    assert feed(history, "billing-usage", [(500, {"throttled": 120}), (520, {"throttled": 120})]) == []
+    f = one(
+        findings(rated("billing-usage", [(s, "throttled", 10) for s in (5, 65, 125)]), History()), "throttled"
+    )
+    assert f.severity == "info" and "6.0/min" in f.cause and f.subject == "billing-usage"
+    assert findings(rated("billing-usage", [(400, "throttled", 30)]), History()) == []
 
 
-def test_a_counter_reset_counts_from_zero_and_is_never_negative():
-    history = History()
-    feed(history, "identity-events", [(0, {"retries": 900}), (60, {"retries": 2})])
-    assert history.increase("identity-events", "retries", 300) == Increase(2, 60)
+def test_recent_counts_sum_whole_buckets_of_the_window_and_a_longer_window_is_cut_to_what_was_read():
+    recent = rated(
+        "identity-events", [(0, "retries", 1), (95, "retries", 2), (125, "retries", 4)], window_s=120
+    ).recent
+    assert recent.increase("identity-events", "retries", 60).events == 1
+    assert recent.increase("identity-events", "retries", 100).events == 3
+    assert recent.increase("identity-events", "retries", 600).events == 3, "only 120 s were read"
+    assert recent.increase("identity-events", "stalled", 120).events == 0
+    assert 110 < recent.increase("identity-events", "retries", 120).span_s <= 120
 
 
 def test_the_history_is_bounded_and_records_each_snapshot_once():
     history = History(keep_s=120, maxlen=5)
-    feed(history, "identity-events", [(s, {}) for s in range(0, 100, 10)])
+    for s in range(0, 100, 10):
+        findings(snap(queue_stats("identity-events"), at=T0 + s), history)
     assert len(history.samples) == 5
     history = History(keep_s=60)
     for s in range(0, 200, 10):
@@ -271,12 +280,3 @@ def test_thresholds_come_from_the_environment_with_the_runbook_defaults():
     assert Thresholds.from_env(env) == Thresholds(billing_usage_backlog=10, retries_per_min=2.5)
     with pytest.raises(ValueError, match="MA_TOP_STALLED_PER_MIN='x'"):
         Thresholds.from_env({"MA_TOP_STALLED_PER_MIN": "x"})
-
-
-def test_the_history_keeps_at_least_the_window_the_rates_are_taken_over():
-    history = History(keep_s=60)
-    long = Thresholds(rate_window_s=600)
-    for s in range(0, 601, 60):
-        q = with_counters(queue_stats("identity-events"), stalled=1 if s == 0 else 2)
-        found = findings(snap(q, at=T0 + s), history, None, long)
-    assert kinds(found) == [("stalled", "identity-events")], "the stall 10 minutes ago is within the window"

@@ -5,6 +5,7 @@ removed and the finding must clear by itself in both."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from tests.support.supervisord import Supervisord
 from tests.support.waits import run_job, wait_for
 
 
-def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "") -> Any:
-    """`ma-top --once [--json]`, run where no supervisord socket is: process info only from `supervisor`."""
+def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "", **env: str) -> Any:
+    """`ma-top --once [--json]`, run where no supervisord socket is: process info only from `supervisor`;
+    `env`: MA_TOP_* thresholds."""
     out = subprocess.run(
         [
             str(BIN / "ma-top"),
@@ -35,6 +37,7 @@ def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "
         text=True,
         timeout=30,
         cwd=cwd,
+        env={**os.environ, **env},
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout) if as_json else out.stdout
@@ -125,8 +128,8 @@ async def test_no_workers_names_a_stopped_program_from_supervisord_until_it_is_s
         sup.stop()
 
 
-async def test_retries_are_a_rate_in_the_exporter_and_clear_while_the_lifetime_counter_stays(
-    redis, start_pool, exporter
+async def test_retries_are_a_rate_in_the_exporter_and_once_and_clear_while_the_lifetime_counter_stays(
+    redis, valkey, start_pool, exporter, tmp_path
 ):
     q = "identity-events"
     exp = exporter(MA_TOP_RATE_WINDOW_S="15")  # a short window, so the test sees it pass
@@ -138,6 +141,9 @@ async def test_retries_are_a_rate_in_the_exporter_and_clear_while_the_lifetime_c
     await wait_for(
         lambda: finding_metric(exp, "retries", q, "warning") == 1, timeout=30, what="ma_finding retries"
     )
+    # a one-shot run has no history of its own: the rate comes from the pool's recent counts in Redis
+    (found,) = about(once(valkey.url, tmp_path, MA_TOP_RATE_WINDOW_S="15"), "retries", q)
+    assert " retries in the last " in found["evidence"] and found["goto"] == f"failures:{q}", found
 
     await wait_for(
         lambda: finding_metric(exp, "retries", q, "warning") is None,
@@ -145,3 +151,4 @@ async def test_retries_are_a_rate_in_the_exporter_and_clear_while_the_lifetime_c
         what="retries finding cleared",
     )
     assert value(exp.scrape(), "ma_queue_retries_total", queue=q) == 8, "the lifetime counter stays"
+    assert not about(once(valkey.url, tmp_path, MA_TOP_RATE_WINDOW_S="15"), "retries", q)

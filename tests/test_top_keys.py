@@ -391,7 +391,7 @@ async def test_help_lists_the_keys_and_the_thresholds():
         assert isinstance(app.screen, QueuesScreen)
 
 
-async def test_badges_and_the_findings_pane_come_from_the_findings_and_rates_from_the_ticks_history():
+async def test_badges_and_the_findings_pane_come_from_the_findings_and_rates_from_the_recent_counts():
     payments = dataclasses.replace(queue_stats("billing-payment-sync"), counters={"retries": 90_000})
     source = FakeSource(queues=[queue_stats(Q, waiting=3, workers=0), payments])
     app = top(source)
@@ -401,11 +401,9 @@ async def test_badges_and_the_findings_pane_come_from_the_findings_and_rates_fro
         assert badges == {Q: "NO WORKERS", "billing-payment-sync": ""}, "a lifetime counter is no RETRIES"
         pane = str(app.screen.query_one("#findings", Static).render())
         assert f"{Q}: no worker: " in pane and "ma-top 3" in pane
-        source.queues = [
-            queue_stats(Q, waiting=3),
-            dataclasses.replace(payments, counters={"retries": 90_600}),
-        ]
-        await app.refresh_now()  # a second tick: 600 retries since the first are > 5/min
+        source.queues = [queue_stats(Q, waiting=3), payments]
+        source.recent = {("billing-payment-sync", "retries"): 600}
+        await app.refresh_now()  # 600 retries within the last minutes are > 5/min
         badges = {r[0]: r[-1] for r in rows(app)}
         assert badges == {Q: "", "billing-payment-sync": "RETRIES"}
         pane = str(app.screen.query_one("#findings", Static).render())

@@ -70,13 +70,14 @@ class MaTop(Dashboard):
         thresholds: Thresholds | None = None,
     ) -> None:
         """Over the live system (`redis` and the supervisord endpoints) or over any `source` (tests)."""
+        thresholds = thresholds or Thresholds.from_env()
         if source is None:
             if redis is None:
                 raise TypeError("MaTop needs a Redis client or a DataSource")
-            source = LiveSource(redis, supervisors, journal_path=journal_path)
-        super().__init__(
-            source, refresh_s=refresh_s, read_only=read_only, thresholds=thresholds or Thresholds.from_env()
-        )
+            source = LiveSource(
+                redis, supervisors, journal_path=journal_path, recent_window_s=thresholds.rate_window_s
+            )
+        super().__init__(source, refresh_s=refresh_s, read_only=read_only, thresholds=thresholds)
         self.sub_title = ("READ-ONLY  " if read_only else "") + (self.grafana_url or "")
 
     def on_mount(self) -> None:
@@ -94,8 +95,7 @@ class MaTop(Dashboard):
 async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> int:
     snapshot = await source.fetch()
     processes, errors = await source.processes()
-    # One snapshot: the rate findings (retries, stalled, throttled) need a window of them, which ma-top's ticks
-    # and the exporter's samples have and a one-shot has not.
+    # One snapshot: the rate findings (retries, stalled, throttled) come from the pool's recent counts in Redis.
     found = findings(snapshot, History(), processes or None, thresholds)
     if as_json:
         body: dict[str, Any] = dataclasses.asdict(snapshot)
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ma-top: configuration error: {error}", file=sys.stderr)
         return EX_CONFIG
     supervisors = args.supervisor if args.supervisor is not None else _default_supervisor()
-    source = LiveSource.from_url(args.redis_url, supervisors)
+    source = LiveSource.from_url(args.redis_url, supervisors, recent_window_s=thresholds.rate_window_s)
     if args.once:
         return asyncio.run(_once(source, args.json, thresholds))
     MaTop(source=source, refresh_s=args.refresh, read_only=args.read_only, thresholds=thresholds).run()

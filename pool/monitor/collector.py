@@ -32,6 +32,7 @@ from pool.contracts import (
     stats_key,
 )
 from pool.monitor.rates import minute_series
+from pool.monitor.recent import RecentCounts, read_recent
 
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
@@ -139,6 +140,8 @@ class Snapshot:
     errors: Mapping[str, str] = field(default_factory=dict)
     bulk_jobs: tuple[BulkJob, ...] = ()
     """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
+    recent: RecentCounts = field(default_factory=RecentCounts)
+    """The pool's counters over the last minutes (retries, throttled, stalled, ...): what rates are taken from."""
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -181,9 +184,14 @@ class Collector:
         discover_every: float = 60.0,
         info_every: float = 5.0,
         clock: Callable[[], float] | None = None,
+        recent_window_s: float = 300.0,
     ) -> None:
         """`clock` (epoch seconds) replaces Redis' TIME as the "now" the per-minute series and the oldest
-        waiting age are measured from (tests move it forward)."""
+        waiting age are measured from (tests move it forward). `recent_window_s`: how far back the counters'
+        recent buckets are read (the findings' rate window)."""
+        self.recent_window_s = recent_window_s
+        self._skew = 0.0
+        """Redis' clock minus ours, from the last tick's TIME."""
         self.redis = redis
         self.clock = clock
         self.prefix = prefix
@@ -240,6 +248,7 @@ class Collector:
             queues = await self._queue_stats(self._queues)
             workers = await self._workers()
             bulk = await self._bulk_jobs()
+            recent = await read_recent(self.redis, self._now(), self.recent_window_s)
         except (RedisError, OSError, TimeoutError) as error:
             text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             errors["redis"] = text
@@ -254,7 +263,11 @@ class Collector:
             )
             for q in queues
         )
-        return Snapshot(time.time(), queues, workers, self._info, errors, bulk)
+        return Snapshot(time.time(), queues, workers, self._info, errors, bulk, recent)
+
+    def _now(self) -> float:
+        """Epoch seconds on Redis' clock (the clock the pool's buckets are aligned to, within NTP)."""
+        return self.clock() if self.clock else time.time() + self._skew
 
     async def _bulk_jobs(self) -> tuple[BulkJob, ...]:
         """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""
@@ -294,6 +307,7 @@ class Collector:
             server_time, *replies = await pipe.execute()
         seconds, micros = server_time
         now_ms = self.clock() * 1000 if self.clock else _int(seconds) * 1000 + _int(micros) / 1000
+        self._skew = now_ms / 1000 - time.time()
         minute_at = now_ms // 60_000 * 60.0
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]

@@ -1,8 +1,9 @@
 """What is wrong right now, and why: the one rule set behind ma-top's badges and findings pane, `ma-top --once
 [--json]` and the exporter's `ma_finding`, so they never disagree. No Textual here.
 
-`findings(snapshot, history, processes)` turns a snapshot (plus the counters of recent ones, kept by the
-caller's `History`, and supervisord's processes when known) into `Finding`s, most severe first. Every rule
+`findings(snapshot, history, processes)` turns a snapshot (with the pool's counters of the last minutes, read
+from Redis' `ma:recent:*` buckets, so every reader sees the same rate at once; what earlier snapshots said, kept
+by the caller's `History`; and supervisord's processes when known) into `Finding`s, most severe first. Every rule
 compares a current value or a rate over a recent window, never a lifetime counter, so a finding clears by itself
 on the first snapshot after its cause is gone (a rate: once the window holds no more events).
 """
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pool.monitor.collector import QueueStats, Snapshot
 from pool.monitor.history import History
+from pool.monitor.recent import RecentCounts
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
 from pool.queue_table import QUEUES
 
@@ -112,7 +114,7 @@ def findings(
     history.record(snapshot)
     found = [*_redis(snapshot, history, thresholds)]
     for q in snapshot.queues:
-        found.extend(_queue(q, history, processes, thresholds, queue_names))
+        found.extend(_queue(q, snapshot.recent, processes, thresholds, queue_names))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 
@@ -183,7 +185,7 @@ def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Find
 
 def _queue(
     q: QueueStats,
-    history: History,
+    recent: RecentCounts,
     processes: Sequence[ProcessInfo] | None,
     t: Thresholds,
     queue_names: Collection[str],
@@ -204,7 +206,7 @@ def _queue(
             f"ma-top 2 (throttled lines?); more slots: MA_PROCS_BILLING_USAGE, {SUPERVISORCTL} update",
             goto=f"events:{q.name}",
         )
-    yield from _rates(q, history, t)
+    yield from _rates(q, recent, t)
     if q.rate_limited_ms > 0 and waiting:
         yield Finding(
             "info",
@@ -251,11 +253,11 @@ RATES: tuple[tuple[str, str, Severity, str, str], ...] = (
 )
 
 
-def _rates(q: QueueStats, history: History, t: Thresholds) -> Iterator[Finding]:
+def _rates(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Finding]:
     for kind, field, severity, what, action in RATES:
         threshold = float(getattr(t, field))
-        increase = history.increase(q.name, kind, t.rate_window_s)
-        if increase is None or not increase.events or increase.per_min() <= threshold:
+        increase = recent.increase(q.name, kind, t.rate_window_s)
+        if not increase.events or increase.per_min() <= threshold:
             continue
         rate = increase.per_min()
         yield Finding(

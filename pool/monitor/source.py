@@ -105,10 +105,12 @@ class LiveSource:
         *,
         journal_path: Path = Path("var/ma-top-audit.log"),
         collector: Collector | None = None,
+        recent_window_s: float = 300.0,
     ) -> None:
+        """`recent_window_s`: how far back the pool's recent counts are read (the findings' rate window)."""
         self.redis = redis
         self.supervisors = list(supervisors)
-        self.collector = collector or Collector(redis)
+        self.collector = collector or Collector(redis, recent_window_s=recent_window_s)
         self.audit = Journal(redis, journal_path)
 
     @classmethod

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool.contracts import JOB_STATES
+from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
 from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
+from pool.monitor.recent import RecentCounts
 from pool.monitor.source import DataSource
 from pool.monitor.supervisor_source import ProcessInfo
 
@@ -63,11 +64,18 @@ class FakeSource:
     """Every action, in order: ("requeue", queue, ids), ("control_process", endpoint, name, verb), ..."""
     journal_entries: list[dict[str, Any]] = field(default_factory=list)
     bulk: asyncio.Queue[BulkJob] = field(default_factory=asyncio.Queue)
+    recent: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(queue, counter) -> increments within the last minutes (what the rate findings read)."""
 
     # -- reads ------------------------------------------------------------------------------------------
     async def fetch(self) -> Snapshot:
         queues = tuple(sorted(self.queues, key=lambda q: q.name))  # as the collector lists them
-        return Snapshot(time.time(), queues, tuple(self.workers), RedisHealth(True, policy="noeviction"))
+        now = time.time()
+        bucket = {recent_field(queue, counter): n for (queue, counter), n in self.recent.items()}
+        recent = RecentCounts(now, 300.0, {int(now) // RECENT_BUCKET_S: bucket})
+        return Snapshot(
+            now, queues, tuple(self.workers), RedisHealth(True, policy="noeviction"), recent=recent
+        )
 
     async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
         return list(self.procs), {}
