@@ -280,3 +280,19 @@ def test_thresholds_come_from_the_environment_with_the_runbook_defaults():
     assert Thresholds.from_env(env) == Thresholds(billing_usage_backlog=10, retries_per_min=2.5)
     with pytest.raises(ValueError, match="MA_TOP_STALLED_PER_MIN='x'"):
         Thresholds.from_env({"MA_TOP_STALLED_PER_MIN": "x"})
+
+
+def test_no_workers_names_an_exit_status_and_a_restart_after_an_exit():
+    q = queue_stats("identity-events", waiting=2, workers=0)
+    exited = dataclasses.replace(
+        process(SOCK, "identity-events", 0, 0, "EXITED"), exitstatus=78, stop=int(T0) - 20, now=int(T0)
+    )
+    f = one(findings(snap(q), History(), [exited]), "no-workers")
+    assert "1 of 1 process(es) on host-a exited (exit status 78) 20s ago" in f.cause, f.cause
+    assert "tail identity-events:" in f.action
+    restarted = dataclasses.replace(exited, state="STARTING", exitstatus=0, start=int(T0) - 19)
+    f = one(findings(snap(q), History(), [restarted]), "no-workers")
+    assert "exited 20s ago and restarted, no heartbeat yet (now STARTING)" in f.cause, f.cause
+    long_ago = dataclasses.replace(restarted, state="RUNNING", stop=int(T0) - 3600, start=int(T0) - 3599)
+    f = one(findings(snap(q), History(), [long_ago]), "no-workers")
+    assert "restarted" not in f.cause and "no heartbeat" in f.cause, "an exit an hour ago is no loop"

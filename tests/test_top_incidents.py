@@ -9,7 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from bullmq import Queue
 
+from devstack import engines
 from pool.monitor.findings import Thresholds
+from pool.settings import EX_CONFIG
+from pool.supervise import supervisord_env
+from tests.support.processes import pool_env
+from tests.support.supervisord import Supervisord
 from tests.support.waits import settle, wait_for
 from tests.test_top_app import rows
 from tests.test_top_findings_stack import about, once
@@ -60,3 +65,43 @@ async def test_identity_429s_are_throttled_on_the_first_screen_and_in_once_until
 
         await wait_for(lambda: "THROTTLED" not in badge(), timeout=45, what="THROTTLED cleared")
         assert not about(once(valkey.url, tmp_path, MA_TOP_RATE_WINDOW_S=window), "throttled", USAGE)
+
+
+async def test_slots_that_crash_at_start_are_no_workers_naming_fatal_and_the_exit_status_until_fixed(
+    valkey, redis, db_urls, tmp_path
+):
+    q = "identity-events"
+    await Queue(q, {"connection": redis}).add("test.sleep", {"seconds": 0})
+    env = pool_env(valkey.url, db_urls, MA_EXPORTER_PORT=str(engines.free_port()))
+    broken = {k: v for k, v in env.items() if k != "SUPABASE_SERVICE_ROLE_KEY"}  # every slot exits at start
+    (tmp_path / "host-a").mkdir()
+    sup = Supervisord(tmp_path / "host-a", supervisord_env(broken))
+    endpoint = f"unix://{tmp_path}/host-a/var/supervisor.sock"
+    try:
+
+        def crashing() -> list[dict[str, str]]:
+            found = about(once(valkey.url, tmp_path, supervisor=endpoint), "no-workers", q)
+            # FATAL once supervisord gives up; a slot that dies after `startsecs` (a slow start-up on a loaded
+            # machine) is restarted for ever instead, and said so
+            causes = ("FATAL on host-a", "BACKOFF on host-a", "exit status", "restarted, no heartbeat yet")
+            return found if found and any(c in found[0]["cause"] for c in causes) else []
+
+        (found,) = await wait_for(crashing, timeout=90, what="no-workers naming the crashing slot")
+        if "FATAL" in found["cause"] or "BACKOFF" in found["cause"]:
+            assert f"exit status {EX_CONFIG}" in found["cause"], found["cause"]
+        assert f"supervisorctl -c supervisord.conf tail {q}:" in found["action"], found["action"]
+        assert found["goto"] == f"process:{q}"
+    finally:
+        sup.stop()
+
+    (tmp_path / "host-b").mkdir()  # the configuration fixed, supervisord started again
+    sup = Supervisord(tmp_path / "host-b", supervisord_env(env))
+    fixed = f"unix://{tmp_path}/host-b/var/supervisor.sock"
+    try:
+        await wait_for(
+            lambda: not about(once(valkey.url, tmp_path, supervisor=fixed), "no-workers", q),
+            timeout=60,
+            what="no-workers cleared once the slots run",
+        )
+    finally:
+        sup.stop()

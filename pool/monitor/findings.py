@@ -41,6 +41,8 @@ BADGES = {
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
 SUPERVISORCTL = "supervisorctl -c supervisord.conf"
+RESTART_LOOP_S = 300
+"""A process that exited this recently and runs again without a heartbeat may be looping: the finding says so."""
 TABLE_QUEUES = frozenset(QUEUES)
 """The queues the pool's queue table handles."""
 
@@ -316,6 +318,27 @@ def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple
             f"{len(broken)} of {len(mine)} process(es) {p.state} on {endpoint_label(p.endpoint)} "
             f"({exit_status}{detail})",
             f"ma-top 3, l on {p.full_name} (log tail), a to start; {SUPERVISORCTL} tail {p.full_name}",
+        )
+    crashed = [p for p in mine if p.state == "EXITED" and p.exitstatus]
+    if crashed:  # exited unexpectedly; supervisord restarts it (autorestart) until `startretries` runs out
+        p = crashed[0]
+        return (
+            f"{len(crashed)} of {len(mine)} process(es) on {endpoint_label(p.endpoint)} exited "
+            f"(exit status {p.exitstatus}) {_age(p.now - p.stop)} ago",
+            f"ma-top 3, l on {p.full_name} (log tail); {SUPERVISORCTL} tail {p.full_name}",
+        )
+    restarted = [
+        p
+        for p in mine
+        if p.state in ("STARTING", "RUNNING") and 0 < p.stop <= p.start and p.now - p.stop <= RESTART_LOOP_S
+    ]
+    if restarted:  # supervisord clears the exit status on a restart: what is left is the time of the exit
+        p = max(restarted, key=lambda p: p.stop)
+        return (
+            f"{len(restarted)} of {len(mine)} process(es) on {endpoint_label(p.endpoint)} exited "
+            f"{_age(p.now - p.stop)} ago and restarted, no heartbeat yet (now {p.state}): a restart loop if "
+            "it lasts",
+            f"ma-top 3, l on {p.full_name} (log tail); {SUPERVISORCTL} tail {p.full_name}",
         )
     stopped = [p for p in mine if p.state in ("STOPPED", "EXITED", "STOPPING")]
     if len(stopped) == len(mine):

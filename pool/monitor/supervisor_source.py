@@ -23,6 +23,8 @@ class ProcessInfo:
     description: str
     exitstatus: int = 0
     spawnerr: str = ""
+    stop: int = 0
+    """Epoch seconds of its last exit or stop (0: never)."""
 
     @property
     def full_name(self) -> str:
@@ -66,6 +68,7 @@ def _read(endpoint: str) -> list[ProcessInfo]:
             p["description"],
             p.get("exitstatus", 0),
             p.get("spawnerr", ""),
+            p.get("stop", 0),
         )
         for p in infos
     ]
