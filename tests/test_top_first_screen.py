@@ -355,3 +355,14 @@ async def test_the_header_shows_no_process_count_without_supervisord():
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert "procs" not in text(app, "#status")
+
+
+async def test_f_typed_in_the_filter_box_filters_rather_than_moving_to_the_findings():
+    source = FakeSource(queues=[queue_stats("billing-usage"), queue_stats("platform-ops"), queue_stats(Q)])
+    app = top(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await keys(pilot, "slash", "f", "o", "r", "m", "enter")
+        table: DataTable[Any] = app.screen.query_one(DataTable)
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == ["platform-ops"]
+        assert not pane(app).has_focus
