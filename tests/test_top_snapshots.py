@@ -122,6 +122,9 @@ def after(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
 
 @pytest.fixture
 def app(valkey, tmp_path: Path) -> FrozenTop:
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(valkey.url).flushdb()  # the first screen's events strip: no other test's events
     redis = Redis.from_url(valkey.url, decode_responses=True)  # connects inside the snapshot's own loop
     return FrozenTop(source=FixedSource(redis, journal_path=tmp_path / "audit.log"), refresh_s=60)
 

@@ -111,6 +111,7 @@ class Dashboard(App[None]):
             self.state.errors.pop("processes", None)
         except Exception as error:  # noqa: BLE001 - shown, retried on the next tick
             self.state.errors["processes"] = f"{type(error).__name__}: {error}"
+        self.render_screen()  # the header's process count, now rather than on the next tick
 
     def now(self) -> datetime:
         """The clock the screens show (snapshot tests freeze it)."""

@@ -59,3 +59,22 @@ def plain(snapshot: Snapshot) -> str:
             f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7}"
         )
     return "\n".join(lines)
+
+
+BROKEN_STATES = ("FATAL", "BACKOFF", "EXITED", "UNKNOWN")
+"""supervisord states that mean a process died or cannot start: red in the header (the rest not RUNNING,
+STOPPED, STARTING, STOPPING, are yellow: stopped on purpose, or on their way)."""
+
+
+def procs_summary(states: list[str]) -> str:
+    """The header's `procs 12/14 running, 2 FATAL`: red when one is broken, yellow when one is merely not
+    running, plain when all run; empty when no supervisord process is known (none read)."""
+    if not states:
+        return ""
+    running = states.count("RUNNING")
+    others = sorted({s for s in states if s != "RUNNING"}, key=lambda s: (s not in BROKEN_STATES, s))
+    text = f"procs {running}/{len(states)} running" + "".join(f", {states.count(s)} {s}" for s in others)
+    if not others:
+        return text
+    color = "red" if others[0] in BROKEN_STATES else "yellow"
+    return f"[{color}]{text}[/{color}]"

@@ -10,12 +10,15 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pool.monitor.collector import Snapshot
 from tui.dashboard import Dashboard
+from tui.format import procs_summary
 
 
 class Base(Screen[None]):
     filter_text = ""
     filterable = False
     """Screens with a `/` filter get the (hidden until asked for) filter box."""
+    pending_filter: str | None = None
+    """A filter to set on the next render (enter on a finding that points at filtered rows)."""
 
     @property
     def matop(self) -> Dashboard:
@@ -48,7 +51,15 @@ class Base(Screen[None]):
         self.query_one(DataTable).focus()
 
     def matches(self, *fields: Any) -> bool:
-        return not self.filter_text or any(self.filter_text in str(f).lower() for f in fields)
+        """Every word of the filter is in one of `fields` (`stalled identity-events`: kind and queue)."""
+        return all(any(word in str(f).lower() for f in fields) for word in self.filter_text.split())
+
+    def set_filter(self, text: str) -> None:
+        """Filter as if typed after `/` (the box stays shown, so the filter is seen and `/` edits it)."""
+        box = self.query_one("#filter", Input)
+        box.value = text
+        box.display = bool(text)
+        self.filter_text = text.strip().lower()
 
     def fill(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Replace the table's rows, keeping the cursor where it was."""
@@ -75,10 +86,15 @@ class Base(Screen[None]):
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         """The status line; each view renders its body after calling this."""
+        if self.pending_filter is not None:
+            self.set_filter(self.pending_filter)
+            self.pending_filter = None
         app = self.matop
         errors = "  ".join(f"[red]{k}: {v}[/red]" for k, v in app.state.all_errors(snapshot).items())
         mode = "[reverse] READ-ONLY [/reverse] " if app.read_only else ""
         redis = "[green]redis up[/green]" if snapshot.redis.up else "[red]REDIS DOWN[/red]"
+        procs = procs_summary([p.state for p in app.state.processes])
         self.query_one("#status", Static).update(
-            f"{mode}{redis}  workers {len(snapshot.workers)}  {app.now():%H:%M:%S}  {app.message}  {errors}"
+            f"{mode}{redis}  workers {len(snapshot.workers)}  {procs + '  ' if procs else ''}"
+            f"{app.now():%H:%M:%S}  {app.message}  {errors}"
         )

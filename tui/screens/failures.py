@@ -29,6 +29,8 @@ class FailuresScreen(Base):
         super().__init__()
         self.groups: list[FailureGroup] = []
         self.loaded_at = 0.0
+        self.pending_queue: str | None = None
+        """A queue whose first group the cursor goes to after the next read (enter on a finding)."""
 
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="failures", cursor_type="row", zebra_stripes=True)
@@ -63,6 +65,16 @@ class FailuresScreen(Base):
             )
         if groups:
             table.move_cursor(row=min(row, len(groups) - 1))
+        if self.pending_queue is not None:
+            self._select_queue(self.pending_queue)
+            self.pending_queue = None
+
+    def _select_queue(self, queue: str) -> None:
+        first = next((i for i, g in enumerate(self.groups) if g.queue == queue), None)
+        if first is None:  # retried attempts that later succeeded leave no failed job behind
+            self.app.notify(f"no failed jobs on {queue} now")
+        else:
+            self.query_one(DataTable).move_cursor(row=first)
 
     def action_requeue_group(self) -> None:
         app = self.matop

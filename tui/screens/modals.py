@@ -15,12 +15,17 @@ from pool.monitor.findings import Thresholds
 from tui.dashboard import Dashboard
 
 HELP = """[b]ma-top[/b] — keys
-1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs   ? help   q quit
-/  filter the queues or events shown (by name, kind, queue or message)
-enter  drill into a queue / job     esc  back
-queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job   R requeue shown failed
-             P promote shown delayed   space pause/resume queue
-processes:   s restart   x stop   a start   S rolling restart of the program   l log tail
+1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs
+?  help    q  quit    enter  drill into a queue / job    esc  back
+/  filter the queues or events shown (events: every word in the kind,
+   queue or message)
+first screen:  f or tab  the findings, most severe first   ↑/↓  select
+   enter  its evidence: the queue's jobs, the program's processes, the
+   events filtered, the queue's failure groups, Redis, bulk jobs, the job
+   esc  back to the queue table   space  pause/resume the queue
+queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
+   R requeue shown failed   P promote shown delayed
+processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
 """
 

@@ -25,6 +25,8 @@ class ProcessesScreen(Base):
         Binding("S", "rolling", "rolling restart"),
         Binding("l", "tail", "log tail"),
     ]
+    pending_group: str | None = None
+    """A program whose first process the cursor goes to once processes are read (enter on a finding)."""
 
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
@@ -60,6 +62,16 @@ class ProcessesScreen(Base):
                 )
             )
         self.fill(rows)
+        if self.pending_group is not None and processes:
+            self._select_group(self.pending_group)
+            self.pending_group = None
+
+    def _select_group(self, group: str) -> None:
+        first = next((i for i, p in enumerate(self.matop.state.processes) if p.group == group), None)
+        if first is None:
+            self.app.notify(f"no process of program {group} on any supervisord read")
+        else:
+            self.query_one(DataTable).move_cursor(row=first)
 
     def selected(self) -> tuple[str, str] | None:
         key = self.selected_key()
