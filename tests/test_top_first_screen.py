@@ -189,8 +189,8 @@ async def test_enter_on_a_stalled_finding_shows_the_events_filtered_by_kind_and_
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        source.queues = [counting(stalls, stalled=2)]
-        await app.refresh_now()  # two stalls since the first tick
+        source.recent = {(Q, "stalled"): 2}
+        await app.refresh_now()  # two stalls within the last minutes
         await settle(pilot)
         assert pane(app).selected.goto == f"events:stalled {Q}"
         await keys(pilot, "f", "enter")
@@ -214,7 +214,7 @@ async def test_enter_on_a_retries_finding_puts_the_failures_cursor_on_that_queue
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        source.queues = [queue_stats("billing-invoice", failed=5), counting(payments, retries=140)]
+        source.recent = {("billing-payment-sync", "retries"): 40}
         await app.refresh_now()
         await settle(pilot)
         assert pane(app).selected.goto == "failures:billing-payment-sync"
