@@ -117,6 +117,10 @@ class Heartbeat(TypedDict):
     throttled: int
     started: int
     lastBeat: int
+    rss: int
+    """Resident set size in bytes when the beat was written (0: unknown; absent from older pools' beats)."""
+    cpu: float
+    """CPU percent of one core since the previous beat (absent from older pools' beats)."""
 
 
 class EventRecord(TypedDict, total=False):

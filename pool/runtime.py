@@ -158,7 +158,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
-    beats = asyncio.ensure_future(telemetry.run(probe))
+    beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
         "consuming %s: concurrency=%d handlers=%s",
         spec.name,

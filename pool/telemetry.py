@@ -16,6 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+import psutil
 from redis.exceptions import RedisError
 
 from pool.contracts import (
@@ -56,6 +57,32 @@ class _ThrottleWindow:
     count: int = 0
 
 
+class _Usage:
+    """This process's RSS and its CPU since the previous reading, from one cheap psutil call each (once a beat):
+    what lets ma-top show the memory and CPU of every host's processes, not only its own host's."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._at = time.monotonic()
+        self._cpu_s = self._cpu()
+
+    def _cpu(self) -> float:
+        times = self._proc.cpu_times()
+        return float(times.user + times.system)
+
+    def read(self) -> tuple[int, float]:
+        """(RSS bytes, CPU % of one core since the previous read); (0, 0.0) if the OS will not tell."""
+        try:
+            rss = int(self._proc.memory_info().rss)
+            now, cpu_s = time.monotonic(), self._cpu()
+        except psutil.Error:
+            return 0, 0.0
+        elapsed = now - self._at
+        percent = max(0.0, (cpu_s - self._cpu_s) / elapsed * 100) if elapsed > 0 else 0.0
+        self._at, self._cpu_s = now, cpu_s
+        return rss, round(percent, 1)
+
+
 @dataclass
 class Telemetry:
     queue: str
@@ -72,6 +99,7 @@ class Telemetry:
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(stats key suffix, counter) -> increments not yet written to Redis."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
+    _usage: _Usage = field(default_factory=lambda: _Usage())
 
     @property
     def heartbeat_key(self) -> str:
@@ -146,6 +174,7 @@ class Telemetry:
 
     # -- the background loop --------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
+        rss, cpu = self._usage.read()
         return {
             "host": self.host,
             "pid": self.pid,
@@ -158,6 +187,8 @@ class Telemetry:
             "throttled": self.throttled_count,
             "started": self.started,
             "lastBeat": now_ms(),
+            "rss": rss,
+            "cpu": cpu,
         }
 
     async def flush(self, redis: Redis) -> None:

@@ -73,6 +73,10 @@ class WorkerBeat:
     throttled: int
     started: int
     last_beat: int
+    rss: int = 0
+    """Resident set size in bytes at the beat (0: not reported, a pool older than the field)."""
+    cpu: float | None = None
+    """CPU percent of one core since the previous beat (None: not reported)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,13 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _epoch(value: Any) -> float:
@@ -349,6 +360,8 @@ class Collector:
                     b.get("throttled", 0),
                     b.get("started", 0),
                     b.get("lastBeat", 0),
+                    _int(b.get("rss")),
+                    _float(b.get("cpu")),
                 )
             )
         return tuple(beats)
