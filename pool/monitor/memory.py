@@ -20,7 +20,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import pairwise, takewhile
 
 from pool.monitor.collector import Snapshot, WorkerBeat
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
@@ -98,8 +98,10 @@ def growth(series: Series, window_s: float, warmup_s: float) -> Growth | None:
         return None
     values = [series.rss_at(start + window_s * i / STEPS) or first for i in range(STEPS + 1)]
     rising = sum(after > before for before, after in pairwise(values))
-    window = [rss for at, rss in points if at >= start]
-    fall = max((before - after for before, after in pairwise([first, *window])), default=0)
+    window = list(takewhile(lambda point: point[0] >= start, reversed(points)))  # newest first: no full walk
+    fall = max(
+        (before - after for after, before in pairwise([rss for _, rss in window] + [first])), default=0
+    )
     return Growth(first, points[-1][1], window_s, rising, max(0, fall))
 
 
