@@ -108,7 +108,12 @@ async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
 
 
 async def serve(spec: QueueSpec, settings: Settings) -> int:
-    telemetry = Telemetry(spec.name, settings.process_name or f"{spec.name}(pid)", spec.concurrency)
+    telemetry = Telemetry(
+        spec.name,
+        settings.process_name or f"{spec.name}(pid)",
+        spec.concurrency,
+        trail_every=settings.MA_RSS_TRAIL_INTERVAL,
+    )
     redis_url = str(settings.REDIS_URL)
     redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once

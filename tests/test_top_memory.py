@@ -168,3 +168,20 @@ def test_the_rss_sparkline_climbs_with_growth_and_stays_low_when_flat():
     young, _ = replay(lambda t: 100 + t / 60, 10 * 60, start=T0 + 50 * 60)
     trail = young.memory.series[("host-a", 4242)].trail(T0 + 3600, 12)
     assert trail[:9] == [None] * 9 and spark_level(trail).startswith(" " * 9)
+
+
+def test_one_snapshot_judges_the_hour_from_the_trail_the_heartbeat_carries():
+    # what `ma-top --once` and a freshly opened ma-top see: one beat, carrying a minute-by-minute trail
+    trail = tuple((int((T0 + m * 60) * 1000), int((100 + 4 * m) * MIB)) for m in range(60))
+    now = T0 + 3600
+    leaking = dataclasses.replace(beat(now, int(340 * MIB)), rss_trail=trail)
+    (f,) = growth(findings(Snapshot(now, (), (leaking,), UP), History()))
+    assert f.subject == f"host-a:{NAME}" and f.evidence.startswith("rss 280 -> 340 MiB")
+    flat = tuple((at, 100 * MIB) for at, _ in trail)
+    steady = dataclasses.replace(beat(now, 100 * MIB), rss_trail=flat)
+    history = History()
+    assert not growth(findings(Snapshot(now, (), (steady,), UP), history))
+    series = history.memory.of(steady)
+    assert series is not None and len(series.points) == 61, "the trail, then the beat's own point"
+    line = spark_level(series.trail(now, 12))
+    assert set(line) == {"▁"}

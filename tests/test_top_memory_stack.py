@@ -1,16 +1,16 @@
-"""Memory across hosts on the real stack: a pool process's heartbeat carries its RSS and CPU, the collector reads
-them, the exporter serves them, and a handler that keeps allocating is a memory-growth finding on ma-top's
-first screen and in the exporter's `ma_finding`, which clears once the allocating stops.
-
-Why not `ma-top --once --json` for the growth: growth is a trend over a window of heartbeats, and a one-shot
-run sees one snapshot (its History starts empty, as for the rate findings). The trend lives where ticks go on:
-ma-top itself (here a headless MaTop over the live source, ticking) and the exporter (its sampler keeps the
-history across scrapes). `--once --json` still shows each process's current rss and cpu (asserted here)."""
+"""Memory across hosts on the real stack: a pool process's heartbeat carries its RSS, CPU and RSS trail, the
+collector reads them, the exporter serves them, and a handler that keeps allocating is a memory-growth finding
+on ma-top's first screen (a headless MaTop over the live source, ticking), in `ma-top --once --json` (one
+snapshot: the trail in the heartbeat is its history) and in the exporter's `ma_finding`; all three clear once
+the allocating stops. Windows of seconds instead of minutes (MA_TOP_RSS_*, a fast heartbeat and trail) so the
+incident is staged in a test's time."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -27,9 +27,25 @@ from tui.app import MaTop
 
 Q = "identity-events"
 NAME = f"{Q}:{Q}_00"
-FAST = {"MA_HEARTBEAT_INTERVAL": "0.5", "MA_PROCESS_NAME": NAME}
+FAST = {"MA_HEARTBEAT_INTERVAL": "0.5", "MA_RSS_TRAIL_INTERVAL": "0.5", "MA_PROCESS_NAME": NAME}
 SHORT = {"MA_TOP_RSS_GROWTH_WINDOW_S": "8", "MA_TOP_RSS_WARMUP_S": "2", "MA_TOP_RSS_GROWTH_PCT": "20"}
 """Growth windows of seconds instead of minutes, so the incident is staged in a test's time."""
+
+
+def once(redis_url: str, cwd: Path) -> dict[str, Any]:
+    """`ma-top --once --json` with the short windows, where no supervisord socket is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MA_")} | SHORT
+    out = subprocess.run(
+        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    body: dict[str, Any] = json.loads(out.stdout)
+    return body
 
 
 async def beat_of(redis: Redis, pid: int, check: Any = bool) -> WorkerBeat:
@@ -56,20 +72,13 @@ async def test_a_pool_processs_heartbeat_carries_its_rss_and_cpu_and_the_collect
     # the CPU is measured since the previous beat: a busy slot shows it
     await run_job(redis, Q, "test.allocate", {"mib": 32, "steps": 40, "everySeconds": 0})
     await beat_of(redis, pool.proc.pid, lambda b: (b.cpu or 0) > 1)
-    after = await beat_of(
-        redis, pool.proc.pid, lambda b: not b.in_flight and b.last_beat > beat.last_beat + 1
-    )
-    assert after.rss > beat.rss + 1000 * 2**20, "1.25 GiB held: the RSS followed"
-    out = subprocess.run(
-        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", valkey.url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,  # no supervisord socket here: the figures come from the heartbeat alone
-    )
-    assert out.returncode == 0, out.stderr
-    (worker,) = [w for w in json.loads(out.stdout)["workers"] if w["pid"] == pool.proc.pid]
+    # 1.25 GiB held once the job is done: the RSS followed
+    await beat_of(redis, pool.proc.pid, lambda b: not b.in_flight and b.rss > beat.rss + 1000 * 2**20)
+    (worker,) = [w for w in once(valkey.url, tmp_path)["workers"] if w["pid"] == pool.proc.pid]
     assert worker["rss"] > 1000 * 2**20 and worker["cpu"] is not None
+    trail = worker["rss_trail"]
+    assert len(trail) > 1 and [at for at, _ in trail] == sorted(at for at, _ in trail)
+    assert trail[0][1] < 500 * 2**20 < 1000 * 2**20 < trail[-1][1], "the trail holds the growth"
 
 
 async def test_the_exporter_serves_each_processs_rss_and_cpu_from_its_heartbeat(redis, start_pool, exporter):
@@ -89,7 +98,7 @@ async def test_the_exporter_serves_each_processs_rss_and_cpu_from_its_heartbeat(
 
 
 async def test_a_handler_that_keeps_allocating_is_memory_growth_on_the_first_screen_and_in_the_exporter_until_it_stops(
-    redis, start_pool, exporter, tmp_path
+    redis, valkey, start_pool, exporter, tmp_path
 ):
     pool = start_pool(Q, **FAST)
     beat = await beat_of(redis, pool.proc.pid, lambda b: b.rss > 0)
@@ -116,10 +125,21 @@ async def test_a_handler_that_keeps_allocating_is_memory_growth_on_the_first_scr
         pane = str(app.screen.query_one("#findings", Static).render())
         assert "RSS grew" in pane and subject in pane
         await wait_for(lambda: metric() == 1, timeout=30, what="ma_finding memory-growth")
+        (one,) = await wait_for(
+            lambda: [f for f in once(valkey.url, tmp_path)["findings"] if f["kind"] == "memory-growth"],
+            timeout=30,
+            what="memory-growth in ma-top --once --json",
+        )
+        assert one["subject"] == subject and one["goto"] == f"process:{Q}"
 
         assert (await settle(redis, Q, str(job.id), timeout=60)).returnvalue["heldMib"] == 360
         await wait_for(lambda: not on_screen(), timeout=30, what="memory-growth cleared on ma-top")
         await wait_for(lambda: metric() is None, timeout=30, what="ma_finding memory-growth cleared")
+        await wait_for(
+            lambda: not [f for f in once(valkey.url, tmp_path)["findings"] if f["kind"] == "memory-growth"],
+            timeout=30,
+            what="memory-growth cleared in ma-top --once --json",
+        )
     held = (await beat_of(redis, pool.proc.pid, lambda b: b.rss > 0)).rss
     assert held > beat.rss + 300 * 2**20, (
         "the memory is still held: the finding cleared because growth stopped"

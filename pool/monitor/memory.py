@@ -1,7 +1,8 @@
 """Each pool process's RSS over the last hour, from its heartbeats, and the test for steady growth.
 
 Every slot's heartbeat carries its RSS (pool/telemetry.py), so this works for the processes of every host, not
-only ma-top's own. One series per process life: a restarted slot (a new pid, or the same pid with a new start
+only ma-top's own; the first beat read of a process also brings its own trail of the last hour (one point a
+minute), so a dashboard opened now, or `ma-top --once`, judges the hour at once. One series per process life: a restarted slot (a new pid, or the same pid with a new start
 time) starts a new series, so a restart never reads as a drop or a jump. A point is added per beat, not per
 snapshot (a beat read by ten ticks is one point), and a series whose process has not beaten for the hour is
 dropped, so the memory held is bounded by the processes alive in the last hour.
@@ -121,6 +122,8 @@ class MemoryHistory:
             started = beat.started / 1000
             if series is None or series.started != started:
                 series = self.series[key] = Series(beat.host, beat.pid, beat.process, beat.queue, started)
+                # the process's own trail: a dashboard opened now sees its last hour at once
+                series.points.extend((ms / 1000, rss) for ms, rss in beat.rss_trail if rss > 0)
             at = beat.last_beat / 1000
             if series.points and at <= series.points[-1][0]:
                 continue  # the same beat read again by a later tick
