@@ -347,7 +347,8 @@ def _memory_growth(snapshot: Snapshot, history: History, t: Thresholds) -> Itera
         g = growth(series, t.rss_growth_window_s, t.rss_warmup_s) if series else None
         if series is None or g is None or not g.steady or g.pct <= t.rss_growth_pct:
             continue
-        group = beat.process.split(":")[0] if beat.process else beat.queue
+        supervised = ":" in beat.process  # supervisord's `group:name`; a slot run by hand has no such name
+        group = beat.process.split(":")[0] if supervised else beat.queue
         yield Finding(
             "warning",
             "memory-growth",
@@ -355,7 +356,7 @@ def _memory_growth(snapshot: Snapshot, history: History, t: Thresholds) -> Itera
             f"RSS grew {g.pct:.0f}% in {_age(g.span_s)} and is still growing (a leak, or a job holding memory)",
             f"rss {g.start_rss / 2**20:.0f} -> {g.end_rss / 2**20:.0f} MiB, {g.rising} of {STEPS} steps up "
             f"(> {t.rss_growth_pct:g}% in {_age(t.rss_growth_window_s)})",
-            f"ma-top 3 (rss sparkline); {SUPERVISORCTL} restart {beat.process or group + ':*'} once its jobs "
-            "are done",
+            f"ma-top 3 (rss sparkline); {SUPERVISORCTL} restart {beat.process if supervised else group + ':*'} "
+            "once its jobs are done",
             goto=f"process:{group}",
         )
