@@ -133,6 +133,13 @@ class Heartbeat(TypedDict):
     throttled: int
     started: int
     lastBeat: int
+    rss: int
+    """Resident set size in bytes when the beat was written (0: unknown; absent from older pools' beats)."""
+    cpu: float
+    """CPU percent of one core since the previous beat (absent from older pools' beats)."""
+    rssTrail: list[list[int]]
+    """[epoch ms, RSS bytes] pairs, oldest first: the process's RSS over its last hour (one a minute by default),
+    so a dashboard opened now sees the trend at once."""
 
 
 class EventRecord(TypedDict, total=False):

@@ -3,7 +3,7 @@
 - GET /metrics                  queue depth per state, totals, retries, throttles, stalls, oldest-waiting age,
                                 workers, paused; Redis health; supervisord process states; assignment latency;
                                 `ma_finding{kind,subject,severity}` 1 per current finding (pool/monitor/findings.py,
-                                the rules ma-top shows).
+                                the rules ma-top shows); every host's pool processes' RSS and CPU (heartbeats).
 - GET /api/telemetry/metrics    recent assignment-latency samples and percentiles (JSON).
 - GET /healthz
 
@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
-from pool.monitor.collector import Collector, RedisHealth, Snapshot
+from pool.monitor.collector import Collector, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
@@ -241,6 +241,7 @@ class Exporter:
             for state in SUPERVISOR_STATES:
                 procs.add_metric([program, state], counted.get((program, state), 0))
         yield procs
+        yield from _process_usage(snap)
 
         hist = sample.latency
         if hist:
@@ -308,6 +309,31 @@ class Exporter:
         app.router.add_get("/api/telemetry/metrics", self.telemetry)
         app.router.add_get("/healthz", self.healthz)
         return app
+
+
+def _process_usage(snap: Snapshot) -> Any:
+    """Each live pool process's RSS and CPU from its heartbeat (every host's, not only this one's)."""
+    rss = GaugeMetricFamily(
+        "ma_process_rss_bytes",
+        "Resident memory of a pool process (its heartbeat)",
+        labels=["host", "process"],
+    )
+    cpu = GaugeMetricFamily(
+        "ma_process_cpu_percent",
+        "CPU of a pool process since its previous heartbeat, percent of one core",
+        labels=["host", "process"],
+    )
+    latest: dict[tuple[str, str], WorkerBeat] = {}
+    for beat in snap.workers:  # one per label set: a restarted slot's old beat may live until its TTL
+        key = (beat.host, beat.process or str(beat.pid))
+        if beat.rss and (key not in latest or beat.last_beat > latest[key].last_beat):
+            latest[key] = beat
+    for (host, process), beat in sorted(latest.items()):
+        rss.add_metric([host, process], beat.rss)
+        if beat.cpu is not None:
+            cpu.add_metric([host, process], beat.cpu)
+    yield rss
+    yield cpu
 
 
 async def serve(settings: ExporterSettings) -> int:

@@ -108,7 +108,12 @@ async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
 
 
 async def serve(spec: QueueSpec, settings: Settings) -> int:
-    telemetry = Telemetry(spec.name, settings.process_name or f"{spec.name}(pid)", spec.concurrency)
+    telemetry = Telemetry(
+        spec.name,
+        settings.process_name or f"{spec.name}(pid)",
+        spec.concurrency,
+        trail_every=settings.MA_RSS_TRAIL_INTERVAL,
+    )
     redis_url = str(settings.REDIS_URL)
     redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
@@ -158,7 +163,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: log.error("worker error: %s", error))
-    beats = asyncio.ensure_future(telemetry.run(probe))
+    beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
         "consuming %s: concurrency=%d handlers=%s",
         spec.name,

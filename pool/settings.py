@@ -46,6 +46,11 @@ class Settings(BaseSettings):
 
     MA_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
     """Seconds in-flight jobs get after SIGTERM before a forced close (below supervisord's stopwaitsecs)."""
+    MA_HEARTBEAT_INTERVAL: float = Field(default=5.0, gt=0, le=10)
+    """Seconds between a slot's heartbeats (its in-flight jobs, counters, RSS and CPU); at most half of the
+    heartbeat's 20 s TTL."""
+    MA_RSS_TRAIL_INTERVAL: float = Field(default=60.0, gt=0)
+    """Seconds between the points of the RSS trail (60 points) a heartbeat carries: an hour by default."""
     MA_PROCESS_NAME: str = ""
     """supervisord process name of this slot (supervisord sets SUPERVISOR_PROCESS_NAME; we read either)."""
     SUPERVISOR_PROCESS_NAME: str = ""

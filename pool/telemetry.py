@@ -16,6 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+import psutil
 from redis.exceptions import RedisError
 
 from pool.contracts import (
@@ -45,6 +46,10 @@ RETRY_EVERY = 1.0
 """While Redis is unreachable, try again this often: the heartbeat is back within a second of Redis, so no
 dashboard says "0 workers" while jobs run. Only the log line backs off (checks 1, 2, 4, 8, ...)."""
 THROTTLE_WINDOW = 30.0
+TRAIL_EVERY = 60.0
+"""Seconds between the points of the RSS trail a heartbeat carries (MA_RSS_TRAIL_INTERVAL)."""
+TRAIL_POINTS = 60
+"""Points in the trail: an hour at the default spacing."""
 
 log = logging.getLogger("pool.telemetry")
 
@@ -58,6 +63,40 @@ class _ThrottleWindow:
     line: str
     opened: float
     count: int = 0
+
+
+class _Usage:
+    """This process's RSS and its CPU since the previous reading, from one cheap psutil call each (once a beat):
+    what lets ma-top show the memory and CPU of every host's processes, not only its own host's. Also a trail of
+    the last `TRAIL_POINTS` RSS readings, one per `trail_every` seconds, so a dashboard opened now (or a one-shot
+    `ma-top --once`) sees the last hour's trend at once instead of after watching for it."""
+
+    def __init__(self, trail_every: float = TRAIL_EVERY) -> None:
+        self._proc = psutil.Process()
+        self._at = time.monotonic()
+        self._cpu_s = self._cpu()
+        self.trail_every = trail_every
+        self.trail: deque[tuple[int, int]] = deque(maxlen=TRAIL_POINTS)
+        """(epoch ms, RSS bytes), oldest first."""
+
+    def _cpu(self) -> float:
+        times = self._proc.cpu_times()
+        return float(times.user + times.system)
+
+    def read(self) -> tuple[int, float]:
+        """(RSS bytes, CPU % of one core since the previous read); (0, 0.0) if the OS will not tell."""
+        try:
+            rss = int(self._proc.memory_info().rss)
+            now, cpu_s = time.monotonic(), self._cpu()
+        except psutil.Error:
+            return 0, 0.0
+        elapsed = now - self._at
+        percent = max(0.0, (cpu_s - self._cpu_s) / elapsed * 100) if elapsed > 0 else 0.0
+        self._at, self._cpu_s = now, cpu_s
+        at = now_ms()
+        if not self.trail or at - self.trail[-1][0] >= self.trail_every * 1000:
+            self.trail.append((at, rss))
+        return rss, round(percent, 1)
 
 
 @dataclass
@@ -77,6 +116,11 @@ class Telemetry:
     """(stats key suffix, counter, recent bucket) -> increments not yet written to Redis. The bucket is that
     of the time counted, so counts held back by an outage still land in the minutes they happened in."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
+    trail_every: float = TRAIL_EVERY
+    _usage: _Usage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._usage = _Usage(self.trail_every)
 
     @property
     def heartbeat_key(self) -> str:
@@ -151,6 +195,7 @@ class Telemetry:
 
     # -- the background loop --------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
+        rss, cpu = self._usage.read()
         return {
             "host": self.host,
             "pid": self.pid,
@@ -163,6 +208,9 @@ class Telemetry:
             "throttled": self.throttled_count,
             "started": self.started,
             "lastBeat": now_ms(),
+            "rss": rss,
+            "cpu": cpu,
+            "rssTrail": [list(point) for point in self._usage.trail],
         }
 
     async def flush(self, redis: Redis) -> None:

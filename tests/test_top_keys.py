@@ -229,7 +229,7 @@ async def test_process_keys_restart_stop_and_start_the_process_under_the_cursor(
             "billing-usage:billing-usage_01",
             f"{Q}:{Q}_00",
         ]
-        assert rows(app)[0][6] == "64" and rows(app)[0][8] == "host-a"
+        assert rows(app)[0][6] == "64" and rows(app)[0][9] == "host-a"
         await keys(pilot, "s")
         await keys(pilot, "down", "x")
         await keys(pilot, "down", "a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from pool.monitor.collector import QueueStats, Snapshot
@@ -15,6 +16,18 @@ def spark(values: tuple[int, ...], width: int = 12) -> str:
     points = list(reversed(values[:width]))
     top = max(points, default=0) or 1
     return "".join(SPARKS[min(8, round(v / top * 8))] for v in points)
+
+
+def spark_level(values: Sequence[int | None], floor_pct: float = 10.0) -> str:
+    """Oldest-first levels (an RSS) as a sparkline of their change: the lowest is ▁ and a rise of `floor_pct`
+    percent of the highest (or the whole range, if larger) fills the cell, so noise looks flat and growth climbs;
+    a blank where a value is unknown (before the process started)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low = min(known)
+    span = max(max(known) - low, max(known) * floor_pct / 100) or 1
+    return "".join(" " if v is None else SPARKS[1 + round((v - low) / span * 7)] for v in values)
 
 
 def age(seconds: float | None) -> str:

@@ -74,6 +74,12 @@ class WorkerBeat:
     throttled: int
     started: int
     last_beat: int
+    rss: int = 0
+    """Resident set size in bytes at the beat (0: not reported, a pool older than the field)."""
+    cpu: float | None = None
+    """CPU percent of one core since the previous beat (None: not reported)."""
+    rss_trail: tuple[tuple[int, int], ...] = ()
+    """(epoch ms, RSS bytes), oldest first: the RSS of the process's last hour, as the process kept it."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,21 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _trail(value: Any) -> tuple[tuple[int, int], ...]:
+    """A heartbeat's RSS trail; () when absent or malformed (a bad record must not hide the beat)."""
+    try:
+        return tuple((int(at), int(rss)) for at, rss in value or ())
+    except (TypeError, ValueError):
+        return ()
 
 
 def _epoch(value: Any) -> float:
@@ -363,6 +384,9 @@ class Collector:
                     b.get("throttled", 0),
                     b.get("started", 0),
                     b.get("lastBeat", 0),
+                    _int(b.get("rss")),
+                    _float(b.get("cpu")),
+                    _trail(b.get("rssTrail")),
                 )
             )
         return tuple(beats)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pool.monitor.collector import QueueStats, Snapshot
 from pool.monitor.history import History
+from pool.monitor.memory import STEPS, growth
 from pool.monitor.recent import RecentCounts
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
 from pool.queue_table import QUEUES
@@ -84,6 +85,12 @@ class Thresholds:
     """Redis used_memory as a percentage of maxmemory (when maxmemory is set)."""
     rate_window_s: float = 300.0
     """The window the per-minute rates are taken over."""
+    rss_growth_pct: float = 20.0
+    """RSS growth over `rss_growth_window_s`, in percent, above which steady growth is a memory-growth finding."""
+    rss_growth_window_s: float = 900.0
+    """The window RSS growth is judged over (at most the hour of RSS kept)."""
+    rss_warmup_s: float = 120.0
+    """Seconds of a process's life before its RSS is judged (start-up imports and first jobs fill memory)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Thresholds:
@@ -117,6 +124,7 @@ def findings(
     found = [*_redis(snapshot, history, thresholds)]
     for q in snapshot.queues:
         found.extend(_queue(q, snapshot.recent, processes, thresholds, queue_names))
+    found.extend(_memory_growth(snapshot, history, thresholds))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 
@@ -352,3 +360,28 @@ def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple
         f"{len(mine)} process(es) {states} but no heartbeat (still starting, or cannot reach Redis)",
         f"ma-top 3, l (log tail); {SUPERVISORCTL} tail {mine[0].full_name}",
     )
+
+
+def _memory_growth(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Finding]:
+    """Steady RSS growth of a live process (pool/monitor/memory.py says what steady is)."""
+    history.memory.keep_s = max(
+        history.memory.keep_s, t.rss_growth_window_s + 60
+    )  # a point before the window
+    for beat in snapshot.workers:
+        series = history.memory.of(beat)
+        g = growth(series, t.rss_growth_window_s, t.rss_warmup_s) if series else None
+        if series is None or g is None or not g.steady or g.pct <= t.rss_growth_pct:
+            continue
+        supervised = ":" in beat.process  # supervisord's `group:name`; a slot run by hand has no such name
+        group = beat.process.split(":")[0] if supervised else beat.queue
+        yield Finding(
+            "warning",
+            "memory-growth",
+            series.label,
+            f"RSS grew {g.pct:.0f}% in {_age(g.span_s)} and is still growing (a leak, or a job holding memory)",
+            f"rss {g.start_rss / 2**20:.0f} -> {g.end_rss / 2**20:.0f} MiB, {g.rising} of {STEPS} steps up "
+            f"(> {t.rss_growth_pct:g}% in {_age(t.rss_growth_window_s)})",
+            f"ma-top 3 (rss sparkline); {SUPERVISORCTL} restart {beat.process if supervised else group + ':*'} "
+            "once its jobs are done",
+            goto=f"process:{group}",
+        )

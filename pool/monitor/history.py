@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from pool.monitor.collector import Snapshot
+from pool.monitor.memory import MemoryHistory
 
 COUNTERS = ("retries", "throttled", "stalled", "failed")
 """The cumulative `ma:stats:<queue>` counters the history keeps."""
@@ -52,12 +53,15 @@ class History:
         self.redis_last_up: float | None = None
         """Time of the last snapshot that found Redis up."""
         self._last_at: float | None = None
+        self.memory = MemoryHistory()
+        """Each process's RSS over the last hour, from its heartbeats (the memory-growth finding's evidence)."""
 
     def record(self, snapshot: Snapshot) -> None:
         """Add a snapshot; the same snapshot (or an older one) twice is a no-op, so every render may call it."""
         if self._last_at is not None and snapshot.taken_at <= self._last_at:
             return
         self._last_at = snapshot.taken_at
+        self.memory.record(snapshot)
         if not snapshot.redis.up or "redis" in snapshot.errors:
             if self.redis_down_since is None:
                 self.redis_down_since = snapshot.taken_at

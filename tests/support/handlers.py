@@ -41,6 +41,12 @@ class ThrottlePayload(Payload):
     retry_after: float = 1.0
 
 
+class AllocatePayload(Payload):
+    mib: int = Field(ge=1, le=64)
+    steps: int = Field(ge=1, le=500)
+    every_seconds: float = Field(ge=0, le=10)
+
+
 class OrderPayload(Payload):
     order_id: str
     quantity: int = Field(gt=0)
@@ -80,6 +86,18 @@ async def throttle(ctx: JobContext, payload: ThrottlePayload) -> dict[str, int]:
     return {"calls": seen, "attempt": ctx.attempt}
 
 
+HELD: list[bytearray] = []
+"""What test.allocate keeps for the life of the process: a leak, on purpose."""
+
+
+async def allocate(ctx: JobContext, payload: AllocatePayload) -> dict[str, int]:
+    """A handler that keeps allocating: `mib` MiB (written, so resident) every `every_seconds`, `steps` times."""
+    for _ in range(payload.steps):
+        HELD.append(bytearray(b"\x01") * (payload.mib * 2**20))
+        await asyncio.sleep(payload.every_seconds)
+    return {"heldMib": sum(map(len, HELD)) // 2**20}
+
+
 async def refuse(ctx: JobContext, payload: EffectPayload) -> None:
     raise PermanentError(f"organization {payload.key} does not exist")
 
@@ -95,4 +113,5 @@ HANDLERS = {
     "test.throttle": throttle,
     "test.refuse": refuse,
     "test.order": order,
+    "test.allocate": allocate,
 }

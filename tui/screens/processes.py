@@ -1,4 +1,5 @@
-"""View 3: supervisord's processes on every endpoint, with local RSS/CPU; restart, stop, start, log tail."""
+"""View 3: supervisord's processes on every endpoint, with each one's RSS and CPU from its heartbeat (any host;
+psutil for a local process without one) and its RSS over the last hour; restart, stop, start, log tail."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from textual.widgets import DataTable, Static
 
 from pool.monitor.actions import ProcessVerb
 from pool.monitor.collector import Snapshot
+from pool.monitor.memory import beat_of
 from pool.monitor.supervisor_source import endpoint_label
-from tui.format import age
+from tui.format import age, spark_level
 from tui.screens.base import Base
 from tui.screens.modals import ConfirmScreen
+
+SPARK_WIDTH = 12
+"""Cells of the RSS sparkline: one per 5 minutes of the last hour."""
 
 
 class ProcessesScreen(Base):
@@ -31,7 +36,17 @@ class ProcessesScreen(Base):
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
         table.add_columns(
-            "process", "state", "pid", "uptime", "restarts", "exit", "rss MiB", "cpu %", "endpoint", "note"
+            "process",
+            "state",
+            "pid",
+            "uptime",
+            "restarts",
+            "exit",
+            "rss MiB",
+            "rss 60m",
+            "cpu %",
+            "endpoint",
+            "note",
         )
         yield table
         yield Static("", id="tail")
@@ -40,10 +55,17 @@ class ProcessesScreen(Base):
         super().render_snapshot(snapshot)
         app = self.matop
         processes = app.state.processes
-        usage = app.source.local_usage([p.pid for p in processes if p.pid])
+        beats = {p: beat_of(p, snapshot.workers) for p in processes}
+        usage = app.source.local_usage([p.pid for p, b in beats.items() if p.pid and b is None])
         rows = []
         for p in processes:
+            beat = beats[p]
             rss, cpu = usage.get(p.pid, (None, None))
+            trail = ""
+            if beat is not None:
+                rss, cpu = (beat.rss / 2**20 if beat.rss else None), beat.cpu
+                series = app.history.memory.of(beat)
+                trail = spark_level(series.trail(snapshot.taken_at, SPARK_WIDTH)) if series else ""
             rows.append(
                 (
                     f"{p.endpoint}|{p.full_name}",
@@ -55,6 +77,7 @@ class ProcessesScreen(Base):
                         app.state.restarts.get((p.endpoint, p.full_name), 0),
                         p.exitstatus if p.state != "RUNNING" else "-",
                         f"{rss:.0f}" if rss is not None else "-",
+                        trail,
                         f"{cpu:.0f}" if cpu is not None else "-",
                         endpoint_label(p.endpoint),
                         (p.spawnerr or p.description)[:40],
