@@ -28,6 +28,7 @@ from pool.contracts import (
     RECENT_KEEP_S,
     WORKERS_INDEX,
     Heartbeat,
+    bull_key,
     heartbeat_key,
     recent_field,
     recent_key,
@@ -52,6 +53,19 @@ TRAIL_POINTS = 60
 """Points in the trail: an hour at the default spacing."""
 
 log = logging.getLogger("pool.telemetry")
+
+BACKLOG_SAMPLE = """
+local backlog = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local completed = redis.call('HGET', KEYS[3], 'count') or '0'
+local failed = redis.call('HGET', KEYS[4], 'count') or '0'
+redis.call('HSET', KEYS[5], ARGV[1] .. '|backlog', backlog, ARGV[1] .. '|completed_total', completed,
+    ARGV[1] .. '|failed_total', failed)
+redis.call('EXPIRE', KEYS[5], ARGV[2])
+return backlog
+"""
+"""The queue's backlog (waiting + prioritized) and BullMQ's cumulative completed/failed counts, read and written
+into the current recent bucket in one step: a time series of the backlog that every reader (even a one-shot
+`ma-top --once`) takes the arrivals and the drain rate from. Gauges: the last writer of a bucket wins."""
 
 
 def now_ms() -> int:
@@ -224,6 +238,17 @@ class Telemetry:
             for bucket in {bucket for _, _, bucket in counts}:
                 pipe.expire(recent_key(bucket), RECENT_KEEP_S)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
+            pipe.eval(
+                BACKLOG_SAMPLE,
+                5,
+                bull_key(self.queue, "wait"),
+                bull_key(self.queue, "prioritized"),
+                bull_key(self.queue, "metrics", "completed"),
+                bull_key(self.queue, "metrics", "failed"),
+                recent_key(int(time.time()) // RECENT_BUCKET_S),
+                self.queue,
+                RECENT_KEEP_S,
+            )
             for record in batch:
                 pipe.xadd(
                     EVENTS_STREAM,

@@ -296,3 +296,40 @@ def test_no_workers_names_an_exit_status_and_a_restart_after_an_exit():
     long_ago = dataclasses.replace(restarted, state="RUNNING", stop=int(T0) - 3600, start=int(T0) - 3599)
     f = one(findings(snap(q), History(), [long_ago]), "no-workers")
     assert "restarted" not in f.cause and "no heartbeat" in f.cause, "an exit an hour ago is no loop"
+
+
+def backlog_series(name: str, points: list[tuple[float, int, int]], *, now: float = T0) -> Snapshot:
+    """A snapshot whose recent buckets hold the pool's backlog samples: (seconds ago, backlog, completed)."""
+    buckets: dict[int, dict[str, int]] = {}
+    for ago, backlog, completed in points:
+        buckets[int(now - ago) // RECENT_BUCKET_S] = {
+            f"{name}|backlog": backlog,
+            f"{name}|completed_total": completed,
+            f"{name}|failed_total": 0,
+        }
+    q = queue_stats(name, waiting=points[-1][1] if points else 0)
+    return dataclasses.replace(snap(q, at=now), recent=RecentCounts(now, 300, buckets))
+
+
+def test_a_backlog_growing_over_the_window_is_a_finding_with_arrivals_against_departures():
+    growing = [(ago, 100 + (290 - ago), 1000 + (290 - ago) // 6) for ago in range(290, -1, -10)]  # +60/min
+    f = one(findings(backlog_series("task-notifications", growing), History()), "backlog-growing")
+    assert f.severity == "warning" and "ETA ∞" in f.cause, f.cause
+    assert "70/min arrive, 10/min finish" in f.cause, f.cause
+    assert "backlog 100 → 390 in the last 4m50s" in f.evidence, f.evidence
+    assert "MA_PROCS_TASK_NOTIFICATIONS" in f.action
+    assert badges([f], "task-notifications") == ["GROWING"]
+
+
+def test_a_burst_that_is_draining_a_backlog_too_small_or_a_flat_one_is_no_growth():
+    burst = [(290, 0, 0), (250, 500, 0)] + [
+        (ago, 500 - (250 - ago), 250 - ago) for ago in range(240, -1, -10)
+    ]
+    assert not findings(backlog_series("task-notifications", burst), History()), "draining since the burst"
+    small = [(ago, 5 + (290 - ago) // 20, 0) for ago in range(290, -1, -10)]  # +14 in 5 minutes
+    assert not findings(backlog_series("task-notifications", small), History())
+    flat = [(ago, 400, 1000 + (290 - ago)) for ago in range(290, -1, -10)]
+    assert not findings(backlog_series("task-notifications", flat), History()), "a big backlog that holds"
+    assert not findings(backlog_series("task-notifications", [(5, 900, 0)]), History()), (
+        "one sample: no trend"
+    )

@@ -105,3 +105,34 @@ async def test_slots_that_crash_at_start_are_no_workers_naming_fatal_and_the_exi
         )
     finally:
         sup.stop()
+
+
+async def test_arrivals_above_what_the_slots_finish_are_a_growing_backlog_until_they_stop(
+    redis, valkey, start_pool, tmp_path
+):
+    q = "task-notifications"
+    window = {"MA_TOP_RATE_WINDOW_S": "40"}
+    start_pool(q)
+    queue = Queue(q, {"connection": redis})
+
+    async def flood() -> None:
+        while True:  # far more than the slot's concurrency finishes of 5 s jobs
+            await queue.addBulk([{"name": "test.sleep", "data": {"seconds": 5}} for _ in range(10)])
+            await asyncio.sleep(1)
+
+    producer = asyncio.ensure_future(flood())
+    try:
+        (found,) = await wait_for(
+            lambda: about(once(valkey.url, tmp_path, **window), "backlog-growing", q),
+            timeout=90,
+            what="backlog-growing in --once --json",
+        )
+        assert "ETA ∞" in found["cause"] and "/min arrive" in found["cause"], found
+    finally:
+        producer.cancel()
+    await queue.obliterate({"force": True})  # the flood is dropped: nothing arrives, nothing is waiting
+    await wait_for(
+        lambda: not about(once(valkey.url, tmp_path, **window), "backlog-growing", q),
+        timeout=60,
+        what="backlog-growing cleared",
+    )

@@ -17,9 +17,11 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from pool.contracts import RECENT_BUCKET_S
 from pool.monitor.collector import QueueStats, Snapshot
 from pool.monitor.history import History
 from pool.monitor.memory import STEPS, growth
+from pool.monitor.rates import MIN_SPAN_S, Sample, net_rate
 from pool.monitor.recent import RecentCounts
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
 from pool.queue_table import QUEUES
@@ -32,6 +34,7 @@ SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 BADGES = {
     "no-workers": "NO WORKERS",
     "backlog": "BACKLOG",
+    "backlog-growing": "GROWING",
     "retries": "RETRIES",
     "stalled": "STALLED",
     "throttled": "THROTTLED",
@@ -85,6 +88,11 @@ class Thresholds:
     """Redis used_memory as a percentage of maxmemory (when maxmemory is set)."""
     rate_window_s: float = 300.0
     """The window the per-minute rates are taken over."""
+    backlog_growth_per_min: float = 1.0
+    """A backlog growing faster than this (arrivals minus departures, per minute, over the rate window, and still
+    growing over its last third) is a finding."""
+    backlog_growth_min: int = 20
+    """...and only once it grew by at least this many jobs (a handful more is noise, not an incident)."""
     rss_growth_pct: float = 20.0
     """RSS growth over `rss_growth_window_s`, in percent, above which steady growth is a memory-growth finding."""
     rss_growth_window_s: float = 900.0
@@ -217,6 +225,7 @@ def _queue(
             goto=f"events:{q.name}",
         )
     yield from _rates(q, recent, t)
+    yield from _backlog_growing(q, recent, t)
     if q.rate_limited_ms > 0 and waiting:
         yield Finding(
             "info",
@@ -279,6 +288,32 @@ def _rates(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Findi
             action,
             goto=f"failures:{q.name}" if kind == "retries" else f"events:{kind} {q.name}",
         )
+
+
+def _backlog_growing(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Finding]:
+    """Arrivals above departures over the window, from the backlog samples the pool writes into the recent
+    buckets (so a one-shot reader sees the trend too). The drain ETA at that net rate is ∞."""
+    points = recent.gauges(q.name, "backlog", "completed_total", "failed_total")
+    samples = [Sample(at, *values) for at, values in points]
+    rates = net_rate(samples, t.rate_window_s, min(MIN_SPAN_S * 4, t.rate_window_s / 2))
+    if rates is None or rates.net_per_min <= t.backlog_growth_per_min:
+        return
+    first = next(s for s in samples if s.at >= samples[-1].at - t.rate_window_s)
+    growth = samples[-1].backlog - first.backlog
+    recent_part = net_rate(samples, rates.span_s / 3, RECENT_BUCKET_S)
+    if growth < t.backlog_growth_min or recent_part is None or recent_part.net_per_min <= 0:
+        return  # a burst that is already draining is no trend
+    yield Finding(
+        "warning",
+        "backlog-growing",
+        q.name,
+        f"backlog growing: {rates.arrivals_per_min:.0f}/min arrive, {rates.departures_per_min:.0f}/min "
+        "finish; at this rate it never drains (ETA ∞)",
+        f"backlog {first.backlog} → {samples[-1].backlog} in the last {_age(rates.span_s)} "
+        f"(+{rates.net_per_min:.1f}/min > {t.backlog_growth_per_min:g}/min), workers {q.workers}",
+        f"ma-top 1 (throttled? retries? paused?) and 3 (processes); more slots: "
+        f"MA_PROCS_{q.name.upper().replace('-', '_').replace('.', '_')}, {SUPERVISORCTL} update",
+    )
 
 
 def _no_handler(q: QueueStats, waiting: int, queue_names: Collection[str]) -> Finding:

@@ -40,6 +40,18 @@ class RecentCounts:
         events = sum(self.buckets.get(b, {}).get(name, 0) for b in range(first, last + 1))
         return Increase(events, self.now - first * RECENT_BUCKET_S)
 
+    def gauges(self, scope: str, *names: str) -> list[tuple[float, tuple[int, ...]]]:
+        """The buckets of the window holding every one of the gauges `names` of `scope`, oldest first: (the
+        bucket's start, epoch seconds; the values in the order asked)."""
+        first, last = _span(self.now, self.window_s)
+        fields = [recent_field(scope, name) for name in names]
+        out = []
+        for b in range(first, last + 1):
+            bucket = self.buckets.get(b, {})
+            if all(f in bucket for f in fields):
+                out.append((float(b * RECENT_BUCKET_S), tuple(bucket[f] for f in fields)))
+        return out
+
 
 def _span(now: float, window_s: float) -> tuple[int, int]:
     """The first and last bucket of the window ending now: whole buckets covering at least the window (up to
