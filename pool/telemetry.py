@@ -28,6 +28,7 @@ from pool.contracts import (
     heartbeat_key,
     stats_key,
 )
+from pool.downstream import DownstreamCounts
 
 if TYPE_CHECKING:
     from bullmq import Job
@@ -72,6 +73,8 @@ class Telemetry:
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(stats key suffix, counter) -> increments not yet written to Redis."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
+    downstream: DownstreamCounts = field(default_factory=DownstreamCounts)
+    """Requests to identity, Supabase, Stripe and PostgreSQL by outcome (`pool/downstream.py` records them)."""
 
     @property
     def heartbeat_key(self) -> str:
@@ -167,6 +170,7 @@ class Telemetry:
         async with redis.pipeline(transaction=False) as pipe:
             for (scope, counter), n in counts.items():
                 pipe.hincrby(stats_key(scope), counter, n)
+            downstream = self.downstream.write(pipe)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
             for record in batch:
                 pipe.xadd(
@@ -183,6 +187,7 @@ class Telemetry:
             self._pending.popleft()
         self._counts.subtract(counts)
         self._counts = +self._counts  # drop the zeros
+        self.downstream.written(downstream)
 
     async def run(self, redis: Redis, every: float = HEARTBEAT_EVERY) -> None:
         """Flush events and beat until cancelled; report losing and regaining Redis once each.

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from pool.contracts import (
     BULK_JOBS_KEY,
     BULL_PREFIX,
+    DOWNSTREAMS,
     HEARTBEAT_TTL,
     JOB_STATES,
     LATENCY_HIST_KEY,
@@ -29,13 +30,27 @@ from pool.contracts import (
     STATE_KEYS,
     WORKERS_INDEX,
     bull_key,
+    downstream_key,
+    downstream_scope,
     stats_key,
 )
+from pool.monitor.downstreams import DownstreamStats, parse
 from pool.monitor.rates import minute_series
 
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
 SPARK_MINUTES = 60
+OLDEST_ACTIVE = 3
+"""How many of each queue's oldest active jobs a fetch reads the start time of (a long-running job is among
+them: BullMQ pushes a job onto the left of `active`, so the oldest are at the right end)."""
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    id: str
+    name: str
+    running_s: float
+    """Since BullMQ moved it to active this time (`processedOn`), by Redis' clock."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,8 @@ class QueueStats:
     """False for a queue no pool process ever registered and no queue table names (a new product's queue)."""
     minute_at: float = 0.0
     """Epoch seconds at which index 0 of the per-minute series begins (point i: `minute_at - 60 * i`)."""
+    oldest_active: tuple[ActiveJob, ...] = ()
+    """The longest-running of its active jobs (at most OLDEST_ACTIVE), longest first."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,8 @@ class Snapshot:
     errors: Mapping[str, str] = field(default_factory=dict)
     bulk_jobs: tuple[BulkJob, ...] = ()
     """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
+    downstreams: tuple[DownstreamStats, ...] = ()
+    """The pool's requests to identity, Supabase, Stripe and PostgreSQL by outcome (lifetime, recent minutes)."""
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -195,6 +214,7 @@ class Collector:
         self._discovered_at = 0.0
         self._info: RedisHealth = RedisHealth(up=False, error="not sampled yet")
         self._info_at = 0.0
+        self._downstreams: tuple[DownstreamStats, ...] = ()
 
     async def discover(self) -> tuple[str, ...]:
         """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
@@ -254,7 +274,7 @@ class Collector:
             )
             for q in queues
         )
-        return Snapshot(time.time(), queues, workers, self._info, errors, bulk)
+        return Snapshot(time.time(), queues, workers, self._info, errors, bulk, self._downstreams)
 
     async def _bulk_jobs(self) -> tuple[BulkJob, ...]:
         """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""
@@ -291,20 +311,45 @@ class Collector:
                 pipe.lrange(key(q, "metrics", "completed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.lrange(key(q, "metrics", "failed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.hgetall(stats_key(q))
+            for q in names:
+                pipe.lrange(key(q, "active"), -OLDEST_ACTIVE, -1)
+            for d in DOWNSTREAMS:
+                pipe.hgetall(stats_key(downstream_scope(d)))
+                pipe.hgetall(downstream_key(d))
             server_time, *replies = await pipe.execute()
         seconds, micros = server_time
         now_ms = self.clock() * 1000 if self.clock else _int(seconds) * 1000 + _int(micros) / 1000
         minute_at = now_ms // 60_000 * 60.0
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]
+        actives: list[list[str]] = replies[len(names) * per : len(names) * (per + 1)]
+        tail = replies[len(names) * (per + 1) :]
+        self._downstreams = tuple(
+            parse(d, tail[2 * i], tail[2 * i + 1], now_ms / 1000) for i, d in enumerate(DOWNSTREAMS)
+        )
         oldest_ids = [row[10] for row in rows]
         stamps: list[Any] = []
-        if any(oldest_ids):
+        started: list[Any] = []
+        if any(oldest_ids) or any(actives):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for q, job_id in zip(names, oldest_ids, strict=True):
                     pipe.hget(key(q, job_id), "timestamp") if job_id else pipe.echo("")
+                for q, ids in zip(names, actives, strict=True):
+                    for job_id in ids:
+                        pipe.hmget(key(q, job_id), "processedOn", "name")
                 stamps = await pipe.execute()
+            stamps, started = stamps[: len(names)], stamps[len(names) :]
         result = []
+        oldest_active: list[tuple[ActiveJob, ...]] = []
+        replies_of_active = iter(started)
+        for ids in actives:
+            jobs = []
+            for job_id in ids:
+                processed_on, job_name = next(replies_of_active)
+                if processed_on:  # gone or not yet marked between the reads: not running for long
+                    running = max(0.0, (now_ms - _int(processed_on)) / 1000)
+                    jobs.append(ActiveJob(job_id, str(job_name or ""), running))
+            oldest_active.append(tuple(sorted(jobs, key=lambda j: -j.running_s)))
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
             counts = dict(zip(JOB_STATES, map(_int, row[:7]), strict=True))
             counts["waiting"] += _int(row[7])
@@ -322,6 +367,7 @@ class Collector:
                     failed_per_min=_per_minute(row[12], row[14], now_ms),
                     counters={k: _int(v) for k, v in row[15].items()},
                     minute_at=minute_at,
+                    oldest_active=oldest_active[i],
                 )
             )
         return tuple(result)

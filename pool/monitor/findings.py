@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from pool.monitor.collector import QueueStats, Snapshot
+from pool.monitor.downstreams import DownstreamStats
 from pool.monitor.history import History
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
 from pool.queue_table import QUEUES
@@ -35,6 +36,7 @@ BADGES = {
     "rate-limited": "RATE LIMITED",
     "no-handler": "NO HANDLER",
     "paused": "PAUSED",
+    "long-running": "LONG JOB",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
@@ -80,6 +82,11 @@ class Thresholds:
     """Redis used_memory as a percentage of maxmemory (when maxmemory is set)."""
     rate_window_s: float = 300.0
     """The window the per-minute rates are taken over."""
+    downstream_errors_per_min: float = 1.0
+    """A downstream's 5xx answers, timeouts and connection errors per minute over the rate window (whole
+    minutes: the pool counts them by the minute)."""
+    long_running_s: float = 600.0
+    """An active job running longer than this (a queue table's `long_running_s` wins for its queue)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Thresholds:
@@ -113,6 +120,8 @@ def findings(
     found = [*_redis(snapshot, history, thresholds)]
     for q in snapshot.queues:
         found.extend(_queue(q, history, processes, thresholds, queue_names))
+    for d in snapshot.downstreams:
+        found.extend(_downstream(d, thresholds))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 
@@ -205,6 +214,7 @@ def _queue(
             goto=f"events:{q.name}",
         )
     yield from _rates(q, history, t)
+    yield from _long_running(q, t)
     if q.rate_limited_ms > 0 and waiting:
         yield Finding(
             "info",
@@ -326,4 +336,60 @@ def _why_no_worker(queue: str, processes: Sequence[ProcessInfo] | None) -> tuple
     return (
         f"{len(mine)} process(es) {states} but no heartbeat (still starting, or cannot reach Redis)",
         f"ma-top 3, l (log tail); {SUPERVISORCTL} tail {mine[0].full_name}",
+    )
+
+
+DOWNSTREAM_ACTIONS = {
+    "identity": "ma-top 2 (events: the failing jobs); check identity's health and logs; jobs retry with backoff",
+    "supabase": "ma-top 2; check Supabase's status and SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY; jobs retry",
+    "stripe": "ma-top 2; check status.stripe.com; payment syncs retry with backoff and catch up",
+    "postgres": "ma-top 2; check both databases are reachable (DATABASE_URL, TASKS_DATABASE_URL), connections",
+}
+OUTCOME_WORDS = {"5xx": "× 5xx", "timeout": "timeouts", "connection-error": "connection errors"}
+
+
+def _downstream(d: DownstreamStats, t: Thresholds) -> Iterator[Finding]:
+    """A downstream answering 5xx, timing out or refusing connections over the window (the pool counts each
+    request by the minute, so this needs no history: `ma-top --once` says the same)."""
+    window = d.window(t.rate_window_s)
+    errors = window.failures
+    if not errors or window.per_min(errors) <= t.downstream_errors_per_min:
+        return
+    figures = ", ".join(
+        f"{n} {OUTCOME_WORDS[o]}"
+        for o in ("5xx", "timeout", "connection-error")
+        if (n := window.counts.get(o))
+    )
+    others = ", ".join(
+        f"{window.counts[o]} {o}" for o in ("ok", "429", "4xx", "error") if window.counts.get(o)
+    )
+    rate = window.per_min(errors)
+    yield Finding(
+        "critical" if not window.counts.get("ok") else "warning",
+        "downstream-failing",
+        d.name,
+        f"{d.name} failing: {errors} failed requests in the last {_age(window.span_s)} ({rate:.1f}/min)",
+        f"{d.name}: {figures} in the last {_age(window.span_s)}; {others or '0 ok'}"
+        f" (> {t.downstream_errors_per_min:g}/min)",
+        DOWNSTREAM_ACTIONS.get(d.name, "ma-top 2 (events)"),
+        goto=f"events:{d.name}",
+    )
+
+
+def _long_running(q: QueueStats, t: Thresholds) -> Iterator[Finding]:
+    spec = QUEUES.get(q.name)
+    limit = spec.long_running_s if spec is not None and spec.long_running_s else t.long_running_s
+    over = [j for j in q.oldest_active if j.running_s > limit]
+    if not over:
+        return
+    job = over[0]
+    more = f" (+{len(over) - 1} more)" if len(over) > 1 else ""
+    yield Finding(
+        "warning",
+        "long-running",
+        q.name,
+        f"a job has been active for {_age(job.running_s)}{more}: hung on a downstream, or far more work than usual",
+        f"{job.name}#{job.id} running {_age(job.running_s)} (> {_age(limit)})",
+        f"enter: the job (progress, attempts); ma-top 3, l on its process (log tail); {SUPERVISORCTL} status",
+        goto=f"job:{q.name}:{job.id}",
     )
