@@ -150,15 +150,32 @@ def pg_outcome(error: BaseException, *, is_disconnect: bool) -> str:
     return "error"
 
 
+COUNTED = "_ma_downstream_counted"
+"""Marks an error counted when connecting, so `handle_error` (which sees some of those too) does not count it
+again."""
+
+
 def watch_engine(engine: AsyncEngine, counts: DownstreamCounts, downstream: str = "postgres") -> None:
-    """Count each statement of `engine` (ok) and each error by outcome, connection failures included."""
+    """Count each statement of `engine` (ok) and each error by outcome, failures to connect included: those
+    (a refused connection is a plain OSError from asyncpg) never reach `handle_error`, so the connect itself
+    is wrapped (`do_connect` returning the dialect's own connection is SQLAlchemy's documented hook)."""
 
     def executed(*_: Any) -> None:
         counts.record(downstream, "ok")
 
     def failed(context: ExceptionContext) -> None:
         error = context.original_exception
-        counts.record(downstream, pg_outcome(error, is_disconnect=context.is_disconnect))
+        if not getattr(error, COUNTED, False):
+            counts.record(downstream, pg_outcome(error, is_disconnect=context.is_disconnect))
+
+    def connecting(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as error:
+            counts.record(downstream, pg_outcome(error, is_disconnect=False))
+            setattr(error, COUNTED, True)
+            raise
 
     event.listen(engine.sync_engine, "after_cursor_execute", executed)
     event.listen(engine.sync_engine, "handle_error", failed)
+    event.listen(engine.sync_engine, "do_connect", connecting)

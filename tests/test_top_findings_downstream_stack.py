@@ -1,0 +1,159 @@
+"""downstream-failing and long-running on the real stack: identity answering 500, Stripe answering 503, a job
+that runs long, each staged against real pool processes, Valkey, PostgreSQL and the doubles; then read as an
+on-call engineer reads it (`ma-top --once --json`, a fresh process each time, and the exporter), and read again
+until the finding clears by itself once the incident is over."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bullmq import Queue
+
+from tests.support.exporter import Exporter, value
+from tests.support.paths import BIN
+from tests.support.waits import completed, run_job, wait_for
+from tests.test_billing import SYNC, paid_invoice
+
+WINDOW = {"MA_TOP_RATE_WINDOW_S": "15"}
+"""A short window, so the test sees a finding clear (whole minutes: an error stays in it for up to 75 s)."""
+
+
+def once(redis_url: str, cwd: Path, **env: str) -> Any:
+    """`ma-top --once --json`: one process, one snapshot, no history of earlier runs."""
+    out = subprocess.run(
+        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
+    return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
+
+
+def requests(exp: Exporter, downstream: str, outcome: str) -> float:
+    return value(exp.scrape(), "ma_downstream_requests_total", downstream=downstream, outcome=outcome) or 0.0
+
+
+async def test_identity_answering_500_is_downstream_failing_for_identity_in_once_and_the_exporter_until_it_recovers(
+    redis, valkey, start_real_pool, identity, exporter, tmp_path
+):
+    q = "user-management-jobs"
+    exp = exporter(**WINDOW)
+    identity.fault(500, count=4)  # the next four calls, whatever they are: the worker's token, the cleanup
+    start_real_pool(q)
+    queue = Queue(q, {"connection": redis})
+    job = await queue.add("session.cleanup", {"olderThanDays": 40}, {"attempts": 8})
+
+    def failing() -> list[dict[str, str]]:
+        return about(once(valkey.url, tmp_path, **WINDOW), "downstream-failing", "identity")
+
+    (found,) = await wait_for(failing, timeout=60, what="downstream-failing identity in --once --json")
+    assert found["goto"] == "events:identity" and found["cause"].startswith("identity failing: ")
+    assert found["evidence"].startswith("identity: ") and "× 5xx in the last" in found["evidence"]
+    await wait_for(
+        lambda: (
+            value(
+                exp.scrape(),
+                "ma_finding",
+                kind="downstream-failing",
+                subject="identity",
+                severity=found["severity"],
+            )
+            == 1
+        ),
+        timeout=30,
+        what="ma_finding downstream-failing in the exporter",
+    )
+
+    done = await completed(queue, job.id, timeout=90)  # the fault is used up: a retry gets through
+    assert done.returnvalue["olderThanDays"] == 40
+    await wait_for(lambda: requests(exp, "identity", "ok") >= 1, what="identity's ok answers counted")
+    assert requests(exp, "identity", "5xx") == 4, "every 500 counted once"
+
+    await wait_for(lambda: not failing(), timeout=150, what="downstream-failing cleared in --once --json")
+    await wait_for(
+        lambda: (
+            value(
+                exp.scrape(),
+                "ma_finding",
+                kind="downstream-failing",
+                subject="identity",
+                severity=found["severity"],
+            )
+            is None
+        ),
+        timeout=30,
+        what="ma_finding downstream-failing gone",
+    )
+    assert requests(exp, "identity", "5xx") == 4, "the lifetime counter stays"
+
+
+async def test_stripe_answering_503_is_downstream_failing_for_stripe_until_it_recovers(
+    redis, valkey, start_pool, identity, stripe, identity_db, tmp_path
+):
+    invoice_id, intent_id = await paid_invoice(identity_db, stripe, 700)
+    stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})
+    start_pool(
+        SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env()
+    )
+    job = await run_job(
+        redis,
+        SYNC,
+        "payment.webhook",
+        {
+            "stripeEventId": f"evt_{invoice_id}",
+            "type": "payment_intent.succeeded",
+            "paymentIntentId": intent_id,
+        },
+        timeout=60,
+    )
+    assert job.returnvalue["paymentStatus"] == "paid", job.failedReason
+    faults = stripe.stats()["fault 503"]
+    assert faults >= 2
+
+    def failing() -> list[dict[str, str]]:
+        return about(once(valkey.url, tmp_path, **WINDOW), "downstream-failing", "stripe")
+
+    (found,) = await wait_for(failing, timeout=30, what="downstream-failing stripe in --once --json")
+    assert f"stripe: {faults} × 5xx in the last" in found["evidence"], (
+        "each attempt, Stripe's own retries too"
+    )
+    assert "status.stripe.com" in found["action"]
+    await wait_for(lambda: not failing(), timeout=150, what="downstream-failing stripe cleared")
+
+
+async def test_a_job_running_past_the_threshold_is_long_running_on_the_first_screen_until_it_finishes(
+    redis, valkey, start_pool, tmp_path
+):
+    q = "identity-events"
+    start_pool(q)  # the test table: test.sleep holds its slot for the given seconds
+    queue = Queue(q, {"connection": redis})
+    short = {"MA_TOP_LONG_RUNNING_S": "2"}
+    quick = await run_job(redis, q, "test.sleep", {"seconds": 0})
+    job = await queue.add("test.sleep", {"seconds": 8})
+
+    def long_running() -> list[dict[str, str]]:
+        return about(once(valkey.url, tmp_path, **short), "long-running", q)
+
+    (found,) = await wait_for(long_running, timeout=30, what="long-running in --once --json")
+    assert found["goto"] == f"job:{q}:{job.id}" and found["evidence"].startswith(
+        f"test.sleep#{job.id} running "
+    )
+    assert quick.id not in found["evidence"]
+    snapshot = once(valkey.url, tmp_path, **short)
+    (row,) = [x for x in snapshot["queues"] if x["name"] == q]
+    assert [a["id"] for a in row["oldest_active"]] == [job.id]
+    assert not about(once(valkey.url, tmp_path), "long-running", q), "below the default 600 s"
+
+    await completed(queue, job.id, timeout=30)
+    await wait_for(lambda: not long_running(), timeout=30, what="long-running cleared once the job finished")
