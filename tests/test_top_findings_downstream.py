@@ -12,6 +12,7 @@ from pool.contracts import DOWNSTREAM_OUTCOMES, downstream_field
 from pool.downstream import http_outcome, pg_outcome
 from pool.monitor.collector import ActiveJob, RedisHealth, Snapshot
 from pool.monitor.downstreams import DownstreamStats, parse
+from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.findings import BADGES, Finding, History, Thresholds, badges, findings
 from tests.support.fake_source import T0, queue_stats
 
@@ -163,9 +164,61 @@ def test_the_queue_tables_own_limit_wins_for_bulk_jobs_that_run_for_hours():
     assert only(findings(snap(queues=[stuck]), History()), "long-running").evidence.endswith("(> 4h)")
 
 
-@pytest.mark.parametrize("kind", ["downstream-failing", "long-running"])
+@pytest.mark.parametrize("kind", ["downstream-failing", "long-running", "failure-growing"])
 def test_the_new_kinds_are_documented_in_the_readme_and_operations(kind):
     from tests.support.paths import ROOT
 
     for doc in ("README.md", "docs/OPERATIONS.md"):
         assert f"`{kind}`" in (ROOT / doc).read_text(), f"{doc} lists {kind}"
+
+
+# -- failure group growing -----------------------------------------------------------------------------------
+
+
+def group(n: int, *, every_s: float = 10.0, capped: bool = False) -> RecentFailures:
+    return RecentFailures(
+        "billing-payment-sync",
+        "stripe.APIConnectionError: Unexpected error communicating with Stripe",
+        "handlers/billing_payment_sync.py:sync",
+        "stripe.APIConnectionError: Unexpected error communicating with Stripe (Network error: A ConnectError)",
+        tuple(T0 - 5 - i * every_s for i in range(n)),
+        tuple(str(900 - i) for i in range(n)),
+        capped,
+    )
+
+
+def failing_snap(*groups: RecentFailures, at: float = T0) -> Snapshot:
+    return Snapshot(at, (), (), UP, {}, (), (), groups, T0)
+
+
+def test_a_signature_failing_again_and_again_is_failure_growing_with_the_group_one_key_away():
+    found = findings(failing_snap(group(12)), History())
+    f = only(found, "failure-growing")
+    assert (f.severity, f.subject, f.goto) == (
+        "warning",
+        "billing-payment-sync",
+        "failures:billing-payment-sync",
+    )
+    assert f.cause == (
+        "12 jobs failed with one signature in the last 5m: "
+        "stripe.APIConnectionError: Unexpected error communicating with Stripe"
+    )
+    assert f.evidence.startswith(
+        "12 new at handlers/billing_payment_sync.py:sync (>= 10), last 5s ago, e.g. #900: "
+    )
+    assert badges(found, "billing-payment-sync") == [BADGES["failure-growing"]]
+
+
+def test_failures_spread_beyond_the_window_count_only_the_windows_and_a_capped_read_says_at_least():
+    assert findings(failing_snap(group(12, every_s=40)), History()) == []  # 8 of them in the last 5 min
+    f = only(findings(failing_snap(group(200, every_s=1, capped=True)), History()), "failure-growing")
+    assert f.cause.startswith("at least 200 jobs failed")
+
+
+def test_failure_growing_clears_when_its_failures_age_out_of_the_window_before_the_next_read():
+    assert only(findings(failing_snap(group(12)), History()), "failure-growing")
+    assert (
+        findings(failing_snap(group(12), at=T0 + 300), History()) == []
+    )  # the read is the same, now is later
+    fewer = Thresholds.from_env({"MA_TOP_FAILURE_GROUP_GROWTH": "3", "MA_TOP_RATE_WINDOW_S": "60"})
+    assert only(findings(failing_snap(group(12)), History(), thresholds=fewer), "failure-growing")

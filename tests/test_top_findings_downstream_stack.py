@@ -157,3 +157,26 @@ async def test_a_job_running_past_the_threshold_is_long_running_on_the_first_scr
 
     await completed(queue, job.id, timeout=30)
     await wait_for(lambda: not long_running(), timeout=30, what="long-running cleared once the job finished")
+
+
+async def test_one_signature_failing_again_and_again_is_failure_growing_until_it_ages_out_of_the_window(
+    redis, valkey, start_pool, tmp_path
+):
+    q = "identity-events"
+    start_pool(q)  # the test table: test.refuse fails at once, permanently, naming the organization
+    env = {**WINDOW, "MA_TOP_FAILURE_GROUP_GROWTH": "4"}
+    for i in range(3):
+        job = await run_job(redis, q, "test.refuse", {"key": f"org_{i}"})
+        assert job.failedReason == f"organization org_{i} does not exist"
+    assert not about(once(valkey.url, tmp_path, **env), "failure-growing", q), "3 is below 4"
+    last = await run_job(redis, q, "test.refuse", {"key": "org_3"})
+
+    (found,) = about(once(valkey.url, tmp_path, **env), "failure-growing", q)
+    assert found["goto"] == f"failures:{q}" and found["cause"].startswith("4 jobs failed with one signature")
+    assert f"e.g. #{last.id}: organization org_3 does not exist" in found["evidence"]
+
+    await wait_for(
+        lambda: not about(once(valkey.url, tmp_path, **env), "failure-growing", q),
+        timeout=40,
+        what="failure-growing cleared once the failures are older than the 15 s window",
+    )

@@ -34,7 +34,9 @@ from pool.contracts import (
     downstream_scope,
     stats_key,
 )
+from pool.monitor import failure_growth
 from pool.monitor.downstreams import DownstreamStats, parse
+from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
 
 BULK_RECENT_S = 24 * 3600
@@ -158,6 +160,9 @@ class Snapshot:
     """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
     downstreams: tuple[DownstreamStats, ...] = ()
     """The pool's requests to identity, Supabase, Stripe and PostgreSQL by outcome (lifetime, recent minutes)."""
+    recent_failures: tuple[RecentFailures, ...] = ()
+    """Each queue's jobs failed in the last minutes, by signature (read on a slower timer: `failures_read_at`)."""
+    failures_read_at: float = 0.0
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -199,6 +204,7 @@ class Collector:
         prefix: str = BULL_PREFIX,
         discover_every: float = 60.0,
         info_every: float = 5.0,
+        failures_every: float = 30.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`clock` (epoch seconds) replaces Redis' TIME as the "now" the per-minute series and the oldest
@@ -215,6 +221,10 @@ class Collector:
         self._info: RedisHealth = RedisHealth(up=False, error="not sampled yet")
         self._info_at = 0.0
         self._downstreams: tuple[DownstreamStats, ...] = ()
+        self.failures_every = failures_every
+        self._failures: tuple[RecentFailures, ...] = ()
+        self._failures_at = -failures_every  # monotonic; the first fetch reads them
+        self._failures_read_at = 0.0
 
     async def discover(self) -> tuple[str, ...]:
         """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
@@ -260,6 +270,12 @@ class Collector:
             queues = await self._queue_stats(self._queues)
             workers = await self._workers()
             bulk = await self._bulk_jobs()
+            if now - self._failures_at >= self.failures_every:  # the failed sets: the slower timer
+                at = self.clock() if self.clock else time.time()
+                self._failures = await failure_growth.recent_failures(
+                    self.redis, self._queues, at, self.prefix
+                )
+                self._failures_at, self._failures_read_at = now, at
         except (RedisError, OSError, TimeoutError) as error:
             text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             errors["redis"] = text
@@ -274,7 +290,17 @@ class Collector:
             )
             for q in queues
         )
-        return Snapshot(time.time(), queues, workers, self._info, errors, bulk, self._downstreams)
+        return Snapshot(
+            time.time(),
+            queues,
+            workers,
+            self._info,
+            errors,
+            bulk,
+            self._downstreams,
+            self._failures,
+            self._failures_read_at,
+        )
 
     async def _bulk_jobs(self) -> tuple[BulkJob, ...]:
         """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""

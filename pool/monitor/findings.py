@@ -37,6 +37,7 @@ BADGES = {
     "no-handler": "NO HANDLER",
     "paused": "PAUSED",
     "long-running": "LONG JOB",
+    "failure-growing": "FAILING",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
@@ -85,6 +86,8 @@ class Thresholds:
     downstream_errors_per_min: float = 1.0
     """A downstream's 5xx answers, timeouts and connection errors per minute over the rate window (whole
     minutes: the pool counts them by the minute)."""
+    failure_group_growth: int = 10
+    """Jobs failed with one signature within the rate window (final failures; a retried attempt is `retries`)."""
     long_running_s: float = 600.0
     """An active job running longer than this (a queue table's `long_running_s` wins for its queue)."""
 
@@ -122,6 +125,7 @@ def findings(
         found.extend(_queue(q, history, processes, thresholds, queue_names))
     for d in snapshot.downstreams:
         found.extend(_downstream(d, thresholds))
+    found.extend(_failure_growing(snapshot, thresholds))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 
@@ -393,3 +397,26 @@ def _long_running(q: QueueStats, t: Thresholds) -> Iterator[Finding]:
         f"enter: the job (progress, attempts); ma-top 3, l on its process (log tail); {SUPERVISORCTL} status",
         goto=f"job:{q.name}:{job.id}",
     )
+
+
+def _failure_growing(snapshot: Snapshot, t: Thresholds) -> Iterator[Finding]:
+    """A failure signature with at least the threshold's new failures within the window; the failed jobs were
+    read on the collector's slower timer, and the window is counted back from now, so the finding clears once
+    those failures are older than the window even before the next read."""
+    now = snapshot.taken_at
+    for g in snapshot.recent_failures:
+        n = g.within(now, t.rate_window_s)
+        if n < t.failure_group_growth:
+            continue
+        at_least = "at least " if g.capped else ""
+        frame = f" at {g.top_frame}" if g.top_frame else ""
+        yield Finding(
+            "warning",
+            "failure-growing",
+            g.queue,
+            f"{at_least}{n} jobs failed with one signature in the last {_age(t.rate_window_s)}: {g.signature}",
+            f"{at_least}{n} new{frame} (>= {t.failure_group_growth}), last {_age(now - g.failed_at[0])} ago, "
+            f"e.g. #{g.ids[0]}: {g.example[:120]}",
+            "ma-top 5 (failures by signature; R requeues the group once the cause is fixed)",
+            goto=f"failures:{g.queue}",
+        )
