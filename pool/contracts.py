@@ -80,6 +80,36 @@ LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 """Hash bucket -> count: the cumulative latency histogram the exporter serves."""
 
 
+DOWNSTREAMS = ("identity", "supabase", "stripe", "postgres")
+"""What the pool's jobs call, each recorded per request and outcome (`pool/downstream.py`)."""
+DOWNSTREAM_OUTCOMES = ("ok", "429", "4xx", "5xx", "timeout", "connection-error", "error")
+"""A request's outcome: an HTTP status class, no answer in time, no connection; `error` is a PostgreSQL error
+that is the query's, not the server's (a constraint, a syntax error)."""
+DOWNSTREAM_FAILURES = ("5xx", "timeout", "connection-error")
+"""The outcomes that say a downstream is failing (not a refusal of ours, nor throttling)."""
+DOWNSTREAM_PREFIX = "ma:downstream:"
+"""`ma:downstream:<name>`: hash `<outcome>:<epoch minute>` -> requests in that minute (the last
+DOWNSTREAM_KEEP_MINUTES, trimmed by the writers, the key expiring an hour after the last write), so one read
+tells what happened in the last minutes (by the writers' clocks) without a history of earlier reads.
+The lifetime counts per outcome are `ma:stats:downstream:<name>`."""
+DOWNSTREAM_KEEP_MINUTES = 16
+DOWNSTREAM_TTL = 3600
+
+
+def downstream_scope(name: str) -> str:
+    """The `ma:stats:` scope of a downstream's lifetime counters (`stats_key(downstream_scope(name))`)."""
+    return f"downstream:{name}"
+
+
+def downstream_key(name: str) -> str:
+    return f"{DOWNSTREAM_PREFIX}{name}"
+
+
+def downstream_field(outcome: str, minute: int) -> str:
+    """The field of `downstream_key` counting `outcome` in epoch minute `minute` (epoch seconds // 60)."""
+    return f"{outcome}:{minute}"
+
+
 def stats_key(scope: str) -> str:
     return f"{STATS_PREFIX}{scope}"
 

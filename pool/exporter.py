@@ -1,7 +1,7 @@
 """`ma-worker exporter`: Prometheus metrics for Grafana, plus the tasks telemetry JSON, one per host.
 
 - GET /metrics                  queue depth per state, totals, retries, throttles, stalls, oldest-waiting age,
-                                workers, paused; Redis health; supervisord process states; assignment latency;
+                                workers, paused; requests per downstream and outcome; Redis health; supervisord process states; assignment latency;
                                 `ma_finding{kind,subject,severity}` 1 per current finding (pool/monitor/findings.py,
                                 the rules ma-top shows); every host's pool processes' RSS and CPU (heartbeats).
 - GET /api/telemetry/metrics    recent assignment-latency samples and percentiles (JSON).
@@ -207,6 +207,15 @@ class Exporter:
         yield jobs
         yield from families.values()
         yield from gauges.values()
+        downstream = CounterMetricFamily(
+            "ma_downstream_requests",
+            "The pool's requests to a downstream by outcome (ok, 429, 4xx, 5xx, timeout, connection-error, error)",
+            labels=["downstream", "outcome"],
+        )
+        for d in snap.downstreams:  # bounded: four downstreams, seven outcomes
+            for outcome, n in sorted(d.totals.items()):
+                downstream.add_metric([d.name, outcome], n)
+        yield downstream
 
         bulk = {
             name: GaugeMetricFamily(f"ma_bulk_job_{name}", doc, labels=["bulk_job_id", "operation"])

@@ -56,6 +56,8 @@ class QueueSpec:
     throttle_message: str = ""
     """The log line written (coalesced) when identity throttles this queue's jobs."""
     schedules: tuple[Schedule, ...] = ()
+    long_running_s: float | None = None
+    """An active job running longer is a finding (`long-running`); None: ma-top's MA_TOP_LONG_RUNNING_S."""
 
     @property
     def procs_env(self) -> str:
@@ -118,6 +120,7 @@ QUEUES: dict[str, QueueSpec] = {
             lock_duration_ms=60_000,
             attempts=3,
             backoff_ms=10_000,
+            long_running_s=4 * 3600,  # a bulk job over 100k users runs for an hour or more
         ),
         QueueSpec(
             "billing-usage",

@@ -16,7 +16,6 @@ import time
 import warnings
 from typing import Any
 
-import httpx
 from bullmq import Queue, Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -28,6 +27,7 @@ from handlers.context import Resources
 from pool.connection import plain_redis, pooled_redis
 from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
+from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
 from pool.queue_table import QueueSpec, load_table
 from pool.settings import Settings
 from pool.telemetry import Telemetry
@@ -119,9 +119,11 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(10.0, connect=3.0), limits=httpx.Limits(max_connections=spec.concurrency + 10)
-    )
+    counts = telemetry.downstream  # every request to a downstream counted by outcome, where it is made
+    for engine in (identity_db, tasks_db):
+        watch_engine(engine, counts)
+    identity_http = http_client("identity", counts, max_connections=spec.concurrency + 10)
+    supabase_http = http_client("supabase", counts, max_connections=spec.concurrency + 10)
     identity_base = str(settings.IDENTITY_BASE_URL)
     resources = Resources(
         settings,
@@ -129,11 +131,11 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         identity_db,
         tasks_db,
         telemetry.event,
-        identity=IdentityClient(identity_base, settings.SUPABASE_SERVICE_ROLE_KEY, http),
+        identity=IdentityClient(identity_base, settings.SUPABASE_SERVICE_ROLE_KEY, identity_http),
         supabase=SupabaseAdmin(
-            str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, http
+            str(settings.SUPABASE_URL or identity_base), settings.SUPABASE_SERVICE_ROLE_KEY, supabase_http
         ),
-        stripe=make_stripe(settings),
+        stripe=make_stripe(settings, counts),
         enqueue=Enqueuer(redis, load_table(settings.MA_QUEUE_TABLE)),
     )
 
@@ -149,7 +151,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         waiting.cancel()
         log.info("stopped before Redis was reachable")
         await _dispose(redis, probe, identity_db, tasks_db)
-        await http.aclose()
+        await identity_http.aclose()
+        await supabase_http.aclose()
         return 0
     await check_redis_policy(redis, telemetry)
     await upsert_schedules(spec, redis)
@@ -176,7 +179,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     beats.cancel()
     await telemetry.retire(probe)
     await _dispose(redis, probe, identity_db, tasks_db)
-    await http.aclose()
+    await identity_http.aclose()
+    await supabase_http.aclose()
     log.info(
         "stopped %s: processed=%d failed=%d throttled=%d",
         spec.name,
@@ -187,7 +191,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     return 0
 
 
-def make_stripe(settings: Settings) -> Any:
+def make_stripe(settings: Settings, counts: DownstreamCounts) -> Any:
     """The Stripe client: async calls over httpx (DESIGN 8.4), network retries with Stripe's own backoff
     for 5xx/connection errors before the job's backoff takes over."""
     if settings.STRIPE_SECRET_KEY is None:
@@ -199,7 +203,7 @@ def make_stripe(settings: Settings) -> Any:
         base_addresses={"api": str(settings.STRIPE_API_BASE).rstrip("/")}
         if settings.STRIPE_API_BASE
         else None,
-        http_client=stripe.HTTPXClient(),
+        http_client=stripe_http_client(counts),
         max_network_retries=settings.MA_STRIPE_NETWORK_RETRIES,
     )
 

@@ -34,6 +34,7 @@ from pool.contracts import (
     recent_key,
     stats_key,
 )
+from pool.downstream import DownstreamCounts
 
 if TYPE_CHECKING:
     from bullmq import Job
@@ -136,6 +137,9 @@ class Telemetry:
     def __post_init__(self) -> None:
         self._usage = _Usage(self.trail_every)
 
+    downstream: DownstreamCounts = field(default_factory=DownstreamCounts)
+    """Requests to identity, Supabase, Stripe and PostgreSQL by outcome (`pool/downstream.py` records them)."""
+
     @property
     def heartbeat_key(self) -> str:
         return heartbeat_key(self.host, self.pid)
@@ -237,6 +241,7 @@ class Telemetry:
                 pipe.hincrby(recent_key(bucket), recent_field(scope, counter), n)
             for bucket in {bucket for _, _, bucket in counts}:
                 pipe.expire(recent_key(bucket), RECENT_KEEP_S)
+            downstream = self.downstream.write(pipe)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
             pipe.eval(
                 BACKLOG_SAMPLE,
@@ -264,6 +269,7 @@ class Telemetry:
             self._pending.popleft()
         self._counts.subtract(counts)
         self._counts = +self._counts  # drop the zeros
+        self.downstream.written(downstream)
 
     async def run(self, redis: Redis, every: float = HEARTBEAT_EVERY) -> None:
         """Flush events and beat until cancelled; report losing and regaining Redis once each.

@@ -15,9 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import stripe as stripe_sdk
 from bullmq import Queue
 
+from tests.support.billing import paid_invoice, stripe_client
 from tests.support.paths import BIN, ROOT
 from tests.support.processes import pool_env
 from tests.support.waits import run_job, settle, wait_for
@@ -73,32 +73,6 @@ async def add_usage(identity_db, sub: str, events: list[tuple[str, str, datetime
         " VALUES ('org_globex', $1, $2, $3::numeric, $4)",
         [(sub, feature, qty, at) for feature, qty, at in events],
     )
-
-
-def stripe_client(stripe) -> stripe_sdk.StripeClient:
-    return stripe_sdk.StripeClient(stripe.SECRET_KEY, base_addresses={"api": stripe.url})
-
-
-async def paid_invoice(identity_db, stripe, amount: int) -> tuple[str, str]:
-    """An invoice recorded at identity (still unpaid there) and a PaymentIntent that paid it at Stripe."""
-    invoice_id = f"in_t{uuid.uuid4().hex[:8]}"
-    await identity_db.execute(
-        "INSERT INTO invoices (id, number, organization_id, subscription_id, period_start, period_end, currency,"
-        " subtotal_minor, total_minor, lines) VALUES ($1, $1, 'org_globex', 'sub_globex', now(), now() + interval"
-        " '1 day', 'usd', $2, $2, '[]')",
-        invoice_id,
-        amount,
-    )
-    intent = stripe_client(stripe).v1.payment_intents.create(
-        {
-            "amount": amount,
-            "currency": "usd",
-            "payment_method": "pm_card_visa",
-            "confirm": True,
-            "metadata": {"invoiceId": invoice_id},
-        }
-    )
-    return invoice_id, intent.id
 
 
 def signed(secret: str, event: dict) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from pool.contracts import (
     BULK_JOBS_KEY,
     BULL_PREFIX,
+    DOWNSTREAMS,
     HEARTBEAT_TTL,
     JOB_STATES,
     LATENCY_HIST_KEY,
@@ -29,14 +30,30 @@ from pool.contracts import (
     STATE_KEYS,
     WORKERS_INDEX,
     bull_key,
+    downstream_key,
+    downstream_scope,
     stats_key,
 )
+from pool.monitor import failure_growth
+from pool.monitor.downstreams import DownstreamStats, parse
+from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
 from pool.monitor.recent import RecentCounts, read_recent
 
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
 SPARK_MINUTES = 60
+OLDEST_ACTIVE = 3
+"""How many of each queue's oldest active jobs a fetch reads the start time of (a long-running job is among
+them: BullMQ pushes a job onto the left of `active`, so the oldest are at the right end)."""
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    id: str
+    name: str
+    running_s: float
+    """Since BullMQ moved it to active this time (`processedOn`), by Redis' clock."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class QueueStats:
     """False for a queue no pool process ever registered and no queue table names (a new product's queue)."""
     minute_at: float = 0.0
     """Epoch seconds at which index 0 of the per-minute series begins (point i: `minute_at - 60 * i`)."""
+    oldest_active: tuple[ActiveJob, ...] = ()
+    """The longest-running of its active jobs (at most OLDEST_ACTIVE), longest first."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,11 @@ class Snapshot:
     """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
     recent: RecentCounts = field(default_factory=RecentCounts)
     """The pool's counters over the last minutes (retries, throttled, stalled, ...): what rates are taken from."""
+    downstreams: tuple[DownstreamStats, ...] = ()
+    """The pool's requests to identity, Supabase, Stripe and PostgreSQL by outcome (lifetime, recent minutes)."""
+    recent_failures: tuple[RecentFailures, ...] = ()
+    """Each queue's jobs failed in the last minutes, by signature (read on a slower timer: `failures_read_at`)."""
+    failures_read_at: float = 0.0
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -204,6 +228,7 @@ class Collector:
         prefix: str = BULL_PREFIX,
         discover_every: float = 60.0,
         info_every: float = 5.0,
+        failures_every: float = 30.0,
         clock: Callable[[], float] | None = None,
         recent_window_s: float = 300.0,
     ) -> None:
@@ -224,6 +249,11 @@ class Collector:
         self._discovered_at = 0.0
         self._info: RedisHealth = RedisHealth(up=False, error="not sampled yet")
         self._info_at = 0.0
+        self._downstreams: tuple[DownstreamStats, ...] = ()
+        self.failures_every = failures_every
+        self._failures: tuple[RecentFailures, ...] = ()
+        self._failures_at = -failures_every  # monotonic; the first fetch reads them
+        self._failures_read_at = 0.0
 
     async def discover(self) -> tuple[str, ...]:
         """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
@@ -269,6 +299,12 @@ class Collector:
             queues = await self._queue_stats(self._queues)
             workers = await self._workers()
             bulk = await self._bulk_jobs()
+            if now - self._failures_at >= self.failures_every:  # the failed sets: the slower timer
+                at = self.clock() if self.clock else time.time()
+                self._failures = await failure_growth.recent_failures(
+                    self.redis, self._queues, at, self.prefix
+                )
+                self._failures_at, self._failures_read_at = now, at
             recent = await read_recent(self.redis, self._now(), self.recent_window_s)
         except (RedisError, OSError, TimeoutError) as error:
             text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -284,7 +320,18 @@ class Collector:
             )
             for q in queues
         )
-        return Snapshot(time.time(), queues, workers, self._info, errors, bulk, recent)
+        return Snapshot(
+            time.time(),
+            queues,
+            workers,
+            self._info,
+            errors,
+            bulk,
+            recent=recent,
+            downstreams=self._downstreams,
+            recent_failures=self._failures,
+            failures_read_at=self._failures_read_at,
+        )
 
     def _now(self) -> float:
         """Epoch seconds on Redis' clock (the clock the pool's buckets are aligned to, within NTP)."""
@@ -325,6 +372,11 @@ class Collector:
                 pipe.lrange(key(q, "metrics", "completed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.lrange(key(q, "metrics", "failed", "data"), 0, SPARK_MINUTES - 2)
                 pipe.hgetall(stats_key(q))
+            for q in names:
+                pipe.lrange(key(q, "active"), -OLDEST_ACTIVE, -1)
+            for d in DOWNSTREAMS:
+                pipe.hgetall(stats_key(downstream_scope(d)))
+                pipe.hgetall(downstream_key(d))
             server_time, *replies = await pipe.execute()
         seconds, micros = server_time
         now_ms = self.clock() * 1000 if self.clock else _int(seconds) * 1000 + _int(micros) / 1000
@@ -332,14 +384,34 @@ class Collector:
         minute_at = now_ms // 60_000 * 60.0
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]
+        actives: list[list[str]] = replies[len(names) * per : len(names) * (per + 1)]
+        tail = replies[len(names) * (per + 1) :]
+        self._downstreams = tuple(
+            parse(d, tail[2 * i], tail[2 * i + 1], now_ms / 1000) for i, d in enumerate(DOWNSTREAMS)
+        )
         oldest_ids = [row[10] for row in rows]
         stamps: list[Any] = []
-        if any(oldest_ids):
+        started: list[Any] = []
+        if any(oldest_ids) or any(actives):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for q, job_id in zip(names, oldest_ids, strict=True):
                     pipe.hget(key(q, job_id), "timestamp") if job_id else pipe.echo("")
+                for q, ids in zip(names, actives, strict=True):
+                    for job_id in ids:
+                        pipe.hmget(key(q, job_id), "processedOn", "name")
                 stamps = await pipe.execute()
+            stamps, started = stamps[: len(names)], stamps[len(names) :]
         result = []
+        oldest_active: list[tuple[ActiveJob, ...]] = []
+        replies_of_active = iter(started)
+        for ids in actives:
+            jobs = []
+            for job_id in ids:
+                processed_on, job_name = next(replies_of_active)
+                if processed_on:  # gone or not yet marked between the reads: not running for long
+                    running = max(0.0, (now_ms - _int(processed_on)) / 1000)
+                    jobs.append(ActiveJob(job_id, str(job_name or ""), running))
+            oldest_active.append(tuple(sorted(jobs, key=lambda j: -j.running_s)))
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
             counts = dict(zip(JOB_STATES, map(_int, row[:7]), strict=True))
             counts["waiting"] += _int(row[7])
@@ -357,6 +429,7 @@ class Collector:
                     failed_per_min=_per_minute(row[12], row[14], now_ms),
                     counters={k: _int(v) for k, v in row[15].items()},
                     minute_at=minute_at,
+                    oldest_active=oldest_active[i],
                 )
             )
         return tuple(result)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pool.contracts import RECENT_BUCKET_S
 from pool.monitor.collector import QueueStats, Snapshot
+from pool.monitor.downstreams import DownstreamStats
 from pool.monitor.history import History
 from pool.monitor.memory import STEPS, growth
 from pool.monitor.rates import MIN_SPAN_S, Sample, net_rate
@@ -41,6 +42,8 @@ BADGES = {
     "rate-limited": "RATE LIMITED",
     "no-handler": "NO HANDLER",
     "paused": "PAUSED",
+    "long-running": "LONG JOB",
+    "failure-growing": "FAILING",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
@@ -99,6 +102,13 @@ class Thresholds:
     """The window RSS growth is judged over (at most the hour of RSS kept)."""
     rss_warmup_s: float = 120.0
     """Seconds of a process's life before its RSS is judged (start-up imports and first jobs fill memory)."""
+    downstream_errors_per_min: float = 1.0
+    """A downstream's 5xx answers, timeouts and connection errors per minute over the rate window (whole
+    minutes: the pool counts them by the minute)."""
+    failure_group_growth: int = 10
+    """Jobs failed with one signature within the rate window (final failures; a retried attempt is `retries`)."""
+    long_running_s: float = 600.0
+    """An active job running longer than this (a queue table's `long_running_s` wins for its queue)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Thresholds:
@@ -133,6 +143,9 @@ def findings(
     for q in snapshot.queues:
         found.extend(_queue(q, snapshot.recent, processes, thresholds, queue_names))
     found.extend(_memory_growth(snapshot, history, thresholds))
+    for d in snapshot.downstreams:
+        found.extend(_downstream(d, thresholds))
+    found.extend(_failure_growing(snapshot, thresholds))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 
@@ -226,6 +239,7 @@ def _queue(
         )
     yield from _rates(q, recent, t)
     yield from _backlog_growing(q, recent, t)
+    yield from _long_running(q, t)
     if q.rate_limited_ms > 0 and waiting:
         yield Finding(
             "info",
@@ -419,4 +433,83 @@ def _memory_growth(snapshot: Snapshot, history: History, t: Thresholds) -> Itera
             f"ma-top 3 (rss sparkline); {SUPERVISORCTL} restart {beat.process if supervised else group + ':*'} "
             "once its jobs are done",
             goto=f"process:{group}",
+        )
+
+
+DOWNSTREAM_ACTIONS = {
+    "identity": "ma-top 2 (events: the failing jobs); check identity's health and logs; jobs retry with backoff",
+    "supabase": "ma-top 2; check Supabase's status and SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY; jobs retry",
+    "stripe": "ma-top 2; check status.stripe.com; payment syncs retry with backoff and catch up",
+    "postgres": "ma-top 2; check both databases are reachable (DATABASE_URL, TASKS_DATABASE_URL), connections",
+}
+OUTCOME_WORDS = {"5xx": "× 5xx", "timeout": "timeouts", "connection-error": "connection errors"}
+
+
+def _downstream(d: DownstreamStats, t: Thresholds) -> Iterator[Finding]:
+    """A downstream answering 5xx, timing out or refusing connections over the window (the pool counts each
+    request by the minute, so this needs no history: `ma-top --once` says the same)."""
+    window = d.window(t.rate_window_s)
+    errors = window.failures
+    if not errors or window.per_min(errors) <= t.downstream_errors_per_min:
+        return
+    figures = ", ".join(
+        f"{n} {OUTCOME_WORDS[o]}"
+        for o in ("5xx", "timeout", "connection-error")
+        if (n := window.counts.get(o))
+    )
+    others = ", ".join(
+        f"{window.counts[o]} {o}" for o in ("ok", "429", "4xx", "error") if window.counts.get(o)
+    )
+    rate = window.per_min(errors)
+    yield Finding(
+        "critical" if not window.counts.get("ok") else "warning",
+        "downstream-failing",
+        d.name,
+        f"{d.name} failing: {errors} failed requests in the last {_age(window.span_s)} ({rate:.1f}/min)",
+        f"{d.name}: {figures} in the last {_age(window.span_s)}; {others or '0 ok'}"
+        f" (> {t.downstream_errors_per_min:g}/min)",
+        DOWNSTREAM_ACTIONS.get(d.name, "ma-top 2 (events)"),
+        goto=f"events:{d.name}",
+    )
+
+
+def _long_running(q: QueueStats, t: Thresholds) -> Iterator[Finding]:
+    spec = QUEUES.get(q.name)
+    limit = spec.long_running_s if spec is not None and spec.long_running_s else t.long_running_s
+    over = [j for j in q.oldest_active if j.running_s > limit]
+    if not over:
+        return
+    job = over[0]
+    more = f" (+{len(over) - 1} more)" if len(over) > 1 else ""
+    yield Finding(
+        "warning",
+        "long-running",
+        q.name,
+        f"a job has been active for {_age(job.running_s)}{more}: hung on a downstream, or far more work than usual",
+        f"{job.name}#{job.id} running {_age(job.running_s)} (> {_age(limit)})",
+        f"enter: the job (progress, attempts); ma-top 3, l on its process (log tail); {SUPERVISORCTL} status",
+        goto=f"job:{q.name}:{job.id}",
+    )
+
+
+def _failure_growing(snapshot: Snapshot, t: Thresholds) -> Iterator[Finding]:
+    """A failure signature with at least the threshold's new failures within the window; the failed jobs were
+    read on the collector's slower timer, and the window is counted back from now, so the finding clears once
+    those failures are older than the window even before the next read."""
+    now = snapshot.taken_at
+    for g in snapshot.recent_failures:
+        n = g.within(now, t.rate_window_s)
+        if n < t.failure_group_growth:
+            continue
+        at_least = "at least " if g.capped else ""
+        frame = f" at {g.top_frame}" if g.top_frame else ""
+        yield Finding(
+            "warning",
+            "failure-growing",
+            g.queue,
+            f"{at_least}{n} jobs failed with one signature in the last {_age(t.rate_window_s)}: {g.signature}",
+            f"{at_least}{n} new{frame} (>= {t.failure_group_growth}), last {_age(now - g.failed_at[0])} ago, "
+            f"e.g. #{g.ids[0]}: {g.example[:120]}",
+            "ma-top 5 (failures by signature; R requeues the group once the cause is fixed)",
+            goto=f"failures:{g.queue}",
         )
