@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pool.monitor.collector import Snapshot
 from tui.dashboard import Dashboard
+from tui.format import last_known
 
 
 class Base(Screen[None]):
@@ -79,6 +80,8 @@ class Base(Screen[None]):
         errors = "  ".join(f"[red]{k}: {v}[/red]" for k, v in app.state.all_errors(snapshot).items())
         mode = "[reverse] READ-ONLY [/reverse] " if app.read_only else ""
         redis = "[green]redis up[/green]" if snapshot.redis.up else "[red]REDIS DOWN[/red]"
+        if snapshot.known_at is not None:
+            redis += f" [red]stale: {last_known(snapshot)}[/red]"
         self.query_one("#status", Static).update(
             f"{mode}{redis}  workers {len(snapshot.workers)}  {app.now():%H:%M:%S}  {app.message}  {errors}"
         )
