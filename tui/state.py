@@ -19,6 +19,8 @@ class TopState:
     snapshot: Snapshot | None = None
     findings: list[Finding] = field(default_factory=list)
     """What is wrong in that snapshot, most severe first (the badges and the findings pane show these)."""
+    duplicates: list[Finding] = field(default_factory=list)
+    """The background duplicate check's findings (`pool.monitor.duplicates`), as of its last run."""
     processes: list[ProcessInfo] = field(default_factory=list)
     process_errors: dict[str, str] = field(default_factory=dict)
     """supervisord endpoint label -> error, from the last read (an endpoint that answers again drops out)."""

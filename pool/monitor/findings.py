@@ -35,6 +35,7 @@ BADGES = {
     "rate-limited": "RATE LIMITED",
     "no-handler": "NO HANDLER",
     "paused": "PAUSED",
+    "duplicates": "DUPLICATES",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
