@@ -172,3 +172,35 @@ async def test_new_queues_from_a_node_producer_show_within_seconds_with_a_near_m
         (new,) = [f for f in app.state.findings if f.kind == "no-handler" and f.subject == "crm-sync"]
         assert "did you mean" not in new.cause
         assert "did you mean `billing-usage`" in str(app.screen.query_one("#findings", Static).render())
+
+
+def test_state_keeps_the_last_answered_queues_aged_while_redis_is_down_and_drops_them_when_it_answers():
+    from pool.monitor.collector import RedisHealth, Snapshot
+    from tests.support.fake_source import T0, queue_stats
+    from tui.format import last_known
+    from tui.state import TopState
+
+    state = TopState()
+    up = Snapshot(T0, (queue_stats(Q, waiting=3),), (), RedisHealth(True))
+    state.set_snapshot(up)
+    assert state.snapshot is up and last_known(up) == ""
+
+    def down(at: float) -> Snapshot:
+        return Snapshot(
+            at, (), (), RedisHealth(False, error="refused"), {"redis": "ConnectionError: refused"}
+        )
+
+    state.set_snapshot(down(T0 + 12))
+    shown = state.snapshot
+    assert shown is not None and shown.known_at == T0 and shown.queues[0].counts["waiting"] == 3
+    assert last_known(shown) == "last known 12s ago" and shown.errors == {"redis": "ConnectionError: refused"}
+    state.set_snapshot(down(T0 + 42))  # still the snapshot of T0, older now
+    assert state.snapshot is not None and last_known(state.snapshot) == "last known 42s ago"
+
+    back = Snapshot(T0 + 45, (queue_stats(Q, waiting=1),), (), RedisHealth(True))
+    state.set_snapshot(back)
+    assert state.snapshot is back and state.snapshot.known_at is None
+
+    fresh = TopState()  # down from the start: nothing known, nothing invented
+    fresh.set_snapshot(down(T0))
+    assert fresh.snapshot is not None and fresh.snapshot.queues == () and fresh.snapshot.known_at is None

@@ -261,10 +261,8 @@ class Collector:
             else:
                 text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             errors["redis"] = text
-            self._info, self._info_at = (
-                RedisHealth(up=False, error=text),
-                0.0,
-            )  # re-read as soon as it answers
+            self._info = RedisHealth(up=False, error=text)
+            self._info_at = 0.0  # INFO is read again as soon as Redis answers
             return Snapshot(time.time(), (), (), self._info, errors)
 
     async def _fetch(self, now: float, errors: dict[str, str]) -> Snapshot:
