@@ -373,3 +373,9 @@ async def schedule_renewal(ctx: JobContext, p: Period) -> dict[str, Any]:
 HANDLERS: dict[str, Handler] = {
     "invoice.generate": invoice_generate,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "invoice.generate": ("subscriptionId", "periodStart", "periodEnd"),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

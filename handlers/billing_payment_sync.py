@@ -240,3 +240,10 @@ HANDLERS: dict[str, Handler] = {
     "payment.retry": payment_retry,
     "payment.reconcile": payment_reconcile,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "payment.webhook": ("stripeEventId",),
+    "payment.retry": ("invoiceId",),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -125,3 +125,9 @@ HANDLERS: dict[str, Handler] = {
     "usage.aggregate": usage_aggregate,
     "billing-usage.backfill": usage_backfill,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "usage.aggregate": ("subscriptionId", "periodStart", "periodEnd", "resolution"),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

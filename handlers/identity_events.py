@@ -180,3 +180,15 @@ HANDLERS: dict[str, Handler] = {
     "tenant.created": tenant_created,
     "tenant.deleted": tenant_deleted,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "organization.created": ("organizationId",),
+    "organization.updated": ("organizationId",),
+    "organization.suspended": ("organizationId",),
+    "organization.reactivated": ("organizationId",),
+    "organization.deleted": ("organizationId",),
+    "tenant.created": ("organizationId", "tenantId"),
+    "tenant.deleted": ("organizationId", "tenantId"),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -214,3 +214,11 @@ HANDLERS: dict[str, Handler] = {
     "bulk.suspend": bulk_suspend,
     "bulk.export": bulk_export,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "bulk.activate": ("bulkJobId",),
+    "bulk.suspend": ("bulkJobId",),
+    "bulk.export": ("bulkJobId",),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

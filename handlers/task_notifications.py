@@ -144,3 +144,9 @@ HANDLERS: dict[str, Handler] = {
     "task.assigned": task_assigned,
     "task.due-soon": task_due_soon,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "task.assigned": ("taskId", "assigneeId"),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -99,3 +99,9 @@ HANDLERS: dict[str, Handler] = {
     "session.cleanup": session_cleanup,
     "impersonation.cleanup": impersonation_cleanup,
 }
+
+IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "invitation.send": ("invitationId",),
+}
+"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
+values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

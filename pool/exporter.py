@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
-from pool.monitor.collector import Collector, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.collector import SCAN_COUNT, Collector, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
@@ -352,12 +352,10 @@ async def serve(settings: ExporterSettings) -> int:
         thresholds = Thresholds.from_env()  # the MA_TOP_* thresholds: the exporter decides as ma-top does
     except ValueError as error:
         fail(str(error))
-    exporter = Exporter(
-        Collector(redis, QUEUES, recent_window_s=thresholds.rate_window_s),
-        supervisors,
-        settings.BULLMQ_METRICS_INTERVAL,
-        thresholds,
-    )
+    # one discovery page per sample: as many keys per second of interval as ma-top's 1 s ticks look at
+    scan = SCAN_COUNT * max(1, round(settings.BULLMQ_METRICS_INTERVAL))
+    collector = Collector(redis, QUEUES, scan_count=scan, recent_window_s=thresholds.rate_window_s)
+    exporter = Exporter(collector, supervisors, settings.BULLMQ_METRICS_INTERVAL, thresholds)
     await exporter.refresh()
     sampler = asyncio.ensure_future(exporter.run())
     runner = web.AppRunner(exporter.app(), access_log=None)

@@ -58,6 +58,17 @@ class QueueSpec:
     schedules: tuple[Schedule, ...] = ()
     long_running_s: float | None = None
     """An active job running longer is a finding (`long-running`); None: ma-top's MA_TOP_LONG_RUNNING_S."""
+    idempotency_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Job name -> the payload fields that make its side effect idempotent (the handler module's
+    `IDEMPOTENCY_KEYS`): what ma-top's job detail shows as the job's idempotency key."""
+
+    def idempotency_key(self, job_name: str, data: Any) -> str | None:
+        """`invitationId=inv_1` for a job whose handler is idempotent per those payload fields; None otherwise."""
+        fields = self.idempotency_keys.get(job_name, ())
+        if not isinstance(data, Mapping):
+            return None
+        parts = [f"{f}={data[f]}" for f in fields if data.get(f) is not None]
+        return " ".join(parts) or None
 
     @property
     def procs_env(self) -> str:
@@ -101,21 +112,29 @@ class QueueSpec:
 QUEUES: dict[str, QueueSpec] = {
     spec.name: spec
     for spec in (
-        QueueSpec("identity-events", identity_events.HANDLERS, attempts=8),
+        QueueSpec(
+            "identity-events",
+            identity_events.HANDLERS,
+            idempotency_keys=identity_events.IDEMPOTENCY_KEYS,
+            attempts=8,
+        ),
         QueueSpec(
             "user-management-jobs",
             user_management.HANDLERS,
+            idempotency_keys=user_management.IDEMPOTENCY_KEYS,
             schedules=(Schedule("impersonation-cleanup", "impersonation.cleanup", DAY * 1000),),
         ),
         QueueSpec(
             "task-notifications",
             task_notifications.HANDLERS,
+            idempotency_keys=task_notifications.IDEMPOTENCY_KEYS,
             concurrency=20,
             schedules=(Schedule("task-due-soon", "task.due-soon", 5 * 60 * 1000, {"windowMinutes": 60}),),
         ),
         QueueSpec(
             "super-admin.bulk-job",
             super_admin_bulk.HANDLERS,
+            idempotency_keys=super_admin_bulk.IDEMPOTENCY_KEYS,
             concurrency=2,
             lock_duration_ms=60_000,
             attempts=3,
@@ -125,6 +144,7 @@ QUEUES: dict[str, QueueSpec] = {
         QueueSpec(
             "billing-usage",
             billing_usage.HANDLERS,
+            idempotency_keys=billing_usage.IDEMPOTENCY_KEYS,
             processes=2,
             limiter={"max": 50, "duration": 1_000},
             throttle_message="Billing usage aggregation throttled",
@@ -132,6 +152,7 @@ QUEUES: dict[str, QueueSpec] = {
         QueueSpec(
             "billing-invoice",
             billing_invoice.HANDLERS,
+            idempotency_keys=billing_invoice.IDEMPOTENCY_KEYS,
             concurrency=4,
             lock_duration_ms=60_000,
             throttle_message="Billing invoice creation throttled",
@@ -139,6 +160,7 @@ QUEUES: dict[str, QueueSpec] = {
         QueueSpec(
             "billing-payment-sync",
             billing_payment_sync.HANDLERS,
+            idempotency_keys=billing_payment_sync.IDEMPOTENCY_KEYS,
             attempts=8,
             backoff_ms=5_000,
             throttle_message="Billing payment sync throttled",

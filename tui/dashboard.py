@@ -13,6 +13,8 @@ from textual.app import App, ScreenStackError
 from textual.css.query import NoMatches
 from textual.worker import Worker
 
+from pool.monitor.duplicates import EVERY_S as DUPLICATES_EVERY_S
+from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, findings
 from pool.monitor.source import DataSource
 from tui.state import TopState
@@ -39,12 +41,14 @@ class Dashboard(App[None]):
         self.message = ""
         self._tick_worker: Worker[None] | None = None
         self._processes_worker: Worker[None] | None = None
+        self._duplicates_worker: Worker[None] | None = None
 
     def start_ticks(self) -> None:
         # Ticks run as workers, not inside the timers: a timer callback that awaits I/O makes the app's shutdown
         # wait for it (Timer._stop_all); a worker is cancelled at exit and never holds the shutdown up.
         self.set_interval(self.refresh_s, self._tick)
         self.set_interval(max(2.0, self.refresh_s * 3), self._tick_processes)
+        self.set_interval(DUPLICATES_EVERY_S, self._tick_duplicates)
         self.call_later(self._tick_processes)
         self.call_later(self._tick)
         self.run_worker(self.listen_bulk(), group="bulk", exclusive=True, exit_on_error=False)
@@ -83,7 +87,12 @@ class Dashboard(App[None]):
         self.state.errors.pop("refresh", None)
         snapshot = await self.source.fetch()
         self.state.set_snapshot(snapshot)
-        self.state.findings = findings(snapshot, self.history, self.state.processes or None, self.thresholds)
+        if self._duplicates_worker is None and "redis" not in snapshot.errors:
+            self._tick_duplicates()  # the first check as soon as there are queues; then every 30 s
+        self.state.findings = with_duplicates(
+            findings(snapshot, self.history, self.state.processes or None, self.thresholds),
+            self.state.duplicates if "redis" not in snapshot.errors else [],
+        )
         if "redis" not in snapshot.errors:
             try:
                 self.state.add_events(await self.source.events_after(self.state.last_event))
@@ -104,6 +113,25 @@ class Dashboard(App[None]):
             # NoMatches: the screen is being composed or torn down right now; the next tick renders
             with contextlib.suppress(NoMatches):
                 screen.render_snapshot(self.state.snapshot)
+
+    def _tick_duplicates(self) -> None:
+        if self._duplicates_worker is None or self._duplicates_worker.is_finished:
+            self._duplicates_worker = self.run_worker(
+                self.refresh_duplicates(), group="duplicates", exit_on_error=False
+            )
+
+    async def refresh_duplicates(self) -> None:
+        """The slower duplicate check, off the tick: over the queues of the last snapshot Redis answered."""
+        snapshot = self.state.snapshot
+        if snapshot is None or snapshot.known_at is not None or not snapshot.queues:
+            return
+        try:
+            async with asyncio.timeout(DUPLICATES_EVERY_S):  # a hung Redis: given up, tried again next run
+                groups = await self.source.duplicate_groups([q.name for q in snapshot.queues])
+            self.state.duplicates = duplicate_findings(groups)
+            self.state.errors.pop("duplicates", None)
+        except Exception as error:  # noqa: BLE001 - shown, retried on the next run
+            self.state.errors["duplicates"] = f"{type(error).__name__}: {error}"
 
     async def refresh_processes(self) -> None:
         try:

@@ -39,6 +39,13 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def last_known(snapshot: Snapshot) -> str:
+    """`last known 42s ago` for a snapshot carrying the last answered queues (Redis down); empty when fresh."""
+    if snapshot.known_at is None:
+        return ""
+    return f"last known {age(max(0.0, snapshot.taken_at - snapshot.known_at))} ago"
+
+
 def drain_eta(q: QueueStats, history: BacklogHistory) -> str:
     """Time to empty the backlog at its net rate (arrivals against departures, last 5 minutes): `-` without a
     backlog, `…` while the history is too short to tell, `∞` when it grows or stands still."""

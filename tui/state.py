@@ -4,7 +4,7 @@ any time. No Textual here (asynq's dashboard calls this its state: the fetcher f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pool.monitor.collector import BulkJob, Snapshot
 from pool.monitor.findings import Finding
@@ -19,6 +19,8 @@ class TopState:
     snapshot: Snapshot | None = None
     findings: list[Finding] = field(default_factory=list)
     """What is wrong in that snapshot, most severe first (the badges and the findings pane show these)."""
+    duplicates: list[Finding] = field(default_factory=list)
+    """The background duplicate check's findings (`pool.monitor.duplicates`), as of its last run."""
     processes: list[ProcessInfo] = field(default_factory=list)
     process_errors: dict[str, str] = field(default_factory=dict)
     """supervisord endpoint label -> error, from the last read (an endpoint that answers again drops out)."""
@@ -36,8 +38,20 @@ class TopState:
     """Every queue's recent backlog and finished counts, one sample per snapshot: what rates are made of."""
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
+        """Keep `snapshot`; when Redis did not answer, with the last answered one's queues, workers and bulk jobs
+        (`known_at` says when they were read), so the backlog stays on screen, aged, rather than blanking."""
         self.history.record(snapshot)
+        down = "redis" in snapshot.errors or not snapshot.redis.up
+        last = self.snapshot
+        if down and last is not None and (last.queues or last.workers):
+            snapshot = replace(
+                snapshot,
+                queues=last.queues,
+                workers=last.workers,
+                bulk_jobs=last.bulk_jobs,
+                known_at=last.known_at or last.taken_at,
+            )
+        self.snapshot = snapshot
 
     def add_events(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         for entry_id, fields in entries:

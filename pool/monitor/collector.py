@@ -2,13 +2,15 @@
 
 Used by the Prometheus exporter and by ma-top. Every fetch costs O(1) in the number of jobs: one pipelined
 round trip for every queue's counts, flags, metrics and counters, one for the oldest waiting jobs' times,
-one for the heartbeats; INFO and queue discovery (SCAN for `bull:*:meta`) run on slower timers.
+one for the heartbeats; INFO runs on a slower timer, and queue discovery (SCAN for `bull:*:meta`) reads one
+bounded page per tick, so a pass over the keyspace is spread over ticks.
 
 The client is made with decode_responses=True: the casts narrow redis-py's `bytes | str` replies to str.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +42,12 @@ from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
 from pool.monitor.recent import RecentCounts, read_recent
 
+SCAN_COUNT = 250
+"""Keys one discovery SCAN page looks at (one page per tick): about 0.1 ms of Redis' time however large the
+keyspace (1,000 would be 0.5 ms at a million keys: a sixth of a tick). A pass over N keys takes N / 250 ticks:
+a test or dev keyspace in one to a few seconds, a million-job backlog in about an hour."""
+FETCH_TIMEOUT_S = 2.0
+"""A fetch that takes longer is a Redis down: a tick costs a few ms, so this is no answer, not a slow one."""
 BULK_RECENT_S = 24 * 3600
 BULK_MAX = 50
 SPARK_MINUTES = 60
@@ -172,6 +180,9 @@ class Snapshot:
     recent_failures: tuple[RecentFailures, ...] = ()
     """Each queue's jobs failed in the last minutes, by signature (read on a slower timer: `failures_read_at`)."""
     failures_read_at: float = 0.0
+    known_at: float | None = None
+    """Set when Redis did not answer this time and the queues, workers and bulk jobs are the last known ones:
+    the time of the snapshot they come from (a screen shows them with their age rather than a blank)."""
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -226,15 +237,17 @@ class Collector:
         known_queues: Iterable[str] = (),
         *,
         prefix: str = BULL_PREFIX,
-        discover_every: float = 60.0,
+        scan_count: int = SCAN_COUNT,
         info_every: float = 5.0,
         failures_every: float = 30.0,
         clock: Callable[[], float] | None = None,
         recent_window_s: float = 300.0,
+        timeout_s: float = FETCH_TIMEOUT_S,
     ) -> None:
         """`clock` (epoch seconds) replaces Redis' TIME as the "now" the per-minute series and the oldest
         waiting age are measured from (tests move it forward). `recent_window_s`: how far back the counters'
-        recent buckets are read (the findings' rate window)."""
+        recent buckets are read (the findings' rate window). `timeout_s` bounds a whole fetch: a hung Redis
+        (accepting connections, never answering) is reported down after it, not waited on."""
         self.recent_window_s = recent_window_s
         self._skew = 0.0
         """Redis' clock minus ours, from the last tick's TIME."""
@@ -242,11 +255,16 @@ class Collector:
         self.clock = clock
         self.prefix = prefix
         self.known = tuple(known_queues)
-        self.discover_every = discover_every
+        self.scan_count = scan_count
         self.info_every = info_every
+        self.timeout_s = timeout_s
         self._queues: tuple[str, ...] = self.known
         self._registered: frozenset[str] = frozenset(self.known)
-        self._discovered_at = 0.0
+        self._cursor = 0
+        self._pass: set[str] = set()
+        """Queues found so far in the SCAN pass under way."""
+        self._scanned: frozenset[str] = frozenset()
+        """Queues found by the last whole SCAN pass."""
         self._info: RedisHealth = RedisHealth(up=False, error="not sampled yet")
         self._info_at = 0.0
         self._downstreams: tuple[DownstreamStats, ...] = ()
@@ -255,18 +273,27 @@ class Collector:
         self._failures_at = -failures_every  # monotonic; the first fetch reads them
         self._failures_read_at = 0.0
 
-    async def discover(self) -> tuple[str, ...]:
-        """Every BullMQ queue in Redis, not only ours: a product queue with jobs and no workers shows up."""
-        registered = cast(set[str], await self.redis.smembers(QUEUES_REGISTRY))
-        self._registered = frozenset(registered | set(self.known))
-        found = set(self.known) | registered
-        async for key in self.redis.scan_iter(
-            match=bull_key("*", "meta", prefix=self.prefix), count=1000, _type="hash"
-        ):
-            found.add(cast(str, key)[len(self.prefix) + 1 : -len(":meta")])
-        self._queues = tuple(sorted(found))
-        self._discovered_at = time.monotonic()
-        return self._queues
+    async def _discover_step(self) -> None:
+        """Every BullMQ queue in Redis, not only ours, so a product queue with jobs and no workers shows up:
+        each tick reads our registry (O(queues)) and one SCAN page for `bull:*:meta` (at most `scan_count`
+        keys looked at) in one round trip. A full pass is spread over ticks, so the tick stays O(1) in jobs and
+        a new queue shows within a few ticks in a small keyspace (keys / scan_count ticks in a large one); at the
+        end of each pass, queues gone from Redis drop out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(QUEUES_REGISTRY)
+            pipe.scan(
+                self._cursor,
+                match=bull_key("*", "meta", prefix=self.prefix),
+                count=self.scan_count,
+                _type="hash",
+            )
+            registered, (cursor, keys) = await pipe.execute()
+        self._registered = frozenset(cast(set[str], registered) | set(self.known))
+        self._pass.update(cast(str, key)[len(self.prefix) + 1 : -len(":meta")] for key in keys)
+        self._cursor = int(cursor)
+        if self._cursor == 0:  # a whole pass done
+            self._scanned, self._pass = frozenset(self._pass), set()
+        self._queues = tuple(sorted(self._registered | self._scanned | self._pass))
 
     async def _health(self) -> RedisHealth:
         info = await self.redis.info()
@@ -287,30 +314,30 @@ class Collector:
         now = time.monotonic()
         errors: dict[str, str] = {}
         try:
-            if now - self._discovered_at >= self.discover_every:
-                await self.discover()  # SCAN: the slow timer
-            else:  # the registry is O(number of queues): new pool queues show up within a tick
-                registered = cast(set[str], await self.redis.smembers(QUEUES_REGISTRY))
-                if not registered <= self._registered:
-                    self._registered = frozenset(registered | set(self.known))
-                    self._queues = tuple(sorted(set(self._queues) | registered))
-            if now - self._info_at >= self.info_every:
-                self._info, self._info_at = await self._health(), now
-            queues = await self._queue_stats(self._queues)
-            workers = await self._workers()
-            bulk = await self._bulk_jobs()
-            if now - self._failures_at >= self.failures_every:  # the failed sets: the slower timer
-                at = self.clock() if self.clock else time.time()
-                self._failures = await failure_growth.recent_failures(
-                    self.redis, self._queues, at, self.prefix
-                )
-                self._failures_at, self._failures_read_at = now, at
-            recent = await read_recent(self.redis, self._now(), self.recent_window_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await self._fetch(now, errors)
         except (RedisError, OSError, TimeoutError) as error:
-            text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            if isinstance(error, TimeoutError) and not str(error):
+                text = f"TimeoutError: no answer within {self.timeout_s:g}s"
+            else:
+                text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             errors["redis"] = text
             self._info = RedisHealth(up=False, error=text)
+            self._info_at = 0.0  # INFO is read again as soon as Redis answers
             return Snapshot(time.time(), (), (), self._info, errors)
+
+    async def _fetch(self, now: float, errors: dict[str, str]) -> Snapshot:
+        await self._discover_step()
+        if now - self._info_at >= self.info_every:
+            self._info, self._info_at = await self._health(), now
+        queues = await self._queue_stats(self._queues)
+        workers = await self._workers()
+        bulk = await self._bulk_jobs()
+        if now - self._failures_at >= self.failures_every:  # the failed sets: the slower timer
+            at = self.clock() if self.clock else time.time()
+            self._failures = await failure_growth.recent_failures(self.redis, self._queues, at, self.prefix)
+            self._failures_at, self._failures_read_at = now, at
+        recent = await read_recent(self.redis, self._now(), self.recent_window_s)
         per_queue: dict[str, int] = {}
         for beat in workers:
             per_queue[beat.queue] = per_queue.get(beat.queue, 0) + 1

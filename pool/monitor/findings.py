@@ -44,6 +44,7 @@ BADGES = {
     "paused": "PAUSED",
     "long-running": "LONG JOB",
     "failure-growing": "FAILING",
+    "duplicates": "DUPLICATES",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 

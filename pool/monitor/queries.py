@@ -18,6 +18,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from pool.contracts import BULL_PREFIX, EVENTS_STREAM, JOB_STATES, STATE_KEYS, bull_key
+from pool.queue_table import QUEUES
 
 PAGE = 50
 SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
@@ -103,12 +104,17 @@ async def job_detail(
         except ValueError:
             return text
 
+    data = loads(raw.get("data"), {})
+    spec = QUEUES.get(queue)
     return {
         "id": job_id,
         "queue": queue,
         "name": raw.get("name"),
         "state": state,
-        "data": redact(loads(raw.get("data"), {})),
+        "dedupId": raw.get("deid"),  # BullMQ's deduplication id (the producer's `deduplication: {id}`)
+        # the payload fields the queue's handler is idempotent per (`QueueSpec.idempotency_key`)
+        "idempotencyKey": spec.idempotency_key(raw.get("name") or "", data) if spec else None,
+        "data": redact(data),
         "opts": loads(raw.get("opts"), {}),
         "attemptsMade": int(raw.get("atm") or raw.get("attemptsMade") or 0),
         "failedReason": raw.get("failedReason"),

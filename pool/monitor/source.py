@@ -20,6 +20,7 @@ from pool.contracts import BULK_METRICS_CHANNEL
 from pool.monitor import actions, queries, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
 from pool.monitor.collector import BulkJob, Collector, Snapshot, bulk_job_from
+from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
 from pool.monitor.local import local_usage
 from pool.monitor.queries import FailureGroup, JobRow
 from pool.monitor.supervisor_source import ProcessInfo, read_processes
@@ -57,6 +58,11 @@ class DataSource(Protocol):
 
     async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
         """The newest failed jobs of these queues grouped by signature, biggest group first."""
+        ...
+
+    async def duplicate_groups(self, queues: list[str]) -> list[DuplicateGroup]:
+        """Jobs of these queues finished in the last hour with the same name and data under different ids
+        (bounded; a slower check than `fetch`, run off the refresh path)."""
         ...
 
     def bulk_updates(self) -> AsyncIterator[BulkJob]:
@@ -143,6 +149,9 @@ class LiveSource:
 
     async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
         return await queries.failure_groups(self.redis, queues)
+
+    async def duplicate_groups(self, queues: list[str]) -> list[DuplicateGroup]:
+        return await duplicate_groups(self.redis, queues)
 
     async def bulk_updates(self) -> AsyncIterator[BulkJob]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)

@@ -13,6 +13,7 @@ from typing import Any
 from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
 from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.duplicates import DuplicateGroup
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
 from pool.monitor.source import DataSource
@@ -79,6 +80,9 @@ class FakeSource:
 
     async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
         return list(self.procs), {}
+
+    async def duplicate_groups(self, queues: list[str]) -> list[DuplicateGroup]:
+        return []
 
     def local_usage(self, pids: list[int]) -> dict[int, tuple[float, float]]:
         return dict.fromkeys(pids, (64.0, 1.0))

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pool.monitor.collector import Snapshot
 from tui.dashboard import Dashboard
-from tui.format import procs_summary
+from tui.format import last_known, procs_summary
 
 
 class Base(Screen[None]):
@@ -94,6 +94,8 @@ class Base(Screen[None]):
         mode = "[reverse] READ-ONLY [/reverse] " if app.read_only else ""
         redis = "[green]redis up[/green]" if snapshot.redis.up else "[red]REDIS DOWN[/red]"
         procs = procs_summary([p.state for p in app.state.processes])
+        if snapshot.known_at is not None:
+            redis += f" [red]stale: {last_known(snapshot)}[/red]"
         self.query_one("#status", Static).update(
             f"{mode}{redis}  workers {len(snapshot.workers)}  {procs + '  ' if procs else ''}"
             f"{app.now():%H:%M:%S}  {app.message}  {errors}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -43,6 +44,10 @@ class JobScreen(Base):
                 [
                     f"[b]{self.queue} {detail['name']}#{self.job_id}[/b]  state {detail['state']}  "
                     f"held by {holder}",
+                    escape(
+                        f"job id {self.job_id}  dedup id {detail.get('dedupId') or '-'}  "
+                        f"idempotency key {detail.get('idempotencyKey') or '-'}"
+                    ),
                     json.dumps(detail, indent=2, default=str),
                     stack,
                 ]

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 
 from pool.monitor.collector import Snapshot
 from pool.monitor.findings import Finding, badges
-from tui.format import age, drain_eta, spark
+from tui.format import age, drain_eta, last_known, spark
 from tui.screens.base import Base
 from tui.screens.evidence import open_queue, show_evidence
 from tui.widgets.findings_pane import FindingsPane
@@ -73,7 +73,7 @@ class QueuesScreen(Base):
                         age(q.oldest_waiting_s),
                         drain_eta(q, self.matop.state.history),
                         q.workers,
-                        " ".join(badges(found, q.name)),
+                        " ".join([*badges(found, q.name), last_known(snapshot)]).strip(),
                     ),
                 )
                 for q in snapshot.queues
