@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import yaml
@@ -96,7 +97,13 @@ async def test_label_sets_stay_bounded_however_many_distinct_jobs_run(redis, sta
     start_pool(q)
     exp = exporter()
     await run_job(redis, q, "test.sleep", {"seconds": 0})
-    before = set(exp.scrape())
+
+    # every series the running pool has, its process's RSS and CPU from its heartbeat included
+    def with_the_process() -> set[Any] | None:
+        series = set(exp.scrape())
+        return series if any(name == "ma_process_rss_bytes" for name, _ in series) else None
+
+    before = await wait_for(with_the_process, what="the pool process's series")
     for start in range(0, 2000, 500):
         await queue.addBulk(
             [

@@ -16,16 +16,15 @@ from pool.supervise import supervisord_env
 from tests.support.node import node_add
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
+from tests.support.top import rows
 from tests.support.waits import wait_for
 from tui.app import MaTop
+from tui.screens.processes import ProcessesScreen
+
+ENDPOINT = ProcessesScreen.COLUMNS.index("endpoint")
 
 pytestmark = pytest.mark.slow
 Q = "identity-events"
-
-
-def rows(app: MaTop) -> list[list[str]]:
-    table = app.screen.query_one(DataTable)
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 def kill_host(sup: Supervisord) -> list[int]:
@@ -58,13 +57,15 @@ async def test_two_hosts_share_the_work_a_lost_host_loses_nothing_and_ma_top_con
             await pilot.press("3")
             total = sum(len(sup.processes()) for sup in hosts.values())
             await wait_for(lambda: len(rows(app)) == total == 20, what="both hosts' processes listed")
-            assert {r[8] for r in rows(app)} == {"host-a", "host-b"}
+            assert {r[ENDPOINT] for r in rows(app)} == {"host-a", "host-b"}
             table = app.screen.query_one(DataTable)
             for _ in range(total):  # at most one pass over the table
-                if rows(app)[table.cursor_row][8] == "host-b":
+                if rows(app)[table.cursor_row][ENDPOINT] == "host-b":
                     break
                 await pilot.press("down")
-            assert rows(app)[table.cursor_row][8] == "host-b", "no row of host-b reached with the cursor"
+            assert rows(app)[table.cursor_row][ENDPOINT] == "host-b", (
+                "no row of host-b reached with the cursor"
+            )
             name, before = rows(app)[table.cursor_row][0], int(rows(app)[table.cursor_row][2])
             await pilot.press("s")
             await wait_for(

@@ -14,16 +14,12 @@ from textual.widgets import DataTable, Static
 
 from pool.contracts import BULK_JOBS_KEY, BULK_METRICS_CHANNEL, JOB_STATES
 from tests.support.paths import BIN
+from tests.support.top import rows
 from tests.support.waits import poll, run_job, wait_for
 from tui.app import MaTop
 from tui.screens import ConfirmScreen, QueueScreen
 
 Q = "identity-events"
-
-
-def rows(app: MaTop) -> list[list[str]]:
-    table = app.screen.query_one(DataTable)
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 async def failed_jobs(redis, start_pool, n: int) -> list[str]:

@@ -21,7 +21,7 @@ MINUTE = int(T0 // 60)  # T0 is 40 s into its minute: the default 300 s window o
 
 
 def snap(*downstreams: DownstreamStats, queues=(), at: float = T0) -> Snapshot:
-    return Snapshot(at, tuple(queues), (), UP, {}, (), downstreams)
+    return Snapshot(at, tuple(queues), (), UP, {}, (), downstreams=downstreams)
 
 
 def identity(minutes: dict[int, dict[str, int]], *, at: float = T0) -> DownstreamStats:
@@ -188,7 +188,7 @@ def group(n: int, *, every_s: float = 10.0, capped: bool = False) -> RecentFailu
 
 
 def failing_snap(*groups: RecentFailures, at: float = T0) -> Snapshot:
-    return Snapshot(at, (), (), UP, {}, (), (), groups, T0)
+    return Snapshot(at, (), (), UP, {}, (), recent_failures=groups, failures_read_at=T0)
 
 
 def test_a_signature_failing_again_and_again_is_failure_growing_with_the_group_one_key_away():

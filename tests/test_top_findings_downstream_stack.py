@@ -5,17 +5,13 @@ until the finding clears by itself once the incident is over."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 from bullmq import Queue
 
 from tests.support.billing import paid_invoice
 from tests.support.exporter import Exporter, value
-from tests.support.paths import BIN
+from tests.support.top import about, once
 from tests.support.waits import completed, run_job, wait_for
 
 SYNC = "billing-payment-sync"
@@ -23,24 +19,6 @@ WINDOW = {"MA_TOP_RATE_WINDOW_S": "15"}
 """A short window, so the test sees a finding clear (whole minutes: an error stays in it for up to 75 s)."""
 WIDE = {"MA_TOP_RATE_WINDOW_S": "120"}
 """A window that surely holds every error of the incident when it is read, whenever the minute turns."""
-
-
-def once(redis_url: str, cwd: Path, **env: str) -> Any:
-    """`ma-top --once --json`: one process, one snapshot, no history of earlier runs."""
-    out = subprocess.run(
-        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", redis_url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=cwd,
-        env={**os.environ, **env},
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
-    return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
 
 
 def in_exporter(exp: Exporter, kind: str, subject: str) -> bool:

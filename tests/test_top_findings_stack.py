@@ -4,47 +4,15 @@ removed and the finding must clear by itself in both."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-from typing import Any
-
 from bullmq import Queue
 
 from devstack import engines
 from pool.supervise import supervisord_env
 from tests.support.exporter import Exporter, value
-from tests.support.paths import BIN
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
+from tests.support.top import about, once
 from tests.support.waits import run_job, wait_for
-
-
-def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "", **env: str) -> Any:
-    """`ma-top --once [--json]`, run where no supervisord socket is: process info only from `supervisor`;
-    `env`: MA_TOP_* thresholds."""
-    out = subprocess.run(
-        [
-            str(BIN / "ma-top"),
-            "--once",
-            *(["--json"] if as_json else []),
-            *(["--supervisor", supervisor] if supervisor else []),
-            "--redis-url",
-            redis_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=cwd,
-        env={**os.environ, **env},
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout) if as_json else out.stdout
-
-
-def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
-    return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
 
 
 def finding_metric(exp: Exporter, kind: str, subject: str, severity: str) -> float | None:

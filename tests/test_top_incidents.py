@@ -15,9 +15,8 @@ from pool.settings import EX_CONFIG
 from pool.supervise import supervisord_env
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
+from tests.support.top import about, once, rows
 from tests.support.waits import settle, wait_for
-from tests.test_top_app import rows
-from tests.test_top_findings_stack import about, once
 from tui.app import MaTop
 
 USAGE = "billing-usage"

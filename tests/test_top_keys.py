@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from pool.monitor.findings import Thresholds
 from pool.monitor.queries import FailureGroup
 from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
 from tests.support.pilot import settle
+from tests.support.top import rows
 from tui.app import MaTop
 from tui.screens import (
     BulkScreen,
@@ -41,11 +42,6 @@ def top(source: FakeSource, *, read_only: bool = False) -> MaTop:
         read_only=read_only,
         thresholds=Thresholds(),
     )
-
-
-def rows(app: MaTop) -> list[list[str]]:
-    table = app.screen.query_one(DataTable)
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 async def keys(pilot: Pilot[None], *pressed: str) -> None:

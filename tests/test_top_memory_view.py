@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from textual.widgets import DataTable
-
 from pool.monitor.collector import RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.findings import Thresholds
 from tests.support.fake_source import T0, FakeSource, process, queue_stats
 from tests.support.pilot import settle
+from tests.support.top import rows
 from tui.app import MaTop
 
 MIB = 2**20
@@ -76,11 +75,6 @@ def hour_top() -> FrozenTop:
         at = T0 - 3600 + i * 5
         app.history.record(Snapshot(at, (), beats(at), UP))
     return app
-
-
-def rows(app: MaTop) -> list[list[str]]:
-    table: DataTable[Any] = app.screen.query_one(DataTable)
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 async def test_every_hosts_processes_show_rss_and_cpu_from_their_heartbeats_with_an_hour_of_rss():

@@ -30,24 +30,25 @@ class ProcessesScreen(Base):
         Binding("S", "rolling", "rolling restart"),
         Binding("l", "tail", "log tail"),
     ]
+    COLUMNS = (
+        "process",
+        "state",
+        "pid",
+        "uptime",
+        "restarts",
+        "exit",
+        "rss MiB",
+        "rss 60m",
+        "cpu %",
+        "endpoint",
+        "note",
+    )
     pending_group: str | None = None
     """A program whose first process the cursor goes to once processes are read (enter on a finding)."""
 
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
-        table.add_columns(
-            "process",
-            "state",
-            "pid",
-            "uptime",
-            "restarts",
-            "exit",
-            "rss MiB",
-            "rss 60m",
-            "cpu %",
-            "endpoint",
-            "note",
-        )
+        table.add_columns(*self.COLUMNS)
         yield table
         yield Static("", id="tail")
 

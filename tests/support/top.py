@@ -1,0 +1,47 @@
+"""Reading ma-top as an on-call engineer does: the rows of the table on screen (under Pilot), and
+`ma-top --once [--json]` run as its own process, with its findings by kind and subject."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import DataTable
+
+from tests.support.paths import BIN
+
+
+def rows(app: Any) -> list[list[str]]:
+    """The cells of the table on the screen on top, as text."""
+    table: DataTable[Any] = app.screen.query_one(DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "", **env: str) -> Any:
+    """`ma-top --once [--json]`, run where no supervisord socket is: process info only from `supervisor`;
+    `env`: MA_TOP_* thresholds. Fails the test unless it exits 0 (Redis answered)."""
+    out = subprocess.run(
+        [
+            str(BIN / "ma-top"),
+            "--once",
+            *(["--json"] if as_json else []),
+            *(["--supervisor", supervisor] if supervisor else []),
+            "--redis-url",
+            redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if as_json else out.stdout
+
+
+def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
+    """The findings of one kind about one subject in `ma-top --once --json`'s output."""
+    return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
