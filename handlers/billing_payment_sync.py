@@ -230,7 +230,7 @@ async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, A
         ctx.event(
             "scheduled-task",
             f"Payment reconciliation enqueued {len(enqueued)} sync(s)",
-            count=str(len(enqueued)),
+            items=str(len(enqueued)),
         )
     return {"checked": len(latest), "enqueued": len(enqueued), "jobIds": enqueued}
 

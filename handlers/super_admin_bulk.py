@@ -10,9 +10,11 @@
   thread into a temporary file, renamed when complete. Memory is two batches, whatever the row count.
 - telemetry: `BULK_METRICS_CHANNEL` gets a message about once a second while running and a final one;
   the last message of each bulk job is also kept in the hash `BULK_JOBS_KEY` for dashboards opened later.
+- failed items: one log line each (the runbook's `Super admin bulk job operation failed`), and on the event
+  stream at most one `bulk-item-failed` event a second per bulk job, with counts and a sample.
 
 This module is the job's contract (payloads, results) and the order of its steps; the steps themselves live
-in `handlers/bulk/` (selection, apply, checkpoint, telemetry, export).
+in `handlers/bulk/` (selection, apply, checkpoint, telemetry, failures, export).
 """
 
 from __future__ import annotations

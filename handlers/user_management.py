@@ -80,7 +80,7 @@ async def session_cleanup(ctx: JobContext, payload: SessionCleanup) -> dict[str,
     )
     deleted = int(result.get("deleted", 0))
     ctx.log.info("Expired sessions purged: %d (older than %d days)", deleted, payload.older_than_days)
-    ctx.event("scheduled-task", f"Expired sessions purged: {deleted}", count=str(deleted))
+    ctx.event("scheduled-task", f"Expired sessions purged: {deleted}", items=str(deleted))
     return {"deleted": deleted, "olderThanDays": payload.older_than_days}
 
 
@@ -90,7 +90,7 @@ async def impersonation_cleanup(ctx: JobContext, payload: ImpersonationCleanup) 
     result = await ctx.identity.call("POST", "/v1/admin/impersonation/cleanup", what="impersonation cleanup")
     retired = int(result.get("retired", 0))
     ctx.log.info("Expired impersonation sessions cleaned: %d", retired)
-    ctx.event("scheduled-task", f"Expired impersonation sessions cleaned: {retired}", count=str(retired))
+    ctx.event("scheduled-task", f"Expired impersonation sessions cleaned: {retired}", items=str(retired))
     return {"retired": retired}
 
 

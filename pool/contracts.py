@@ -174,9 +174,14 @@ class Heartbeat(TypedDict):
 
 class EventRecord(TypedDict, total=False):
     """One entry of `EVENTS_STREAM` (all values are strings, as Redis streams store them); `kind` is e.g.
-    `failed`, `retry`, `throttled`, `stalled`, `redis-connection-error`, `redis-recovered`, `scheduled`."""
+    `failed`, `retry`, `throttled`, `stalled`, `redis-connection-error`, `redis-recovered`, `scheduled-task`,
+    `bulk-item-failed`.
+
+    One record is one event; a record of a kind in `COUNTED_KINDS` may stand for many occurrences (`count`) over
+    a span of time (`since` .. `until`), e.g. a throttle window or one second of a bulk job's failed items."""
 
     ts: str
+    """When the record was made (epoch ms): its place in time, whenever it reached the stream."""
     kind: str
     message: str
     queue: str
@@ -187,7 +192,24 @@ class EventRecord(TypedDict, total=False):
     name: str
     attempt: str
     count: str
+    """How many occurrences this record stands for; read only for the kinds in `COUNTED_KINDS`."""
+    since: str
+    """Epoch ms of the first occurrence this record stands for (absent: `ts`)."""
+    until: str
+    """Epoch ms of the last occurrence this record stands for (absent: `ts`)."""
+    items: str
+    """How many items a task touched (a scheduled task's purged rows): never an event count."""
     failures: str
+    bulkJobId: str
+    operation: str
+    sample: str
+    """JSON list of a few `{id, reason}` of the occurrences (a bulk job's failed items)."""
+    failedTotal: str
+    """A bulk job's failed items so far, this record's included."""
+
+
+COUNTED_KINDS = {"throttled": "throttles", "bulk-item-failed": "failed items"}
+"""Event kinds whose `count` says how many occurrences one record stands for, and what they are called."""
 
 
 SUPERVISOR_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")

@@ -78,6 +78,10 @@ class _ThrottleWindow:
     line: str
     opened: float
     count: int = 0
+    """Throttles after the window's first one (that one is its own event, logged at once)."""
+    since: int = 0
+    until: int = 0
+    """Epoch ms of the first and last of those throttles: the span the window's event stands for."""
 
 
 class _Usage:
@@ -201,6 +205,8 @@ class Telemetry:
             self.event("throttled", spec.throttle_line, jobId=str(job.id), name=job.name, count="1")
         else:
             window.count += 1
+            window.until = now_ms()
+            window.since = window.since or window.until
 
     def close_throttle_windows(self, *, force: bool = False) -> None:
         for queue, window in list(self._throttles.items()):
@@ -209,7 +215,13 @@ class Telemetry:
                 if window.count:
                     secs = time.monotonic() - window.opened
                     log.warning("%s x%d more in the last %.0fs", window.line, window.count, secs)
-                    self.event("throttled", window.line, count=str(window.count))
+                    self.event(
+                        "throttled",
+                        window.line,
+                        count=str(window.count),
+                        since=str(window.since),
+                        until=str(window.until),
+                    )
 
     # -- the background loop --------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:

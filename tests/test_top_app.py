@@ -395,6 +395,7 @@ async def test_events_view_coalesces_and_filters(redis, tmp_path):
         await pilot.press("2")
         await wait_for(lambda: len(rows(app)) == 2, what="two coalesced lines")
         throttle = next(r for r in rows(app) if r[1] == "throttled")
-        assert throttle[3].startswith("×5") and throttle[4] == "Billing usage aggregation throttled"
+        assert throttle[3].startswith("×5") and throttle[4] == "5 throttles"
+        assert throttle[5] == "h:1" and throttle[6] == "Billing usage aggregation throttled"
         await pilot.press("slash", "s", "t", "a", "l", "enter")
         await wait_for(lambda: [r[1] for r in rows(app)] == ["stalled"], what="filtered to stalls")

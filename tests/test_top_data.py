@@ -8,6 +8,7 @@ from bullmq import Queue
 
 from pool.monitor import actions, queries
 from pool.monitor.collector import Collector
+from pool.monitor.events import coalesce
 from tests.support.waits import run_job
 
 
@@ -109,10 +110,11 @@ def test_repeated_events_are_coalesced_per_window():
         for i in range(143)
     ]
     events.append({"ts": str(now + 500), "kind": "failed", "queue": "billing-usage", "message": "boom"})
-    groups = queries.coalesce(events, window_s=60)
-    throttles = [g for g in groups if g["kind"] == "throttled"]
-    assert [g["count"] for g in throttles] == [61, 61, 21]  # windows of 60 s, both ends inclusive
-    assert sum(1 for g in groups if g["kind"] == "failed") == 1
+    groups = coalesce(events, window_s=60)
+    throttles = [g for g in groups if g.kind == "throttled"]
+    assert [g.events for g in throttles] == [61, 61, 21]  # windows of 60 s, both ends inclusive
+    assert [g.total for g in throttles] == [61, 61, 21]  # one throttle each
+    assert sum(1 for g in groups if g.kind == "failed") == 1
 
 
 def test_secrets_in_job_data_are_redacted():

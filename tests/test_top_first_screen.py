@@ -301,7 +301,8 @@ async def test_the_strip_shows_the_newest_coalesced_events_first():
         await settle(pilot)
         lines = text(app, "#recent").splitlines()
         assert [line.split()[1] for line in lines] == ["failed", "throttled", "redis-recovered", "stalled"]
-        assert lines[1].endswith("Billing usage aggregation throttled ×3")  # three events, one line
+        # three events on one line, over their real span, and the throttles they stand for
+        assert lines[1].endswith("Billing usage aggregation throttled ×3 in 3s (3 throttles)"), lines[1]
         assert "redis-lost" not in text(app, "#recent")  # the oldest falls off
 
 

@@ -4,14 +4,17 @@ any time. No Textual here (asynq's dashboard calls this its state: the fetcher f
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 
 from pool.monitor.collector import BulkJob, Snapshot
+from pool.monitor.events import EventRow, coalesce, ts_of
 from pool.monitor.findings import Finding
 from pool.monitor.rates import BacklogHistory
 from pool.monitor.supervisor_source import ProcessInfo
 
-EVENTS_KEPT = 2000
+EVENTS_KEPT = 10_000
+"""As many as the capped stream holds (EVENTS_MAXLEN): the oldest by their own time go first."""
 
 
 @dataclass
@@ -27,6 +30,10 @@ class TopState:
     errors: dict[str, str] = field(default_factory=dict)
     """The dashboard's own sources that failed: `refresh`, `events`, `processes`, `bulk channel`."""
     events: list[dict[str, str]] = field(default_factory=list)
+    """In the order of their own `ts` (a late delivery is put back where it happened)."""
+    _rows: tuple[int, list[EventRow]] | None = None
+    """`events` coalesced, with the number of reads it was made from: made again only after a read adds some."""
+    _event_reads: int = 0
     last_event: str = "-"
     """Stream id of the newest event read: the next read starts after it."""
     live_bulk: dict[str, BulkJob] = field(default_factory=dict)
@@ -55,9 +62,20 @@ class TopState:
 
     def add_events(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         for entry_id, fields in entries:
-            self.events.append(fields)
+            if self.events and ts_of(fields) < ts_of(self.events[-1]):
+                bisect.insort_right(self.events, fields, key=ts_of)
+            else:
+                self.events.append(fields)
             self.last_event = entry_id
         self.events = self.events[-EVENTS_KEPT:]
+        if entries:
+            self._event_reads += 1
+
+    def event_rows(self) -> list[EventRow]:
+        """The kept events coalesced (repeats of a kind, queue and message in a minute), oldest first."""
+        if self._rows is None or self._rows[0] != self._event_reads:
+            self._rows = (self._event_reads, coalesce(self.events))
+        return self._rows[1]
 
     def set_processes(self, processes: list[ProcessInfo], errors: dict[str, str]) -> None:
         self.processes, self.process_errors = processes, errors

@@ -11,6 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Literal
 
 from handlers.bulk.checkpoint import Failure, Progress
+from handlers.bulk.failures import FailureEvents
 from handlers.clients.identity import IdentityUnavailable, NotFound, TokenRefused
 from handlers.context import JobContext
 from handlers.errors import PermanentError, ThrottledError
@@ -68,6 +69,7 @@ async def apply_all(
     slots = asyncio.Semaphore(ctx.settings.MA_BULK_ITEM_CONCURRENCY)
     checkpoint_lock = asyncio.Lock()
     stop: list[Stop] = []
+    failure_events = FailureEvents(ctx, payload.bulk_job_id, operation)
 
     async def checkpoint() -> None:
         async with checkpoint_lock:
@@ -95,17 +97,12 @@ async def apply_all(
                 item_id,
                 reason,
             )
-            ctx.event(
-                "bulk-item-failed",
-                "Super admin bulk job operation failed",
-                bulkJobId=payload.bulk_job_id,
-                operation=operation,
-                item=item_id,
-                reason=reason,
-            )
         progress.mark(index, failure)
+        if reason is not None:
+            failure_events.failed(item_id, reason, progress.failed)
         await checkpoint()
 
+    sender = asyncio.create_task(failure_events.run())
     try:
         async with asyncio.TaskGroup() as group:
             for index, item_id in enumerate(items):
@@ -118,4 +115,7 @@ async def apply_all(
                 group.create_task(run(index, item_id))
     except BaseExceptionGroup as group_error:  # e.g. Redis gone while checkpointing: report the cause itself
         raise group_error.exceptions[0] from None
+    finally:
+        sender.cancel()
+        await failure_events.close()
     return stop

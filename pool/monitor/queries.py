@@ -1,4 +1,4 @@
-"""ma-top's reads beyond the snapshot: a page of a state's jobs, one job's detail, the event stream, failures
+"""ma-top's reads beyond the snapshot: a page of a state's jobs, one job's detail, failures
 grouped by signature, a queue's typical run time. No Textual here: tested on its own.
 
 Every read is O(page) or O(1) in the number of jobs (failure grouping: O(newest) per queue). The clients
@@ -17,7 +17,7 @@ from typing import Any, cast
 from bullmq import Queue
 from redis.asyncio import Redis
 
-from pool.contracts import BULL_PREFIX, EVENTS_STREAM, JOB_STATES, STATE_KEYS, bull_key
+from pool.contracts import BULL_PREFIX, JOB_STATES, STATE_KEYS, bull_key
 from pool.queue_table import QUEUES
 
 PAGE = 50
@@ -126,36 +126,6 @@ async def job_detail(
         "finishedOn": int(raw.get("finishedOn") or 0),
         "logs": logs,
     }
-
-
-async def events_after(
-    redis: Redis, last_id: str = "-", count: int = 500
-) -> list[tuple[str, dict[str, str]]]:
-    """New entries of the event stream after `last_id` (read incrementally, never the whole stream)."""
-    start = "-" if last_id == "-" else f"({last_id}"
-    if last_id == "-":
-        newest = await redis.xrevrange(EVENTS_STREAM, "+", "-", count=count)
-        return list(reversed(cast(list[tuple[str, dict[str, str]]], newest)))
-    return cast(list[tuple[str, dict[str, str]]], await redis.xrange(EVENTS_STREAM, start, "+", count=count))
-
-
-def coalesce(events: list[dict[str, str]], window_s: float = 60.0) -> list[dict[str, Any]]:
-    """`Billing usage aggregation throttled ×143 in 60s`: repeats of (kind, queue, message) inside a window."""
-    out: list[dict[str, Any]] = []
-    open_groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for e in events:
-        key = (e.get("kind", ""), e.get("queue", ""), e.get("message", ""))
-        ts = int(e.get("ts", "0")) / 1000
-        count = int(e.get("count", "1") or 1)
-        group = open_groups.get(key)
-        if group and ts - group["first"] <= window_s:
-            group["count"] += count
-            group["last"] = ts
-            continue
-        group = {**e, "count": count, "first": ts, "last": ts}
-        open_groups[key] = group
-        out.append(group)
-    return out
 
 
 @dataclass(frozen=True)

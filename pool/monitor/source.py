@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from pool.contracts import BULK_METRICS_CHANNEL
-from pool.monitor import actions, queries, supervisor_source
+from pool.monitor import actions, events, queries, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
 from pool.monitor.collector import BulkJob, Collector, Snapshot, bulk_job_from
 from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
@@ -53,7 +53,7 @@ class DataSource(Protocol):
         ...
 
     async def events_after(self, last_id: str) -> list[tuple[str, dict[str, str]]]:
-        """Event stream entries after `last_id` ("-": the newest few hundred), oldest first."""
+        """Event stream entries after `last_id` ("-": those of the last 15 minutes, by stream id), oldest first."""
         ...
 
     async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
@@ -145,7 +145,7 @@ class LiveSource:
         return await queries.job_detail(self.redis, queue, job_id)
 
     async def events_after(self, last_id: str) -> list[tuple[str, dict[str, str]]]:
-        return await queries.events_after(self.redis, last_id)
+        return await events.events_after(self.redis, last_id)
 
     async def failure_groups(self, queues: list[str]) -> list[FailureGroup]:
         return await queries.failure_groups(self.redis, queues)

@@ -1,4 +1,6 @@
-"""View 2: the `ma:events` stream across hosts, newest first, repeats coalesced as `×N in Ns`."""
+"""View 2: the `ma:events` stream across hosts, newest first, in the events' own time order; repeats
+coalesced as `×N in Ns` (N events, over their real span), with what counted kinds stand for (`648 throttles`)
+and every host:pid."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from pool.monitor.collector import Snapshot
-from pool.monitor.queries import coalesce
+from tui import format_events
 from tui.format import when
 from tui.screens.base import Base
 
@@ -22,25 +24,21 @@ class EventsScreen(Base):
 
     def body(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(id="events", cursor_type="row", zebra_stripes=True)
-        table.add_columns("time", "kind", "queue", "×", "message", "where")
+        table.add_columns("time", "kind", "queue", "×", "stands for", "where", "message")
         yield table
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)
         table = self.query_one(DataTable)
         table.clear()
-        shown = [
-            e
-            for e in coalesce(self.matop.state.events)
-            if self.matches(e.get("kind"), e.get("queue"), e.get("message"))
-        ]
-        for e in reversed(shown[-SHOWN:]):
-            times = f"×{e['count']} in {e['last'] - e['first']:.0f}s" if e["count"] > 1 else ""
+        shown = [r for r in self.matop.state.event_rows() if self.matches(r.kind, r.queue, r.message)]
+        for r in reversed(shown[-SHOWN:]):
             table.add_row(
-                when(int(e["first"] * 1000)),
-                e.get("kind", ""),
-                e.get("queue", ""),
-                times,
-                e.get("message", "")[:90],
-                f"{e.get('host', '')}:{e.get('pid', '')}",
+                when(r.first_ms),
+                r.kind,
+                r.queue,
+                format_events.times(r),
+                format_events.total(r),
+                format_events.where(r),
+                r.message[:90],
             )

@@ -81,7 +81,7 @@ class QueuesScreen(Base):
             ]
         )
         self.query_one(FindingsPane).show(found)
-        self.query_one("#recent", Static).update(recent_events(self.matop.state.events))
+        self.query_one("#recent", Static).update(recent_events(self.matop.state.event_rows()))
 
     def action_open(self) -> None:
         """Drill into the queue: its failed jobs if it has any, else its waiting ones."""

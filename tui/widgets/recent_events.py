@@ -3,28 +3,28 @@ enough to see an outage or a throttling storm start without leaving the queues (
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from rich.markup import escape
 
-from pool.monitor.queries import coalesce
+from pool.monitor.events import EventRow
 from tui.format import when
+from tui.format_events import times, total
 
 SHOWN = 4
 
 
-def recent_events(events: list[dict[str, str]], shown: int = SHOWN) -> str:
-    """Markup for the strip: one line per coalesced row, the most recent occurrence first."""
-    rows: list[dict[str, Any]] = sorted(coalesce(events), key=lambda e: e["last"], reverse=True)[:shown]
-    if not rows:
+def recent_events(rows: Sequence[EventRow], shown: int = SHOWN) -> str:
+    """Markup for the strip: one line per coalesced row (`TopState.event_rows()`), the most recent first."""
+    newest = sorted(rows, key=lambda r: r.last_ms, reverse=True)[:shown]
+    if not newest:
         return "[dim]no events[/dim]"
-    return "\n".join(_line(e) for e in rows)
+    return "\n".join(_line(r) for r in newest)
 
 
-def _line(e: dict[str, Any]) -> str:
-    kind, queue, message = e.get("kind", ""), e.get("queue", ""), e.get("message", "")
-    times = f" [b]×{e['count']}[/b]" if e["count"] > 1 else ""
+def _line(r: EventRow) -> str:
+    counted = times(r) + (f" ({total(r)})" if total(r) else "")
     return (
-        f"{when(int(e['last'] * 1000))} {escape(f'{kind:<16}')} {escape(f'{queue:<22}')} "
-        f"{escape(message[:70])}{times}"
+        f"{when(r.last_ms)} {escape(f'{r.kind:<16}')} {escape(f'{r.queue:<22}')} "
+        f"{escape(r.message[:70])}{f' [b]{escape(counted)}[/b]' if counted else ''}"
     )
