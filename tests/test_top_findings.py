@@ -195,7 +195,7 @@ def test_retries_are_a_rate_over_the_window_and_clear_when_they_stop_though_the_
     f = one(findings(rated("billing-payment-sync", climbing), History()), "retries")
     assert f.severity == "warning" and "6.0/min" in f.cause, f.cause  # 30 over the 5-minute window
     assert "30 retries in the last 5m" in f.evidence and "> 5/min" in f.evidence, f.evidence
-    assert f.goto == "failures:billing-payment-sync"
+    assert f.goto == "events:retry billing-payment-sync"
     later = [(ago + 301, c, n) for ago, c, n in climbing]  # the same retries, 5 minutes on
     assert findings(rated("billing-payment-sync", later), History()) == [], "no retry in the last 5 minutes"
 
@@ -333,3 +333,9 @@ def test_a_burst_that_is_draining_a_backlog_too_small_or_a_flat_one_is_no_growth
     assert not findings(backlog_series("task-notifications", [(5, 900, 0)]), History()), (
         "one sample: no trend"
     )
+
+
+def test_a_rate_window_outside_what_is_read_is_refused_naming_the_variable():
+    for bad in ("0", "5", "3600"):
+        with pytest.raises(ValueError, match=f"MA_TOP_RATE_WINDOW_S={bad} is not between 10 and 900"):
+            Thresholds.from_env({"MA_TOP_RATE_WINDOW_S": bad})

@@ -44,7 +44,7 @@ def only(found: list[Finding], kind: str) -> Finding:
 def test_identity_answering_500_and_timing_out_is_downstream_failing_with_the_figures_by_outcome():
     d = identity({MINUTE - 1: {"ok": 100, "5xx": 30, "timeout": 4}, MINUTE: {"ok": 20, "5xx": 7}})
     f = only(findings(snap(d), History()), "downstream-failing")
-    assert (f.severity, f.subject, f.goto) == ("warning", "identity", "events:identity")
+    assert (f.severity, f.subject, f.goto) == ("warning", "identity", "events:retry identity")
     assert f.cause == "identity failing: 41 failed requests in the last 5m40s (7.2/min)"
     assert f.evidence == "identity: 37 × 5xx, 4 timeouts in the last 5m40s; 120 ok (> 1/min)"
     assert "identity's health" in f.action

@@ -55,7 +55,7 @@ async def test_identity_answering_500_is_downstream_failing_for_identity_in_once
     (found,) = await wait_for(
         lambda: failing(WIDE), timeout=30, what="downstream-failing identity in --once --json"
     )
-    assert found["goto"] == "events:identity" and found["cause"].startswith("identity failing: ")
+    assert found["goto"] == "events:retry identity" and found["cause"].startswith("identity failing: ")
     assert found["evidence"].startswith("identity: ") and "× 5xx in the last" in found["evidence"]
 
     done = await completed(queue, job.id, timeout=90)  # the fault is used up: a retry gets through

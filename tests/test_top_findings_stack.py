@@ -111,7 +111,7 @@ async def test_retries_are_a_rate_in_the_exporter_and_once_and_clear_while_the_l
     )
     # a one-shot run has no history of its own: the rate comes from the pool's recent counts in Redis
     (found,) = about(once(valkey.url, tmp_path, MA_TOP_RATE_WINDOW_S="15"), "retries", q)
-    assert " retries in the last " in found["evidence"] and found["goto"] == f"failures:{q}", found
+    assert " retries in the last " in found["evidence"] and found["goto"] == f"events:retry {q}", found
 
     await wait_for(
         lambda: finding_metric(exp, "retries", q, "warning") is None,

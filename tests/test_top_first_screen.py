@@ -204,20 +204,40 @@ async def test_enter_on_a_stalled_finding_shows_the_events_filtered_by_kind_and_
         assert app.screen.query_one(DataTable).row_count == 1
 
 
-async def test_enter_on_a_retries_finding_puts_the_failures_cursor_on_that_queues_first_group():
-    payments = counting(queue_stats("billing-payment-sync", failed=2), retries=100)
-    groups = [
-        FailureGroup("billing-invoice", "stripe answered 500", "e", "", 5, 1, 2, ("x",), ("i-1",)),
-        FailureGroup("billing-payment-sync", "stripe answered 503", "e", "", 2, 1, 2, ("y",), ("p-1", "p-2")),
-    ]
-    source = FakeSource(queues=[queue_stats("billing-invoice", failed=5), payments], groups=groups)
+async def test_enter_on_a_retries_finding_shows_the_retried_attempts_of_that_queue():
+    source = FakeSource(
+        queues=[queue_stats("billing-invoice"), queue_stats("billing-payment-sync")],
+        events=[
+            event(0, "retry", "billing-invoice", "stripe answered 500"),
+            event(1, "retry", "billing-payment-sync", "stripe answered 503"),
+            event(2, "failed", "billing-payment-sync", "stripe answered 503"),
+        ],
+    )
     app = top(source)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         source.recent = {("billing-payment-sync", "retries"): 40}
         await app.refresh_now()
         await settle(pilot)
-        assert pane(app).selected.goto == "failures:billing-payment-sync"
+        assert pane(app).selected.goto == "events:retry billing-payment-sync"
+        await keys(pilot, "f", "enter")
+        assert isinstance(app.screen, EventsScreen)
+        table: DataTable[Any] = app.screen.query_one(DataTable)
+        shown = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert [(r[1], r[2]) for r in shown] == [("retry", "billing-payment-sync")]
+
+
+async def test_enter_on_a_failure_group_finding_puts_the_failures_cursor_on_that_queues_first_group():
+    groups = [
+        FailureGroup("billing-invoice", "stripe answered 500", "e", "", 5, 1, 2, ("x",), ("i-1",)),
+        FailureGroup("billing-payment-sync", "stripe answered 503", "e", "", 2, 1, 2, ("y",), ("p-1", "p-2")),
+    ]
+    queues = [queue_stats("billing-invoice", failed=5), queue_stats("billing-payment-sync", failed=2)]
+    app = top(FakeSource(queues=queues, groups=groups))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.state.findings = [injected("failures:billing-payment-sync")]
+        app.render_screen()
         await keys(pilot, "f", "enter")
         assert isinstance(app.screen, FailuresScreen)
         assert cursor_row(app)[:2] == ["billing-payment-sync", "2"]

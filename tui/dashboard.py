@@ -95,7 +95,10 @@ class Dashboard(App[None]):
         )
         if "redis" not in snapshot.errors:
             try:
-                self.state.add_events(await self.source.events_after(self.state.last_event))
+                async with asyncio.timeout(
+                    2.0
+                ):  # a Redis that hangs now must not freeze the tick (and clock)
+                    self.state.add_events(await self.source.events_after(self.state.last_event))
                 self.state.errors.pop("events", None)
             except Exception as error:  # noqa: BLE001 - a failed source shows, the rest updates
                 self.state.errors["events"] = str(error)

@@ -11,10 +11,11 @@ The client is made with decode_responses=True: the casts narrow redis-py's `byte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -315,7 +316,7 @@ class Collector:
         errors: dict[str, str] = {}
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._fetch(now, errors)
+                snapshot = await self._fetch(now, errors)
         except (RedisError, OSError, TimeoutError) as error:
             if isinstance(error, TimeoutError) and not str(error):
                 text = f"TimeoutError: no answer within {self.timeout_s:g}s"
@@ -325,6 +326,26 @@ class Collector:
             self._info = RedisHealth(up=False, error=text)
             self._info_at = 0.0  # INFO is read again as soon as Redis answers
             return Snapshot(time.time(), (), (), self._info, errors)
+        if now - self._failures_at >= self.failures_every:
+            await self._read_failures(now)
+            snapshot = replace(
+                snapshot, recent_failures=self._failures, failures_read_at=self._failures_read_at
+            )
+        return snapshot
+
+    async def _read_failures(self, now: float) -> None:
+        """The failed sets, on the slower timer and under a timeout of their own: a storm of failures makes
+        this read heavy, and it must never make the snapshot (or Redis) read as down. On failure the last
+        read stays and the next try waits a whole interval."""
+        self._failures_at = now
+        at = self._now()
+        # on an error the last read's failures are kept: they still age out of the window by their own times
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeout_s * 2):
+                self._failures = await failure_growth.recent_failures(
+                    self.redis, self._queues, at, self.prefix
+                )
+            self._failures_read_at = at
 
     async def _fetch(self, now: float, errors: dict[str, str]) -> Snapshot:
         await self._discover_step()
@@ -333,10 +354,6 @@ class Collector:
         queues = await self._queue_stats(self._queues)
         workers = await self._workers()
         bulk = await self._bulk_jobs()
-        if now - self._failures_at >= self.failures_every:  # the failed sets: the slower timer
-            at = self.clock() if self.clock else time.time()
-            self._failures = await failure_growth.recent_failures(self.redis, self._queues, at, self.prefix)
-            self._failures_at, self._failures_read_at = now, at
         recent = await read_recent(self.redis, self._now(), self.recent_window_s)
         per_queue: dict[str, int] = {}
         for beat in workers:

@@ -111,6 +111,11 @@ class Thresholds:
     long_running_s: float = 600.0
     """An active job running longer than this (a queue table's `long_running_s` wins for its queue)."""
 
+    def __post_init__(self) -> None:
+        # at least one bucket of the recent counts; at most the 15 minutes of failed jobs and downstream minutes read
+        if not 10 <= self.rate_window_s <= 900:
+            raise ValueError(f"MA_TOP_RATE_WINDOW_S={self.rate_window_s:g} is not between 10 and 900 seconds")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Thresholds:
         """ValueError naming the variable when one is malformed."""
@@ -268,7 +273,7 @@ RATES: tuple[tuple[str, str, Severity, str, str], ...] = (
         "retries_per_min",
         "warning",
         "attempts failing and retried",
-        "ma-top 5 (failures by signature) or enter on the queue; billing-payment-sync: check Stripe status",
+        "ma-top 2 (events: retry, with each attempt's reason); billing-payment-sync: check Stripe status",
     ),
     (
         "stalled",
@@ -301,7 +306,7 @@ def _rates(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Findi
             f"{what}: {rate:.1f}/min",
             f"{increase.events} {kind} in the last {_age(increase.span_s)} ({rate:.1f}/min > {threshold:g}/min)",
             action,
-            goto=f"failures:{q.name}" if kind == "retries" else f"events:{kind} {q.name}",
+            goto=f"events:retry {q.name}" if kind == "retries" else f"events:{kind} {q.name}",
         )
 
 
@@ -470,7 +475,8 @@ def _downstream(d: DownstreamStats, t: Thresholds) -> Iterator[Finding]:
         f"{d.name}: {figures} in the last {_age(window.span_s)}; {others or '0 ok'}"
         f" (> {t.downstream_errors_per_min:g}/min)",
         DOWNSTREAM_ACTIONS.get(d.name, "ma-top 2 (events)"),
-        goto=f"events:{d.name}",
+        # identity's reasons name it; the others' do not, so their evidence is the retried attempts' reasons
+        goto="events:retry identity" if d.name == "identity" else "events:retry",
     )
 
 
