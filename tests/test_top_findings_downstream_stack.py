@@ -11,7 +11,7 @@ from bullmq import Queue
 
 from tests.support.billing import paid_invoice
 from tests.support.exporter import Exporter, value
-from tests.support.top import about, once
+from tests.support.top import about, badge, first_screen, once, pane
 from tests.support.waits import completed, run_job, wait_for
 
 SYNC = "billing-payment-sync"
@@ -103,6 +103,8 @@ async def test_stripe_answering_503_is_downstream_failing_for_stripe_until_it_re
         "each attempt, Stripe's own retries too"
     )
     assert "status.stripe.com" in found["action"]
+    async with first_screen(redis, tmp_path, rate_window_s=120) as app:
+        await wait_for(lambda: "stripe: stripe failing: " in pane(app), what="on ma-top's first screen")
     await wait_for(lambda: not failing(), timeout=150, what="downstream-failing stripe cleared")
 
 
@@ -128,7 +130,10 @@ async def test_a_job_running_past_the_threshold_is_long_running_on_the_first_scr
     assert [a["id"] for a in row["oldest_active"]] == [job.id]
     assert not long_running(), "below the default 600 s"
 
-    await completed(queue, job.id, timeout=60)
+    async with first_screen(redis, tmp_path, long_running_s=2) as app:
+        await wait_for(lambda: "LONG JOB" in badge(app, q), what="LONG JOB on the first screen")
+        await completed(queue, job.id, timeout=60)
+        await wait_for(lambda: "LONG JOB" not in badge(app, q), what="LONG JOB cleared on the first screen")
     await wait_for(
         lambda: not long_running(**short), timeout=30, what="long-running cleared once the job finished"
     )
@@ -150,8 +155,9 @@ async def test_one_signature_failing_again_and_again_is_failure_growing_until_it
     assert found["goto"] == f"failures:{q}" and found["cause"].startswith("4 jobs failed with one signature")
     assert f"e.g. #{last.id}: organization org_3 does not exist" in found["evidence"]
 
-    await wait_for(
-        lambda: not about(once(valkey.url, tmp_path, **env), "failure-growing", q),
-        timeout=40,
-        what="failure-growing cleared once the failures are older than the 15 s window",
-    )
+    async with first_screen(redis, tmp_path, rate_window_s=15, failure_group_growth=4) as app:
+        await wait_for(lambda: "FAILING" in badge(app, q), what="FAILING on the first screen")
+        await wait_for(
+            lambda: "FAILING" not in badge(app, q), timeout=40, what="FAILING cleared on the first screen"
+        )
+    assert not about(once(valkey.url, tmp_path, **env), "failure-growing", q)

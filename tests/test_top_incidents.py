@@ -15,7 +15,7 @@ from pool.settings import EX_CONFIG
 from pool.supervise import supervisord_env
 from tests.support.processes import pool_env
 from tests.support.supervisord import Supervisord
-from tests.support.top import about, once, rows
+from tests.support.top import about, badge, first_screen, once, rows
 from tests.support.waits import settle, wait_for
 from tui.app import MaTop
 
@@ -127,11 +127,11 @@ async def test_arrivals_above_what_the_slots_finish_are_a_growing_backlog_until_
             what="backlog-growing in --once --json",
         )
         assert "ETA ∞" in found["cause"] and "/min arrive" in found["cause"], found
+        async with first_screen(redis, tmp_path, rate_window_s=40) as app:
+            await wait_for(lambda: "GROWING" in badge(app, q), what="GROWING on the first screen")
+            producer.cancel()
+            await queue.obliterate({"force": True})  # the flood is dropped: nothing arrives, nothing waits
+            await wait_for(lambda: "GROWING" not in badge(app, q), timeout=60, what="GROWING cleared")
     finally:
         producer.cancel()
-    await queue.obliterate({"force": True})  # the flood is dropped: nothing arrives, nothing is waiting
-    await wait_for(
-        lambda: not about(once(valkey.url, tmp_path, **window), "backlog-growing", q),
-        timeout=60,
-        what="backlog-growing cleared",
-    )
+    assert not about(once(valkey.url, tmp_path, **window), "backlog-growing", q)

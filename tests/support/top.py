@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +48,29 @@ def once(redis_url: str, cwd: Path, *, as_json: bool = True, supervisor: str = "
 def about(snapshot: dict[str, Any], kind: str, subject: str) -> list[dict[str, str]]:
     """The findings of one kind about one subject in `ma-top --once --json`'s output."""
     return [f for f in snapshot["findings"] if f["kind"] == kind and f["subject"] == subject]
+
+
+@contextlib.asynccontextmanager
+async def first_screen(redis: Any, tmp_path: Path, **thresholds: Any) -> AsyncIterator[Any]:
+    """ma-top itself, headless under Pilot over the live data source, on its first screen (the queues view);
+    `thresholds`: Thresholds fields (e.g. rate_window_s=20). Read it with `badge` and `pane`."""
+    from pool.monitor.findings import Thresholds
+    from tui.app import MaTop
+
+    app = MaTop(
+        redis, [], refresh_s=0.3, journal_path=tmp_path / "audit.log", thresholds=Thresholds(**thresholds)
+    )
+    async with asyncio.timeout(300), app.run_test(size=(160, 48)):
+        yield app
+
+
+def badge(app: Any, queue: str) -> str:
+    """The alerts cell of `queue`'s row on the queues view ("" while the row is not shown)."""
+    return next((r[-1] for r in rows(app) if r[0] == queue), "")
+
+
+def pane(app: Any) -> str:
+    """The findings pane under the queue table, as text."""
+    from textual.widgets import Static
+
+    return str(app.screen.query_one("#findings", Static).render())
