@@ -30,8 +30,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
-from pool.monitor.collector import SCAN_COUNT, Collector, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.collector import SCAN_COUNT, Collector
 from pool.monitor.findings import Finding, History, Thresholds, findings
+from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
 from pool.settings import fail

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 
 from pool.contracts import RECENT_BUCKET_S
-from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
 from pool.monitor.findings import BADGES, Finding, History, Thresholds, as_text, badges, findings
 from pool.monitor.recent import RecentCounts
+from pool.monitor.snapshot import QueueStats, RedisHealth, Snapshot
 from tests.support.fake_source import T0, process, queue_stats
 
 UP = RedisHealth(True, used_memory=10 * 2**20, maxmemory=0, policy="noeviction")

@@ -10,10 +10,10 @@ import pytest
 
 from pool.contracts import DOWNSTREAM_OUTCOMES, downstream_field
 from pool.downstream import http_outcome, pg_outcome
-from pool.monitor.collector import ActiveJob, RedisHealth, Snapshot
 from pool.monitor.downstreams import DownstreamStats, parse
 from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.findings import BADGES, Finding, History, Thresholds, badges, findings
+from pool.monitor.snapshot import ActiveJob, RedisHealth, Snapshot
 from tests.support.fake_source import T0, queue_stats
 
 UP = RedisHealth(True, used_memory=10 * 2**20, maxmemory=0, policy="noeviction")

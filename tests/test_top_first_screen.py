@@ -10,9 +10,9 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
 from pool.monitor.findings import Finding, Thresholds
 from pool.monitor.queries import FailureGroup
+from pool.monitor.snapshot import QueueStats, RedisHealth, Snapshot
 from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
 from tests.support.pilot import settle
 from tui.app import MaTop

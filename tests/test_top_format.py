@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from pool.monitor.collector import QueueStats, RedisHealth, Snapshot
 from pool.monitor.rates import BacklogHistory
+from pool.monitor.snapshot import QueueStats, RedisHealth, Snapshot
 from tests.support.fake_source import T0, queue_stats
 from tui.format import age, drain_eta, plain, spark, when
 

@@ -361,7 +361,7 @@ async def test_slash_filters_the_events_by_kind_queue_or_message():
 
 
 async def test_bulk_view_shows_a_job_heard_on_the_channel():
-    from pool.monitor.collector import BulkJob
+    from pool.monitor.snapshot import BulkJob
 
     source = FakeSource(queues=[queue_stats(Q)])
     app = top(source)

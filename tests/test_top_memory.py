@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from pool.monitor.collector import RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.memory import FALL_SHARE, STEADY, MemoryHistory, beat_of
 from pool.monitor.memory import growth as memory_growth
+from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
 from tests.support.fake_source import T0, process
 from tui.format import spark_level
 

@@ -18,8 +18,9 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from textual.widgets import Static
 
-from pool.monitor.collector import Collector, WorkerBeat
+from pool.monitor.collector import Collector
 from pool.monitor.findings import Thresholds
+from pool.monitor.snapshot import WorkerBeat
 from tests.support.exporter import Exporter, value
 from tests.support.paths import BIN
 from tests.support.waits import run_job, settle, wait_for

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pool.monitor.collector import RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.findings import Thresholds
+from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
 from tests.support.fake_source import T0, FakeSource, process, queue_stats
 from tests.support.pilot import settle
 from tests.support.top import rows

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pool.contracts import bull_key
-from pool.monitor.collector import Collector, RedisHealth, Snapshot
+from pool.monitor.collector import Collector
 from pool.monitor.rates import BacklogHistory, Rates, Sample, drain_eta_s, minute_series, net_rate
+from pool.monitor.snapshot import RedisHealth, Snapshot
 from tests.support.fake_source import queue_stats
 from tests.support.waits import run_job, wait_for
 

@@ -175,7 +175,7 @@ async def test_new_queues_from_a_node_producer_show_within_seconds_with_a_near_m
 
 
 def test_state_keeps_the_last_answered_queues_aged_while_redis_is_down_and_drops_them_when_it_answers():
-    from pool.monitor.collector import RedisHealth, Snapshot
+    from pool.monitor.snapshot import RedisHealth, Snapshot
     from tests.support.fake_source import T0, queue_stats
     from tui.format import last_known
     from tui.state import TopState

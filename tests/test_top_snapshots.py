@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from textual.pilot import Pilot
 
-from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.snapshot import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.source import LiveSource
 from pool.monitor.supervisor_source import ProcessInfo
 from tests.support.pilot import settle

@@ -3,7 +3,7 @@ records, restart counting, the events kept, and whose error is whose."""
 
 from __future__ import annotations
 
-from pool.monitor.collector import BulkJob, RedisHealth, Snapshot
+from pool.monitor.snapshot import BulkJob, RedisHealth, Snapshot
 from tests.support.fake_source import T0, process, queue_stats
 from tui.state import EVENTS_KEPT, TopState
 

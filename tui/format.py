@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pool.monitor.collector import QueueStats, Snapshot
 from pool.monitor.rates import BacklogHistory, backlog, drain_eta_s
+from pool.monitor.snapshot import QueueStats, Snapshot
 
 SPARKS = "▁▁▂▃▄▅▆▇█"
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field, replace
 
-from pool.monitor.collector import BulkJob, Snapshot
 from pool.monitor.events import EventRow, coalesce, ts_of
 from pool.monitor.findings import Finding
 from pool.monitor.rates import BacklogHistory
+from pool.monitor.snapshot import BulkJob, Snapshot
 from pool.monitor.supervisor_source import ProcessInfo
 
 EVENTS_KEPT = 10_000

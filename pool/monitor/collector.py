@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -41,7 +41,19 @@ from pool.monitor import failure_growth
 from pool.monitor.downstreams import DownstreamStats, parse
 from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
-from pool.monitor.recent import RecentCounts, read_recent
+from pool.monitor.recent import read_recent
+from pool.monitor.snapshot import (
+    ActiveJob,
+    BulkJob,
+    QueueStats,
+    RedisHealth,
+    Snapshot,
+    WorkerBeat,
+    as_float,
+    as_int,
+    bulk_job_from,
+    rss_trail,
+)
 
 SCAN_COUNT = 250
 """Keys one discovery SCAN page looks at (one page per tick): about 0.1 ms of Redis' time however large the
@@ -57,177 +69,12 @@ OLDEST_ACTIVE = 3
 them: BullMQ pushes a job onto the left of `active`, so the oldest are at the right end)."""
 
 
-@dataclass(frozen=True)
-class ActiveJob:
-    id: str
-    name: str
-    running_s: float
-    """Since BullMQ moved it to active this time (`processedOn`), by Redis' clock."""
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    name: str
-    counts: Mapping[str, int]
-    paused: bool
-    rate_limited_ms: int
-    oldest_waiting_s: float | None
-    completed_total: int
-    failed_total: int
-    completed_per_min: tuple[int, ...]
-    """Jobs finished per minute, newest first: index i is the minute i minutes before the collector's now
-    (index 0 the current, partial one); a minute with no finished job is 0 (`rates.minute_series`)."""
-    failed_per_min: tuple[int, ...]
-    counters: Mapping[str, int]
-    """Our own cumulative counters from the pool (retries, throttled, stalled, ...)."""
-    workers: int = 0
-    handled: bool = True
-    """False for a queue no pool process ever registered and no queue table names (a new product's queue)."""
-    minute_at: float = 0.0
-    """Epoch seconds at which index 0 of the per-minute series begins (point i: `minute_at - 60 * i`)."""
-    oldest_active: tuple[ActiveJob, ...] = ()
-    """The longest-running of its active jobs (at most OLDEST_ACTIVE), longest first."""
-
-
-@dataclass(frozen=True)
-class WorkerBeat:
-    host: str
-    pid: int
-    queue: str
-    process: str
-    concurrency: int
-    in_flight: tuple[str, ...]
-    processed: int
-    failed: int
-    throttled: int
-    started: int
-    last_beat: int
-    rss: int = 0
-    """Resident set size in bytes at the beat (0: not reported, a pool older than the field)."""
-    cpu: float | None = None
-    """CPU percent of one core since the previous beat (None: not reported)."""
-    rss_trail: tuple[tuple[int, int], ...] = ()
-    """(epoch ms, RSS bytes), oldest first: the RSS of the process's last hour, as the process kept it."""
-
-
-@dataclass(frozen=True)
-class RedisHealth:
-    up: bool
-    used_memory: int = 0
-    maxmemory: int = 0
-    clients: int = 0
-    ops_per_sec: int = 0
-    evicted_keys: int = 0
-    policy: str = ""
-    version: str = ""
-    connection_failures: int = 0
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class BulkJob:
-    bulk_job_id: str
-    job_id: str
-    operation: str
-    status: str
-    total: int
-    processed: int
-    succeeded: int
-    failed: int
-    throughput_per_sec: float
-    started_at: float
-    updated_at: float
-    """Epoch seconds of the publisher's last message."""
-    host: str
-    pid: int
-
-
-def bulk_job_from(raw: str) -> BulkJob | None:
-    """A telemetry message (channel or last-state record) as a BulkJob; None when malformed."""
-    try:
-        m = json.loads(raw)
-        return BulkJob(
-            str(m["bulkJobId"]),
-            str(m.get("jobId", "")),
-            str(m.get("operation", "")),
-            str(m.get("status", "")),
-            _int(m.get("total")),
-            _int(m.get("processed")),
-            _int(m.get("succeeded")),
-            _int(m.get("failed")),
-            float(m.get("throughputPerSec") or 0),
-            _epoch(m.get("startedAt")),
-            _epoch(m.get("updatedAt")),
-            str(m.get("host", "")),
-            _int(m.get("pid")),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    taken_at: float
-    queues: tuple[QueueStats, ...]
-    workers: tuple[WorkerBeat, ...]
-    redis: RedisHealth
-    errors: Mapping[str, str] = field(default_factory=dict)
-    bulk_jobs: tuple[BulkJob, ...] = ()
-    """Source -> error text, for the sources that failed this time (the rest is still fresh)."""
-    recent: RecentCounts = field(default_factory=RecentCounts)
-    """The pool's counters over the last minutes (retries, throttled, stalled, ...): what rates are taken from."""
-    downstreams: tuple[DownstreamStats, ...] = ()
-    """The pool's requests to identity, Supabase, Stripe and PostgreSQL by outcome (lifetime, recent minutes)."""
-    recent_failures: tuple[RecentFailures, ...] = ()
-    """Each queue's jobs failed in the last minutes, by signature (read on a slower timer: `failures_read_at`)."""
-    failures_read_at: float = 0.0
-    known_at: float | None = None
-    """Set when Redis did not answer this time and the queues, workers and bulk jobs are the last known ones:
-    the time of the snapshot they come from (a screen shows them with their age rather than a blank)."""
-
-    def queue(self, name: str) -> QueueStats | None:
-        return next((q for q in self.queues if q.name == name), None)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _trail(value: Any) -> tuple[tuple[int, int], ...]:
-    """A heartbeat's RSS trail; () when absent or malformed (a bad record must not hide the beat)."""
-    try:
-        return tuple((int(at), int(rss)) for at, rss in value or ())
-    except (TypeError, ValueError):
-        return ()
-
-
-def _epoch(value: Any) -> float:
-    """Epoch seconds from epoch ms, epoch s or an ISO-8601 string."""
-    if isinstance(value, int | float):
-        return value / 1000 if value > 1e11 else float(value)
-    if isinstance(value, str) and value:
-        from datetime import datetime
-
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return 0.0
-
-
 def _per_minute(meta: list[Any], points: list[str], now_ms: float) -> tuple[int, ...]:
     """`meta` is HMGET count, prevCount, prevTS of a BullMQ metrics hash."""
     count, prev_count, prev_ts = meta
-    prev = _int(prev_ts) if prev_ts else None
+    prev = as_int(prev_ts) if prev_ts else None
     return minute_series(
-        _int(count), _int(prev_count), prev, [_int(p) for p in points], now_ms, SPARK_MINUTES
+        as_int(count), as_int(prev_count), prev, [as_int(p) for p in points], now_ms, SPARK_MINUTES
     )
 
 
@@ -298,14 +145,14 @@ class Collector:
 
     async def _health(self) -> RedisHealth:
         info = await self.redis.info()
-        failures = _int(await self.redis.hget(stats_key("redis"), "connection_failures"))
+        failures = as_int(await self.redis.hget(stats_key("redis"), "connection_failures"))
         return RedisHealth(
             up=True,
-            used_memory=_int(info.get("used_memory")),
-            maxmemory=_int(info.get("maxmemory")),
-            clients=_int(info.get("connected_clients")),
-            ops_per_sec=_int(info.get("instantaneous_ops_per_sec")),
-            evicted_keys=_int(info.get("evicted_keys")),
+            used_memory=as_int(info.get("used_memory")),
+            maxmemory=as_int(info.get("maxmemory")),
+            clients=as_int(info.get("connected_clients")),
+            ops_per_sec=as_int(info.get("instantaneous_ops_per_sec")),
+            evicted_keys=as_int(info.get("evicted_keys")),
             policy=str(info.get("maxmemory_policy", "")),
             version=str(info.get("valkey_version") or info.get("redis_version") or ""),
             connection_failures=failures,
@@ -423,7 +270,7 @@ class Collector:
                 pipe.hgetall(downstream_key(d))
             server_time, *replies = await pipe.execute()
         seconds, micros = server_time
-        now_ms = self.clock() * 1000 if self.clock else _int(seconds) * 1000 + _int(micros) / 1000
+        now_ms = self.clock() * 1000 if self.clock else as_int(seconds) * 1000 + as_int(micros) / 1000
         self._skew = now_ms / 1000 - time.time()
         minute_at = now_ms // 60_000 * 60.0
         per = 16
@@ -453,25 +300,25 @@ class Collector:
             for job_id in ids:
                 processed_on, job_name = next(replies_of_active)
                 if processed_on:  # gone or not yet marked between the reads: not running for long
-                    running = max(0.0, (now_ms - _int(processed_on)) / 1000)
+                    running = max(0.0, (now_ms - as_int(processed_on)) / 1000)
                     jobs.append(ActiveJob(job_id, str(job_name or ""), running))
             oldest_active.append(tuple(sorted(jobs, key=lambda j: -j.running_s)))
         for i, (q, row) in enumerate(zip(names, rows, strict=True)):
-            counts = dict(zip(JOB_STATES, map(_int, row[:7]), strict=True))
-            counts["waiting"] += _int(row[7])
-            stamp = _int(stamps[i]) if stamps and stamps[i] else 0
+            counts = dict(zip(JOB_STATES, map(as_int, row[:7]), strict=True))
+            counts["waiting"] += as_int(row[7])
+            stamp = as_int(stamps[i]) if stamps and stamps[i] else 0
             result.append(
                 QueueStats(
                     name=q,
                     counts=counts,
                     paused=bool(row[8]),
-                    rate_limited_ms=max(0, _int(row[9])),
+                    rate_limited_ms=max(0, as_int(row[9])),
                     oldest_waiting_s=max(0.0, (now_ms - stamp) / 1000) if stamp else None,
-                    completed_total=_int(row[11][0]),
-                    failed_total=_int(row[12][0]),
+                    completed_total=as_int(row[11][0]),
+                    failed_total=as_int(row[12][0]),
                     completed_per_min=_per_minute(row[11], row[13], now_ms),
                     failed_per_min=_per_minute(row[12], row[14], now_ms),
-                    counters={k: _int(v) for k, v in row[15].items()},
+                    counters={k: as_int(v) for k, v in row[15].items()},
                     minute_at=minute_at,
                     oldest_active=oldest_active[i],
                 )
@@ -501,9 +348,9 @@ class Collector:
                     b.get("throttled", 0),
                     b.get("started", 0),
                     b.get("lastBeat", 0),
-                    _int(b.get("rss")),
-                    _float(b.get("cpu")),
-                    _trail(b.get("rssTrail")),
+                    as_int(b.get("rss")),
+                    as_float(b.get("cpu")),
+                    rss_trail(b.get("rssTrail")),
                 )
             )
         return tuple(beats)
@@ -513,4 +360,4 @@ class Collector:
 
     async def latency_histogram(self) -> dict[str, int]:
         hist = cast(dict[str, str], await self.redis.hgetall(LATENCY_HIST_KEY))
-        return {k: _int(v) for k, v in hist.items()}
+        return {k: as_int(v) for k, v in hist.items()}

@@ -20,7 +20,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from pool.contracts import BULL_PREFIX, bull_key
-from pool.monitor.findings import SEVERITIES, Finding
+from pool.monitor.finding import SEVERITIES, Finding
 
 WINDOW_S = 3600.0
 """Jobs finished within this long are compared."""

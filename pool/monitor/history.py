@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from pool.monitor.collector import Snapshot
 from pool.monitor.memory import MemoryHistory
+from pool.monitor.snapshot import Snapshot
 
 COUNTERS = ("retries", "throttled", "stalled", "failed")
 """The cumulative `ma:stats:<queue>` counters the history keeps."""

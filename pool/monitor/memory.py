@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise, takewhile
 
-from pool.monitor.collector import Snapshot, WorkerBeat
+from pool.monitor.snapshot import Snapshot, WorkerBeat
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label
 
 KEEP_S = 3600.0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pool.monitor.collector import QueueStats, Snapshot
+    from pool.monitor.snapshot import QueueStats, Snapshot
 
 MINUTE_MS = 60_000
 WINDOW_S = 300.0

@@ -19,10 +19,11 @@ from redis.asyncio import Redis
 from pool.contracts import BULK_METRICS_CHANNEL
 from pool.monitor import actions, events, queries, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
-from pool.monitor.collector import BulkJob, Collector, Snapshot, bulk_job_from
+from pool.monitor.collector import Collector
 from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
 from pool.monitor.local import local_usage
 from pool.monitor.queries import FailureGroup, JobRow
+from pool.monitor.snapshot import BulkJob, Snapshot, bulk_job_from
 from pool.monitor.supervisor_source import ProcessInfo, read_processes
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
-from pool.monitor.collector import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.duplicates import DuplicateGroup
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
+from pool.monitor.snapshot import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.source import DataSource
 from pool.monitor.supervisor_source import ProcessInfo
 

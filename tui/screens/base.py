@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from pool.monitor.collector import Snapshot
+from pool.monitor.snapshot import Snapshot
 from tui.dashboard import Dashboard
 from tui.format import last_known, procs_summary
 

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from pool.monitor.collector import Snapshot
+from pool.monitor.snapshot import Snapshot
 from tui.format import age
 from tui.screens.base import Base
 

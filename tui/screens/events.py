@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from pool.monitor.collector import Snapshot
+from pool.monitor.snapshot import Snapshot
 from tui import format_events
 from tui.format import when
 from tui.screens.base import Base

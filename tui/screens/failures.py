@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from pool.monitor.collector import Snapshot
 from pool.monitor.queries import FailureGroup
+from pool.monitor.snapshot import Snapshot
 from tui.format import when
 from tui.screens.base import Base
 from tui.screens.modals import ConfirmScreen

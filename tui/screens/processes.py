@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from pool.monitor.actions import ProcessVerb
-from pool.monitor.collector import Snapshot
 from pool.monitor.memory import beat_of
+from pool.monitor.snapshot import Snapshot
 from pool.monitor.supervisor_source import endpoint_label
 from tui.format import age, spark_level
 from tui.screens.base import Base

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from pool.monitor.collector import Snapshot
 from pool.monitor.queries import BROWSABLE_STATES, PAGE, JobRow, is_overdue
+from pool.monitor.snapshot import Snapshot
 from tui.format import age, when
 from tui.screens.base import Base
 from tui.screens.job_detail import JobScreen

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from pool.monitor.collector import Snapshot
 from pool.monitor.findings import Finding, badges
+from pool.monitor.snapshot import Snapshot
 from tui.format import age, drain_eta, last_known, spark
 from tui.screens.base import Base
 from tui.screens.evidence import open_queue, show_evidence

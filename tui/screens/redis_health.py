@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from pool.monitor.collector import Snapshot
+from pool.monitor.snapshot import Snapshot
 from tui.screens.base import Base
 
 
