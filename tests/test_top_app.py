@@ -290,21 +290,6 @@ async def _published(redis, payload: str) -> bool:
     return await redis.publish(BULK_METRICS_CHANNEL, payload) > 0
 
 
-def test_drain_eta_uses_the_net_rate_the_history_saw():
-    from types import SimpleNamespace
-
-    from pool.monitor.rates import BacklogHistory, Sample
-    from tui.format import drain_eta
-
-    history = BacklogHistory()
-    history.add("q", Sample(0.0, 900, 0, 0))
-    history.add("q", Sample(300.0, 600, 500, 0))  # 100/min done, 40/min arrived: 60/min net
-    q = SimpleNamespace(name="q", counts={"waiting": 600, "prioritized": 0})
-    assert drain_eta(q, history) == "10m"
-    stuck = SimpleNamespace(name="stuck", counts={"waiting": 5, "prioritized": 0})
-    assert drain_eta(stuck, history) == "…"  # never sampled
-
-
 async def test_slash_filters_the_queues_shown(redis, tmp_path):
     for name in ("billing-usage", "billing-invoice", "identity-events"):
         await Queue(name, {"connection": redis}).add("x", {})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
-from pool.monitor.rates import BacklogHistory
+from pool.contracts import RECENT_BUCKET_S, recent_field
+from pool.monitor.recent import RecentCounts
 from pool.monitor.snapshot import QueueStats, RedisHealth, Snapshot
 from tests.support.fake_source import T0, queue_stats
 from tui.format import age, drain_eta, plain, spark, when
@@ -37,11 +37,16 @@ def test_age_uses_the_largest_whole_unit():
 
 def eta_after(q: QueueStats, *ticks: tuple[float, int, int]) -> str:
     """drain_eta once a history saw (seconds, waiting, completed_total) snapshots of the queue."""
-    history = BacklogHistory()
-    for at, waiting, completed in ticks:
-        seen = dataclasses.replace(q, counts={**q.counts, "waiting": waiting}, completed_total=completed)
-        history.record(Snapshot(T0 + at, (seen,), (), RedisHealth(True)))
-    return drain_eta(q, history)
+    buckets = {
+        int(T0 + at) // RECENT_BUCKET_S: {
+            recent_field(q.name, "backlog"): waiting,
+            recent_field(q.name, "completed_total"): completed,
+            recent_field(q.name, "failed_total"): 0,
+        }
+        for at, waiting, completed in ticks
+    }
+    now = T0 + max(at for at, _, _ in ticks)
+    return drain_eta(q, RecentCounts(now, 300.0, buckets), 300.0)
 
 
 def test_drain_eta_counts_arrivals_not_only_completions():
@@ -57,6 +62,8 @@ def test_drain_eta_waits_for_a_history_and_is_a_dash_without_a_backlog():
     assert eta_after(q, (0, 0, 0)) == "…"  # one snapshot: no rate yet
     assert eta_after(q, (0, 0, 0), (10, 0, 5)) == "…"  # ten seconds: a burst, not a trend
     assert eta_after(queue_stats("billing-usage", delayed=5), (0, 0, 0)) == "-"
+    # no worker: nothing drains it, however short the samples
+    assert eta_after(queue_stats("billing-usage", waiting=5, workers=0), (0, 5, 0)) == "∞"
 
 
 def test_when_is_local_clock_time_and_zero_is_never():
@@ -71,6 +78,6 @@ def test_plain_prints_one_line_per_queue_and_says_when_redis_is_down():
     )
     lines = plain(snap).splitlines()
     assert lines[0] == "redis up  workers 0"
-    assert lines[2].split() == ["billing-usage", "7", "0", "0", "2", "-", "2"]
+    assert lines[2].split() == ["billing-usage", "7", "0", "0", "2", "-", "2", "…"]
     down = Snapshot(0.0, (), (), RedisHealth(False, error="ConnectionError"))
     assert plain(down).splitlines()[0] == "redis DOWN ConnectionError  workers 0"

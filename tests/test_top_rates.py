@@ -7,7 +7,6 @@ list, as strings); the last ones drive BullMQ's own Lua and a pool process on a 
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from pathlib import Path
 
@@ -18,9 +17,7 @@ from hypothesis import strategies as st
 
 from pool.contracts import bull_key
 from pool.monitor.collector import Collector
-from pool.monitor.rates import BacklogHistory, Rates, Sample, drain_eta_s, minute_series, net_rate
-from pool.monitor.snapshot import RedisHealth, Snapshot
-from tests.support.fake_source import queue_stats
+from pool.monitor.rates import Rates, Sample, drain_eta_s, minute_series, net_rate
 from tests.support.waits import run_job, wait_for
 
 MINUTE = 60_000
@@ -141,25 +138,6 @@ def test_only_the_last_five_minutes_count_and_a_few_seconds_are_not_a_rate():
     assert rates is not None and rates.span_s == 300 and rates.net_per_min == 0  # the old drain is gone
     assert net_rate(samples((0, 100, 0, 0), (20, 90, 10, 0))) is None
     assert net_rate([]) is None
-
-
-def test_history_keeps_samples_per_queue_and_starts_over_when_the_counts_go_back():
-    history = BacklogHistory(keep_s=360)
-
-    def tick(at: float, waiting: int = 0, completed: int = 0, *, queues: bool = True) -> None:
-        q = queue_stats("billing-usage", waiting=waiting)
-        q = dataclasses.replace(q, completed_total=completed)
-        history.record(Snapshot(T + at, (q,) if queues else (), (), RedisHealth(True)))
-
-    for i in range(8):  # one a minute: 600, 590, ... waiting while 50 a minute complete
-        tick(i * 60, 600 - i * 10, i * 50)
-    assert [s.backlog for s in history.samples("billing-usage")] == [590, 580, 570, 560, 550, 540, 530]
-    rates = history.rates("billing-usage")
-    assert rates is not None and (rates.net_per_min, rates.departures_per_min) == (-10, 50)
-    tick(480, 520, 5)  # the metrics were reset: the older samples no longer compare
-    assert len(history.samples("billing-usage")) == 1 and history.rates("billing-usage") is None
-    tick(900, queues=False)
-    assert history.samples("billing-usage") == ()  # gone from the snapshots for longer than kept
 
 
 # -- on a real Valkey -------------------------------------------------------------------------------------------

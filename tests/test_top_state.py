@@ -4,7 +4,7 @@ records, restart counting, the events kept, and whose error is whose."""
 from __future__ import annotations
 
 from pool.monitor.snapshot import BulkJob, RedisHealth, Snapshot
-from tests.support.fake_source import T0, process, queue_stats
+from tests.support.fake_source import T0, process
 from tui.state import EVENTS_KEPT, TopState
 
 SOCK = "unix:///srv/host-a/var/supervisor.sock"
@@ -54,12 +54,3 @@ def test_a_supervisord_read_replaces_only_the_endpoints_errors():
     }
     state.set_processes([], {})
     assert state.all_errors(snapshot()) == {"bulk channel": "ConnectionError"}
-
-
-def test_each_snapshot_shown_is_also_a_sample_of_the_history_the_drain_eta_reads():
-    state = TopState()
-    for at, waiting in ((0, 300), (60, 280), (60, 280)):  # the same snapshot twice counts once
-        q = queue_stats("billing-usage", waiting=waiting)
-        state.set_snapshot(Snapshot(T0 + at, (q,), (), RedisHealth(True)))
-    assert state.snapshot is not None and state.snapshot.taken_at == T0 + 60
-    assert [s.backlog for s in state.history.samples("billing-usage")] == [300, 280]

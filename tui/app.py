@@ -111,7 +111,7 @@ async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> in
         body["findings"] = [dataclasses.asdict(f) for f in found]
         print(json.dumps(body, default=str))
     else:
-        print(plain(snapshot))
+        print(plain(snapshot, thresholds.rate_window_s))
         print(as_text(found))
     await source.close()
     return 0 if snapshot.redis.up else 1

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 
 from pool.monitor.events import EventRow, coalesce, ts_of
 from pool.monitor.findings import Finding
-from pool.monitor.rates import BacklogHistory
 from pool.monitor.snapshot import BulkJob, Snapshot
 from pool.monitor.supervisor_source import ProcessInfo
 
@@ -41,13 +40,10 @@ class TopState:
     restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     """(endpoint, process) -> pid changes seen while ma-top watched (crash loops show here)."""
     pids: dict[tuple[str, str], int] = field(default_factory=dict)
-    history: BacklogHistory = field(default_factory=BacklogHistory)
-    """Every queue's recent backlog and finished counts, one sample per snapshot: what rates are made of."""
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot`; when Redis did not answer, with the last answered one's queues, workers and bulk jobs
         (`known_at` says when they were read), so the backlog stays on screen, aged, rather than blanking."""
-        self.history.record(snapshot)
         down = "redis" in snapshot.errors or not snapshot.redis.up
         last = self.snapshot
         if down and last is not None and (last.queues or last.workers):

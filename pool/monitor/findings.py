@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pool.contracts import RECENT_BUCKET_S
 from pool.monitor.finding import BADGES, SEVERITIES, SUPERVISORCTL, Finding, Severity, Thresholds, age, clock
 from pool.monitor.history import History
-from pool.monitor.rates import MIN_SPAN_S, Sample, net_rate
+from pool.monitor.rates import MIN_SPAN_S, backlog_samples, net_rate
 from pool.monitor.recent import RecentCounts
 from pool.monitor.rules_process import no_handler, no_workers
 from pool.monitor.rules_signals import downstream, failure_growing, long_running, memory_growth
@@ -199,8 +199,7 @@ def _rates(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Findi
 def _backlog_growing(q: QueueStats, recent: RecentCounts, t: Thresholds) -> Iterator[Finding]:
     """Arrivals above departures over the window, from the backlog samples the pool writes into the recent
     buckets (so a one-shot reader sees the trend too). The drain ETA at that net rate is ∞."""
-    points = recent.gauges(q.name, "backlog", "completed_total", "failed_total")
-    samples = [Sample(at, *values) for at, values in points]
+    samples = backlog_samples(recent, q.name)
     rates = net_rate(samples, t.rate_window_s, min(MIN_SPAN_S * 4, t.rate_window_s / 2))
     if rates is None or rates.net_per_min <= t.backlog_growth_per_min:
         return

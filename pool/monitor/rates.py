@@ -1,6 +1,6 @@
 """Rates that come from timestamps: BullMQ's per-minute counts placed on the minute they belong to, and the
-backlog's drain ETA from arrivals against departures over the last minutes. Pure functions and one small ring
-of samples a caller keeps across ticks; no I/O here.
+backlog's drain ETA from arrivals against departures over the last minutes (the pool's backlog samples in the
+recent buckets). Pure functions; no I/O here.
 
 How BullMQ keeps `bull:<q>:metrics:completed|failed` (`collectMetrics` in moveToFinished-14.lua): every
 finished job, at its worker's clock T, adds 1 to `count`; when T is in a later minute than `prevTS`, it first
@@ -17,13 +17,13 @@ queues, does the old minute's count land too recent, and then more than `maxData
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pool.monitor.snapshot import QueueStats, Snapshot
+    from pool.monitor.recent import RecentCounts
+    from pool.monitor.snapshot import QueueStats
 
 MINUTE_MS = 60_000
 WINDOW_S = 300.0
@@ -106,6 +106,14 @@ def net_rate(
     return Rates(departures + net, departures, net, span)
 
 
+def backlog_samples(recent: RecentCounts, queue: str) -> list[Sample]:
+    """The queue's backlog and finished counts as the pool sampled them into the recent buckets (one sample per
+    bucket, oldest first): what the drain ETA and the backlog-growing finding are both taken from, so a fresh
+    `ma-top --once` and a long-open ma-top read the same trend."""
+    points = recent.gauges(queue, "backlog", "completed_total", "failed_total")
+    return [Sample(at, *values) for at, values in points]
+
+
 def drain_eta_s(backlog: int, rates: Rates) -> float | None:
     """Seconds until the backlog is empty at the net rate; None when it does not drain (grows or stands)."""
     if backlog <= 0:
@@ -113,37 +121,3 @@ def drain_eta_s(backlog: int, rates: Rates) -> float | None:
     if rates.net_per_min >= 0:
         return None
     return backlog / -rates.net_per_min * 60
-
-
-class BacklogHistory:
-    """The recent samples of every queue, oldest first, for the rates above. A dashboard keeps one across its
-    ticks and `record`s each snapshot; samples older than `keep_s` drop out."""
-
-    def __init__(self, keep_s: float = WINDOW_S + 60, maxlen: int = 1024) -> None:
-        self.keep_s = keep_s
-        self.maxlen = maxlen
-        self._rings: dict[str, deque[Sample]] = {}
-
-    def record(self, snapshot: Snapshot) -> None:
-        for q in snapshot.queues:
-            self.add(q.name, Sample(snapshot.taken_at, backlog(q), q.completed_total, q.failed_total))
-        for name in [n for n, ring in self._rings.items() if ring[-1].at < snapshot.taken_at - self.keep_s]:
-            del self._rings[name]  # a queue gone from the snapshots
-
-    def add(self, queue: str, sample: Sample) -> None:
-        ring = self._rings.setdefault(queue, deque(maxlen=self.maxlen))
-        if ring and sample.at <= ring[-1].at:
-            return  # the same snapshot again
-        if ring and (
-            sample.completed_total < ring[-1].completed_total or sample.failed_total < ring[-1].failed_total
-        ):
-            ring.clear()  # the counts went back (metrics reset, queue obliterated): measure from here
-        ring.append(sample)
-        while ring[0].at < sample.at - self.keep_s:
-            ring.popleft()
-
-    def samples(self, queue: str) -> tuple[Sample, ...]:
-        return tuple(self._rings.get(queue, ()))
-
-    def rates(self, queue: str, window_s: float = WINDOW_S) -> Rates | None:
-        return net_rate(self.samples(queue), window_s)

@@ -71,7 +71,7 @@ class QueuesScreen(Base):
                         spark(q.completed_per_min),
                         spark(q.failed_per_min),
                         age(q.oldest_waiting_s),
-                        drain_eta(q, self.matop.state.history),
+                        drain_eta(q, snapshot.recent, self.matop.thresholds.rate_window_s),
                         q.workers,
                         " ".join([*badges(found, q.name), last_known(snapshot)]).strip(),
                     ),
