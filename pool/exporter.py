@@ -79,7 +79,7 @@ class Exporter:
         self.interval = interval
         self.thresholds = thresholds or Thresholds()
         self.history = History()
-        """The recent samples' counters, kept across samples: the findings' rates come from them."""
+        """When Redis was last up, and each process's RSS trail: what the findings need from earlier samples."""
         self.sample = Sample()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)

@@ -241,17 +241,17 @@ def test_recent_counts_sum_whole_buckets_of_the_window_and_a_longer_window_is_cu
     assert 110 < recent.increase("identity-events", "retries", 120).span_s <= 120
 
 
-def test_the_history_is_bounded_and_records_each_snapshot_once():
-    history = History(keep_s=120, maxlen=5)
-    for s in range(0, 100, 10):
+def test_the_history_records_each_snapshot_once_and_when_redis_went_down():
+    history = History()
+    for s in (0, 10, 10, 5):  # the same snapshot again, and an older one, are no-ops
         findings(snap(queue_stats("identity-events"), at=T0 + s), history)
-    assert len(history.samples) == 5
-    history = History(keep_s=60)
-    for s in range(0, 200, 10):
-        history.record(snap(queue_stats("identity-events"), at=T0 + s))
-    assert history.samples[0].at >= T0 + 190 - 60
-    findings(snap(queue_stats("identity-events"), at=T0 + 190), history)
-    assert len([s for s in history.samples if s.at == T0 + 190]) == 1
+    assert history.redis_last_up == T0 + 10 and history.redis_down_since is None
+    down = dataclasses.replace(snap(queue_stats("identity-events"), at=T0 + 20), redis=RedisHealth(False))
+    findings(down, history)
+    findings(dataclasses.replace(down, taken_at=T0 + 30), history)
+    assert (history.redis_down_since, history.redis_last_up) == (T0 + 20, T0 + 10)
+    findings(snap(queue_stats("identity-events"), at=T0 + 40), history)
+    assert (history.redis_down_since, history.redis_last_up) == (None, T0 + 40)
 
 
 # -- shared output -------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class Dashboard(App[None]):
         self.thresholds = thresholds
         self.state = TopState()
         self.history = History()
-        """The counters of the recent ticks' snapshots: what the findings' rates are taken from."""
+        """When Redis was last up, and each process's RSS trail: what the findings need from earlier ticks."""
         self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
         self.message = ""
         self._tick_worker: Worker[None] | None = None

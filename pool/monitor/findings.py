@@ -43,7 +43,6 @@ def findings(
     `processes`: supervisord's processes, to say why a queue has no worker; None when supervisord is not read.
     `queue_names`: the queue table's names, what a pool handles (near-miss names are matched against them).
     """
-    history.keep_s = max(history.keep_s, thresholds.rate_window_s)  # keep at least the window the rates need
     history.record(snapshot)
     found = [*_redis(snapshot, history, thresholds)]
     for q in snapshot.queues:
