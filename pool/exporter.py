@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
+from pool.monitor import duplicates
 from pool.monitor.collector import SCAN_COUNT, Collector
 from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
@@ -81,6 +82,10 @@ class Exporter:
         self.history = History()
         """When Redis was last up, and each process's RSS trail: what the findings need from earlier samples."""
         self.sample = Sample()
+        self.duplicates: list[Finding] = []
+        """The duplicate check's findings, as of its last run (every `duplicates.EVERY_S`, as ma-top runs it)."""
+        self.duplicates_at = float("-inf")
+        self.duplicates_error = ""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -99,9 +104,28 @@ class Exporter:
                 snapshot.errors["latency"] = str(error)  # type: ignore[index]
         processes, sup_errors = await read_processes(self.supervisors) if self.supervisors else ([], {})
         found = findings(snapshot, self.history, processes or None, self.thresholds)
+        if "redis" not in snapshot.errors and snapshot.redis.up:
+            await self._check_duplicates(snapshot)
+            found = duplicates.with_duplicates(found, self.duplicates)
         self.sample = Sample(
             snapshot, processes, sup_errors, latency, found, time.time(), time.monotonic() - started
         )
+
+    async def _check_duplicates(self, snapshot: Snapshot) -> None:
+        """The slower duplicate check (ma_finding{kind="duplicates"}), on its own timer and under a timeout."""
+        if time.monotonic() - self.duplicates_at < duplicates.EVERY_S:
+            return
+        self.duplicates_at = time.monotonic()
+        try:
+            groups = await asyncio.wait_for(
+                duplicates.duplicate_groups(self.collector.redis, [q.name for q in snapshot.queues]),
+                duplicates.TIMEOUT_S,
+            )
+        except Exception as error:  # noqa: BLE001 - shown as ma_exporter_source_up{source="duplicates"}
+            self.duplicates_error = f"{type(error).__name__}: {error}"
+            log.warning("duplicate check failed: %s", self.duplicates_error)
+            return
+        self.duplicates, self.duplicates_error = duplicates.duplicate_findings(groups), ""
 
     @staticmethod
     def _redis_down(reason: str) -> RedisHealth:
@@ -123,6 +147,7 @@ class Exporter:
             "ma_exporter_source_up", "1 if the source answered at the last sample", labels=["source"]
         )
         up.add_metric(["redis"], 0.0 if snap is None or "redis" in snap.errors else 1.0)
+        up.add_metric(["duplicates"], 0.0 if self.duplicates_error else 1.0)
         for (
             endpoint
         ) in self.supervisors:  # by host label: an http endpoint's credentials never reach a metric

@@ -6,10 +6,7 @@ idempotency key."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from bullmq import Queue
@@ -19,25 +16,14 @@ from pool.monitor import queries
 from pool.monitor.duplicates import DuplicateGroup, duplicate_findings, duplicate_groups, with_duplicates
 from pool.monitor.findings import Finding
 from pool.queue_table import QUEUES
+from tests.support.exporter import value
 from tests.support.node import node_add
-from tests.support.paths import BIN
+from tests.support.top import once
 from tests.support.waits import settle, wait_for
 from tui.app import MaTop
 from tui.screens.job_detail import JobScreen
 
 Q = "identity-events"
-
-
-def once(url: str, cwd: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [str(BIN / "ma-top"), "--once", "--json", "--redis-url", url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=cwd,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def duplicates(snap: dict[str, Any]) -> list[dict[str, str]]:
@@ -62,7 +48,7 @@ def test_duplicate_groups_make_one_finding_per_queue_with_sample_ids_and_none_wi
 
 
 async def test_same_payload_under_two_ids_is_a_duplicates_finding_until_the_jobs_leave(
-    redis, valkey, start_pool, node_bullmq, tmp_path
+    redis, valkey, start_pool, node_bullmq, tmp_path, exporter
 ):
     start_pool(Q)
     queue = Queue(Q, {"connection": redis})
@@ -92,6 +78,13 @@ async def test_same_payload_under_two_ids_is_a_duplicates_finding_until_the_jobs
     assert found["subject"] == Q and "1 group(s), 2 jobs" in found["evidence"]
     assert "dup-a" in found["evidence"] and "dup-b" in found["evidence"]
     assert found["goto"] in (f"job:{Q}:dup-a", f"job:{Q}:dup-b")
+    # the exporter runs the same check on its own timer: ma_finding{kind="duplicates"}
+    scraped = exporter()
+    labels = {"kind": "duplicates", "subject": Q, "severity": "warning"}
+    await wait_for(
+        lambda: value(scraped.scrape(), "ma_finding", **labels) == 1.0, what="the exporter's finding"
+    )
+    assert value(scraped.scrape(), "ma_exporter_source_up", source="duplicates") == 1.0
 
     # out of the hour: the same jobs compared an hour later are no finding
     assert await duplicate_groups(redis, [Q], now_ms=time.time() * 1000 + 3_700_000) == []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.binding import Binding
 
+from pool.monitor.duplicates import TIMEOUT_S as DUPLICATES_TIMEOUT_S
 from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, as_text, findings
 from pool.monitor.source import DataSource, LiveSource
@@ -100,7 +101,9 @@ async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> in
     found = findings(snapshot, History(), processes or None, thresholds)
     if snapshot.redis.up and "redis" not in snapshot.errors:  # the slower duplicate check, run once
         try:
-            groups = await source.duplicate_groups([q.name for q in snapshot.queues])
+            groups = await asyncio.wait_for(
+                source.duplicate_groups([q.name for q in snapshot.queues]), DUPLICATES_TIMEOUT_S
+            )
             found = with_duplicates(found, duplicate_findings(groups))
         except Exception as error:  # noqa: BLE001 - one source failing: shown, the rest printed
             errors["duplicates"] = f"{type(error).__name__}: {error}"

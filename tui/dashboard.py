@@ -14,6 +14,7 @@ from textual.css.query import NoMatches
 from textual.worker import Worker
 
 from pool.monitor.duplicates import EVERY_S as DUPLICATES_EVERY_S
+from pool.monitor.duplicates import TIMEOUT_S as DUPLICATES_TIMEOUT_S
 from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, findings
 from pool.monitor.source import DataSource
@@ -129,7 +130,7 @@ class Dashboard(App[None]):
         if snapshot is None or snapshot.known_at is not None or not snapshot.queues:
             return
         try:
-            async with asyncio.timeout(DUPLICATES_EVERY_S):  # a hung Redis: given up, tried again next run
+            async with asyncio.timeout(DUPLICATES_TIMEOUT_S):  # a hung Redis: given up, tried again next run
                 groups = await self.source.duplicate_groups([q.name for q in snapshot.queues])
             self.state.duplicates = duplicate_findings(groups)
             self.state.errors.pop("duplicates", None)

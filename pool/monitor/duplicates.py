@@ -12,7 +12,6 @@ now, so it clears by itself once those jobs leave retention or the hour.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,7 +26,9 @@ WINDOW_S = 3600.0
 MAX_JOBS = 1000
 """Newest finished jobs read per state (completed, failed) and queue."""
 EVERY_S = 30.0
-"""How often ma-top runs the check (off the refresh path)."""
+"""How often ma-top and the exporter run the check (off the refresh path)."""
+TIMEOUT_S = 5.0
+"""A check that takes longer is given up (shown as an error; the snapshot's findings stand without it)."""
 SAMPLE_IDS = 4
 
 
@@ -48,8 +49,12 @@ async def duplicate_groups(
     limit: int = MAX_JOBS,
     prefix: str = BULL_PREFIX,
 ) -> list[DuplicateGroup]:
-    """Every queue's groups of finished jobs run twice or more with the same name and data, biggest first."""
-    since = int((time.time() * 1000 if now_ms is None else now_ms) - window_s * 1000)
+    """Every queue's groups of finished jobs run twice or more with the same name and data, biggest first. The
+    hour is counted back from `now_ms`, by default Redis' clock (the one BullMQ's `finishedOn` is near)."""
+    if now_ms is None:
+        seconds, micros = await redis.time()
+        now_ms = seconds * 1000 + micros / 1000
+    since = int(now_ms - window_s * 1000)
     found: list[DuplicateGroup] = []
     for queue in queues:
         found.extend(await _queue_groups(redis, queue, since, limit, prefix))
