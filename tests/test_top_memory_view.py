@@ -106,3 +106,35 @@ def test_processes_view_with_rss_sparklines_looks_as_approved(snap_compare):
         await settle(pilot)
 
     assert snap_compare(hour_top(), run_before=run_before, terminal_size=(120, 36))
+
+
+class DownSource(HourSource):
+    """Redis answers once, then is down: the view keeps the last known beats, aged."""
+
+    answered = False
+
+    async def fetch(self) -> Snapshot:
+        if not self.answered:
+            self.answered = True
+            return await super().fetch()
+        return Snapshot(T0 + 60, (), (), RedisHealth(False, error="ConnectionError"), {"redis": "refused"})
+
+
+async def test_while_redis_is_down_no_heartbeats_rss_or_cpu_is_shown_as_current():
+    source = DownSource(
+        queues=[queue_stats("billing-usage", workers=2)], procs=[process(HOST_A, "billing-usage", 0, 4242)]
+    )
+    app = FrozenTop(source=source, refresh_s=60, thresholds=Thresholds())
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        (fresh,) = rows(app)
+        assert (fresh[6], fresh[8]) == ("300", "12"), "Redis up: the heartbeat's figures"
+        await app.refresh_now()  # Redis down now: the last known beats stay, their figures are a minute old
+        await settle(pilot)
+        assert app.state.snapshot is not None and app.state.snapshot.known_at == T0
+        (stale,) = rows(app)
+    assert (stale[6], stale[8]) == ("64", "1"), (
+        "measured on this host now (psutil), not the stale beat's 300/12"
+    )

@@ -57,14 +57,18 @@ class ProcessesScreen(Base):
         app = self.matop
         processes = app.state.processes
         beats = {p: beat_of(p, snapshot.workers) for p in processes}
-        usage = app.source.local_usage([p.pid for p, b in beats.items() if p.pid and b is None])
+        # Redis down: the beats are the last known ones, their RSS and CPU as old as they are; a process on this
+        # host is measured now instead (psutil), one elsewhere shows none rather than a stale figure as current
+        stale = snapshot.known_at is not None
+        usage = app.source.local_usage([p.pid for p, b in beats.items() if p.pid and (b is None or stale)])
         rows = []
         for p in processes:
             beat = beats[p]
             rss, cpu = usage.get(p.pid, (None, None))
             trail = ""
             if beat is not None:
-                rss, cpu = (beat.rss / 2**20 if beat.rss else None), beat.cpu
+                if not stale:
+                    rss, cpu = (beat.rss / 2**20 if beat.rss else None), beat.cpu
                 series = app.history.memory.of(beat)
                 trail = spark_level(series.trail(snapshot.taken_at, SPARK_WIDTH)) if series else ""
             rows.append(
