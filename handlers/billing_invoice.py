@@ -29,7 +29,7 @@ from sqlalchemy import text
 from handlers import billing
 from handlers.billing import Period, Resolution, Subscription, iso, money, plain, stripe_call, stripe_error
 from handlers.billing_usage import UsageAggregate, aggregate
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError
 
 QUEUE = "billing-invoice"
@@ -374,8 +374,6 @@ HANDLERS: dict[str, Handler] = {
     "invoice.generate": invoice_generate,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "invoice.generate": ("subscriptionId", "periodStart", "periodEnd"),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

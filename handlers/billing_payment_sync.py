@@ -25,7 +25,7 @@ from handlers import billing
 from handlers.billing import plain, stripe_call
 from handlers.billing_invoice import charge, payment_status, record_payment
 from handlers.clients.identity import NotFound
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
 
@@ -241,9 +241,7 @@ HANDLERS: dict[str, Handler] = {
     "payment.reconcile": payment_reconcile,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "payment.webhook": ("stripeEventId",),
     "payment.retry": ("invoiceId",),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from handlers import billing
 from handlers.billing import FEATURE, MAX_BUCKETS, Period, Resolution, iso
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.payloads import Id
 
 TRUNC = {"hourly": "hour", "daily": "day", "monthly": "month"}
@@ -126,8 +126,6 @@ HANDLERS: dict[str, Handler] = {
     "billing-usage.backfill": usage_backfill,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "usage.aggregate": ("subscriptionId", "periodStart", "periodEnd", "resolution"),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 Handler = Callable[..., Awaitable[Any]]
 """`async def handle(ctx: JobContext, payload: SomeModel) -> result` (the dispatcher reads the payload model from
 the annotation, so the exact signature varies per handler)."""
+IdempotencyKeys = dict[str, tuple[str, ...]]
+"""A handler module's `IDEMPOTENCY_KEYS`: job name -> the payload fields (as producers send them) that make its
+side effect idempotent: the same values twice do the work once. Jobs not listed (sweeps, schedules) have no such
+key."""
 
 
 class EventSink(Protocol):

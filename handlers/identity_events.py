@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers import lookups
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
 
@@ -181,7 +181,7 @@ HANDLERS: dict[str, Handler] = {
     "tenant.deleted": tenant_deleted,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "organization.created": ("organizationId",),
     "organization.updated": ("organizationId",),
     "organization.suspended": ("organizationId",),
@@ -190,5 +190,3 @@ IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
     "tenant.created": ("organizationId", "tenantId"),
     "tenant.deleted": ("organizationId", "tenantId"),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

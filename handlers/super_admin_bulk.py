@@ -33,7 +33,7 @@ from handlers.bulk.checkpoint import Failure, Progress
 from handlers.bulk.export import Format, write_export
 from handlers.bulk.selection import MAX_ITEMS, Target
 from handlers.bulk.telemetry import BulkTelemetry
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError, ThrottledError
 from handlers.payloads import Id, Payload
 
@@ -217,10 +217,8 @@ HANDLERS: dict[str, Handler] = {
     "bulk.export": bulk_export,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "bulk.activate": ("bulkJobId",),
     "bulk.suspend": ("bulkJobId",),
     "bulk.export": ("bulkJobId",),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -14,7 +14,7 @@ from pydantic import AwareDatetime, Field
 from sqlalchemy import text
 
 from handlers.clients.identity import NotFound
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Id, Payload
 from pool.contracts import LATENCY_HIST_KEY, LATENCY_KEY
@@ -145,8 +145,6 @@ HANDLERS: dict[str, Handler] = {
     "task.due-soon": task_due_soon,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "task.assigned": ("taskId", "assigneeId"),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from handlers import lookups
 from handlers.clients.identity import NotFound
-from handlers.context import Handler, JobContext
+from handlers.context import Handler, IdempotencyKeys, JobContext
 from handlers.errors import PermanentError
 from handlers.payloads import Email, Id, Payload
 
@@ -100,8 +100,6 @@ HANDLERS: dict[str, Handler] = {
     "impersonation.cleanup": impersonation_cleanup,
 }
 
-IDEMPOTENCY_KEYS: dict[str, tuple[str, ...]] = {
+IDEMPOTENCY_KEYS: IdempotencyKeys = {
     "invitation.send": ("invitationId",),
 }
-"""Job name -> the payload fields (as producers send them) that make its side effect idempotent: the same
-values twice do the work once. Jobs not listed (sweeps, schedules) have no such key."""
