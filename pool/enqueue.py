@@ -44,7 +44,7 @@ async def add_job(
     redis: Redis, spec: QueueSpec, name: str, data: dict[str, Any], job_id: str | None, delay_ms: int | None
 ) -> str:
     if job_id is not None and (not job_id or ":" in job_id or job_id.isdigit()):
-        # bullmq silently ignores a duplicate id and breaks on ':' (DESIGN 8.9); integers clash with its own ids
+        # bullmq silently ignores a duplicate id and breaks on ':' (LIBRARY_TRAPS §9); integers clash with its own ids
         raise CliError(f"--job-id {job_id!r} is invalid: use a non-empty, non-numeric id without ':'")
     if job_id is not None and await redis.exists(bull_key(spec.name, job_id)):
         state = await Queue(spec.name, {"connection": redis}).getJobState(job_id)

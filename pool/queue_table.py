@@ -76,7 +76,7 @@ class QueueSpec:
 
     @property
     def drain_delay_s(self) -> int:
-        # The Python Worker ignores the limiter's wake-up time (DESIGN 8.2): poll sooner when limited.
+        # The Python Worker ignores the limiter's wake-up time (LIBRARY_TRAPS §2): poll sooner when limited.
         return 1 if self.limiter else 5
 
     @property

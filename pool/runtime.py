@@ -78,7 +78,7 @@ async def wait_for_redis(redis: Redis) -> None:
 
 
 async def check_redis_policy(redis: Redis, telemetry: Telemetry) -> None:
-    """bullmq never warns about eviction (DESIGN 8.7): jobs silently vanish under any other policy."""
+    """bullmq never warns about eviction (LIBRARY_TRAPS §7): jobs silently vanish under any other policy."""
     policy = (await redis.info("memory")).get("maxmemory_policy", "?")  # INFO works where CONFIG is disabled
     if policy != "noeviction":
         message = f"Redis maxmemory-policy is {policy!r}; BullMQ needs 'noeviction' or jobs can be lost"
@@ -141,7 +141,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # bullmq installs none (DESIGN 8.7)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # bullmq installs none (LIBRARY_TRAPS §7)
         loop.add_signal_handler(sig, stop.set)
 
     waiting = asyncio.ensure_future(wait_for_redis(probe))
@@ -192,7 +192,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
 
 
 def make_stripe(settings: Settings, counts: DownstreamCounts) -> Any:
-    """The Stripe client: async calls over httpx (DESIGN 8.4), network retries with Stripe's own backoff
+    """The Stripe client: async calls over httpx (LIBRARY_TRAPS §4), network retries with Stripe's own backoff
     for 5xx/connection errors before the job's backoff takes over."""
     if settings.STRIPE_SECRET_KEY is None:
         return None
@@ -234,7 +234,7 @@ def _on_stalled(telemetry: Telemetry, job_id: str) -> None:
 
 
 async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
-    """Graceful first; bullmq's close() waits forever for in-flight jobs (DESIGN 8.5), so bound it."""
+    """Graceful first; bullmq's close() waits forever for in-flight jobs (LIBRARY_TRAPS §5), so bound it."""
     in_flight = len(telemetry.in_flight)
     log.info("shutting down: %d job(s) in flight, grace %.0fs", in_flight, grace)
     closing = asyncio.ensure_future(worker.close())

@@ -1,4 +1,4 @@
-"""bullmq never warns about eviction (DESIGN 8.7): the pool does, in its log and on ma:events."""
+"""bullmq never warns about eviction (LIBRARY_TRAPS §7): the pool does, in its log and on ma:events."""
 
 from __future__ import annotations
 
