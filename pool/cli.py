@@ -176,6 +176,25 @@ def _cmd_supervisord(args: argparse.Namespace) -> int:
     return exec_supervisord(args.config, list(args.extra))
 
 
+def _cmd_redis_acl(args: argparse.Namespace) -> int:
+    from pool.queue_table import load_table
+    from pool.redis_acl import acl_lines
+
+    passwords = []
+    for var in ("MA_REDIS_POOL_PASSWORD", "MA_REDIS_READER_PASSWORD"):
+        value = os.environ.get(var, "")
+        if not value:
+            raise CliError(f"{var} is not set (the password of that Redis user; printed only as its SHA-256)")
+        passwords.append(value)
+    try:
+        table = load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES"))
+        lines = acl_lines(table, *passwords, pool_user=args.pool_user, reader_user=args.reader_user)
+    except (LookupError, ValueError) as error:
+        raise CliError(str(error)) from None
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ma-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--yes", action="store_true", help="do not ask before --requeue-failed")
     enq.add_argument("--redis-url", help="defaults to $REDIS_URL")
     enq.set_defaults(func=_cmd_enqueue)
+
+    acl = sub.add_parser(
+        "redis-acl",
+        help="print the ACL SETUSER lines of the pool's and the read-only tools' Redis users (least privilege)",
+        description="Passwords from $MA_REDIS_POOL_PASSWORD and $MA_REDIS_READER_PASSWORD, printed as SHA-256; "
+        "pipe into `redis-cli -u <admin url>` (docs/OPERATIONS.md: Least privilege).",
+    )
+    acl.add_argument("--pool-user", default="ma-pool")
+    acl.add_argument("--reader-user", default="ma-reader")
+    acl.set_defaults(func=_cmd_redis_acl)
 
     bil = sub.add_parser("billing", help="billing tooling: usage backfill, load test")
     bsub = bil.add_subparsers(dest="billing_command", required=True)

@@ -171,3 +171,16 @@ async def test_supervisor_endpoints_are_shown_by_host_never_with_their_credentia
     )  # nothing listens there
     assert processes == [] and list(errors) == ["127.0.0.1:9"]
     assert "s3cret" not in " ".join(errors.values())
+    from pool.monitor.supervisor_source import scrub, supervisor_call
+
+    quoted = "<ProtocolError for ops:s3cret@host-b:9001/RPC2: 401 Unauthorized>"
+    assert (
+        scrub(quoted, "http://ops:s3cret@host-b:9001")
+        == "<ProtocolError for host-b:9001/RPC2: 401 Unauthorized>"
+    )
+    try:
+        await supervisor_call("http://ops:s3cret@127.0.0.1:9", "startProcess", "x")
+    except RuntimeError as error:  # an action on an unreachable host: said, without the credentials
+        assert "s3cret" not in str(error) and "startProcess" in str(error)
+    else:
+        raise AssertionError("an action on an unreachable supervisord succeeded")

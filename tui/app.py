@@ -19,6 +19,7 @@ from pool.monitor.duplicates import TIMEOUT_S as DUPLICATES_TIMEOUT_S
 from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, as_text, findings
 from pool.monitor.source import DataSource, LiveSource
+from pool.monitor.supervisor_source import endpoint_label
 from pool.settings import EX_CONFIG
 from tui.dashboard import Dashboard
 from tui.format import plain
@@ -109,7 +110,10 @@ async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> in
             errors["duplicates"] = f"{type(error).__name__}: {error}"
     if as_json:
         body: dict[str, Any] = dataclasses.asdict(snapshot)
-        body["processes"] = [dataclasses.asdict(p) for p in processes]
+        # by host label: an http endpoint's credentials never reach the output (actions need them, JSON does not)
+        body["processes"] = [
+            {**dataclasses.asdict(p), "endpoint": endpoint_label(p.endpoint)} for p in processes
+        ]
         body["errors"] = {**snapshot.errors, **errors}
         body["findings"] = [dataclasses.asdict(f) for f in found]
         print(json.dumps(body, default=str))

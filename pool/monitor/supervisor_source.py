@@ -45,6 +45,15 @@ def endpoint_label(endpoint: str) -> str:
     return f"{url.hostname}:{url.port}" if url.port else (url.hostname or endpoint)
 
 
+def scrub(text: str, endpoint: str) -> str:
+    """An error's text with the endpoint's credentials gone (xmlrpc's errors quote `user:password@host`)."""
+    text = text.replace(endpoint, endpoint_label(endpoint))
+    url = urlsplit(endpoint)
+    if url.password:
+        text = text.replace(f"{url.username}:{url.password}@", "").replace(url.password, "***")
+    return text
+
+
 def _proxy(endpoint: str) -> Any:
     """A fresh proxy per call: SupervisorTransport keeps a dead connection after one failure."""
     if endpoint.startswith("unix://"):
@@ -87,7 +96,7 @@ async def read_processes(
         if isinstance(result, BaseException):
             label = endpoint_label(endpoint)
             text = f"{type(result).__name__}: {result}" if str(result) else type(result).__name__
-            errors[label] = text.replace(endpoint, label)
+            errors[label] = scrub(text, endpoint)
         else:
             processes.extend(result)
     return processes, errors
@@ -103,6 +112,13 @@ async def supervisor_call(endpoint: str, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(call)
     except xmlrpc.client.Fault as fault:
         raise RuntimeError(f"supervisord {method}: {fault.faultString}") from None
+    except (
+        OSError,
+        xmlrpc.client.ProtocolError,
+    ) as error:  # unreachable, refused credentials: said, scrubbed
+        raise RuntimeError(
+            scrub(f"supervisord {method}: {type(error).__name__}: {error}", endpoint)
+        ) from None
 
 
 async def tail_log(endpoint: str, name: str, length: int = 4000) -> str:

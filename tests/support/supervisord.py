@@ -23,10 +23,14 @@ from tests.support.waits import poll
 class Supervisord:
     """`supervisord -n` over a copy of supervisord.conf in `home` (its socket and logs under home/var)."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, env: dict[str, str], extra_conf: str = "") -> None:
+        """`extra_conf`: sections appended to the copy (e.g. an `[inet_http_server]`)."""
         self.home = home
         self.conf = home / "supervisord.conf"
         shutil.copy(ROOT / "supervisord.conf", self.conf)
+        if extra_conf:
+            with self.conf.open("a") as f:
+                f.write("\n" + extra_conf)
         (home / "var" / "log").mkdir(parents=True)
         self.proc = subprocess.Popen(
             [str(BIN / "supervisord"), "-n", "-c", str(self.conf)],
