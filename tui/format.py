@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from pool.monitor.plain_text import plain as plain  # the --once table, in the data layer
 from pool.monitor.rates import BacklogHistory, backlog, drain_eta_s
 from pool.monitor.snapshot import QueueStats, Snapshot
 
@@ -62,23 +63,6 @@ def drain_eta(q: QueueStats, history: BacklogHistory) -> str:
 def when(ms: int) -> str:
     """Epoch milliseconds as local HH:MM:SS; 0 (never) as "-"."""
     return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S") if ms else "-"
-
-
-def plain(snapshot: Snapshot) -> str:
-    """`ma-top --once`: the snapshot as a plain table for scripts and terminals without a TUI."""
-    lines = [
-        f"redis {'up' if snapshot.redis.up else 'DOWN ' + snapshot.redis.error}  workers {len(snapshot.workers)}"
-    ]
-    lines.append(
-        f"{'queue':28} {'wait':>7} {'active':>7} {'delayed':>7} {'failed':>7} {'oldest':>8} {'workers':>7}"
-    )
-    for q in snapshot.queues:
-        oldest = f"{q.oldest_waiting_s:.0f}s" if q.oldest_waiting_s is not None else "-"
-        lines.append(
-            f"{q.name:28} {q.counts['waiting']:>7} {q.counts['active']:>7} {q.counts['delayed']:>7} "
-            f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7}"
-        )
-    return "\n".join(lines)
 
 
 BROKEN_STATES = ("FATAL", "BACKOFF", "EXITED", "UNKNOWN")
