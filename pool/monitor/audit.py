@@ -27,7 +27,7 @@ class AuditRead:
     origin: str = AUDIT_STREAM
     """`ma:audit`, or the path of the local journal file it was read from instead."""
     error: str = ""
-    """Why the stream was not read (the file was read instead), or why nothing was."""
+    """Why the stream was not read (the file was read instead)."""
     cut: bool = False
     """More than READ_MAX entries: only the newest READ_MAX are here."""
 

@@ -183,13 +183,15 @@ async def _failures(source: DataSource, reads: _Reads, since: float) -> list[str
         "",
     ]
     for n, g in enumerate(recent[:TOP_GROUPS], 1):
-        trace_of, trace = "", ""
+        tried: list[str] = []
+        trace = ""
         for job_id in g.ids[:3]:  # the newest whose trace is still there (a job may be gone meanwhile)
             detail = await _guard(source.job_detail(g.queue, job_id), None, f"job {job_id}", problems)
-            trace_of = job_id
+            tried.append(job_id)
             if detail and (trace := md.trimmed_trace(detail.get("stacktrace"))):
+                tried = [job_id]
                 break
-        body += md.failure_group(n, g, trace_of, trace)
+        body += md.failure_group(n, g, ", ".join(tried), trace)
     if not recent:
         body.append("No job failed in the range.")
     return md.section(title, time.time(), problems, body)
@@ -236,8 +238,8 @@ def _processes(
         body = md.processes(reads.processes, since)
     else:
         body = ["No supervisord process read (no endpoint given with `--supervisor`, or none answered)."]
-    beats = len(reads.snapshot.workers)
-    body += [*md.restarts_seen(seen), "", f"Pool heartbeats in Redis: {beats} worker process(es)."]
+    beats = f"{len(reads.snapshot.workers)} worker process(es)" if reads.redis_up else "not read (Redis down)"
+    body += [*md.restarts_seen(seen), "", f"Pool heartbeats in Redis: {beats}."]
     return md.section("Processes and restarts", time.time(), problems, body)
 
 

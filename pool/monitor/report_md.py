@@ -153,7 +153,7 @@ def restarts_seen(seen: Mapping[tuple[str, str], int]) -> list[str]:
 
 def redis_health(r: RedisHealth) -> list[str]:
     if not r.up:
-        return [f"Redis is **unreachable**: {cell(r.error) or 'no answer'}."]
+        return [f"Redis is **unreachable**: {cell(r.error).rstrip('.') or 'no answer'}."]
     maxmem = f"{r.maxmemory / 2**20:.0f} MiB" if r.maxmemory else "no limit"
     pct = f" ({100 * r.used_memory / r.maxmemory:.0f} %)" if r.maxmemory else ""
     policy = r.policy + ("" if r.policy == "noeviction" else " (BullMQ needs noeviction)")

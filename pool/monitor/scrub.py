@@ -21,8 +21,8 @@ SECRET_NAME = r"[A-Za-z0-9_.-]*(?:secret|passw(?:or)?d|token|api[_-]?key|apikey|
 
 _PATTERNS = [
     # Stripe's keys and webhook secrets, restricted and publishable keys alike
-    re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9_]+"),
-    re.compile(r"\bwhsec_[A-Za-z0-9_]+"),
+    re.compile(r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9_]+"),
+    re.compile(r"whsec_[A-Za-z0-9_]+"),
     # a JWT (a Supabase key, a session token)
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
     # `Authorization: Bearer abc`, `Basic abc`
@@ -30,8 +30,16 @@ _PATTERNS = [
     # the password of a URL: scheme://user:password@host
     re.compile(r"(?<=://)(?:[^/\s:@]*):[^/\s@]+(?=@)"),
 ]
-_NAMED = re.compile(rf"(?i)(\b{SECRET_NAME}[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}}\])]+)")
-"""`token=abc`, `"password": "abc"`, `apiKey: abc`: the name stays, the value goes."""
+_NAMED = [
+    # `token=abc`, `"password": "abc"`, `'apiKey': 'abc'`: the name stays, the value goes
+    re.compile(rf"(?i)(\b{SECRET_NAME}\s*=\s*[\"']?)([^\s\"',;&}}\])]+)"),
+    re.compile(rf"(?i)(\b{SECRET_NAME}[\"']?\s*:\s*[\"'])([^\"']+)"),
+    # `apiKey: abc123`: after a colon unquoted, only what looks like a key (a digit in it, or long): the pool's
+    # own `stripeSecret: Extra inputs are not permitted` names a field, it does not show one
+    re.compile(
+        rf"(?i)(\b{SECRET_NAME}\s*:\s*)((?=[^\s\"',;&}}\])]*\d)[^\s\"',;&}}\])]+|[^\s\"',;&}}\])]{{16,}})"
+    ),
+]
 
 SECRET_ENV_WORDS = ("SECRET", "KEY", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
 MIN_SECRET_LEN = 6
@@ -55,7 +63,8 @@ class Scrubber:
 
     def scrub(self, text: str) -> str:
         text = self.known.scrub(text)
-        text = _NAMED.sub(lambda m: m.group(1) + MASK, text)
+        for named in _NAMED:
+            text = named.sub(lambda m: m.group(1) + MASK, text)
         for pattern in _PATTERNS:
             text = pattern.sub(MASK, text)
         return text

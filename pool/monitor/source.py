@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from pool.contracts import AUDIT_STREAM, BULK_METRICS_CHANNEL
+from pool.contracts import BULK_METRICS_CHANNEL
 from pool.monitor import actions, audit, events, queries, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
 from pool.monitor.audit import AuditRead
@@ -203,8 +203,7 @@ class LiveSource:
                 return await audit.stream_since(self.redis, since_ms)
         except Exception as error:  # noqa: BLE001 - any failure of the stream: the file, and why
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            error_text = f"{AUDIT_STREAM} not read ({reason})"
-            return await asyncio.to_thread(audit.file_since, self.audit.path, since_ms, error_text)
+            return await asyncio.to_thread(audit.file_since, self.audit.path, since_ms, reason)
 
     async def close(self) -> None:
         await self.redis.aclose()

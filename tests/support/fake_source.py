@@ -158,12 +158,13 @@ class FakeSource:
         )
 
     async def audit_since(self, since_ms: int) -> AuditRead:
-        return AuditRead(
-            [
-                {**{k: str(v) for k, v in e.items()}, "ts": str(int(T0 * 1000)), "ids": json.dumps(e["ids"])}
-                for e in self.journal_entries
-            ]
-        )
+        """The journaled entries (an entry without a `ts`, epoch ms, counts as now) from `since_ms` on."""
+        now_ms = int(time.time() * 1000)
+        entries = [
+            {**{k: str(v) for k, v in e.items()}, "ts": str(e.get("ts", now_ms)), "ids": json.dumps(e["ids"])}
+            for e in self.journal_entries
+        ]
+        return AuditRead([e for e in entries if int(e["ts"]) >= since_ms])
 
     async def close(self) -> None:
         pass
