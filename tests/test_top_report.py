@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from pool.monitor.findings import Thresholds
 from pool.monitor.queries import FailureGroup
+from pool.monitor.report import build_report
+from pool.monitor.report_md import utc
 from pool.monitor.scrub import Scrubber, known_secrets
+from pool.monitor.snapshot import RedisHealth, Snapshot
 from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
 from tests.support.pilot import settle
 from tests.support.top import report_section
@@ -21,6 +24,14 @@ from tui.app import MaTop
 
 Q = "identity-events"
 SOCK = "unix:///srv/host-a/var/supervisor.sock"
+
+
+class RedisDown(FakeSource):
+    """The fake source with Redis not answering, as the collector reports it."""
+
+    async def fetch(self) -> Snapshot:
+        error = "ConnectionError: Connection refused"
+        return Snapshot(time.time(), (), (), RedisHealth(False, error=error), {"redis": error})
 
 
 def incident() -> FakeSource:
@@ -92,6 +103,23 @@ async def test_w_writes_the_incident_report_under_var_and_notifies_its_path(tmp_
     actions = report_section(text, "Operator actions (audit journal)")
     assert actions.count("| requeue | identity-events | 1: f-0 | requeued 1 |") == 1, "the range's only"
     assert source.calls == [], "writing a report acts on nothing"
+
+
+async def test_with_redis_down_ma_tops_report_keeps_the_last_known_queues_marked_with_their_time():
+    last = await incident().fetch()  # what ma-top read while Redis answered
+
+    text = await build_report(RedisDown(), last_snapshot=last)
+
+    queues = report_section(text, "Queues")
+    assert f"Redis did not answer: the queues as last read, at {utc(last.taken_at)}:" in queues
+    assert "redis DOWN ConnectionError: Connection refused" in queues and f"\n{Q} " in queues, queues
+    assert "Could not read: Redis (ConnectionError: Connection refused)." in queues
+    health = report_section(text, "Redis health")
+    assert "Redis is **unreachable**: ConnectionError: Connection refused." in health
+    assert f"Last known health ({utc(last.taken_at)}):" in health
+    assert "Pool heartbeats in Redis: not read (Redis down)." in report_section(
+        text, "Processes and restarts"
+    )
 
 
 @pytest.mark.parametrize(
