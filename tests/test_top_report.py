@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstack import engines
 from pool.monitor.findings import Thresholds
 from pool.monitor.queries import FailureGroup
 from pool.monitor.report import build_report
@@ -20,7 +21,7 @@ from pool.monitor.snapshot import RedisHealth, Snapshot
 from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
 from tests.support.pilot import settle
 from tests.support.top import report_section
-from tui.app import MaTop
+from tui.app import MaTop, main
 
 Q = "identity-events"
 SOCK = "unix:///srv/host-a/var/supervisor.sock"
@@ -171,3 +172,15 @@ def test_a_known_secret_or_a_stripe_key_never_survives_whatever_surrounds_it(bef
     key = f"sk_live_{body}"
     scrubbed = Scrubber([secret]).scrub(f"{before}{secret} {before}{key}{after}")
     assert secret not in scrubbed and key not in scrubbed
+
+
+def test_report_cli_refuses_a_range_of_no_hours_and_exits_1_when_the_file_cannot_be_written(tmp_path, capsys):
+    dead = f"redis://127.0.0.1:{engines.free_port()}"
+    with pytest.raises(SystemExit) as refused:
+        main(["--report", str(tmp_path / "r.md"), "--hours", "0", "--redis-url", dead])
+    assert refused.value.code == 2 and "--hours must be more than 0" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")  # a file where the report's folder would be
+
+    assert main(["--report", str(tmp_path / "file" / "r.md"), "--redis-url", dead]) == 1
+
+    assert "ma-top: cannot write the report to " in capsys.readouterr().err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pool.monitor.findings import Thresholds
@@ -31,9 +32,13 @@ async def write_from_app(app: Dashboard, path: Path | None = None) -> Path | Non
 
 
 async def report_once(source: DataSource, path: Path, hours: float, thresholds: Thresholds) -> int:
-    """`ma-top --report`: write, print the path, exit 0 (Redis down included: the report says so)."""
+    """`ma-top --report`: write, print the path, exit 0 (Redis down included: the report says so); 1 when the
+    file cannot be written."""
     try:
         written = await write_report(source, path, hours=hours, thresholds=thresholds)
+    except OSError as error:
+        print(f"ma-top: cannot write the report to {path}: {error}", file=sys.stderr)
+        return 1
     finally:
         await source.close()
     print(written)

@@ -145,7 +145,7 @@ def _queues(reads: _Reads, last: Snapshot | None) -> list[str]:
     snapshot = reads.snapshot
     problems = {**_redis_problem(reads), **{k: v for k, v in snapshot.errors.items() if k != "redis"}}
     if reads.redis_up:
-        body = ["As `ma-top --once` prints it:", "", *md.fenced(plain(snapshot))]
+        body = ["Now, as `ma-top --once` prints it:", "", *md.fenced(plain(snapshot))]
     elif last is not None and last.queues:
         known = replace(last, redis=snapshot.redis)
         body = [
@@ -165,7 +165,13 @@ async def _findings(source: DataSource, reads: _Reads, thresholds: Thresholds) -
         names = [q.name for q in snapshot.queues]
         groups = await _guard(source.duplicate_groups(names), [], "duplicates", problems)
         found = with_duplicates(found, duplicate_findings(groups))
-    return md.section("Findings", time.time(), problems, [*md.fenced(as_text(found))])
+    body = [
+        f"What is wrong now, as `ma-top --once` decides it (rates over the last {thresholds.rate_window_s:g} s, "
+        "not over the report's range):",
+        "",
+        *md.fenced(as_text(found)),
+    ]
+    return md.section("Findings", time.time(), problems, body)
 
 
 async def _failures(source: DataSource, reads: _Reads, since: float) -> list[str]:

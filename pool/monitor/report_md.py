@@ -61,8 +61,9 @@ def section(title: str, read_at: float, problems: Mapping[str, str], body: list[
 
 def failure_group(n: int, g: FailureGroup, trace_of: str, trace: str) -> list[str]:
     ids = ", ".join(g.ids[:IDS_SHOWN]) + (f" … ({len(g.ids)} in all)" if len(g.ids) > IDS_SHOWN else "")
+    signature = cell(g.signature).replace("`", "'")
     lines = [
-        f"### {n}. {g.queue}: {g.count} job(s), `{cell(g.signature)}`",
+        f"### {n}. {g.queue}: {g.count} job(s), `{signature}`",
         "",
         f"- failed from {utc(g.first_seen / 1000)} to {utc(g.last_seen / 1000)}",
         f"- job names: {', '.join(g.names)}" + (f"; top frame `{g.top_frame}`" if g.top_frame else ""),
