@@ -51,7 +51,7 @@ class MaTop(Dashboard):
         Binding("6", "show_view('bulk')", "bulk jobs"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
-        Binding("W", "write_report", "incident report"),
+        Binding("W", "write_report", "incident report", show=False),  # in the help (footers stay as they are)
     ]
     MODES: ClassVar = {
         "queues": QueuesScreen,
