@@ -1,5 +1,5 @@
 """ma-top: the on-call dashboard. `ma-top [--redis-url URL] [--supervisor URL ...] [--refresh S] [--read-only]`,
-or `ma-top --once [--json]` for scripts."""
+or `ma-top --once [--json]` for scripts, or `ma-top --report FILE [--hours N]` for an incident report."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from textual.binding import Binding
 from pool.monitor.duplicates import TIMEOUT_S as DUPLICATES_TIMEOUT_S
 from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, as_text, findings
+from pool.monitor.report import DEFAULT_HOURS
 from pool.monitor.source import DataSource, LiveSource
 from pool.monitor.supervisor_source import endpoint_label
 from pool.settings import EX_CONFIG
 from tui.dashboard import Dashboard
 from tui.format import plain
+from tui.report_key import report_once, write_from_app
 from tui.screens import (
     BulkScreen,
     EventsScreen,
@@ -51,6 +53,7 @@ class MaTop(Dashboard):
         Binding("6", "show_view('bulk')", "bulk jobs"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
+        Binding("W", "write_report", "incident report", show=False),  # in the help (footers stay as they are)
     ]
     MODES: ClassVar = {
         "queues": QueuesScreen,
@@ -93,6 +96,10 @@ class MaTop(Dashboard):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_write_report(self) -> None:
+        """`var/incident-<UTC time>.md`, written by a worker (it scans the failed jobs): the path is notified."""
+        self.run_worker(write_from_app(self), group="report", exit_on_error=False)
 
 
 async def _once(source: DataSource, as_json: bool, thresholds: Thresholds) -> int:
@@ -142,7 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--read-only", action="store_true", help="refuse every action")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
     parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write an incident report (markdown) to FILE, print its path",
+    )
+    parser.add_argument("--hours", type=float, default=DEFAULT_HOURS, help="with --report: hours covered (2)")
     args = parser.parse_args(argv)
+    if args.hours <= 0:
+        parser.error("--hours must be more than 0")
     if not args.redis_url:
         print("ma-top: REDIS_URL is not set (Redis connection string); pass --redis-url", file=sys.stderr)
         return 2
@@ -155,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = LiveSource.from_url(args.redis_url, supervisors, recent_window_s=thresholds.rate_window_s)
     if args.once:
         return asyncio.run(_once(source, args.json, thresholds))
+    if args.report:
+        return asyncio.run(report_once(source, args.report, args.hours, thresholds))
     MaTop(source=source, refresh_s=args.refresh, read_only=args.read_only, thresholds=thresholds).run()
     return 0
 

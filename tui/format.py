@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pool.monitor.rates import backlog, backlog_samples, drain_eta_s, net_rate
-from pool.monitor.recent import RecentCounts
-from pool.monitor.snapshot import QueueStats, Snapshot
+from pool.monitor.plain_text import age as age  # the data layer's, shared with the --once table
+from pool.monitor.plain_text import drain_eta as drain_eta
+from pool.monitor.plain_text import plain as plain  # the --once table, in the data layer
+from pool.monitor.snapshot import Snapshot
 
 SPARKS = "▁▁▂▃▄▅▆▇█"
 
@@ -31,15 +32,6 @@ def spark_level(values: Sequence[int | None], floor_pct: float = 10.0) -> str:
     return "".join(" " if v is None else SPARKS[1 + round((v - low) / span * 7)] for v in values)
 
 
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def last_known(snapshot: Snapshot) -> str:
     """`last known 42s ago` for a snapshot carrying the last answered queues (Redis down); empty when fresh."""
     if snapshot.known_at is None:
@@ -47,43 +39,9 @@ def last_known(snapshot: Snapshot) -> str:
     return f"last known {age(max(0.0, snapshot.taken_at - snapshot.known_at))} ago"
 
 
-def drain_eta(q: QueueStats, recent: RecentCounts, window_s: float) -> str:
-    """Time to empty the backlog at its net rate (arrivals against departures over `window_s`, from the pool's
-    backlog samples in Redis, the same the backlog-growing finding reads): `-` without a backlog, `∞` without a
-    worker or when it grows or stands still, `…` while the samples are too few to tell."""
-    jobs = backlog(q)
-    if not jobs:
-        return "-"
-    if not q.workers:
-        return "∞"
-    rates = net_rate(backlog_samples(recent, q.name), window_s)
-    if rates is None:
-        return "…"
-    eta = drain_eta_s(jobs, rates)
-    return "∞" if eta is None else age(eta)
-
-
 def when(ms: int) -> str:
     """Epoch milliseconds as local HH:MM:SS; 0 (never) as "-"."""
     return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S") if ms else "-"
-
-
-def plain(snapshot: Snapshot, window_s: float = 300.0) -> str:
-    """`ma-top --once`: the snapshot as a plain table for scripts and terminals without a TUI (the drain ETA over
-    `window_s`, as the queues view shows it)."""
-    lines = [
-        f"redis {'up' if snapshot.redis.up else 'DOWN ' + snapshot.redis.error}  workers {len(snapshot.workers)}"
-    ]
-    lines.append(
-        f"{'queue':28} {'wait':>7} {'active':>7} {'delayed':>7} {'failed':>7} {'oldest':>8} {'workers':>7} {'eta':>6}"
-    )
-    for q in snapshot.queues:
-        oldest = f"{q.oldest_waiting_s:.0f}s" if q.oldest_waiting_s is not None else "-"
-        lines.append(
-            f"{q.name:28} {q.counts['waiting']:>7} {q.counts['active']:>7} {q.counts['delayed']:>7} "
-            f"{q.counts['failed']:>7} {oldest:>8} {q.workers:>7} {drain_eta(q, snapshot.recent, window_s):>6}"
-        )
-    return "\n".join(lines)
 
 
 BROKEN_STATES = ("FATAL", "BACKOFF", "EXITED", "UNKNOWN")

@@ -1,44 +1,11 @@
-"""A coalesced event row as text: events and what they stand for kept apart, the real span, every process."""
+"""A coalesced event row as text: events and what they stand for kept apart, the real span, every process.
+The functions live in the data layer (pool/monitor/plain_text.py), so the incident report writes rows as ma-top
+shows them."""
 
 from __future__ import annotations
 
-from pool.monitor.events import EventRow
-
-WHERE_WIDTH = 28
-
-
-def duration(seconds: float) -> str:
-    """`0s`, `45s`, `12m`, `3h`: whole units, rounded."""
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.0f}h"
-
-
-def times(row: EventRow) -> str:
-    """`×3 in 42s`: how many events (stream records), over the span from the first's start to the last's end.
-    One event over a span of its own (a throttle window) shows `×1 in 30s`; events within a second, `×2`;
-    one instant event, nothing."""
-    if row.span_s < 1:
-        return f"×{row.events}" if row.events > 1 else ""
-    return f"×{row.events} in {duration(row.span_s)}"
-
-
-def total(row: EventRow) -> str:
-    """`648 throttles`, `2,999 failed items`: the occurrences a counted kind's events stand for."""
-    if row.noun is None or row.total is None:
-        return ""
-    return f"{row.total:,} {row.noun}"
-
-
-def where(row: EventRow, width: int = WHERE_WIDTH) -> str:
-    """Every host:pid, compact (`h1:101,102 h2:7`); when that does not fit, `3 procs on 2 hosts`."""
-    hosts = row.where()
-    text = " ".join(f"{host}:{','.join(pids)}" for host, pids in hosts.items())
-    if len(text) <= width:
-        return text
-    procs = sum(len(pids) for pids in hosts.values())
-    if len(hosts) == 1:
-        return f"{next(iter(hosts))}: {procs} procs"[:width]
-    return f"{procs} procs on {len(hosts)} hosts"
+from pool.monitor.plain_text import WHERE_WIDTH as WHERE_WIDTH
+from pool.monitor.plain_text import duration as duration
+from pool.monitor.plain_text import times as times
+from pool.monitor.plain_text import total as total
+from pool.monitor.plain_text import where as where

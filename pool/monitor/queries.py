@@ -21,6 +21,8 @@ from pool.contracts import BULL_PREFIX, JOB_STATES, STATE_KEYS, bull_key
 from pool.queue_table import QUEUES
 
 PAGE = 50
+NEWEST_FAILED = 2000
+"""Failure groups are made of each queue's newest this many failed jobs."""
 SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
 BROWSABLE_STATES = tuple(s for s in JOB_STATES if s != "waiting-children")
 """The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time);
@@ -212,7 +214,7 @@ def top_frame(stacktrace: str | None) -> str:
 
 
 async def failure_groups(
-    redis: Redis, queues: list[str], newest: int = 2000, prefix: str = BULL_PREFIX
+    redis: Redis, queues: list[str], newest: int = NEWEST_FAILED, prefix: str = BULL_PREFIX
 ) -> list[FailureGroup]:
     """Group the newest failed jobs of each queue by signature (normalized reason + top frame).
 

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from pool.contracts import BULK_METRICS_CHANNEL
-from pool.monitor import actions, events, queries, supervisor_source
+from pool.monitor import actions, audit, events, queries, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
+from pool.monitor.audit import AuditRead
 from pool.monitor.collector import Collector
 from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
 from pool.monitor.local import local_usage
@@ -97,6 +98,11 @@ class DataSource(Protocol):
         self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
     ) -> None:
         """Record an action in the audit trail (who@host, when, what, ids, outcome)."""
+        ...
+
+    async def audit_since(self, since_ms: int) -> AuditRead:
+        """The audit trail's actions from `since_ms` (epoch ms) on, oldest first; from the local journal file
+        when Redis does not answer (saying so)."""
         ...
 
     async def close(self) -> None: ...
@@ -190,6 +196,14 @@ class LiveSource:
         self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
     ) -> None:
         await self.audit.write(action, target, ids, outcome)
+
+    async def audit_since(self, since_ms: int) -> AuditRead:
+        try:
+            async with asyncio.timeout(5.0):  # a hung Redis: the local file instead
+                return await audit.stream_since(self.redis, since_ms)
+        except Exception as error:  # noqa: BLE001 - any failure of the stream: the file, and why
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            return await asyncio.to_thread(audit.file_since, self.audit.path, since_ms, reason)
 
     async def close(self) -> None:
         await self.redis.aclose()

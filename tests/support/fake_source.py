@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
+from pool.monitor.audit import AuditRead
 from pool.monitor.duplicates import DuplicateGroup
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
@@ -154,6 +156,15 @@ class FakeSource:
         self.journal_entries.append(
             {"action": action, "target": target, "ids": ids or [], "outcome": outcome}
         )
+
+    async def audit_since(self, since_ms: int) -> AuditRead:
+        """The journaled entries (an entry without a `ts`, epoch ms, counts as now) from `since_ms` on."""
+        now_ms = int(time.time() * 1000)
+        entries = [
+            {**{k: str(v) for k, v in e.items()}, "ts": str(e.get("ts", now_ms)), "ids": json.dumps(e["ids"])}
+            for e in self.journal_entries
+        ]
+        return AuditRead([e for e in entries if int(e["ts"]) >= since_ms])
 
     async def close(self) -> None:
         pass

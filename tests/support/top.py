@@ -74,3 +74,37 @@ def pane(app: Any) -> str:
     from textual.widgets import Static
 
     return str(app.screen.query_one("#findings", Static).render())
+
+
+def report(
+    redis_url: str, cwd: Path, file: Path, *, supervisor: str = "", hours: float = 2, **env: str
+) -> str:
+    """`ma-top --report FILE --hours N` run as its own process (`env`: MA_TOP_* thresholds, secrets); fails the
+    test unless it exits 0 and prints the file's path. Returns the report's text."""
+    out = subprocess.run(
+        [
+            str(BIN / "ma-top"),
+            "--report",
+            str(file),
+            "--hours",
+            str(hours),
+            *(["--supervisor", supervisor] if supervisor else []),
+            "--redis-url",
+            redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(file.resolve()), out.stdout
+    return file.read_text()
+
+
+def report_section(text: str, title: str) -> str:
+    """One `## title` section of an incident report, up to the next section."""
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]

@@ -27,6 +27,7 @@ queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
    R requeue shown failed   P promote shown delayed
 processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
+W  write an incident report of the last 2 h to var/incident-<UTC time>.md
 """
 
 
