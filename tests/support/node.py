@@ -30,3 +30,20 @@ def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -
         timeout=60,
     )
     return json.loads(out.stdout)
+
+
+def node_flow(
+    node_dir: Path, url: str, flow: dict[str, Any], *, work_queue: str, finish: int, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Add `flow` (FlowProducer.add's tree) with Node BullMQ and run a Node worker on `work_queue` until
+    `finish` jobs finished (a job with `data.fail` fails for good); return the parent's and the direct
+    children's {queue, id(, name)} (tests/node/flow.mjs)."""
+    out = subprocess.run(
+        ["node", "flow.mjs", url, json.dumps(flow), work_queue, str(finish), str(int(timeout_s * 1000))],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 30,
+    )
+    return json.loads(out.stdout)

@@ -1,0 +1,148 @@
+"""Flows on real Valkey, added by a Node `FlowProducer` and run by a Node worker (real npm bullmq): what the
+data layer says about a parent held in waiting-children by a failed child, and what each failure option of
+BullMQ changes about it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pool.monitor.flows import GROUP_TITLES, ON_FAILURE, WAITS, read_flow
+from pool.monitor.queries import jobs_page
+from tests.support.node import node_flow
+
+PARENTS = "flow-test-parents"
+CHILDREN = "flow-test-children"
+REASON = "card declined for org_acme"
+
+
+def tree(*children: dict[str, object]) -> dict[str, object]:
+    return {"name": "report.build", "queueName": PARENTS, "data": {}, "children": list(children)}
+
+
+def child(name: str, fail: str = "", **opts: object) -> dict[str, object]:
+    return {"name": name, "queueName": CHILDREN, "data": {"fail": fail} if fail else {}, "opts": opts}
+
+
+async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_failed_child(
+    redis, valkey, node_bullmq
+):
+    # given a flow of three children: one completes, one fails for good (no option), one is delayed for an hour
+    flow = node_flow(
+        node_bullmq,
+        valkey.url,
+        tree(child("part.ok"), child("part.bad", REASON), child("part.later", delay=3_600_000)),
+        work_queue=CHILDREN,
+        finish=2,
+    )
+    parent_id = flow["parent"]["id"]
+    ids = {c["name"]: c["id"] for c in flow["children"]}
+
+    # when the parent's flow is read
+    parent = await read_flow(redis, PARENTS, parent_id)
+
+    # then it waits in waiting-children, held by the failed child, and says which children are where
+    assert parent is not None and parent.state == "waiting-children" and parent.parent is None
+    pending, processed = parent.group("pending"), parent.group("processed")
+    assert (pending.total, processed.total, parent.children) == (2, 1, 3)
+    assert [(j.id, j.state) for j in pending.jobs] == [
+        (ids["part.bad"], "failed"),
+        (ids["part.later"], "delayed"),
+    ]
+    assert [(j.id, j.name, j.state) for j in processed.jobs] == [(ids["part.ok"], "part.ok", "completed")]
+    assert [(j.label, j.reason) for j in parent.blockers] == [(f"{CHILDREN}#{ids['part.bad']}", REASON)]
+    summary = parent.summary()
+    assert f"blocked by 1 failed child: {CHILDREN}#{ids['part.bad']} {REASON}" in summary
+    assert "waiting for 1 more child: 1 delayed" in summary
+    assert "3 children: 2 pending, 1 processed" in summary
+    assert parent.alarms() == [f"blocked by 1 failed child: {CHILDREN}#{ids['part.bad']} {REASON}"]
+
+    # and the failed child names its parent and says that it holds it
+    bad = await read_flow(redis, CHILDREN, ids["part.bad"])
+    assert bad is not None and bad.state == "failed" and bad.holds_parent and bad.on_failure == ""
+    assert bad.parent is not None and (bad.parent.label, bad.parent.state) == (
+        f"{PARENTS}#{parent_id}",
+        "waiting-children",
+    )
+    assert bad.summary()[:2] == [f"child of {PARENTS}#{parent_id} report.build (waiting-children)", WAITS]
+    assert f"this failed job holds its parent {PARENTS}#{parent_id} in waiting-children" in bad.summary()
+    ok = await read_flow(redis, CHILDREN, ids["part.ok"])
+    assert ok is not None and not ok.holds_parent  # done: only whose child it is
+    assert ok.summary() == [f"child of {PARENTS}#{parent_id} report.build (waiting-children)"]
+
+    # and waiting-children is a state the jobs view pages through
+    rows, total = await jobs_page(redis, PARENTS, "waiting-children")
+    assert total == 1 and [r.id for r in rows] == [parent_id]
+
+
+@pytest.mark.parametrize(
+    ("option", "parent_state", "group"),
+    [
+        ("failParentOnFailure", "waiting", "failed"),
+        ("continueParentOnFailure", "waiting", "ignored"),
+        ("ignoreDependencyOnFailure", "waiting", "ignored"),
+        ("removeDependencyOnFailure", "waiting", None),
+    ],
+)
+async def test_a_failure_option_releases_the_parent_and_says_where_the_failed_child_went(
+    redis, valkey, node_bullmq, option, parent_state, group
+):
+    # given a flow whose failing child carries a failure option, both children run
+    flow = node_flow(
+        node_bullmq,
+        valkey.url,
+        tree(child("part.ok"), child("part.bad", REASON, **{option: True})),
+        work_queue=CHILDREN,
+        finish=2,
+    )
+    parent_id = flow["parent"]["id"]
+    bad_id = next(c["id"] for c in flow["children"] if c["name"] == "part.bad")
+
+    parent = await read_flow(redis, PARENTS, parent_id)
+
+    # then the parent no longer waits for its children: nothing blocks it, and the failed child is in its group
+    assert parent is not None and parent.state == parent_state
+    assert parent.group("pending").total == 0 and not parent.blockers
+    assert not any(line.startswith("blocked by") for line in parent.summary())
+    deferred = [f"will fail when a worker takes it: child bull:{CHILDREN}:{bad_id} failed"]
+    assert parent.alarms() == (deferred if option == "failParentOnFailure" else [])
+    assert parent.group("processed").total == 1
+    if group is None:  # removeDependencyOnFailure: the parent forgets the child
+        assert parent.children == 1
+    else:
+        assert [(j.id, j.state, j.reason) for j in parent.group(group).jobs] == [(bad_id, "failed", REASON)]
+        assert f"{GROUP_TITLES[group]}: {CHILDREN}#{bad_id} {REASON}" in parent.summary()
+    if option == "failParentOnFailure":  # the parent will fail when a worker takes it
+        assert parent.deferred_failure == f"child bull:{CHILDREN}:{bad_id} failed"
+    bad = await read_flow(redis, CHILDREN, bad_id)
+    assert bad is not None and not bad.holds_parent
+    flag = {"failParentOnFailure": "fpof", "continueParentOnFailure": "cpof"}
+    flag |= {"ignoreDependencyOnFailure": "idof", "removeDependencyOnFailure": "rdof"}
+    assert bad.on_failure == ON_FAILURE[flag[option]]
+    assert bad.on_failure in bad.summary()
+
+
+async def test_a_parent_with_many_children_reads_the_counts_whole_and_says_the_list_was_cut(
+    redis, valkey, node_bullmq
+):
+    flow = node_flow(
+        node_bullmq,
+        valkey.url,
+        tree(*(child(f"part.{i}") for i in range(120))),
+        work_queue=CHILDREN,
+        finish=0,
+    )
+    parent = await read_flow(redis, PARENTS, flow["parent"]["id"], limit=50)
+    assert parent is not None and parent.state == "waiting-children"
+    pending = parent.group("pending")
+    assert pending.total == 120 and len(pending.jobs) == 50 and pending.cut
+    assert {j.state for j in pending.jobs} == {"waiting"}
+    assert "waiting for 120 children; the first 50 of 120 pending read: 50 waiting" in parent.summary()
+
+
+async def test_a_job_outside_any_flow_has_no_parent_nor_children_and_a_gone_job_no_flow(
+    redis, valkey, node_bullmq
+):
+    flow = node_flow(node_bullmq, valkey.url, tree(), work_queue=CHILDREN, finish=0)
+    alone = await read_flow(redis, PARENTS, flow["parent"]["id"])
+    assert alone is not None and alone.parent is None and alone.children == 0 and alone.summary() == []
+    assert await read_flow(redis, PARENTS, "no-such-job") is None
