@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pool.monitor.actions import promote, requeue
 from pool.monitor.flows import GROUP_TITLES, ON_FAILURE, WAITS, read_flow
 from pool.monitor.queries import jobs_page
 from tests.support.node import node_flow
@@ -72,6 +73,39 @@ async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_
     # and waiting-children is a state the jobs view pages through
     rows, total = await jobs_page(redis, PARENTS, "waiting-children")
     assert total == 1 and [r.id for r in rows] == [parent_id]
+
+
+async def test_once_the_failed_child_is_requeued_and_runs_the_parent_is_no_longer_shown_blocked_and_moves_on(
+    redis, valkey, node_bullmq
+):
+    # given a parent blocked by a failed child (and a child delayed for an hour)
+    flow = node_flow(
+        node_bullmq,
+        valkey.url,
+        tree(child("part.ok"), child("part.bad", REASON), child("part.later", delay=3_600_000)),
+        work_queue=CHILDREN,
+        finish=2,
+    )
+    parent_id = flow["parent"]["id"]
+    ids = {c["name"]: c["id"] for c in flow["children"]}
+    before = await read_flow(redis, PARENTS, parent_id)
+    assert before is not None and before.alarms()
+
+    # when the operator requeues the failed child (ma-top's `r`): nothing blocks the parent any more
+    assert await requeue(redis, CHILDREN, [ids["part.bad"]]) == (1, 0)
+    parent = await read_flow(redis, PARENTS, parent_id)
+    assert parent is not None and parent.state == "waiting-children" and parent.alarms() == []
+    assert "waiting for 2 children: 1 delayed, 1 waiting" in parent.summary()
+    bad = await read_flow(redis, CHILDREN, ids["part.bad"])
+    assert bad is not None and bad.state == "waiting" and bad.alarms() == [] and bad.holds_parent
+
+    # and once the fixed child and the delayed one have run, the parent leaves waiting-children
+    assert await promote(redis, CHILDREN, [ids["part.later"]]) == (1, 0)
+    node_flow(node_bullmq, valkey.url, None, work_queue=CHILDREN, finish=2, fixed=True)
+    parent = await read_flow(redis, PARENTS, parent_id)
+    assert parent is not None and parent.state == "waiting" and parent.alarms() == []
+    assert (parent.group("pending").total, parent.group("processed").total) == (0, 3)
+    assert parent.summary() == ["3 children: 3 processed"]
 
 
 @pytest.mark.parametrize(
