@@ -9,6 +9,7 @@ import pytest
 from pool.monitor.actions import promote, requeue
 from pool.monitor.flows import GROUP_TITLES, ON_FAILURE, WAITS, read_flow
 from pool.monitor.queries import jobs_page
+from pool.monitor.source import LiveSource
 from tests.support.node import node_flow
 
 PARENTS = "flow-test-parents"
@@ -25,7 +26,7 @@ def child(name: str, fail: str = "", **opts: object) -> dict[str, object]:
 
 
 async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_failed_child(
-    redis, valkey, node_bullmq
+    redis, valkey, node_bullmq, tmp_path
 ):
     # given a flow of three children: one completes, one fails for good (no option), one is delayed for an hour
     flow = node_flow(
@@ -69,6 +70,9 @@ async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_
     ok = await read_flow(redis, CHILDREN, ids["part.ok"])
     assert ok is not None and not ok.holds_parent  # done: only whose child it is
     assert ok.summary() == [f"child of {PARENTS}#{parent_id} report.build (waiting-children)"]
+
+    # and ma-top's live source gives the same
+    assert await LiveSource(redis, journal_path=tmp_path / "audit.log").flow(PARENTS, parent_id) == parent
 
     # and waiting-children is a state the jobs view pages through
     rows, total = await jobs_page(redis, PARENTS, "waiting-children")

@@ -92,7 +92,7 @@ class JobScreen(Base):
         for i, (line, alarm) in enumerate(lines):
             text.append(("\n" if i else "") + line, style="bold red" if alarm else "")
         panel.update(text)
-        panel.border_title = f"flow of {self.queue}#{self.job_id}"
+        panel.border_title = Text(f"flow of {self.queue}#{self.job_id}")  # Text: an id is never markup
         self.child_rows = {}
         table.clear()
         if flow is None or not flow.children:
