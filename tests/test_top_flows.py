@@ -159,7 +159,27 @@ async def test_a_failure_option_releases_the_parent_and_says_where_the_failed_ch
     assert bad.on_failure in bad.summary()
 
 
-async def test_a_parent_with_many_children_reads_the_counts_whole_and_says_the_list_was_cut(
+async def test_a_parent_with_many_children_lists_a_few_failed_first_and_finds_the_failed_one_among_all(
+    redis, valkey, node_bullmq
+):
+    # given 120 children, 119 delayed for an hour, one failing for good
+    parts = [child(f"part.{i}", delay=3_600_000) for i in range(119)] + [child("part.bad", REASON)]
+    flow = node_flow(node_bullmq, valkey.url, tree(*parts), work_queue=CHILDREN, finish=1)
+    bad_id = next(c["id"] for c in flow["children"] if c["name"] == "part.bad")
+
+    parent = await read_flow(redis, PARENTS, flow["parent"]["id"], limit=10)
+
+    # then the counts are whole, ten are listed, the failed one first, and every state was read
+    assert parent is not None and parent.state == "waiting-children"
+    pending = parent.group("pending")
+    assert (pending.total, len(pending.jobs), pending.read_count, pending.unlisted) == (120, 10, 120, 110)
+    assert not pending.cut and pending.states == {"failed": 1, "delayed": 119}
+    assert pending.jobs[0].id == bad_id and {j.state for j in pending.jobs[1:]} == {"delayed"}
+    assert parent.alarms() == [f"blocked by 1 failed child: {CHILDREN}#{bad_id} {REASON}"]
+    assert "waiting for 119 more children: 119 delayed" in parent.summary()
+
+
+async def test_a_parent_with_more_pending_children_than_are_read_says_what_it_says_is_of_those_read(
     redis, valkey, node_bullmq
 ):
     flow = node_flow(
@@ -169,12 +189,12 @@ async def test_a_parent_with_many_children_reads_the_counts_whole_and_says_the_l
         work_queue=CHILDREN,
         finish=0,
     )
-    parent = await read_flow(redis, PARENTS, flow["parent"]["id"], limit=50)
+    parent = await read_flow(redis, PARENTS, flow["parent"]["id"], limit=50, pending_read=100)
     assert parent is not None and parent.state == "waiting-children"
     pending = parent.group("pending")
-    assert pending.total == 120 and len(pending.jobs) == 50 and pending.cut
-    assert {j.state for j in pending.jobs} == {"waiting"}
-    assert "waiting for 120 children; the first 50 of 120 pending read: 50 waiting" in parent.summary()
+    assert (pending.total, len(pending.jobs), pending.read_count) == (120, 50, 100) and pending.cut
+    assert pending.states == {"waiting": 100}
+    assert "waiting for 120 children; the first 100 of 120 pending read: 100 waiting" in parent.summary()
 
 
 async def test_a_job_outside_any_flow_has_no_parent_nor_children_and_a_gone_job_no_flow(

@@ -123,7 +123,7 @@ async def test_a_group_cut_short_says_how_many_were_not_read_and_its_row_opens_n
         flow = text(app, "#flow")
         assert "blocked by 1 failed child (in the first 2 of 500 pending read)" in flow
         assert "waiting for 500 children; the first 2 of 500 pending read: 1 delayed" in flow
-        assert children(app)[2][:4] == ["pending", "", "", "… 498 more not read"]
+        assert children(app)[2][:4] == ["pending", "", "", "… 498 more not listed"]
         await keys(pilot, "down", "down", "enter")
         assert isinstance(app.screen, JobScreen) and app.screen.job_id == "p-1"
 

@@ -12,6 +12,7 @@ Reads only, O(limit) per job; run when a job's detail opens, never on the refres
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -30,7 +31,10 @@ from pool.contracts import (
 )
 
 LIMIT = 50
-"""Children read per group (a parent may have thousands; the counts are always whole)."""
+"""Children listed per group (a parent may have thousands; the counts are always whole)."""
+PENDING_READ = 1000
+"""Pending children whose states are read, to find the failed ones that hold a parent (failed ones are listed
+first); one pipelined round trip of 7 O(1) commands each."""
 
 GROUPS = ("pending", "failed", "ignored", "processed")
 """The groups a parent's children fall in, in the order ma-top lists them."""
@@ -71,11 +75,28 @@ class FlowJob:
 class ChildGroup:
     total: int
     jobs: tuple[FlowJob, ...] = ()
-    """At most the read limit; pending ones failed first."""
+    """The children listed, at most the list limit; pending ones failed first."""
+    read: int | None = None
+    """How many children's states were read (None: the ones listed)."""
+    by_state: dict[str, int] | None = None
+    """The children read, by state (None: the ones listed)."""
+
+    @property
+    def read_count(self) -> int:
+        return len(self.jobs) if self.read is None else self.read
+
+    @property
+    def states(self) -> dict[str, int]:
+        return dict(Counter(j.state for j in self.jobs)) if self.by_state is None else self.by_state
 
     @property
     def cut(self) -> bool:
-        return self.total > len(self.jobs)
+        """Not every child's state was read: what is said of them is said of the ones read."""
+        return self.total > self.read_count
+
+    @property
+    def unlisted(self) -> int:
+        return self.total - len(self.jobs)
 
 
 @dataclass(frozen=True)
@@ -101,7 +122,8 @@ class Flow:
 
     @property
     def blockers(self) -> tuple[FlowJob, ...]:
-        """The pending children (of those read) that failed: nothing will move them on by itself."""
+        """The pending children listed that failed: nothing will move them on by itself (how many there are
+        among those read: `group("pending").states["failed"]`)."""
         return tuple(j for j in self.group("pending").jobs if j.state == "failed")
 
     def summary(self) -> list[str]:
@@ -129,21 +151,23 @@ class Flow:
         counts = ", ".join(f"{self.group(g).total} {g}" for g in GROUPS if self.group(g).total)
         lines.append((f"{self.children} children: {counts}", False))
         pending = self.group("pending")
-        blockers = self.blockers if self.state == "waiting-children" else ()
-        cut = f"the first {len(pending.jobs)} of {pending.total} pending read" if pending.cut else ""
-        if blockers:
-            shown = "; ".join(f"{j.label} {j.reason}".strip() for j in blockers[:3])
-            more = f"; and {len(blockers) - 3} more" if len(blockers) > 3 else ""
+        waiting = self.state == "waiting-children"
+        states = pending.states if waiting else {}
+        cut = f"the first {pending.read_count} of {pending.total} pending read" if pending.cut else ""
+        if failed := states.get("failed", 0):
+            shown = [f"{j.label} {j.reason}".strip() for j in self.blockers[:3]]
+            more = f"; and {failed - len(shown)} more" if failed > len(shown) else ""
             among = f" (in {cut})" if cut else ""
-            lines.append((f"blocked by {_children(len(blockers), 'failed ')}{among}: {shown}{more}", True))
-        others = [j.state for j in pending.jobs if j.state != "failed"]
-        if self.state == "waiting-children" and others:
-            by_state = ", ".join(f"{others.count(s)} {s}" for s in sorted(set(others)))
+            lines.append(
+                (f"blocked by {_children(failed, 'failed ')}{among}: {'; '.join(shown)}{more}", True)
+            )
+        if others := {s: n for s, n in sorted(states.items()) if s != "failed"}:
+            by_state = ", ".join(f"{n} {s}" for s, n in others.items())
             if cut:
                 lines.append((f"waiting for {_children(pending.total)}; {cut}: {by_state}", False))
             else:
-                also = "more " if blockers else ""
-                lines.append((f"waiting for {_children(len(others), also)}: {by_state}", False))
+                also = "more " if failed else ""
+                lines.append((f"waiting for {_children(sum(others.values()), also)}: {by_state}", False))
         for name in ("failed", "ignored"):
             for j in self.group(name).jobs[:3]:
                 lines.append((f"{GROUP_TITLES[name]}: {j.label} {j.reason}".strip(), False))
@@ -151,9 +175,15 @@ class Flow:
 
 
 async def read_flow(
-    redis: Redis, queue: str, job_id: str, limit: int = LIMIT, prefix: str = BULL_PREFIX
+    redis: Redis,
+    queue: str,
+    job_id: str,
+    limit: int = LIMIT,
+    pending_read: int = PENDING_READ,
+    prefix: str = BULL_PREFIX,
 ) -> Flow | None:
-    """The flow around one job; None when the job is gone."""
+    """The flow around one job; None when the job is gone. `limit` children listed per group; the states of
+    up to `pending_read` pending children read."""
     key = bull_key(queue, job_id, prefix=prefix)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hmget(key, "parentKey", "parent", "defa")
@@ -175,10 +205,11 @@ async def read_flow(
         holds = bool(await redis.sismember(f"{parent_key}:{FLOW_PENDING}", key))
     groups = {g: ChildGroup(n) for g, n in counts.items() if n}
     if counts["pending"]:
-        keys = await _scan(redis, "sscan", f"{key}:{FLOW_PENDING}", limit)
+        keys = await _scan(redis, "sscan", f"{key}:{FLOW_PENDING}", max(limit, pending_read))
         jobs = await job_states(redis, _split(keys, prefix), prefix=prefix)
         jobs.sort(key=lambda j: (j.state != "failed", j.queue, _id_order(j.id)))
-        groups["pending"] = ChildGroup(counts["pending"], tuple(jobs))
+        by_state = dict(Counter(j.state for j in jobs))
+        groups["pending"] = ChildGroup(counts["pending"], tuple(jobs[:limit]), len(jobs), by_state)
     if counts["failed"]:
         keys = cast(list[str], await redis.zrange(f"{key}:{FLOW_UNSUCCESSFUL}", 0, limit - 1))
         groups["failed"] = ChildGroup(

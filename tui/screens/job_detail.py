@@ -112,11 +112,9 @@ class JobScreen(Base):
                     child.reason[:80],
                 )
                 table.add_row(*(Text(str(c)) for c in cells), key=key)
-            if children.cut:
-                more = children.total - len(children.jobs)
-                table.add_row(
-                    GROUP_TITLES[group], "", "", f"… {more} more not read", "", "", key=f"more-{group}"
-                )
+            if children.unlisted:
+                more = f"… {children.unlisted} more not listed"
+                table.add_row(GROUP_TITLES[group], "", "", more, "", "", key=f"more-{group}")
         table.display = True
         table.focus()
 
