@@ -4,13 +4,21 @@ BullMQ changes about it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from textual.css.query import NoMatches
+from textual.widgets import Static
 
 from pool.monitor.actions import promote, requeue
 from pool.monitor.flows import GROUP_TITLES, ON_FAILURE, WAITS, read_flow
 from pool.monitor.queries import jobs_page
 from pool.monitor.source import LiveSource
 from tests.support.node import node_flow
+from tests.support.top import rows
+from tests.support.waits import wait_for
+from tui.app import MaTop
+from tui.screens import QueueScreen
 
 PARENTS = "flow-test-parents"
 CHILDREN = "flow-test-children"
@@ -204,3 +212,39 @@ async def test_a_job_outside_any_flow_has_no_parent_nor_children_and_a_gone_job_
     alone = await read_flow(redis, PARENTS, flow["parent"]["id"])
     assert alone is not None and alone.parent is None and alone.children == 0 and alone.summary() == []
     assert await read_flow(redis, PARENTS, "no-such-job") is None
+
+
+async def test_ma_top_over_the_live_source_lists_the_parent_in_waiting_children_and_shows_what_blocks_it(
+    redis, valkey, node_bullmq, tmp_path
+):
+    flow = node_flow(
+        node_bullmq,
+        valkey.url,
+        tree(child("part.ok"), child("part.bad", REASON), child("part.later", delay=3_600_000)),
+        work_queue=CHILDREN,
+        finish=2,
+    )
+    parent_id = flow["parent"]["id"]
+    bad_id = next(c["id"] for c in flow["children"] if c["name"] == "part.bad")
+    app = MaTop(redis, [], refresh_s=0.5, journal_path=tmp_path / "audit.log")
+    async with asyncio.timeout(60), app.run_test(size=(140, 40)) as pilot:
+        await app.push_screen(QueueScreen(PARENTS, "waiting-children"))
+        await wait_for(
+            lambda: [r[0] for r in rows(app)] == [parent_id], what="the parent in waiting-children"
+        )
+        await pilot.press("enter")
+        blocked = f"blocked by 1 failed child: {CHILDREN}#{bad_id} {REASON}"
+        await wait_for(lambda: blocked in text(app, "#flow"), what="the parent's blocking child")
+        await pilot.press("c", "enter")  # the failed child is listed first
+        await wait_for(lambda: getattr(app.screen, "job_id", "") == bad_id, what="the child opened")
+        holds = f"this failed job holds its parent {PARENTS}#{parent_id} in waiting-children"
+        await wait_for(lambda: holds in text(app, "#flow"), what="the child saying it holds its parent")
+        await pilot.press("u")
+        await wait_for(lambda: getattr(app.screen, "job_id", "") == parent_id, what="the parent opened")
+
+
+def text(app: MaTop, selector: str) -> str:
+    try:
+        return str(app.screen.query_one(selector, Static).render())
+    except NoMatches:  # the screen is still being composed
+        return ""

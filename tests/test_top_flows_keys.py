@@ -3,6 +3,7 @@ by a failed child, browsed, opened, its children opened with `c` + enter and the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from textual.pilot import Pilot
@@ -16,8 +17,10 @@ from tests.support.pilot import settle
 from tests.support.top import rows
 from tui.app import MaTop
 from tui.screens import HelpScreen, JobScreen, QueueScreen
+from tui.screens.job_detail import RELOAD_S
 
 SIZE = (140, 40)
+LATER = (FlowJob(PARTS, "c-3", "part.later", "delayed"),)
 
 
 def top(source: FakeSource) -> MaTop:
@@ -159,6 +162,60 @@ async def test_a_failing_parent_says_it_will_fail_and_which_child_failed_it():
         assert f"will fail when a worker takes it: child bull:{PARTS}:c-2 failed" in shown
         assert f"failed, failing the parent: {PARTS}#c-2 {REASON}" in shown and "blocked" not in shown
         assert children(app)[0][:5] == ["failed, failing the parent", PARTS, "c-2", "part.bad", "failed"]
+
+
+async def test_the_detail_reads_the_flow_again_on_return_and_on_a_tick_so_blocked_clears_once_the_child_is_requeued():
+    source = blocked_flow_source()
+    app = top(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await open_job(app, pilot, PARENTS, "p-1")
+        assert "blocked by 1 failed child" in text(app, "#flow")
+        await keys(pilot, "c", "enter")  # the failed child; meanwhile it is requeued and waits again
+        assert app.screen.job_id == "c-2"
+        unblocked = dataclasses.replace(
+            source.flows[(PARENTS, "p-1")],
+            groups={
+                "pending": ChildGroup(2, (FlowJob(PARTS, "c-2", "part.bad", "waiting"), *LATER)),
+                "processed": source.flows[(PARENTS, "p-1")].group("processed"),
+            },
+        )
+        source.flows[(PARENTS, "p-1")] = unblocked
+        await keys(pilot, "escape")  # back on the parent: read again
+        assert app.screen.job_id == "p-1"
+        assert "blocked" not in text(app, "#flow") and "waiting for 2 children: 1 delayed, 1 waiting" in text(
+            app, "#flow"
+        )
+        # and while it stays open, a tick after RELOAD_S reads it again: the parent has moved on
+        source.flows[(PARENTS, "p-1")] = dataclasses.replace(unblocked, state="waiting", groups={})
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        screen.loaded_at -= RELOAD_S
+        app.render_screen()
+        await settle(pilot)
+        assert not screen.query_one("#flow", Static).display
+
+
+async def test_a_detail_that_cannot_be_read_again_keeps_what_it_showed_and_says_since_when():
+    source = blocked_flow_source()
+    app = top(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await open_job(app, pilot, PARENTS, "p-1")
+        screen = app.screen
+        assert isinstance(screen, JobScreen)
+        read_at = screen.read_at
+
+        async def gone(queue: str, job_id: str) -> None:
+            raise ConnectionError("Redis went away")
+
+        source.job_detail = gone  # type: ignore[method-assign]
+        screen.reload()
+        await settle(pilot)
+        flow = text(app, "#flow").splitlines()
+        assert flow[0] == f"not read again: ConnectionError: Redis went away; shown as read at {read_at}"
+        assert f"blocked by 1 failed child: {PARTS}#c-2 {REASON}" in flow
+        assert "report.build#p-1" in text(app, "#job") and len(children(app)) == 3
 
 
 async def test_help_lists_the_flow_keys():

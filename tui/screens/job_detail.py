@@ -5,6 +5,7 @@ with what holds a parent in waiting-children said plainly."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -15,7 +16,11 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from pool.monitor.flows import GROUP_TITLES, GROUPS, Flow, FlowJob
+from pool.monitor.snapshot import Snapshot
 from tui.screens.base import Base
+
+RELOAD_S = 5.0
+"""How often an open job detail reads the job and its flow again (off the refresh path: a worker)."""
 
 
 class JobScreen(Base):
@@ -33,6 +38,10 @@ class JobScreen(Base):
         super().__init__()
         self.queue, self.job_id = queue, job_id
         self.flow: Flow | None = None
+        self.loaded_at = 0.0
+        """When the detail and flow were last asked for (monotonic; 0: not yet)."""
+        self.read_at = ""
+        """The clock time of the last detail read (empty: none yet)."""
         self.child_rows: dict[str, FlowJob] = {}
         """Row key of the children table -> the child it opens (rows that say a group was cut open none)."""
 
@@ -47,10 +56,37 @@ class JobScreen(Base):
             yield Static("loading…", id="job")
 
     async def on_mount(self) -> None:  # type: ignore[override]  # Textual awaits an async handler
+        await self.load()
+
+    def on_screen_resume(self) -> None:
+        """Back from a child, a parent or the help: read again (the child may have been requeued meanwhile)."""
+        if self.loaded_at:
+            self.reload()
+
+    def render_snapshot(self, snapshot: Snapshot) -> None:
+        super().render_snapshot(snapshot)
+        if self.loaded_at and time.monotonic() - self.loaded_at >= RELOAD_S:
+            self.reload()  # what the flow says stays true while the screen is open
+
+    def reload(self) -> None:
+        self.loaded_at = time.monotonic()
+        self.run_worker(self.load(), exclusive=True, group="job", exit_on_error=False)
+
+    async def load(self) -> None:
+        self.loaded_at = time.monotonic()
         app = self.matop
-        detail = await app.source.job_detail(self.queue, self.job_id)
+        try:
+            detail = await app.source.job_detail(self.queue, self.job_id)
+        except Exception as error:  # noqa: BLE001 - a dashboard does not die of a flaky source; it says so
+            said = f"{type(error).__name__}: {error}"
+            if self.read_at:  # what is on screen stays, with its age
+                self.show_flow(self.flow, f"not read again: {said}; shown as read at {self.read_at}")
+            else:
+                self.query_one("#job", Static).update(Text(f"job {self.job_id} not read: {said}"))
+            return
         if detail is None:
             text = f"job {self.job_id} is gone (removed by retention?)"
+            self.show_flow(None)
         else:
             snapshot = app.state.snapshot
             holder = next(
@@ -75,24 +111,30 @@ class JobScreen(Base):
                 ]
             )
         self.query_one("#job", Static).update(text)
+        read_at = f"{app.now():%H:%M:%S}"
         if detail is not None:
             try:
                 self.show_flow(await app.source.flow(self.queue, self.job_id))
             except Exception as error:  # noqa: BLE001 - the detail above stands; the flow part says why not
-                self.show_flow(None, f"flow not read: {type(error).__name__}: {error}")
+                since = f"; shown as read at {self.read_at}" if self.flow is not None else ""
+                self.show_flow(self.flow, f"flow not read: {type(error).__name__}: {error}{since}")
+        self.read_at = read_at
 
-    def show_flow(self, flow: Flow | None, error: str = "") -> None:
+    def show_flow(self, flow: Flow | None, note: str = "") -> None:
+        """The flow panel and the children table; `note`: why what is shown is not fresh (in red, first)."""
         self.flow = flow
         panel = self.query_one("#flow", Static)
         table: DataTable[Any] = self.query_one("#children", DataTable)
         in_flow = flow is not None and (flow.parent is not None or flow.children > 0)
-        panel.display = in_flow or bool(error)
-        lines = [(error, True)] if error else flow.lines() if flow is not None else []
+        panel.display = in_flow or bool(note)
+        lines = ([(note, True)] if note else []) + (flow.lines() if flow is not None else [])
         text = Text()  # plain text (reasons and ids are never read as markup); what is stuck in red
         for i, (line, alarm) in enumerate(lines):
             text.append(("\n" if i else "") + line, style="bold red" if alarm else "")
         panel.update(text)
         panel.border_title = Text(f"flow of {self.queue}#{self.job_id}")  # Text: an id is never markup
+        first = not self.child_rows
+        row = table.cursor_row
         self.child_rows = {}
         table.clear()
         if flow is None or not flow.children:
@@ -116,7 +158,9 @@ class JobScreen(Base):
                 more = f"… {children.unlisted} more not listed"
                 table.add_row(GROUP_TITLES[group], "", "", more, "", "", key=f"more-{group}")
         table.display = True
-        table.focus()
+        table.move_cursor(row=min(row, table.row_count - 1))  # a reload keeps the cursor where it was
+        if first:
+            table.focus()
 
     def action_parent(self) -> None:
         if self.flow is None or self.flow.parent is None:
