@@ -52,12 +52,12 @@ JOB_LOCK = "lock"
 
 def split_job_key(key: str, prefix: str = BULL_PREFIX) -> tuple[str, str] | None:
     """`bull:<queue>:<id>` -> (queue, id), as a flow's child and parent keys are stored; None if not one.
-    Neither a queue name nor a job id may contain `:` (BullMQ refuses both)."""
-    head, sep, rest = key.partition(":")
-    queue, sep2, job_id = rest.partition(":")
-    if head != prefix or not sep or not sep2 or not queue or not job_id or ":" in job_id:
+    A queue name has no `:` (BullMQ refuses it); a job id may (`repeat:<key>:<millis>`, the one custom form
+    BullMQ lets through), so the id is everything after the queue."""
+    if not key.startswith(f"{prefix}:"):
         return None
-    return queue, job_id
+    queue, _, job_id = key[len(prefix) + 1 :].partition(":")
+    return (queue, job_id) if queue and job_id else None
 
 
 # -- ours ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from textual.css.query import NoMatches
 from textual.widgets import Static
 
+from pool.contracts import split_job_key
 from pool.monitor.actions import promote, requeue
 from pool.monitor.flows import GROUP_TITLES, ON_FAILURE, WAITS, read_flow
 from pool.monitor.queries import jobs_page
@@ -33,14 +34,30 @@ def child(name: str, fail: str = "", **opts: object) -> dict[str, object]:
     return {"name": name, "queueName": CHILDREN, "data": {"fail": fail} if fail else {}, "opts": opts}
 
 
+@pytest.mark.parametrize(
+    ("key", "where"),
+    [
+        ("bull:report-parts:7", ("report-parts", "7")),
+        ("bull:report-parts:repeat:nightly:1795000000000", ("report-parts", "repeat:nightly:1795000000000")),
+        ("bull:report-parts", None),
+        ("bull:report-parts:", None),
+        ("other:report-parts:7", None),
+    ],
+)
+def test_a_child_key_names_its_queue_and_its_id_colons_and_all(key, where):
+    assert split_job_key(key) == where
+
+
 async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_failed_child(
     redis, valkey, node_bullmq, tmp_path
 ):
     # given a flow of three children: one completes, one fails for good (no option), one is delayed for an hour
+    # (under the one custom id form with colons BullMQ accepts)
+    later = child("part.later", delay=3_600_000, jobId="repeat:part-later:1")
     flow = node_flow(
         node_bullmq,
         valkey.url,
-        tree(child("part.ok"), child("part.bad", REASON), child("part.later", delay=3_600_000)),
+        tree(child("part.ok"), child("part.bad", REASON), later),
         work_queue=CHILDREN,
         finish=2,
     )
@@ -54,6 +71,7 @@ async def test_a_parent_is_shown_blocked_in_waiting_children_by_its_permanently_
     assert parent is not None and parent.state == "waiting-children" and parent.parent is None
     pending, processed = parent.group("pending"), parent.group("processed")
     assert (pending.total, processed.total, parent.children) == (2, 1, 3)
+    assert ids["part.later"] == "repeat:part-later:1"
     assert [(j.id, j.state) for j in pending.jobs] == [
         (ids["part.bad"], "failed"),
         (ids["part.later"], "delayed"),
