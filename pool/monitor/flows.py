@@ -3,10 +3,12 @@
 A parent added by a `FlowProducer` waits in `waiting-children` until the set of its pending children is
 empty. A child that fails permanently leaves that set only when it was added with an option saying what its
 failure does to the parent; by default it stays, and the parent waits for it for ever. This module reads the
-dependency keys (`pool/contracts.py` `FLOW_*`), bounded: counts of every group plus at most `limit` children
-of each, and says in plain words which children hold a parent and whether the read was cut.
+dependency keys (`pool/contracts.py` `FLOW_*`), bounded: whole counts of every group, the states of up to
+`PENDING_READ` pending children (to find the failed ones), at most `LIMIT` children listed per group, and says
+in plain words which children hold a parent and when not every child was read.
 
-Reads only, O(limit) per job; run when a job's detail opens, never on the refresh path.
+Reads only, O(LIMIT + PENDING_READ) per job in a few pipelined round trips; run when a job's detail opens
+(and again while it stays open), never on the refresh path.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ LIMIT = 50
 """Children listed per group (a parent may have thousands; the counts are always whole)."""
 PENDING_READ = 1000
 """Pending children whose states are read, to find the failed ones that hold a parent (failed ones are listed
-first); one pipelined round trip of 7 O(1) commands each."""
+first); one pipelined round trip of 7 commands each (O(1), but LPOS on the short `active` list)."""
 
 GROUPS = ("pending", "failed", "ignored", "processed")
 """The groups a parent's children fall in, in the order ma-top lists them."""
