@@ -34,6 +34,32 @@ def bull_key(queue: str, *parts: str, prefix: str = BULL_PREFIX) -> str:
     return ":".join((prefix, queue, *parts))
 
 
+FLOW_PENDING = "dependencies"
+"""`bull:<q>:<parent id>:dependencies`: set of the keys (`bull:<childq>:<child id>`) of the children not yet
+finished: the parent waits in `waiting-children` while it is not empty. A child that failed with none of the
+options below stays in it, and so holds its parent there until it is retried or removed."""
+FLOW_PROCESSED = "processed"
+"""`...:processed`: hash child key -> the child's return value (JSON), once it completed."""
+FLOW_IGNORED = "failed"
+"""`...:failed`: hash child key -> failed reason of the children that failed with
+`ignoreDependencyOnFailure` or `continueParentOnFailure` (the parent went on without them)."""
+FLOW_UNSUCCESSFUL = "unsuccessful"
+"""`...:unsuccessful`: sorted set child key -> when, the children that failed with `failParentOnFailure`
+(the parent is moved to wait with a deferred failure, `defa`, and fails when a worker takes it)."""
+JOB_LOCK = "lock"
+"""`bull:<q>:<id>:lock`: held by the worker running the job (an active job without it has stalled)."""
+
+
+def split_job_key(key: str, prefix: str = BULL_PREFIX) -> tuple[str, str] | None:
+    """`bull:<queue>:<id>` -> (queue, id), as a flow's child and parent keys are stored; None if not one.
+    A queue name has no `:` (BullMQ refuses it); a job id may (`repeat:<key>:<millis>`, the one custom form
+    BullMQ lets through), so the id is everything after the queue."""
+    if not key.startswith(f"{prefix}:"):
+        return None
+    queue, _, job_id = key[len(prefix) + 1 :].partition(":")
+    return (queue, job_id) if queue and job_id else None
+
+
 # -- ours ---------------------------------------------------------------------------------------------------
 EVENTS_STREAM = "ma:events"
 """Capped stream of worker events from every host (throttles, failures, stalls, Redis outages, schedules)."""

@@ -103,10 +103,18 @@ async def test_left_and_right_cycle_through_the_states_and_show_each_ones_jobs()
         await settle(pilot)
         await keys(pilot, "down", "enter")
         seen = []
-        for _ in range(6):
+        for _ in range(7):
             await keys(pilot, "right")
             seen.append(app.screen.state)
-        assert seen == ["completed", "waiting", "active", "delayed", "prioritized", "failed"]
+        assert seen == [
+            "completed",
+            "waiting-children",
+            "waiting",
+            "active",
+            "delayed",
+            "prioritized",
+            "failed",
+        ]
         await keys(pilot, "left", "left")
         assert app.screen.state == "delayed" and [r[0] for r in rows(app)] == ["d-1", "d-0"]
 

@@ -24,9 +24,9 @@ PAGE = 50
 NEWEST_FAILED = 2000
 """Failure groups are made of each queue's newest this many failed jobs."""
 SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
-BROWSABLE_STATES = tuple(s for s in JOB_STATES if s != "waiting-children")
-"""The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time);
-flows' waiting-children are counted on the overview but not browsed."""
+BROWSABLE_STATES = JOB_STATES
+"""The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time;
+waiting-children holds flow parents, scored by when they were added)."""
 
 
 @dataclass(frozen=True)

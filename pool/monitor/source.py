@@ -22,6 +22,7 @@ from pool.monitor.actions import Journal, ProcessVerb
 from pool.monitor.audit import AuditRead
 from pool.monitor.collector import Collector
 from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
+from pool.monitor.flows import Flow, read_flow
 from pool.monitor.local import local_usage
 from pool.monitor.queries import FailureGroup, JobRow
 from pool.monitor.snapshot import BulkJob, Snapshot, bulk_job_from
@@ -73,6 +74,11 @@ class DataSource(Protocol):
 
     async def tail_log(self, endpoint: str, name: str) -> str:
         """The end of a supervisord process's stdout log."""
+        ...
+
+    async def flow(self, queue: str, job_id: str) -> Flow | None:
+        """The job's parent and its children by group (counts, and the first of each), with what holds a
+        parent in waiting-children; None when the job is gone. Bounded, read when a job's detail opens."""
         ...
 
     # -- actions (each one journaled by the caller through `journal`) ---------------------------------
@@ -176,6 +182,9 @@ class LiveSource:
 
     async def tail_log(self, endpoint: str, name: str) -> str:
         return await supervisor_source.tail_log(endpoint, name)
+
+    async def flow(self, queue: str, job_id: str) -> Flow | None:
+        return await read_flow(self.redis, queue, job_id)
 
     async def requeue(self, queue: str, ids: list[str]) -> tuple[int, int]:
         return await actions.requeue(self.redis, queue, ids)

@@ -15,6 +15,7 @@ from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
 from pool.monitor.audit import AuditRead
 from pool.monitor.duplicates import DuplicateGroup
+from pool.monitor.flows import Flow
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
 from pool.monitor.snapshot import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
@@ -69,6 +70,8 @@ class FakeSource:
     bulk: asyncio.Queue[BulkJob] = field(default_factory=asyncio.Queue)
     recent: dict[tuple[str, str], int] = field(default_factory=dict)
     """(queue, counter) -> increments within the last minutes (what the rate findings read)."""
+    flows: dict[tuple[str, str], Flow] = field(default_factory=dict)
+    """(queue, job id) -> the flow around that job (a job not listed is in none)."""
 
     # -- reads ------------------------------------------------------------------------------------------
     async def fetch(self) -> Snapshot:
@@ -122,6 +125,9 @@ class FakeSource:
 
     async def tail_log(self, endpoint: str, name: str) -> str:
         return f"log of {name}\nlast line"
+
+    async def flow(self, queue: str, job_id: str) -> Flow | None:
+        return self.flows.get((queue, job_id))
 
     # -- actions ----------------------------------------------------------------------------------------
     def _move(self, queue: str, ids: list[str], source: str, target: str) -> tuple[int, int]:

@@ -30,3 +30,28 @@ def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -
         timeout=60,
     )
     return json.loads(out.stdout)
+
+
+def node_flow(
+    node_dir: Path,
+    url: str,
+    flow: dict[str, Any] | None,
+    *,
+    work_queue: str,
+    finish: int,
+    fixed: bool = False,
+    timeout_s: float = 60,
+) -> Any:
+    """Add `flow` (FlowProducer.add's tree; None: add none) with Node BullMQ and run a Node worker on
+    `work_queue` until `finish` jobs finished (a job with `data.fail` fails for good, unless `fixed`); return
+    the parent's and the direct children's {queue, id(, name)}, or None (tests/node/flow.mjs)."""
+    args = [url, json.dumps(flow), work_queue, str(finish), str(int(timeout_s * 1000))]
+    out = subprocess.run(
+        ["node", "flow.mjs", *args, *(["fixed"] if fixed else [])],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 30,
+    )
+    return json.loads(out.stdout)

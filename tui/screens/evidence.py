@@ -16,9 +16,17 @@ VIEWS = {"process": "processes", "events": "events", "failures": "failures", "re
 
 
 def open_queue(app: Dashboard, name: str) -> None:
-    """A queue's jobs: its failed ones if it has any, else its waiting ones."""
+    """A queue's jobs: its failed ones if it has any, else its waiting ones (its flow parents waiting for
+    their children when that is all it holds)."""
     stats = app.state.snapshot.queue(name) if app.state.snapshot else None
-    app.push_screen(QueueScreen(name, "failed" if stats and stats.counts["failed"] else "waiting"))
+    counts = stats.counts if stats else {}
+    if counts.get("failed"):
+        state = "failed"
+    elif counts.get("waiting-children") and not counts.get("waiting"):
+        state = "waiting-children"
+    else:
+        state = "waiting"
+    app.push_screen(QueueScreen(name, state))
 
 
 async def show_evidence(app: Dashboard, goto: str) -> bool:

@@ -27,6 +27,8 @@ queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
    R requeue shown failed   P promote shown delayed
 processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
+job detail:  u open its parent   c its children (enter opens one)
+   a parent's flow says which failed children hold it in waiting-children
 W  write an incident report of the last 2 h to var/incident-<UTC time>.md
 """
 
