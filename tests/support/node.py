@@ -30,3 +30,24 @@ def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -
         timeout=60,
     )
     return json.loads(out.stdout)
+
+
+def node_upsert_scheduler(
+    node_dir: Path,
+    url: str,
+    queue: str,
+    scheduler_id: str,
+    repeat: dict[str, Any],
+    name: str,
+    data: Any = None,
+) -> dict[str, Any]:
+    """Upsert a job scheduler with Node BullMQ (`queue.upsertJobScheduler`); return its first job's id and delay."""
+    out = subprocess.run(
+        ["node", "scheduler.mjs", url, queue, scheduler_id, json.dumps(repeat), name, json.dumps(data or {})],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return dict(json.loads(out.stdout))
