@@ -29,6 +29,7 @@ from tui.screens import (
     ProcessesScreen,
     QueuesScreen,
     RedisScreen,
+    SchedulersScreen,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class MaTop(Dashboard):
         Binding("4", "show_view('redis')", "redis"),
         Binding("5", "show_view('failures')", "failures"),
         Binding("6", "show_view('bulk')", "bulk jobs"),
+        Binding("7", "show_view('schedulers')", "schedulers"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
@@ -57,6 +59,7 @@ class MaTop(Dashboard):
         "redis": RedisScreen,
         "failures": FailuresScreen,
         "bulk": BulkScreen,
+        "schedulers": SchedulersScreen,
     }
 
     def __init__(

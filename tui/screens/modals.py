@@ -27,6 +27,8 @@ queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
    R requeue shown failed   P promote shown delayed
 processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
+7 schedulers: enter  the last run's job   n  the next run's job
+   MISSED: the next run overdue by more than one interval
 """
 
 
