@@ -14,7 +14,8 @@ from bullmq import Queue, Worker
 from pool.monitor.collector import Collector
 from pool.queue_table import QUEUES
 from pool.runtime import upsert_schedules
-from tests.support.node import node_upsert_scheduler
+from tests.support.exporter import value
+from tests.support.node import node_upsert_scheduler, node_worker
 from tests.support.top import about, once
 from tests.support.waits import wait_for
 
@@ -100,7 +101,7 @@ async def test_a_run_that_failed_is_the_last_run_and_the_next_one_waits_delayed(
 
 
 async def test_an_overdue_run_with_no_worker_is_missed_in_once_json_until_a_worker_runs_it(
-    redis, valkey, tmp_path
+    redis, valkey, node_bullmq, tmp_path
 ):
     q = "product-x.pings"
     await Queue(q, {"connection": redis}).upsertJobScheduler("ping", {"every": 1_000}, "ping.send", {})
@@ -117,11 +118,7 @@ async def test_an_overdue_run_with_no_worker_is_missed_in_once_json_until_a_work
     text = once(valkey.url, tmp_path, as_json=False)
     assert f"WARNING  {q}: scheduler ping missed its run" in text
 
-    async def ok(job: Any, token: str) -> str:
-        return "pong"
-
-    worker = Worker(q, ok, {"connection": valkey.url})
-    try:
+    with node_worker(node_bullmq, valkey.url, q):
 
         def cleared() -> Any:
             snap = once(valkey.url, tmp_path)
@@ -130,7 +127,36 @@ async def test_an_overdue_run_with_no_worker_is_missed_in_once_json_until_a_work
             return not about(snap, "scheduler-missed", q) and last.get("outcome") == "completed" and s
 
         s = await wait_for(cleared, timeout=30, what="scheduler-missed gone, its last run completed")
-    finally:
-        await worker.close()
     ran_ms = int(s["last_run"]["job_id"].removeprefix("repeat:ping:"))
     assert s["next_ms"] > ran_ms and s["next_run"]["job_id"] == f"repeat:ping:{s['next_ms']}"
+
+
+async def test_a_paused_queues_scheduler_is_missed_in_once_and_the_exporter_until_it_is_resumed(
+    redis, valkey, node_bullmq, exporter, tmp_path
+):
+    q = "product-x.digests"
+    queue = Queue(q, {"connection": redis})
+    await queue.pause()
+    await queue.upsertJobScheduler("digest", {"every": 1_000}, "digest.send", {})
+
+    exp = exporter()
+    with node_worker(node_bullmq, valkey.url, q):  # a worker is there: the pause holds the run
+        (found,) = await wait_for(
+            lambda: about(once(valkey.url, tmp_path), "scheduler-missed", q), timeout=30, what="MISSED"
+        )
+        assert found["cause"].endswith("; the queue is paused")
+        await wait_for(
+            lambda: value(exp.scrape(), "ma_finding", kind="scheduler-missed", subject=q, severity="warning"),
+            what="ma_finding scheduler-missed",
+        )
+
+        await queue.resume()
+
+        await wait_for(lambda: not about(once(valkey.url, tmp_path), "scheduler-missed", q), what="cleared")
+        await wait_for(
+            lambda: (
+                value(exp.scrape(), "ma_finding", kind="scheduler-missed", subject=q, severity="warning")
+                is None
+            ),
+            what="ma_finding gone",
+        )

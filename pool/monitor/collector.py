@@ -194,10 +194,11 @@ class Collector:
     async def _read_schedulers(self, now: float) -> None:
         """The schedulers' hashes and runs, O(schedulers), under a timeout of their own like the failures read:
         on an error the last details stay (the next runs on screen are still this tick's)."""
+        self._schedulers.reading(self._next_runs, now)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(self.timeout_s):
                 found = await read_schedulers(self.redis, self._next_runs, self._now_ms, self.prefix)
-            self._schedulers.keep(self._next_runs, found, now)
+            self._schedulers.keep(found)
 
     async def _read_failures(self, now: float) -> None:
         """The failed sets, on the slower timer and under a timeout of their own: a storm of failures makes

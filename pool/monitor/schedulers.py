@@ -246,9 +246,13 @@ class SchedulerBook:
             dict(next_runs) != self._read_for or now - self._read_at >= self.every_s
         )
 
-    def keep(self, next_runs: NextRuns, schedulers: tuple[Scheduler, ...], now: float) -> None:
-        self._details = {(s.queue, s.id): s for s in schedulers}
+    def reading(self, next_runs: NextRuns, now: float) -> None:
+        """A read of `next_runs` starts: whether or not it succeeds, the next waits for a change or the timer (a
+        failing read is not retried on every tick; the details of the last good read stay)."""
         self._read_for, self._read_at = dict(next_runs), now
+
+    def keep(self, schedulers: tuple[Scheduler, ...]) -> None:
+        self._details = {(s.queue, s.id): s for s in schedulers}
 
     def current(self, next_runs: NextRuns, now_ms: float) -> tuple[Scheduler, ...]:
         """The schedulers in `next_runs`, with this tick's next run and clock; a scheduler whose details were not

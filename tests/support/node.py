@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,20 @@ def node_upsert_scheduler(
         timeout=60,
     )
     return dict(json.loads(out.stdout))
+
+
+@contextlib.contextmanager
+def node_worker(node_dir: Path, url: str, queue: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A Node BullMQ worker completing every job of `queue` (tests/node/consume.mjs) while the block runs, in its
+    own process (an in-process worker would starve while a test blocks on a subprocess)."""
+    proc = subprocess.Popen(
+        ["node", "consume.mjs", url, queue, "1000000", "600000"],
+        cwd=node_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
