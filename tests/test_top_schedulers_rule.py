@@ -81,13 +81,15 @@ def test_missed_clears_on_the_first_snapshot_after_a_worker_takes_the_run():
     assert not missed(snapshot(ran, workers=1), history)
 
 
-def test_the_cause_names_a_paused_queue_or_a_stopped_scheduler():
+def test_the_cause_names_a_paused_queue_a_stopped_scheduler_or_one_that_did_not_move_on():
     (paused,) = missed(snapshot(scheduler(11 * 60), workers=2, paused=True))
     assert paused.cause.endswith("; the queue is paused")
     (stopped,) = missed(snapshot(scheduler(11 * 60, next_outcome="gone"), workers=2))
     assert "its next run's job is gone, so the scheduler makes no more runs" in stopped.cause
     (busy,) = missed(snapshot(scheduler(11 * 60), workers=2))
     assert "its workers have not taken it" in busy.cause
+    (stuck,) = missed(snapshot(scheduler(11 * 60, next_outcome="completed"), workers=2))
+    assert "a worker took that run but the scheduler did not move on" in stuck.cause
 
 
 def test_a_cron_patterns_interval_is_its_own_gap_from_the_next_run_to_the_one_after():

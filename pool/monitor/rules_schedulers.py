@@ -37,6 +37,8 @@ def _why(snapshot: Snapshot, s: Scheduler) -> str:
     q = snapshot.queue(s.queue)
     if s.next_run is not None and s.next_run.outcome == "gone":
         return "its next run's job is gone, so the scheduler makes no more runs (upsert it again)"
+    if s.next_run is not None and s.next_run.outcome in ("active", "completed", "failed"):
+        return "a worker took that run but the scheduler did not move on (upsert it again; the worker's log?)"
     if q is not None and q.paused:
         return "the queue is paused"
     if q is not None and not q.workers:
