@@ -160,3 +160,18 @@ async def test_a_paused_queues_scheduler_is_missed_in_once_and_the_exporter_unti
             ),
             what="ma_finding gone",
         )
+
+
+async def test_a_malformed_scheduler_record_is_listed_as_it_is_never_missed_and_hides_no_other(redis):
+    await upsert_schedules(QUEUES["task-notifications"], redis)
+    await redis.zadd("bull:product-x.odd:repeat", {"odd": 123})  # next run in 1970
+    await redis.hset(
+        "bull:product-x.odd:repeat:odd", mapping={"name": "x.y", "every": "soon", "pattern": "?!"}
+    )
+
+    snap = await Collector(redis, ["task-notifications", "product-x.odd"]).fetch()
+
+    odd, due_soon = snap.schedulers
+    assert (odd.id, odd.job_name, odd.every_ms, odd.pattern, odd.interval_ms) == ("odd", "x.y", 0, "?!", 0)
+    assert odd.late_ms > 0 and not odd.missed and odd.next_run is not None and odd.next_run.outcome == "gone"
+    assert due_soon.id == "task-due-soon" and due_soon.interval_ms == 300_000

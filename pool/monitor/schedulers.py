@@ -104,6 +104,14 @@ def duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _int(value: Any) -> int:
+    """A number field of a hash; 0 when absent or malformed (one bad record must not hide the others)."""
+    try:
+        return int(float(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _zone(tz: str) -> tzinfo:
     return ZoneInfo(tz) if tz else UTC
 
@@ -159,7 +167,7 @@ async def read_schedulers(
         hashes = await pipe.execute()
     schedulers = []
     for (q, sid), (name, pattern, every, tz, ic) in zip(keys, hashes, strict=True):
-        every_ms = int(float(every or 0))
+        every_ms = _int(every)
         nxt = next_runs[(q, sid)]
         schedulers.append(
             Scheduler(
@@ -172,7 +180,7 @@ async def read_schedulers(
                 nxt,
                 now_ms,
                 interval_ms(str(pattern or ""), every_ms, str(tz or ""), nxt),
-                int(ic or 0),
+                _int(ic),
             )
         )
     # which earlier runs still have a job (newest first), then the state of the next run's job and the last one's
@@ -222,9 +230,9 @@ async def _runs(redis: Redis, jobs: list[tuple[str, str, int]], prefix: str) -> 
         if created is None:
             runs.append(Run(job_id, "gone", 0))
         elif completed is not None or failed is not None:
-            runs.append(Run(job_id, "completed" if completed is not None else "failed", int(finished or 0)))
+            runs.append(Run(job_id, "completed" if completed is not None else "failed", _int(finished)))
         elif locked:
-            runs.append(Run(job_id, "active", int(processed or 0)))
+            runs.append(Run(job_id, "active", _int(processed)))
         else:
             runs.append(Run(job_id, "delayed" if delayed is not None else "waiting", ms))
     return runs
