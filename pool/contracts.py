@@ -60,6 +60,16 @@ def split_job_key(key: str, prefix: str = BULL_PREFIX) -> tuple[str, str] | None
     return (queue, job_id) if queue and job_id else None
 
 
+SCHEDULERS_SUFFIX = "repeat"
+"""`bull:<queue>:repeat`: BullMQ's job schedulers, a sorted set of scheduler id scored by its next run (epoch ms);
+`bull:<queue>:repeat:<id>` the scheduler's hash (name, pattern or every, tz, data, opts, `ic` = iterations made)."""
+
+
+def scheduler_job_id(scheduler_id: str, run_ms: int) -> str:
+    """The id BullMQ gives the job a scheduler makes for its run at `run_ms` (its hash: `bull_key(q, id)`)."""
+    return f"repeat:{scheduler_id}:{run_ms}"
+
+
 # -- ours ---------------------------------------------------------------------------------------------------
 EVENTS_STREAM = "ma:events"
 """Capped stream of worker events from every host (throttles, failures, stalls, Redis outages, schedules)."""

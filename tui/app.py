@@ -33,6 +33,7 @@ from tui.screens import (
     ProcessesScreen,
     QueuesScreen,
     RedisScreen,
+    SchedulersScreen,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class MaTop(Dashboard):
         Binding("4", "show_view('redis')", "redis"),
         Binding("5", "show_view('failures')", "failures"),
         Binding("6", "show_view('bulk')", "bulk jobs"),
+        Binding("7", "show_view('schedulers')", "schedulers"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
         Binding("W", "write_report", "incident report", show=False),  # in the help (footers stay as they are)
@@ -62,6 +64,7 @@ class MaTop(Dashboard):
         "redis": RedisScreen,
         "failures": FailuresScreen,
         "bulk": BulkScreen,
+        "schedulers": SchedulersScreen,
     }
 
     def __init__(

@@ -52,6 +52,7 @@ class TopState:
                 queues=last.queues,
                 workers=last.workers,
                 bulk_jobs=last.bulk_jobs,
+                schedulers=last.schedulers,
                 known_at=last.known_at or last.taken_at,
             )
         self.snapshot = snapshot

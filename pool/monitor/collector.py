@@ -30,6 +30,7 @@ from pool.contracts import (
     LATENCY_HIST_KEY,
     LATENCY_KEY,
     QUEUES_REGISTRY,
+    SCHEDULERS_SUFFIX,
     STATE_KEYS,
     WORKERS_INDEX,
     bull_key,
@@ -42,6 +43,7 @@ from pool.monitor.downstreams import DownstreamStats, parse
 from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
 from pool.monitor.recent import read_recent
+from pool.monitor.schedulers import NextRuns, SchedulerBook, next_runs_of, read_schedulers
 from pool.monitor.snapshot import (
     ActiveJob,
     BulkJob,
@@ -91,6 +93,7 @@ class Collector:
         clock: Callable[[], float] | None = None,
         recent_window_s: float = 300.0,
         timeout_s: float = FETCH_TIMEOUT_S,
+        schedulers_every: float = 10.0,
     ) -> None:
         """`clock` (epoch seconds) replaces Redis' TIME as the "now" the per-minute series and the oldest
         waiting age are measured from (tests move it forward). `recent_window_s`: how far back the counters'
@@ -120,6 +123,11 @@ class Collector:
         self._failures: tuple[RecentFailures, ...] = ()
         self._failures_at = -failures_every  # monotonic; the first fetch reads them
         self._failures_read_at = 0.0
+        self._schedulers = SchedulerBook(schedulers_every)
+        """The job schedulers' details (read when they change, else every `schedulers_every` seconds)."""
+        self._next_runs: NextRuns = {}
+        self._now_ms = 0.0
+        """Redis' clock at the last tick's pipeline."""
 
     async def _discover_step(self) -> None:
         """Every BullMQ queue in Redis, not only ours, so a product queue with jobs and no workers shows up:
@@ -178,7 +186,19 @@ class Collector:
             snapshot = replace(
                 snapshot, recent_failures=self._failures, failures_read_at=self._failures_read_at
             )
+        if self._schedulers.due(self._next_runs, now):
+            await self._read_schedulers(now)
+            snapshot = replace(snapshot, schedulers=self._schedulers.current(self._next_runs, self._now_ms))
         return snapshot
+
+    async def _read_schedulers(self, now: float) -> None:
+        """The schedulers' hashes and runs, O(schedulers), under a timeout of their own like the failures read:
+        on an error the last details stay (the next runs on screen are still this tick's)."""
+        self._schedulers.reading(self._next_runs, now)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                found = await read_schedulers(self.redis, self._next_runs, self._now_ms, self.prefix)
+            self._schedulers.keep(found)
 
     async def _read_failures(self, now: float) -> None:
         """The failed sets, on the slower timer and under a timeout of their own: a storm of failures makes
@@ -222,6 +242,7 @@ class Collector:
             downstreams=self._downstreams,
             recent_failures=self._failures,
             failures_read_at=self._failures_read_at,
+            schedulers=self._schedulers.current(self._next_runs, self._now_ms),
         )
 
     def _now(self) -> float:
@@ -265,6 +286,8 @@ class Collector:
                 pipe.hgetall(stats_key(q))
             for q in names:
                 pipe.lrange(key(q, "active"), -OLDEST_ACTIVE, -1)
+            for q in names:  # the job schedulers' next runs (O(schedulers))
+                pipe.zrange(key(q, SCHEDULERS_SUFFIX), 0, -1, withscores=True)
             for d in DOWNSTREAMS:
                 pipe.hgetall(stats_key(downstream_scope(d)))
                 pipe.hgetall(downstream_key(d))
@@ -276,7 +299,9 @@ class Collector:
         per = 16
         rows = [replies[i * per : (i + 1) * per] for i in range(len(names))]
         actives: list[list[str]] = replies[len(names) * per : len(names) * (per + 1)]
-        tail = replies[len(names) * (per + 1) :]
+        self._next_runs = next_runs_of(names, replies[len(names) * (per + 1) : len(names) * (per + 2)])
+        self._now_ms = now_ms
+        tail = replies[len(names) * (per + 2) :]
         self._downstreams = tuple(
             parse(d, tail[2 * i], tail[2 * i + 1], now_ms / 1000) for i, d in enumerate(DOWNSTREAMS)
         )

@@ -26,6 +26,7 @@ BADGES = {
     "long-running": "LONG JOB",
     "failure-growing": "FAILING",
     "duplicates": "DUPLICATES",
+    "scheduler-missed": "MISSED",
 }
 """Queue finding kind -> the badge on ma-top's queues view, in the order badges are shown."""
 
@@ -47,7 +48,7 @@ class Finding:
     goto: str = ""
     """Where ma-top shows the evidence, as `<view>` or `<view>:<target>` (enter on the finding goes there):
     `queue:<name>` (its jobs), `process:<group>` (processes view, cursor on it), `events:<filter>`,
-    `failures:<queue>`, `redis`, `bulk`, `job:<queue>:<id>`. Empty: the subject's row in the queues view."""
+    `failures:<queue>`, `redis`, `bulk`, `job:<queue>:<id>`, `schedulers`. Empty: the subject's row in the queues view."""
 
     def line(self) -> str:
         return f"{self.severity.upper():8} {self.subject}: {self.cause} [{self.evidence}] -> {self.action}"

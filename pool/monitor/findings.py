@@ -18,6 +18,7 @@ from pool.monitor.history import History
 from pool.monitor.rates import MIN_SPAN_S, backlog_samples, net_rate
 from pool.monitor.recent import RecentCounts
 from pool.monitor.rules_process import no_handler, no_workers
+from pool.monitor.rules_schedulers import scheduler_missed
 from pool.monitor.rules_signals import downstream, failure_growing, long_running, memory_growth
 from pool.monitor.snapshot import QueueStats, Snapshot
 from pool.monitor.supervisor_source import ProcessInfo
@@ -51,6 +52,7 @@ def findings(
     for d in snapshot.downstreams:
         found.extend(downstream(d, thresholds))
     found.extend(failure_growing(snapshot, thresholds))
+    found.extend(scheduler_missed(snapshot))
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: rank[f.severity])  # stable: within a severity, Redis then queue order
 

@@ -13,6 +13,7 @@ from typing import Any
 from pool.monitor.downstreams import DownstreamStats
 from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.recent import RecentCounts
+from pool.monitor.schedulers import Scheduler
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class Snapshot:
     recent_failures: tuple[RecentFailures, ...] = ()
     """Each queue's jobs failed in the last minutes, by signature (read on a slower timer: `failures_read_at`)."""
     failures_read_at: float = 0.0
+    schedulers: tuple[Scheduler, ...] = ()
+    """Every job scheduler of the queues, with this tick's next run (their details on a slower timer)."""
     known_at: float | None = None
     """Set when Redis did not answer this time and the queues, workers and bulk jobs are the last known ones:
     the time of the snapshot they come from (a screen shows them with their age rather than a blank)."""

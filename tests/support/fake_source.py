@@ -18,6 +18,7 @@ from pool.monitor.duplicates import DuplicateGroup
 from pool.monitor.flows import Flow
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
+from pool.monitor.schedulers import Scheduler
 from pool.monitor.snapshot import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.source import DataSource
 from pool.monitor.supervisor_source import ProcessInfo
@@ -72,6 +73,8 @@ class FakeSource:
     """(queue, counter) -> increments within the last minutes (what the rate findings read)."""
     flows: dict[tuple[str, str], Flow] = field(default_factory=dict)
     """(queue, job id) -> the flow around that job (a job not listed is in none)."""
+    schedulers: list[Scheduler] = field(default_factory=list)
+    """The job schedulers the snapshot lists (the schedulers view)."""
 
     # -- reads ------------------------------------------------------------------------------------------
     async def fetch(self) -> Snapshot:
@@ -80,7 +83,12 @@ class FakeSource:
         bucket = {recent_field(queue, counter): n for (queue, counter), n in self.recent.items()}
         recent = RecentCounts(now, 300.0, {int(now) // RECENT_BUCKET_S: bucket})
         return Snapshot(
-            now, queues, tuple(self.workers), RedisHealth(True, policy="noeviction"), recent=recent
+            now,
+            queues,
+            tuple(self.workers),
+            RedisHealth(True, policy="noeviction"),
+            recent=recent,
+            schedulers=tuple(self.schedulers),
         )
 
     async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:

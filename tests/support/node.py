@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,41 @@ def node_flow(
         timeout=timeout_s + 30,
     )
     return json.loads(out.stdout)
+
+
+def node_upsert_scheduler(
+    node_dir: Path,
+    url: str,
+    queue: str,
+    scheduler_id: str,
+    repeat: dict[str, Any],
+    name: str,
+    data: Any = None,
+) -> dict[str, Any]:
+    """Upsert a job scheduler with Node BullMQ (`queue.upsertJobScheduler`); return its first job's id and delay."""
+    out = subprocess.run(
+        ["node", "scheduler.mjs", url, queue, scheduler_id, json.dumps(repeat), name, json.dumps(data or {})],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return dict(json.loads(out.stdout))
+
+
+@contextlib.contextmanager
+def node_worker(node_dir: Path, url: str, queue: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A Node BullMQ worker completing every job of `queue` (tests/node/consume.mjs) while the block runs, in its
+    own process (an in-process worker would starve while a test blocks on a subprocess)."""
+    proc = subprocess.Popen(
+        ["node", "consume.mjs", url, queue, "1000000", "600000"],
+        cwd=node_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -10,6 +10,7 @@ from tui.screens.processes import ProcessesScreen
 from tui.screens.queue_jobs import QueueScreen
 from tui.screens.queues import QueuesScreen
 from tui.screens.redis_health import RedisScreen
+from tui.screens.schedulers import SchedulersScreen
 
 __all__ = [
     "BulkScreen",
@@ -22,4 +23,5 @@ __all__ = [
     "QueueScreen",
     "QueuesScreen",
     "RedisScreen",
+    "SchedulersScreen",
 ]

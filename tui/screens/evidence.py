@@ -12,6 +12,7 @@ from tui.screens.processes import ProcessesScreen
 from tui.screens.queue_jobs import QueueScreen
 
 VIEWS = {"process": "processes", "events": "events", "failures": "failures", "redis": "redis", "bulk": "bulk"}
+VIEWS["schedulers"] = "schedulers"  # every job scheduler (scheduler-missed)
 """A goto's view -> the app's mode (tui/app.py's MODES) that shows it."""
 
 

@@ -30,6 +30,8 @@ failures:    R requeue the selected group (the ids shown)
 job detail:  u open its parent   c its children (enter opens one)
    a parent's flow says which failed children hold it in waiting-children
 W  write an incident report of the last 2 h to var/incident-<UTC time>.md
+7 schedulers: enter  the last run's job   n  the next run's job
+   MISSED: the next run overdue by more than one interval
 """
 
 
