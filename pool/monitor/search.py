@@ -195,8 +195,13 @@ class Preview:
         return lines
 
 
+def _ranked(counts: Counter[str]) -> tuple[tuple[str, int], ...]:
+    """Most common first; ties in name order, so the same jobs always read the same."""
+    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def preview(result: SearchResult) -> Preview:
-    names = Counter(m.name for m in result.matches).most_common()
+    names = _ranked(Counter(m.name for m in result.matches))
     stamps = [m.timestamp for m in result.matches if m.timestamp]
     return Preview(
         result.queue,
@@ -272,4 +277,4 @@ async def top_values(
         for job in await _read(redis, queue, state, fresh, fields, prefix):
             value = display_value(field_value(job, field, now))
             counts["***" if _secret(field) and value != "(missing)" else value] += 1
-    return TopValues(queue, field, state, sum(counts.values()), total, tuple(counts.most_common()))
+    return TopValues(queue, field, state, sum(counts.values()), total, _ranked(counts))

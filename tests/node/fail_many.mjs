@@ -29,7 +29,8 @@ const done = new Promise((resolve) => {
 const worker = await done;
 await worker.close();
 clearTimeout(timer);
-console.log(JSON.stringify(ids));
 await queue.close();
 await connection.quit();
+// exit only once the ids are out: a pipe takes 64 KB at a time, and process.exit does not wait for the rest
+await new Promise((resolve) => process.stdout.write(JSON.stringify(ids) + "\n", resolve));
 process.exit(0);

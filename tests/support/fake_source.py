@@ -230,7 +230,8 @@ class FakeSource:
         counts = Counter(
             display_value(field_value(self._fields(queue, state, r), field, now)) for r in rows[:sample]
         )
-        return TopValues(queue, field, state, sum(counts.values()), len(rows), tuple(counts.most_common()))
+        ranked = tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return TopValues(queue, field, state, sum(counts.values()), len(rows), ranked)
 
     async def close(self) -> None:
         pass
