@@ -19,6 +19,7 @@ from pool.contracts import AUDIT_STREAM, bull_key
 from pool.monitor.bulk_actions import act
 from pool.monitor.filters import parse
 from pool.monitor.search import preview, search, top_values
+from pool.monitor.source import LiveSource
 from tests.support.fake_source import FakeSource, job_rows
 from tests.support.node import node_add, node_fail_many
 from tests.support.paths import BIN
@@ -254,3 +255,43 @@ async def test_the_fake_source_searches_acts_and_journals_like_the_live_one() ->
     }
     top = await source.top_values("q", "data.org", state="failed")
     assert top.counts == (("b", 3), ("a", 1))
+
+
+async def test_a_cancelled_search_or_bulk_action_stops_between_batches_and_says_how_far_it_got(
+    valkey: Any, redis: Redis, node_bullmq: Path, tmp_path: Path
+) -> None:
+    ids = node_fail_many(node_bullmq, valkey.url, Q, [payload(i) for i in range(600)], tmp_path)
+    batches: list[int] = []
+    task: asyncio.Task[Any] | None = None
+
+    def on_progress(p: Any) -> None:
+        batches.append(p.scanned)
+        if task is not None and len(batches) == 2:
+            task.cancel()
+
+    task = asyncio.create_task(
+        search(redis, Q, ["failed"], parse("name~invoice"), batch=100, progress=on_progress)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert batches == [100, 200], "stopped after the batch it was cancelled in"
+    assert await redis.ping()
+    # a job removed while a scan runs (id still listed, hash gone) is passed over, not counted or matched
+    await redis.delete(bull_key(Q, ids[0]))
+    result = await search(redis, Q, ["failed"], parse(""))
+    assert len(result.matches) == 599 and ids[0] not in result.ids
+    assert result.summary == "scanned 599 of 600 failed, 599 matched"
+    # a cancelled bulk action stops between batches, and the journal says how far it got
+    source = LiveSource(redis, journal_path=tmp_path / "audit.log")
+    acting: asyncio.Task[Any] | None = None
+
+    def on_act(done: int, total: int) -> None:
+        if acting is not None:
+            acting.cancel()
+
+    acting = asyncio.create_task(source.act(Q, "requeue", result.ids, "", on_act))
+    with pytest.raises(asyncio.CancelledError):
+        await acting
+    assert await redis.llen(bull_key(Q, "wait")) == 500 and await redis.zcard(bull_key(Q, "failed")) == 100
+    entry = (await redis.xrange(AUDIT_STREAM))[-1][1]
+    assert entry["outcome"] == "cancelled after 500 of 599" and entry["target"] == Q

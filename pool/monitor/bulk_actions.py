@@ -17,6 +17,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from pool.contracts import BULL_PREFIX, STATE_KEYS, bull_key
+from pool.monitor.search import stop_if_cancelled
 
 Action = Literal["requeue", "promote", "remove"]
 ACTIONS: tuple[Action, ...] = ("requeue", "promote", "remove")
@@ -78,6 +79,7 @@ async def act(
                 skipped += 1
         if progress:
             progress(min(start + batch, len(ids)), len(ids))
+        stop_if_cancelled()  # between batches: what is done stays done
     return ActionResult(done, skipped)
 
 

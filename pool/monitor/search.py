@@ -10,6 +10,7 @@ gone meanwhile (removed) are passed over. `top_values` counts the values of one 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ class SearchResult:
                 part += f" (cap {self.cap:,}: cut short)"
             parts.append(part)
         return f"scanned {' + '.join(parts) or 'nothing'}, {len(self.matches):,} matched"
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when this task was asked to stop. Called between batches: a cancel that lands
+    inside a redis-py command can be swallowed there (seen with redis-py 8.1: the task's `cancelling()` stays
+    set, the command returns), and a scan must still stop at the next batch."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def redis_now_ms(redis: Redis) -> int:
@@ -156,6 +166,7 @@ async def search(
             scanned[state] = scanned.get(state, 0) + len(jobs)
             if progress:
                 progress(SearchProgress(queue, state, scanned[state], matched, total))
+            stop_if_cancelled()
         scanned.setdefault(state, 0)
         capped[state] = read >= cap and await _total(redis, key, kind) > offset
     return SearchResult(queue, flt.text, tuple(states), tuple(matches), scanned, totals, capped, cap, now)
@@ -277,4 +288,5 @@ async def top_values(
         for job in await _read(redis, queue, state, fresh, fields, prefix):
             value = display_value(field_value(job, field, now))
             counts["***" if _secret(field) and value != "(missing)" else value] += 1
+        stop_if_cancelled()
     return TopValues(queue, field, state, sum(counts.values()), total, _ranked(counts))

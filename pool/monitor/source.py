@@ -243,8 +243,20 @@ class LiveSource:
         expression: str,
         progress: Callable[[int, int], None] | None = None,
     ) -> ActionResult:
-        result = await bulk_actions.act(self.redis, queue, action, ids, progress=progress)
-        await self.audit.write(action, f"{queue} {expression}".strip(), list(ids), result.outcome)
+        target, processed = f"{queue} {expression}".strip(), [0]
+
+        def seen(done: int, total: int) -> None:
+            processed[0] = done
+            if progress:
+                progress(done, total)
+
+        try:
+            result = await bulk_actions.act(self.redis, queue, action, ids, progress=seen)
+        except asyncio.CancelledError:  # stopped between batches: the journal says how far it got
+            outcome = f"cancelled after {processed[0]} of {len(ids)}"
+            await asyncio.shield(self.audit.write(action, target, list(ids), outcome))
+            raise
+        await self.audit.write(action, target, list(ids), result.outcome)
         return result
 
     async def top_values(
