@@ -9,6 +9,7 @@ returns 0); active jobs are skipped before it is called. Skipped jobs are counte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,8 +90,11 @@ async def _apply(scripts: Any, action: Action, job_id: str, opts_json: str | Non
         return bool(await scripts.remove(job_id, True) == 1)  # 0: locked, -8: a scheduler's next run
     try:
         if action == "requeue":
-            lifo = '"lifo":true' in (opts_json or "").replace(" ", "")
-            ref = _JobRef(job_id, {"lifo": True} if lifo else {})
+            try:
+                opts = json.loads(opts_json) if opts_json else {}
+            except ValueError:
+                opts = {}
+            ref = _JobRef(job_id, {"lifo": True} if isinstance(opts, dict) and opts.get("lifo") else {})
             await scripts.reprocessJob(ref, "failed", {"resetAttemptsMade": True})
         else:
             await scripts.promote(job_id)
