@@ -163,7 +163,7 @@ async def search(
             fresh = [i for i in ids if i not in seen]
             seen.update(fresh)
             jobs = await _read(redis, queue, state, fresh, fields, prefix)
-            read += len(fresh)
+            read += len(ids)  # repeats count too: a list growing at its head as fast as it is read still ends
             for job in jobs:
                 if flt.matches(job, now):
                     matched += 1
@@ -210,7 +210,7 @@ class Preview:
         lines.append(f"names: {names}" + (f", other names {self.other_names:,}" if self.other_names else ""))
         if self.oldest is not None and self.newest is not None:
             lines.append(f"created: oldest {_time(self.oldest)}, newest {_time(self.newest)}")
-        more = f" (10 of {self.count:,})" if self.count > len(self.sample_ids) else ""
+        more = f" ({len(self.sample_ids)} of {self.count:,})" if self.count > len(self.sample_ids) else ""
         lines.append(f"ids: {', '.join(self.sample_ids)}{more}")
         return lines
 
@@ -287,8 +287,8 @@ async def top_values(
     counts: Counter[str] = Counter()
     seen: set[str] = set()
     offset = 0
-    while len(seen) < sample:
-        ids = await _ids(redis, key, kind, offset, offset + min(batch, sample - len(seen)) - 1)
+    while offset < sample:  # repeats (a list growing at its head) count against the sample: it always ends
+        ids = await _ids(redis, key, kind, offset, offset + min(batch, sample - offset) - 1)
         if not ids:
             break
         offset += len(ids)
