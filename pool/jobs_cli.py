@@ -28,12 +28,27 @@ PROGRESS_EVERY = 5_000
 PAST = {"requeue": "requeued", "promote": "promoted", "remove": "removed"}
 
 
-def _progress(p: SearchProgress) -> None:
-    if p.scanned % PROGRESS_EVERY == 0 or p.scanned >= p.total_in_state:
-        print(
-            f"scanning {p.queue} {p.state}: {p.scanned:,} of {p.total_in_state:,}, {p.matched:,} matched",
-            file=sys.stderr,
-        )
+def _progress(cap: int) -> Callable[[SearchProgress], None]:
+    """A line on stderr every 10 batches and when a state is done (its end, or the cap)."""
+    calls = [0]
+
+    def show(p: SearchProgress) -> None:
+        calls[0] += 1
+        if calls[0] % 10 == 0 or p.scanned >= min(p.total_in_state, cap):
+            print(
+                f"scanning {p.queue} {p.state}: {p.scanned:,} of {p.total_in_state:,}, {p.matched:,} matched",
+                file=sys.stderr,
+            )
+
+    return show
+
+
+def _age(ms: int) -> str:
+    seconds = max(0, ms) // 1000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _act_progress(action: str) -> Callable[[int, int], None]:
@@ -62,7 +77,9 @@ async def _search(source: LiveSource, args: argparse.Namespace) -> SearchResult:
     from pool.monitor.filters import FilterError
 
     try:
-        return await source.search(args.queue, _states(args), args.filter or "", args.cap, _progress)
+        return await source.search(
+            args.queue, _states(args), args.filter or "", args.cap, _progress(args.cap)
+        )
     except FilterError as error:
         raise CliError(str(error)) from None
     except ValueError as error:  # an unknown state
@@ -88,8 +105,8 @@ def _search_output(result: SearchResult, args: argparse.Namespace) -> str:
     lines = [result.summary]
     for m in shown:
         reason = m.failed_reason.splitlines()[0][:80] if m.failed_reason else ""
-        age_s = max(0, result.now_ms - m.timestamp) // 1000
-        lines.append(f"{m.id:>12}  {m.state:<9} {m.name:<28} try={m.attempts_made:<2} age={age_s}s  {reason}")
+        age = _age(result.now_ms - m.timestamp)
+        lines.append(f"{m.id:>12}  {m.state:<9} {m.name:<28} try={m.attempts_made:<2} age={age:<4} {reason}")
     if len(result.matches) > len(shown):
         lines.append(f"... {len(result.matches) - len(shown):,} more (--limit)")
     return "\n".join(lines)
