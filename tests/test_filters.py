@@ -293,3 +293,11 @@ def ref_age(j: JobFields, op: str, value: str) -> bool:
     return {"=": age == limit, "!=": age != limit, ">": age > limit, ">=": age >= limit}.get(
         op, age < limit if op == "<" else age <= limit
     )
+
+
+def test_a_job_hash_reads_into_fields_and_data_that_is_not_json_stays_text() -> None:
+    fields = JobFields.from_hash(
+        "9", "failed", {"name": "a", "data": "not json", "atm": "2", "timestamp": "5", "failedReason": ""}
+    )
+    assert fields == JobFields("9", "a", "not json", None, 2, 5, "failed")
+    assert parse("data.x!=1 reason!=x").matches(fields, 0) and not parse("data.x=1").matches(fields, 0)
