@@ -66,7 +66,7 @@ async def failed_ids(redis: Redis) -> set[str]:
     return set(await redis.zrange(bull_key(Q, "failed"), 0, -1))
 
 
-@pytest.mark.slow  # 70-95 s on 2 cores, most of it Node failing the 50,000 jobs
+@pytest.mark.slow  # 38-95 s on 2 cores (measured, with other runs sharing them), mostly Node failing 50,000 jobs
 @pytest.mark.timeout(400)
 async def test_search_over_50000_failed_jobs_finds_exactly_the_matching_ids_and_requeue_moves_exactly_those(
     valkey: Any, redis: Redis, node_bullmq: Path, tmp_path: Path
