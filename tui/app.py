@@ -19,7 +19,7 @@ from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, as_text, findings
 from pool.monitor.source import DataSource, LiveSource
 from pool.settings import EX_CONFIG
-from tui.dashboard import Dashboard
+from tui.dashboard import Dashboard, search_cap_from_env
 from tui.format import plain
 from tui.screens import (
     BulkScreen,
@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         thresholds = Thresholds.from_env()
+        search_cap_from_env()
     except ValueError as error:
         print(f"ma-top: configuration error: {error}", file=sys.stderr)
         return EX_CONFIG
