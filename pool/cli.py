@@ -154,6 +154,19 @@ def _cmd_billing(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from pool import jobs_cli
+
+    try:
+        out, code = asyncio.run(jobs_cli.run(args, _redis_url(args), _confirm))
+    except RedisError as error:
+        raise CliError(f"Redis: {error}") from None
+    print(out)
+    return code
+
+
 def _cmd_exporter(args: argparse.Namespace) -> int:
     from pool.exporter import ExporterSettings, serve
     from pool.logs import setup_logging
@@ -247,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--timeout", type=float, default=300.0, help="seconds to wait for the queues to drain"
             )
+    from pool import jobs_cli
+
+    jobs_cli.add_parser(sub, _cmd_jobs)
     return parser
 
 

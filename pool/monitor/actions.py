@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.asyncio import Redis
 
 from pool.contracts import AUDIT_MAXLEN, AUDIT_STREAM
+from pool.monitor.bulk_actions import act
 from pool.monitor.supervisor_source import supervisor_call
 
 ProcessVerb = Literal["restart", "stop", "start"]
@@ -48,35 +49,14 @@ class Journal:
 
 async def requeue(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
     """Requeue exactly these failed jobs (fresh attempts); ones no longer failed are skipped."""
-    q = Queue(queue, {"connection": redis})
-    done = skipped = 0
-    for job_id in ids:
-        job = await Job.fromId(q, job_id)
-        if job is None or await q.getJobState(job_id) != "failed":
-            skipped += 1
-            continue
-        try:
-            await job.retry("failed", {"resetAttemptsMade": True})
-            done += 1
-        except Exception:  # noqa: BLE001 - moved meanwhile
-            skipped += 1
-    return done, skipped
+    result = await act(redis, queue, "requeue", ids)
+    return result.done, result.skipped
 
 
 async def promote(redis: Redis, queue: str, ids: list[str]) -> tuple[int, int]:
     """Promote exactly these delayed jobs to wait; ones no longer delayed are skipped."""
-    q = Queue(queue, {"connection": redis})
-    done = skipped = 0
-    for job_id in ids:
-        job = await Job.fromId(q, job_id)
-        try:
-            if job is None:
-                raise LookupError(job_id)
-            await job.promote()
-            done += 1
-        except Exception:  # noqa: BLE001 - no longer delayed
-            skipped += 1
-    return done, skipped
+    result = await act(redis, queue, "promote", ids)
+    return result.done, result.skipped
 
 
 async def set_paused(redis: Redis, queue: str, paused: bool) -> None:

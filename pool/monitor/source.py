@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
 from pool.contracts import BULK_METRICS_CHANNEL
-from pool.monitor import actions, events, queries, supervisor_source
+from pool.monitor import actions, bulk_actions, events, queries, search, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
+from pool.monitor.bulk_actions import Action, ActionResult
 from pool.monitor.collector import Collector
 from pool.monitor.duplicates import DuplicateGroup, duplicate_groups
+from pool.monitor.filters import parse
 from pool.monitor.local import local_usage
 from pool.monitor.queries import FailureGroup, JobRow
+from pool.monitor.search import SearchProgress, SearchResult, TopValues
 from pool.monitor.snapshot import BulkJob, Snapshot, bulk_job_from
 from pool.monitor.supervisor_source import ProcessInfo, read_processes
 
@@ -97,6 +100,37 @@ class DataSource(Protocol):
         self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
     ) -> None:
         """Record an action in the audit trail (who@host, when, what, ids, outcome)."""
+        ...
+
+    # -- search and bulk actions (issue 15) -----------------------------------------------------------
+    async def search(
+        self,
+        queue: str,
+        states: Sequence[str],
+        expression: str,
+        cap: int = 10_000,
+        progress: Callable[[SearchProgress], None] | None = None,
+    ) -> SearchResult:
+        """The jobs of `states` matching a filter expression, newest first, at most `cap` read per state
+        (run it off the refresh path: it scans). FilterError on a bad expression."""
+        ...
+
+    async def act(
+        self,
+        queue: str,
+        action: Action,
+        ids: Sequence[str],
+        expression: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ActionResult:
+        """requeue / promote / remove exactly these ids (the match set confirmed), in batches; journaled
+        with the expression and the ids."""
+        ...
+
+    async def top_values(
+        self, queue: str, field: str, sample: int = 10_000, state: str = "waiting"
+    ) -> TopValues:
+        """The most common values of a field (`name`, `data.organizationId`) over the newest `sample` jobs."""
         ...
 
     async def close(self) -> None: ...
@@ -190,6 +224,45 @@ class LiveSource:
         self, action: str, target: str, ids: list[str] | None = None, outcome: str = ""
     ) -> None:
         await self.audit.write(action, target, ids, outcome)
+
+    async def search(
+        self,
+        queue: str,
+        states: Sequence[str],
+        expression: str,
+        cap: int = 10_000,
+        progress: Callable[[SearchProgress], None] | None = None,
+    ) -> SearchResult:
+        return await search.search(self.redis, queue, states, parse(expression), cap=cap, progress=progress)
+
+    async def act(
+        self,
+        queue: str,
+        action: Action,
+        ids: Sequence[str],
+        expression: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ActionResult:
+        target, processed = f"{queue} {expression}".strip(), [0]
+
+        def seen(done: int, total: int) -> None:
+            processed[0] = done
+            if progress:
+                progress(done, total)
+
+        try:
+            result = await bulk_actions.act(self.redis, queue, action, ids, progress=seen)
+        except asyncio.CancelledError:  # stopped between batches: the journal says how far it got
+            outcome = f"cancelled after {processed[0]} of {len(ids)}"
+            await asyncio.shield(self.audit.write(action, target, list(ids), outcome))
+            raise
+        await self.audit.write(action, target, list(ids), result.outcome)
+        return result
+
+    async def top_values(
+        self, queue: str, field: str, sample: int = 10_000, state: str = "waiting"
+    ) -> TopValues:
+        return await search.top_values(self.redis, queue, field, sample=sample, state=state)
 
     async def close(self) -> None:
         await self.redis.aclose()

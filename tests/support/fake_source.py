@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pool.contracts import JOB_STATES, RECENT_BUCKET_S, recent_field
 from pool.monitor.actions import ProcessVerb
+from pool.monitor.bulk_actions import ACTION_STATE, Action, ActionResult
 from pool.monitor.duplicates import DuplicateGroup
+from pool.monitor.filters import JobFields, display_value, field_value, parse
 from pool.monitor.queries import PAGE, FailureGroup, JobRow
 from pool.monitor.recent import RecentCounts
+from pool.monitor.search import Match, SearchProgress, SearchResult, TopValues
 from pool.monitor.snapshot import BulkJob, QueueStats, RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.source import DataSource
 from pool.monitor.supervisor_source import ProcessInfo
@@ -67,6 +71,10 @@ class FakeSource:
     bulk: asyncio.Queue[BulkJob] = field(default_factory=asyncio.Queue)
     recent: dict[tuple[str, str], int] = field(default_factory=dict)
     """(queue, counter) -> increments within the last minutes (what the rate findings read)."""
+    payloads: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """(queue, job id) -> the job's data, what `search` and `top_values` match on (default: none)."""
+    now_ms: int | None = None
+    """The clock `search` measures ages against (default: the real one)."""
 
     # -- reads ------------------------------------------------------------------------------------------
     async def fetch(self) -> Snapshot:
@@ -154,6 +162,76 @@ class FakeSource:
         self.journal_entries.append(
             {"action": action, "target": target, "ids": ids or [], "outcome": outcome}
         )
+
+    # -- search and bulk actions: the same matcher as the live source, over the in-memory jobs ---------
+    def _fields(self, queue: str, state: str, row: JobRow) -> JobFields:
+        data = self.payloads.get((queue, row.id))
+        return JobFields(
+            row.id, row.name, data, row.failed_reason or None, row.attempts_made, row.timestamp, state
+        )
+
+    async def search(
+        self,
+        queue: str,
+        states: Sequence[str],
+        expression: str,
+        cap: int = 10_000,
+        progress: Callable[[SearchProgress], None] | None = None,
+    ) -> SearchResult:
+        flt = parse(expression)
+        now = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        self.calls.append(("search", queue, tuple(states), flt.text, cap))
+        matches: list[Match] = []
+        scanned: dict[str, int] = {}
+        totals: dict[str, int] = {}
+        capped: dict[str, bool] = {}
+        for state in states:
+            rows = self.jobs.get((queue, state), [])
+            totals[state], scanned[state], capped[state] = len(rows), min(cap, len(rows)), len(rows) > cap
+            hits = [r for r in rows[:cap] if flt.matches(self._fields(queue, state, r), now)]
+            matches += [
+                Match(r.id, state, r.name, r.timestamp, r.attempts_made, r.failed_reason) for r in hits
+            ]
+            if progress:
+                progress(SearchProgress(queue, state, scanned[state], len(hits), totals[state]))
+        return SearchResult(queue, flt.text, tuple(states), tuple(matches), scanned, totals, capped, cap, now)
+
+    async def act(
+        self,
+        queue: str,
+        action: Action,
+        ids: Sequence[str],
+        expression: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ActionResult:
+        self.calls.append(("act", queue, action, list(ids), expression))
+        if action in ACTION_STATE:
+            done, skipped = self._move(queue, list(ids), ACTION_STATE[action], "waiting")
+        else:
+            wanted, done = set(ids), 0
+            for (q, state), rows in self.jobs.items():
+                if q == queue and state != "active":
+                    kept = [r for r in rows if r.id not in wanted]
+                    done += len(rows) - len(kept)
+                    self.jobs[(q, state)] = kept
+            skipped = len(ids) - done
+        if progress:
+            progress(len(ids), len(ids))
+        result = ActionResult(done, skipped)
+        await self.journal(action, f"{queue} {expression}".strip(), list(ids), result.outcome)
+        return result
+
+    async def top_values(
+        self, queue: str, field: str, sample: int = 10_000, state: str = "waiting"
+    ) -> TopValues:
+        parse(f"{field}!=_")  # the same field paths as a filter (FilterError otherwise)
+        rows = self.jobs.get((queue, state), [])
+        now = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        counts = Counter(
+            display_value(field_value(self._fields(queue, state, r), field, now)) for r in rows[:sample]
+        )
+        ranked = tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return TopValues(queue, field, state, sum(counts.values()), len(rows), ranked)
 
     async def close(self) -> None:
         pass

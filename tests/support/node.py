@@ -30,3 +30,21 @@ def node_add(node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]]) -
         timeout=60,
     )
     return json.loads(out.stdout)
+
+
+def node_fail_many(
+    node_dir: Path, url: str, queue: str, jobs: list[dict[str, Any]], work_dir: Path, timeout_s: float = 120
+) -> list[str]:
+    """Add `jobs` with Node BullMQ (addBulk, one attempt) and fail every one with a Node worker, the reason
+    being each job's `data.error`; return their ids in order (tests/node/fail_many.mjs)."""
+    jobs_file = work_dir / f"{queue}-jobs.json"
+    jobs_file.write_text(json.dumps(jobs))
+    out = subprocess.run(
+        ["node", "fail_many.mjs", url, queue, str(jobs_file), str(int(timeout_s * 1000))],
+        cwd=node_dir,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 10,
+    )
+    return json.loads(out.stdout)
