@@ -20,7 +20,6 @@ from pool.monitor.findings import History, Thresholds, findings
 from pool.monitor.source import DataSource
 from tui.state import TopState
 
-
 SEARCH_CAP = 10_000
 
 

@@ -7,13 +7,15 @@ exactly the ids matched (requeue failed, promote delayed, remove any state but a
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
+from pool.monitor.bulk_actions import Action
 from pool.monitor.filters import FilterError
 from pool.monitor.queries import BROWSABLE_STATES
 from pool.monitor.search import SearchProgress, SearchResult, preview
@@ -26,7 +28,11 @@ from tui.screens.modals import ConfirmScreen
 SHOWN = 500
 """Matches listed in the table (the action still takes every match)."""
 SCAN_STATES = tuple(BROWSABLE_STATES)
-ACTIONS = {"requeue": ("failed",), "promote": ("delayed",), "remove": tuple(s for s in SCAN_STATES if s != "active")}
+ACTIONS = {
+    "requeue": ("failed",),
+    "promote": ("delayed",),
+    "remove": tuple(s for s in SCAN_STATES if s != "active"),
+}
 """Action -> the states whose matches it takes (the others in the match set are left alone, and said so)."""
 
 
@@ -52,6 +58,7 @@ class SearchScreen(Base):
         self.acting = False
 
     def body(self) -> ComposeResult:
+        yield Static("", id="title")
         yield Input(
             self.expression,
             placeholder="name=invoice.generate data.organizationId=org_acme reason~timeout attempts>=3 age>10m",
@@ -62,22 +69,26 @@ class SearchScreen(Base):
         table.add_columns("id", "state", "name", "added", "tries", "reason")
         yield table
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # Base.on_mount runs after this one (Textual calls each class's handler)
         self._title()
-        self.query_one("#expr", Input).focus()
+        self.call_after_refresh(self.query_one("#expr", Input).focus)  # after the base focused the table
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
         super().render_snapshot(snapshot)  # the status line only: a search is read once, not per tick
 
     def _title(self) -> None:
-        self.app.sub_title = f"search {self.queue} [{', '.join(self.states)}]"
+        other = "the state shown" if self.states != (self.state,) else "all states"
+        self.query_one("#title", Static).update(
+            f"[b]search {self.queue}[/b]  in {', '.join(self.states)}   (a: {other})"
+        )
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        event.stop()  # the base's `/` row filter is not this screen's
+        event.stop()
+        event.prevent_default()  # the base's `/` row filter is not this screen's  # the base's `/` row filter is not this screen's
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        event.prevent_default()
         self.expression = event.value.strip()
         self.start()
 
@@ -164,7 +175,10 @@ class SearchScreen(Base):
         result = self.result
         if result is None or self.acting:
             return
-        takes = ACTIONS[verb]
+        if verb not in ACTIONS:
+            return
+        action = cast(Action, verb)
+        takes = ACTIONS[action]
         chosen = [m for m in result.matches if m.state in takes]
         if not chosen:
             app.notify_action(f"{verb}: no {' or '.join(takes)} job among the matches")
@@ -176,7 +190,7 @@ class SearchScreen(Base):
         question = "\n".join(
             [
                 f"{verb} {len(ids):,} job(s) of {self.queue} matching `{result.expression or '(all)'}`?",
-                *preview(result, chosen).lines(),
+                *preview(replace(result, matches=tuple(chosen))).lines()[1:],
                 f"{left:,} other match(es) not in {' / '.join(takes)} are left alone" if left else "",
                 result.summary,
             ]
@@ -189,7 +203,7 @@ class SearchScreen(Base):
             try:
                 outcome = await app.source.act(
                     self.queue,
-                    verb,
+                    action,
                     ids,
                     result.expression,
                     lambda done, total: self._progress(f"{verb}: {done:,} of {total:,} …"),

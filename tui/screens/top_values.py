@@ -40,8 +40,7 @@ class TopValuesScreen(Base):
         table.add_columns("value", "jobs", "share")
         yield table
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # Base.on_mount runs after this one (Textual calls each class's handler)
         self.load()
 
     def render_snapshot(self, snapshot: Snapshot) -> None:
@@ -49,9 +48,11 @@ class TopValuesScreen(Base):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        event.prevent_default()  # the base's `/` row filter is not this screen's
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        event.prevent_default()
         self.field = event.value.strip() or DEFAULT_FIELD
         self.load()
 
@@ -75,7 +76,9 @@ class TopValuesScreen(Base):
         status = self.query_one("#progress", Static)
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            status.update(f"[red]{error if isinstance(error, FilterError) else f'read failed: {error}'}[/red]")
+            status.update(
+                f"[red]{error if isinstance(error, FilterError) else f'read failed: {error}'}[/red]"
+            )
             return
         if event.state != WorkerState.SUCCESS or not isinstance(event.worker.result, TopValues):
             return
