@@ -22,7 +22,7 @@ from pool.monitor.report import DEFAULT_HOURS
 from pool.monitor.source import DataSource, LiveSource
 from pool.monitor.supervisor_source import endpoint_label
 from pool.settings import EX_CONFIG
-from tui.dashboard import Dashboard
+from tui.dashboard import Dashboard, search_cap_from_env
 from tui.format import plain
 from tui.report_key import report_once, write_from_app
 from tui.screens import (
@@ -167,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         thresholds = Thresholds.from_env()
+        search_cap_from_env()
     except ValueError as error:
         print(f"ma-top: configuration error: {error}", file=sys.stderr)
         return EX_CONFIG

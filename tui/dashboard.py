@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from datetime import datetime
 
 from textual.app import App, ScreenStackError
@@ -19,6 +20,20 @@ from pool.monitor.duplicates import duplicate_findings, with_duplicates
 from pool.monitor.findings import History, Thresholds, findings
 from pool.monitor.source import DataSource
 from tui.state import TopState
+
+SEARCH_CAP = 10_000
+
+
+def search_cap_from_env(env: Mapping[str, str] = os.environ) -> int:
+    """MA_TOP_SEARCH_CAP: jobs a search reads at most per state; ValueError naming the variable when malformed."""
+    raw = env.get("MA_TOP_SEARCH_CAP", "")
+    try:
+        cap = int(raw) if raw else SEARCH_CAP
+    except ValueError:
+        raise ValueError(f"MA_TOP_SEARCH_CAP={raw!r} is not a whole number") from None
+    if cap < 1:
+        raise ValueError(f"MA_TOP_SEARCH_CAP={raw!r} must be at least 1")
+    return cap
 
 
 class Dashboard(App[None]):
@@ -39,6 +54,8 @@ class Dashboard(App[None]):
         self.history = History()
         """When Redis was last up, and each process's RSS trail: what the findings need from earlier ticks."""
         self.grafana_url = os.environ.get("TASKS_GRAFANA_DASHBOARD_URL", "")
+        self.search_cap = search_cap_from_env()
+        """Jobs a search (`/` in a queue) or a top-values read (`t`) reads at most per state."""
         self.message = ""
         self._tick_worker: Worker[None] | None = None
         self._processes_worker: Worker[None] | None = None

@@ -25,6 +25,11 @@ first screen:  f or tab  the findings, most severe first   ↑/↓  select
    esc  back to the queue table   space  pause/resume the queue
 queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
    R requeue shown failed   P promote shown delayed
+   /  search the state's jobs with a filter expression (name=… data.org=…
+      reason~timeout attempts>=3 age>10m); in the result: a all states,
+      R requeue / P promote / X remove every match (preview first), esc
+      cancels a running scan
+   t  who floods it: top values of a payload field over the waiting jobs
 processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
 job detail:  u open its parent   c its children (enter opens one)

@@ -16,6 +16,8 @@ from tui.format import age, when
 from tui.screens.base import Base
 from tui.screens.job_detail import JobScreen
 from tui.screens.modals import ConfirmScreen
+from tui.screens.search import SearchScreen
+from tui.screens.top_values import TopValuesScreen
 
 BulkAction = Callable[[str, list[str]], Awaitable[tuple[int, int]]]
 
@@ -33,6 +35,8 @@ class QueueScreen(Base):
         Binding("r", "requeue_one", "requeue"),
         Binding("R", "requeue_shown", "requeue shown"),
         Binding("P", "promote_shown", "promote shown"),
+        Binding("slash", "search", "search"),
+        Binding("t", "top_values", "who floods it"),
     ]
     STATES = list(BROWSABLE_STATES)
 
@@ -150,3 +154,9 @@ class QueueScreen(Base):
     def action_promote_shown(self) -> None:
         if self.state == "delayed":
             self._confirm_shown("promote", self.matop.source.promote)
+
+    def action_search(self) -> None:
+        self.app.push_screen(SearchScreen(self.queue, self.state))
+
+    def action_top_values(self) -> None:
+        self.app.push_screen(TopValuesScreen(self.queue))
