@@ -6,7 +6,7 @@ from typing import cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -15,27 +15,22 @@ from pool.monitor.findings import Thresholds
 from tui.dashboard import Dashboard
 
 HELP = """[b]ma-top[/b] — keys
-1 queues   2 events   3 processes   4 redis   5 failures   6 bulk jobs
-?  help    q  quit    enter  drill into a queue / job    esc  back
-/  filter the queues or events shown (events: every word in the kind,
-   queue or message)
-first screen:  f or tab  the findings, most severe first   ↑/↓  select
-   enter  its evidence: the queue's jobs, the program's processes, the
-   events filtered, the queue's failure groups, Redis, bulk jobs, the job
-   esc  back to the queue table   space  pause/resume the queue
+1 queues  2 events  3 processes  4 redis  5 failures  6 bulk jobs  7 schedulers
+?  help   q  quit   enter  drill in   esc  back   /  filter the rows shown
+W  write an incident report of the last 2 h (var/incident-<UTC time>.md)
+first screen:  f or tab  the findings (most severe first), ↑/↓ select,
+   enter its evidence, esc back to the table;  space  pause/resume the queue
 queue view:  ←/→ state   n/p page   g/G first/last page   r requeue job
    R requeue shown failed   P promote shown delayed
-   /  search the state's jobs with a filter expression (name=… data.org=…
-      reason~timeout attempts>=3 age>10m); in the result: a all states,
-      R requeue / P promote / X remove every match (preview first), esc
-      cancels a running scan
-   t  who floods it: top values of a payload field over the waiting jobs
+   /  search: name=… data.org=… reason~timeout attempts>=3 age>10m; in the
+      result a all states, R/P/X requeue/promote/remove every match
+      (preview first), esc cancels a running scan
+   t  who floods it: the top values of a payload field, waiting jobs
+job detail:  u its parent   c its children (enter opens one); a parent says
+   which failed children hold it in waiting-children
 processes:   s restart   x stop   a start   S rolling restart   l log tail
 failures:    R requeue the selected group (the ids shown)
-job detail:  u open its parent   c its children (enter opens one)
-   a parent's flow says which failed children hold it in waiting-children
-W  write an incident report of the last 2 h to var/incident-<UTC time>.md
-7 schedulers: enter  the last run's job   n  the next run's job
+schedulers:  enter the last run's job   n the next run's job
    MISSED: the next run overdue by more than one interval
 """
 
@@ -70,7 +65,8 @@ class HelpScreen(ModalScreen[None]):
         ]
         if app.grafana_url:
             lines.append(f"Grafana: {app.grafana_url}")
-        yield Static("\n".join(lines), id="help")
+        with VerticalScroll(id="help"):  # a short terminal scrolls it rather than cutting it off
+            yield Static("\n".join(lines))
 
 
 def _thresholds(t: Thresholds) -> str:
