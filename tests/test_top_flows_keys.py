@@ -225,4 +225,4 @@ async def test_help_lists_the_flow_keys():
         await keys(pilot, "question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = str(app.screen.query_one("#help", Static).render())
-        assert "u open its parent" in help_text and "c its children (enter opens one)" in help_text
+        assert "u its parent" in help_text and "c its children (enter opens one)" in help_text

@@ -65,8 +65,8 @@ class HelpScreen(ModalScreen[None]):
         ]
         if app.grafana_url:
             lines.append(f"Grafana: {app.grafana_url}")
-        with VerticalScroll(id="help"):  # a short terminal scrolls it rather than cutting it off
-            yield Static("\n".join(lines))
+        with VerticalScroll(id="help-box"):  # a short terminal scrolls it rather than cutting it off
+            yield Static("\n".join(lines), id="help")
 
 
 def _thresholds(t: Thresholds) -> str:
