@@ -113,7 +113,10 @@ class Dispatcher:
         except ThrottledError as error:
             await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
             self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
-            self.job_log.info(
+            # No per-job line at INFO: a 429 storm would write one per deferred job. The telemetry logs the
+            # window's first throttle (with this job and its retry-after) and then one line per queue and
+            # window with the count; this line is for debugging only.
+            self.job_log.debug(
                 "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, error.retry_after
             )
             raise DelayedError() from None
