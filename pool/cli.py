@@ -126,6 +126,7 @@ async def _billing(args: argparse.Namespace) -> tuple[str, bool]:
                 resolution=args.resolution,
                 features=args.features,
                 dry_run=args.dry_run,
+                stagger=args.stagger,
             )
             return out, True
         return await billing_cli.load_test(
@@ -239,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--features", action="append", help="feature(s), comma-separated or repeated")
             cmd.add_argument(
                 "--dry-run", action="store_true", help="show what would be enqueued; enqueue nothing"
+            )
+            cmd.add_argument(
+                "--stagger",
+                metavar="DURATION",
+                help="spread the jobs over DURATION (90s, 30m, 2h) as delayed jobs; --dry-run shows when",
             )
         else:
             cmd.add_argument("--days", type=int, default=3)
