@@ -33,8 +33,6 @@ class Settings(BaseSettings):
     """Supabase base URL for the auth admin API; defaults to IDENTITY_BASE_URL."""
     TASKS_PRODUCT_SLUG: str = "tasks"
     """Product whose default entitlements are seeded when an organization is bootstrapped."""
-    BULLMQ_METRICS_INTERVAL: float = Field(default=15.0, gt=0)
-    """Seconds between queue-stat samples (exporter, heartbeats)."""
     TASKS_GRAFANA_DASHBOARD_URL: str | None = None
     """Where the Grafana dashboard lives; shown by ma-top."""
     STRIPE_SECRET_KEY: SecretStr | None = None
