@@ -177,6 +177,14 @@ def _cmd_supervisord(args: argparse.Namespace) -> int:
     return exec_supervisord(args.config, list(args.extra))
 
 
+def _cmd_identity(args: argparse.Namespace) -> int:
+    from pool.identity_cli import rotate_session
+
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    print(asyncio.run(rotate_session(args.session_id, base_url=args.identity_url, redis_url=redis_url)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ma-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--timeout", type=float, default=300.0, help="seconds to wait for the queues to drain"
             )
+
+    ident = sub.add_parser(
+        "identity", help="identity operations: rotate a session (TokenService.rotateSession)"
+    )
+    isub = ident.add_subparsers(dest="identity_command", required=True)
+    rot = isub.add_parser(
+        "rotate-session",
+        help="revoke a session's refresh and access tokens and reissue them with a fresh organization scope",
+    )
+    rot.add_argument("session_id", metavar="SESSION_ID", help="e.g. sess_4f2a…, as a pool slot logs it")
+    rot.add_argument("--identity-url", help="defaults to $IDENTITY_BASE_URL")
+    rot.add_argument("--redis-url", help="for the audit journal; defaults to $REDIS_URL")
+    rot.set_defaults(func=_cmd_identity)
     return parser
 
 
