@@ -185,6 +185,29 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pool import scale
+    from pool.cli_journal import journal
+    from pool.queue_table import load_table
+
+    table = dict(load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES")))
+    config = Path(args.config)
+    if not config.exists():
+        raise CliError(f"no supervisord config at {config}")
+    if args.queue is None:
+        print(scale.listing(config, args.supervisor, table))
+        return 0
+    if args.n is None:
+        raise CliError("give the new process count: ma-worker scale QUEUE N")
+    out = scale.scale(config, args.supervisor, table, args.queue, args.n)
+    redis_url = os.environ.get("REDIS_URL")
+    asyncio.run(journal(redis_url, "scale", args.queue, [], f"{args.n} process(es)"))
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ma-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("--identity-url", help="defaults to $IDENTITY_BASE_URL")
     rot.add_argument("--redis-url", help="for the audit journal; defaults to $REDIS_URL")
     rot.set_defaults(func=_cmd_identity)
+
+    scl = sub.add_parser(
+        "scale", help="list each queue's process count, or set one queue's in a running supervisord"
+    )
+    scl.add_argument("queue", nargs="?", metavar="QUEUE", help="omit to list the current counts")
+    scl.add_argument("n", nargs="?", type=int, metavar="N", help="the new number of processes (1-64)")
+    scl.add_argument("-c", "--config", default="supervisord.conf")
+    scl.add_argument("--supervisor", metavar="URL", help="default: unix://<config dir>/var/supervisor.sock")
+    scl.set_defaults(func=_cmd_scale)
     return parser
 
 

@@ -10,21 +10,17 @@ identity answers with are never printed. The rotation goes to the audit journal 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
 
 from handlers.clients.identity import IdentityClient, IdentityUnavailable, NotFound, TokenRefused
 from handlers.errors import ThrottledError
+from pool.cli_journal import journal
 from pool.enqueue import CliError
 
-JOURNAL = Path("var/ma-top-audit.log")
 
-
-async def rotate_session(
-    session_id: str, *, base_url: str | None, redis_url: str | None, journal: Path = JOURNAL
-) -> str:
+async def rotate_session(session_id: str, *, base_url: str | None, redis_url: str | None) -> str:
     base_url = base_url or os.environ.get("IDENTITY_BASE_URL")
     if not base_url:
         raise CliError(
@@ -50,21 +46,5 @@ async def rotate_session(
         f"session {session_id} rotated at identity: its refresh token and access tokens are revoked, new ones "
         f"carry a fresh organization scope (expire in {float(body.get('expiresIn', 0)):.0f}s)"
     )
-    if redis_url:
-        await _journal(redis_url, journal, session_id)
+    await journal(redis_url, "rotate-session", "identity", [session_id], "rotated")
     return outcome
-
-
-async def _journal(redis_url: str, path: Path, session_id: str) -> None:
-    from redis.exceptions import RedisError
-
-    from pool.connection import plain_redis
-    from pool.monitor.actions import Journal
-
-    redis = plain_redis(redis_url)
-    try:
-        await Journal(redis, path).write("rotate-session", "identity", [session_id], "rotated")
-    except (RedisError, OSError):
-        pass  # the rotation happened; the journal is best effort from a CLI
-    finally:
-        await redis.aclose()
