@@ -84,3 +84,5 @@ async def test_identity_calls_made_by_a_job_are_child_spans_of_its_span(
         "/v1/tasks/context" in str(c.attributes.get("url.full", c.attributes.get("http.url")))
         for c in children
     )
+    database = [s for s in collector.spans if s.parent_id == span.span_id and "db.system" in s.attributes]
+    assert database, f"database queries as child spans: {[(s.name, s.parent_id) for s in collector.spans]}"
