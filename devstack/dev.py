@@ -142,16 +142,7 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
             env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))
-            exported = [
-                "REDIS_URL",
-                "DATABASE_URL",
-                "TASKS_DATABASE_URL",
-                "IDENTITY_BASE_URL",
-                "SUPABASE_URL",
-                "STRIPE_API_BASE",
-                "TASKS_PRODUCT_SLUG",
-            ]
-            (var / "dev.env").write_text("".join(f"export {k}={shlex.quote(env[k])}\n" for k in exported))
+            write_dev_env(var / "dev.env", env, bindir)
 
             config = root / "supervisord.conf"
             prepare_state_dir(config)
@@ -186,6 +177,32 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
     return 0 if stopping or with_top else 1
 
 
+DEV_ENV = (
+    "REDIS_URL",
+    "DATABASE_URL",
+    "TASKS_DATABASE_URL",
+    "IDENTITY_BASE_URL",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "TASKS_PRODUCT_SLUG",
+)
+"""What `var/dev.env` exports: everything `ma-worker run QUEUE`, `enqueue`, `billing` and `ma-top` need against
+the local stack (the local stack's own throw-away keys included, so the file is private to its owner)."""
+
+
+def write_dev_env(path: Path, env: dict[str, str], bindir: Path) -> None:
+    """`source var/dev.env` in any shell: the stack's variables, and .venv/bin first on PATH so the commands
+    the banner prints (`ma-worker`, `ma-top`, `supervisorctl`) are found without activating the venv."""
+    lines = [f"export {k}={shlex.quote(env[k])}\n" for k in DEV_ENV if env.get(k)]
+    lines.append(f'export PATH={shlex.quote(str(bindir))}"${{PATH:+:$PATH}}"\n')
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("# ma-worker dev: source this file (it also puts .venv/bin on PATH)\n" + "".join(lines))
+
+
 def _port(var: Path, name: str, preferred: int) -> int:
     """Keep an engine on the same port across runs (bookmarks, psql history); else any free one."""
     record = var / f"{name}.port"
@@ -212,6 +229,7 @@ ma-worker dev is up.
   supervisord        supervisorctl -c {config} status
   logs               {var / "log"}
   in another shell   source {var / "dev.env"}; ma-worker enqueue identity-events organization.created --data '{{"organizationId":"org_acme"}}'
+                     (dev.env exports the stack's variables and puts {Path(sys.executable).parent} on PATH)
 """,
         flush=True,
     )

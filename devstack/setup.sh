@@ -33,7 +33,7 @@ case "$mode" in
     [ "$failed" = 0 ] && echo "make check: all passed" || echo "make check: FAILED" >&2
     exit "$failed" ;;
   test)
-    if [ ! -d tests/node/node_modules/bullmq ]; then
+    if [ ! -d tests/node/node_modules/bullmq ] || [ ! -d tests/node/node_modules/bullmq-otel ]; then
       (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
     fi
     exec .venv/bin/python -m pytest "$@" ;;

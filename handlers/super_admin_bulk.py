@@ -12,6 +12,9 @@
   the last message of each bulk job is also kept in the hash `BULK_JOBS_KEY` for dashboards opened later.
 - failed items: one log line each (the runbook's `Super admin bulk job operation failed`), and on the event
   stream at most one `bulk-item-failed` event a second per bulk job, with counts and a sample.
+- a job that fails or is retried as a whole (actor refused, token refused, identity unavailable, every item
+  failed, an export cut off) logs the same runbook line once, with `scope=job`, the bulk job id, whether it
+  will be retried and the reason; a throttled job is deferred, not failed, and logs the queue's throttle line.
 
 This module is the job's contract (payloads, results) and the order of its steps; the steps themselves live
 in `handlers/bulk/` (selection, apply, checkpoint, telemetry, failures, export).
@@ -20,9 +23,10 @@ in `handlers/bulk/` (selection, apply, checkpoint, telemetry, failures, export).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -38,6 +42,7 @@ from handlers.errors import PermanentError, ThrottledError
 from handlers.payloads import Id, Payload
 
 Status = Literal["active", "suspended"]
+_R = TypeVar("_R")
 
 
 class BulkFilter(Payload):
@@ -171,15 +176,42 @@ async def _change(ctx: JobContext, payload: BulkChange, operation: Operation) ->
     return summary
 
 
+async def _whole_job(ctx: JobContext, bulk_job_id: str, operation: str, work: Awaitable[_R]) -> _R:
+    """Run the job's steps; if they fail as a whole, log the runbook's line once before BullMQ hears of it, so
+    a grep for `Super admin bulk job operation failed` finds whole-job failures as well as failed items."""
+    try:
+        return await work
+    except ThrottledError:
+        raise  # deferred, not failed: the queue's throttle line says so
+    except Exception as error:
+        permanent = isinstance(error, PermanentError)
+        reason = str(error) if permanent else f"{type(error).__name__}: {error}"
+        ctx.log.warning(
+            "Super admin bulk job operation failed: bulkJobId=%s operation=%s scope=job job=%s try=%d %s "
+            "reason=%s",
+            bulk_job_id,
+            operation,
+            ctx.job_id,
+            ctx.attempt,
+            "failed" if permanent or ctx.final_attempt else "will-retry",
+            reason,
+        )
+        raise
+
+
 async def bulk_activate(ctx: JobContext, payload: BulkChange) -> ChangeSummary:
-    return await _change(ctx, payload, "activate")
+    return await _whole_job(ctx, payload.bulk_job_id, "activate", _change(ctx, payload, "activate"))
 
 
 async def bulk_suspend(ctx: JobContext, payload: BulkChange) -> ChangeSummary:
-    return await _change(ctx, payload, "suspend")
+    return await _whole_job(ctx, payload.bulk_job_id, "suspend", _change(ctx, payload, "suspend"))
 
 
 async def bulk_export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
+    return await _whole_job(ctx, payload.bulk_job_id, "export", _export(ctx, payload))
+
+
+async def _export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
     await require_super_admin(ctx, payload.actor_id)
     name = f"{payload.bulk_job_id}-{payload.target}.{payload.format}.gz"
     final = Path(ctx.settings.MA_EXPORT_DIR) / name

@@ -1,7 +1,8 @@
 """`ma-worker billing backfill` and `ma-worker billing load-test` (the runbook's Billing Tooling).
 
 backfill: one `billing-usage.backfill` job per period of the window, each with a deterministic job id, so running
-the same command twice enqueues nothing new (it says what it added and what was already there). Completed jobs
+the same command twice enqueues nothing new (it says what it added and what was already there). With
+`--stagger DURATION` the new jobs are delayed jobs spread over the duration (`pool/stagger.py`). Completed jobs
 are kept a day (queue retention); a backfill run again after that re-aggregates, which replaces the same rollups.
 
 load-test: enqueue usage rollups (and invoices) for the last days of one subscription, then watch the billing
@@ -22,6 +23,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from handlers import billing
+from pool import stagger as stagger_mod
 from pool.contracts import bull_key, stats_key
 from pool.enqueue import CliError
 from pool.queue_table import QueueSpec
@@ -131,8 +133,16 @@ def _progress(total: int) -> Any:
     return Progress("enqueueing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
 
 
-async def add_all(redis: Redis, spec: QueueSpec, name: str, jobs: list[tuple[str, dict[str, Any]]]) -> None:
+async def add_all(
+    redis: Redis,
+    spec: QueueSpec,
+    name: str,
+    jobs: list[tuple[str, dict[str, Any]]],
+    delays: list[int] | None = None,
+) -> None:
+    """Add `jobs` under their ids; `delays` (ms, one per job): add them as delayed jobs."""
     queue = Queue(spec.name, {"connection": redis})
+    waits = delays or [0] * len(jobs)
     bar = _progress(len(jobs))
     task = bar.add_task("enqueue", total=len(jobs)) if bar else None
     if bar:
@@ -142,8 +152,12 @@ async def add_all(redis: Redis, spec: QueueSpec, name: str, jobs: list[tuple[str
             chunk = jobs[at : at + BATCH]
             await queue.addBulk(
                 [
-                    {"name": name, "data": data, "opts": {**spec.job_options(), "jobId": job_id}}
-                    for job_id, data in chunk
+                    {
+                        "name": name,
+                        "data": data,
+                        "opts": {**spec.job_options(), "jobId": job_id} | ({"delay": wait} if wait else {}),
+                    }
+                    for (job_id, data), wait in zip(chunk, waits[at : at + BATCH], strict=True)
                 ]
             )
             if bar:
@@ -165,7 +179,9 @@ async def backfill(
     resolution: str,
     features: Sequence[str] | None,
     dry_run: bool,
+    stagger: str | None = None,
 ) -> str:
+    over_s = stagger_mod.parse_duration(stagger) if stagger else None
     lo, hi = parse_day("--start", start), parse_day("--end", end)
     chosen = parse_features(features)
     jobs = backfill_jobs(org, sub, lo, hi, resolution, chosen)
@@ -177,12 +193,17 @@ async def backfill(
     )
     ids = [job_id for job_id, _ in plan.new]
     sample = f"\n  first {ids[0]}\n  last  {ids[-1]}" if ids else ""
+    delays = stagger_mod.delays_ms(len(ids), over_s) if over_s else None
+    if delays is not None and ids:
+        sample = "\n" + stagger_mod.describe(ids, delays, over_s or 0)
+    how = " as delayed jobs" if delays and ids else ""
     if dry_run:
         return (
-            f"{what}: would enqueue {len(ids)} job(s), {len(plan.existing)} already there (dry run){sample}"
+            f"{what}: would enqueue {len(ids)} job(s){how}, {len(plan.existing)} already there (dry run)"
+            f"{sample}"
         )
-    await add_all(redis, spec, "billing-usage.backfill", plan.new)
-    return f"{what}: enqueued {len(ids)} job(s), {len(plan.existing)} already there{sample}"
+    await add_all(redis, spec, "billing-usage.backfill", plan.new, delays)
+    return f"{what}: enqueued {len(ids)} job(s){how}, {len(plan.existing)} already there{sample}"
 
 
 # -- load test --------------------------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ async def _billing(args: argparse.Namespace) -> tuple[str, bool]:
                 resolution=args.resolution,
                 features=args.features,
                 dry_run=args.dry_run,
+                stagger=args.stagger,
             )
             return out, True
         return await billing_cli.load_test(
@@ -208,6 +209,37 @@ def _cmd_redis_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_identity(args: argparse.Namespace) -> int:
+    from pool.identity_cli import rotate_session
+
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    print(asyncio.run(rotate_session(args.session_id, base_url=args.identity_url, redis_url=redis_url)))
+    return 0
+
+
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pool import scale
+    from pool.cli_journal import journal
+    from pool.queue_table import load_table
+
+    table = dict(load_table(os.environ.get("MA_QUEUE_TABLE", "pool.queue_table:QUEUES")))
+    config = Path(args.config)
+    if not config.exists():
+        raise CliError(f"no supervisord config at {config}")
+    if args.queue is None:
+        print(scale.listing(config, args.supervisor, table))
+        return 0
+    if args.n is None:
+        raise CliError("give the new process count: ma-worker scale QUEUE N")
+    out = scale.scale(config, args.supervisor, table, args.queue, args.n)
+    redis_url = os.environ.get("REDIS_URL")
+    asyncio.run(journal(redis_url, "scale", args.queue, [], f"{args.n} process(es)"))
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ma-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--dry-run", action="store_true", help="show what would be enqueued; enqueue nothing"
             )
+            cmd.add_argument(
+                "--stagger",
+                metavar="DURATION",
+                help="spread the jobs over DURATION (90s, 30m, 2h) as delayed jobs; --dry-run shows when",
+            )
         else:
             cmd.add_argument("--days", type=int, default=3)
             cmd.add_argument("--usage-jobs", type=int, default=25)
@@ -292,6 +329,28 @@ def build_parser() -> argparse.ArgumentParser:
     from pool import jobs_cli
 
     jobs_cli.add_parser(sub, _cmd_jobs)
+
+    ident = sub.add_parser(
+        "identity", help="identity operations: rotate a session (TokenService.rotateSession)"
+    )
+    isub = ident.add_subparsers(dest="identity_command", required=True)
+    rot = isub.add_parser(
+        "rotate-session",
+        help="revoke a session's refresh and access tokens and reissue them with a fresh organization scope",
+    )
+    rot.add_argument("session_id", metavar="SESSION_ID", help="e.g. sess_4f2a…, as a pool slot logs it")
+    rot.add_argument("--identity-url", help="defaults to $IDENTITY_BASE_URL")
+    rot.add_argument("--redis-url", help="for the audit journal; defaults to $REDIS_URL")
+    rot.set_defaults(func=_cmd_identity)
+
+    scl = sub.add_parser(
+        "scale", help="list each queue's process count, or set one queue's in a running supervisord"
+    )
+    scl.add_argument("queue", nargs="?", metavar="QUEUE", help="omit to list the current counts")
+    scl.add_argument("n", nargs="?", type=int, metavar="N", help="the new number of processes (1-64)")
+    scl.add_argument("-c", "--config", default="supervisord.conf")
+    scl.add_argument("--supervisor", metavar="URL", help="default: unix://<config dir>/var/supervisor.sock")
+    scl.set_defaults(func=_cmd_scale)
     return parser
 
 

@@ -22,6 +22,7 @@ from handlers.errors import PermanentError, ThrottledError
 from pool.logs import JobLines
 from pool.queue_table import QueueSpec
 from pool.telemetry import Telemetry
+from pool.tracing import JobTracing
 from pool.worker import UNDECODABLE
 
 log = logging.getLogger("pool.dispatch")
@@ -55,8 +56,15 @@ def describe_validation_error(error: ValidationError) -> str:
 class Dispatcher:
     """The processor handed to bullmq.Worker for one queue."""
 
-    def __init__(self, spec: QueueSpec, resources: Resources, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        spec: QueueSpec,
+        resources: Resources,
+        telemetry: Telemetry,
+        tracing: JobTracing | None = None,
+    ) -> None:
         self.spec = spec
+        self.tracing = tracing
         self.resources = resources
         self.telemetry = telemetry
         self.routes = {name: Route.of(handler) for name, handler in spec.handlers.items()}
@@ -91,6 +99,12 @@ class Dispatcher:
             ) from None
 
     async def __call__(self, job: Job, token: str) -> Any:
+        if self.tracing is None:
+            return await self._dispatch(job, token)
+        with self.tracing.job_span(self.spec.name, job):
+            return await self._dispatch(job, token)
+
+    async def _dispatch(self, job: Job, token: str) -> Any:
         self._apply_queue_defaults(job)
         attempt = job.attemptsMade + 1
         label = f"{self.spec.name} {job.name}#{job.id} try={attempt}"
@@ -113,7 +127,10 @@ class Dispatcher:
         except ThrottledError as error:
             await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
             self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
-            self.job_log.info(
+            # No per-job line at INFO: a 429 storm would write one per deferred job. The telemetry logs the
+            # window's first throttle (with this job and its retry-after) and then one line per queue and
+            # window with the count; this line is for debugging only.
+            self.job_log.debug(
                 "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, error.retry_after
             )
             raise DelayedError() from None

@@ -31,6 +31,7 @@ from pool.downstream import DownstreamCounts, http_client, stripe_http_client, w
 from pool.queue_table import QueueSpec, load_table
 from pool.settings import Settings
 from pool.telemetry import Telemetry
+from pool.tracing import setup as setup_tracing
 from pool.worker import PoolWorker
 
 log = logging.getLogger("pool.runtime")
@@ -114,6 +115,9 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         spec.concurrency,
         trail_every=settings.MA_RSS_TRAIL_INTERVAL,
     )
+    tracing = setup_tracing(
+        settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or settings.OTEL_EXPORTER_OTLP_ENDPOINT
+    )
     redis_url = str(settings.REDIS_URL)
     redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
@@ -122,6 +126,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     counts = telemetry.downstream  # every request to a downstream counted by outcome, where it is made
     for engine in (identity_db, tasks_db):
         watch_engine(engine, counts)
+    if tracing is not None:
+        tracing.instrument_engines([identity_db, tasks_db])
     identity_http = http_client("identity", counts, max_connections=spec.concurrency + 10)
     supabase_http = http_client("supabase", counts, max_connections=spec.concurrency + 10)
     identity_base = str(settings.IDENTITY_BASE_URL)
@@ -157,7 +163,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     await check_redis_policy(redis, telemetry)
     await upsert_schedules(spec, redis)
 
-    dispatcher = Dispatcher(spec, resources, telemetry)
+    dispatcher = Dispatcher(spec, resources, telemetry, tracing)
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every later full collection
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
@@ -181,6 +187,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     await _dispose(redis, probe, identity_db, tasks_db)
     await identity_http.aclose()
     await supabase_http.aclose()
+    if tracing is not None:
+        await asyncio.to_thread(tracing.shutdown)  # exports the spans still batched
     log.info(
         "stopped %s: processed=%d failed=%d throttled=%d",
         spec.name,

@@ -33,8 +33,6 @@ class Settings(BaseSettings):
     """Supabase base URL for the auth admin API; defaults to IDENTITY_BASE_URL."""
     TASKS_PRODUCT_SLUG: str = "tasks"
     """Product whose default entitlements are seeded when an organization is bootstrapped."""
-    BULLMQ_METRICS_INTERVAL: float = Field(default=15.0, gt=0)
-    """Seconds between queue-stat samples (exporter, heartbeats)."""
     TASKS_GRAFANA_DASHBOARD_URL: str | None = None
     """Where the Grafana dashboard lives; shown by ma-top."""
     STRIPE_SECRET_KEY: SecretStr | None = None
@@ -63,6 +61,11 @@ class Settings(BaseSettings):
     """Identity admin calls in flight per bulk activate/suspend job."""
     MA_INVOICE_DIR: str = "var/invoices"
     """Where invoice PDFs are written (temporary name, renamed when complete)."""
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
+    """OTLP/HTTP collector base URL: with the `otel` extra installed, each job is a span continuing the Node
+    producer's trace (pool/tracing.py). The SDK reads the other OTEL_* variables itself."""
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str | None = None
+    """The traces endpoint itself, when it is not <OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces."""
     MA_STOCK_CLIENTS: bool = False
     """1: run bullmq's own Worker and redis-py's own pool and client instead of our faster subclasses (for
     when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of

@@ -258,6 +258,60 @@ async def test_backfill_cli_enqueues_one_job_per_period_once(
     assert len(backfill_ids) == 1
 
 
+async def test_backfill_with_stagger_spreads_the_periods_as_delayed_jobs_under_the_same_ids(
+    redis, valkey, db_urls
+):
+    from pool.billing_cli import backfill_jobs
+
+    env = pool_env(valkey.url, db_urls)
+    env.pop("MA_QUEUE_TABLE")
+    start, end = today() - timedelta(days=30), today() - timedelta(days=20)
+    args = [
+        "billing",
+        "backfill",
+        "--org",
+        "org_acme",
+        "--subscription",
+        "sub_acme",
+        "--start",
+        start.date().isoformat(),
+        "--end",
+        end.date().isoformat(),
+        "--resolution",
+        "daily",
+    ]
+    expected = [job_id for job_id, _ in backfill_jobs("org_acme", "sub_acme", start, end, "daily", None)]
+
+    dry = cli(*args, "--stagger", "1h", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would enqueue 10 job(s) as delayed jobs, 0 already there (dry run)" in dry.stdout
+    assert "schedule: 10 job(s) over 1:00:00, one every 360.0s" in dry.stdout
+    assert "+0:00:00" in dry.stdout and "+0:54:00" in dry.stdout and expected[-1] in dry.stdout
+    assert await redis.exists("bull:billing-usage:meta") == 0, "a dry run enqueues nothing"
+
+    bad = cli(*args, "--stagger", "soon", env=env)
+    assert bad.returncode == 2 and "--stagger 'soon' is not a duration" in bad.stderr
+
+    first = cli(*args, "--stagger", "1h", env=env)
+    assert "enqueued 10 job(s) as delayed jobs, 0 already there" in first.stdout, first.stderr
+    q = Queue(USAGE, {"connection": redis})
+    assert await q.getJobCounts("delayed", "waiting") == {"delayed": 9, "waiting": 1}, "the first runs now"
+    delayed = await q.getJobs(["delayed", "waiting"])
+    assert sorted(j.id for j in delayed) == sorted(expected), (
+        "the same deterministic ids as without --stagger"
+    )
+    by_id = {j.id: j for j in delayed}
+    assert [by_id[i].delay for i in expected] == [i * 360_000 for i in range(10)]
+    due = [by_id[i].timestamp + by_id[i].delay for i in expected]
+    assert due == sorted(due) and due[-1] - due[0] >= 54 * 60_000, "due in period order over the hour"
+
+    again = cli(*args, "--stagger", "1h", env=env)
+    assert "enqueued 0 job(s), 10 already there" in again.stdout, again.stdout
+    plain = cli(*args, env=env)
+    assert "enqueued 0 job(s), 10 already there" in plain.stdout
+    assert await q.getJobCounts("delayed", "waiting") == {"delayed": 9, "waiting": 1}
+
+
 async def _all_completed(q: Queue, n: int) -> bool:
     return (await q.getJobCounts("completed"))["completed"] == n
 

@@ -8,6 +8,9 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from devstack import engines
 from tests.support.paths import BIN, ROOT
@@ -29,6 +32,47 @@ def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: 
         return poll(text_with_needle, timeout=timeout, every=0.2, what=repr(needle))
     except AssertionError as error:
         raise AssertionError(f"{error}:\n{path.read_text(errors='replace')}") from None
+
+
+def _fresh_shell(tmp_path: Path, command: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """`env -i bash -c COMMAND`: a new terminal's shell, nothing of ours in its environment."""
+    return subprocess.Popen(["env", "-i", f"HOME={tmp_path}", "bash", "-c", command], cwd=tmp_path, **kwargs)
+
+
+def _banner_command_works_in_a_fresh_shell(tmp_path: Path, banner: str) -> None:
+    """What the banner says to type in another shell works as printed, and `ma-worker run QUEUE` starts from
+    var/dev.env alone (it needs SUPABASE_SERVICE_ROLE_KEY and the rest; .venv/bin is put on PATH)."""
+    dev_env = tmp_path / "var" / "dev.env"
+    assert dev_env.stat().st_mode & 0o777 == 0o600, "dev.env holds the stack's keys: private"
+    (command,) = re.findall(r"in another shell\s+(.+)", banner)
+    typed = _fresh_shell(tmp_path, command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = typed.communicate(timeout=60)[0].decode()
+    assert typed.returncode == 0, out
+    job_id = re.fullmatch(r"added identity-events organization\.created#(\S+)\s*", out)
+    assert job_id, out
+
+    redis_url = re.search(r"export REDIS_URL=(\S+)", dev_env.read_text())
+    assert redis_url
+    client = redis.Redis.from_url(redis_url.group(1).strip("'"), decode_responses=True)
+    key = f"bull:identity-events:{job_id.group(1)}"
+    poll(lambda: client.hget(key, "finishedOn"), timeout=30, every=0.2, what="the banner's job processed")
+    client.close()
+
+    log = tmp_path / "run.out"
+    with open(log, "wb") as sink:
+        slot = _fresh_shell(
+            tmp_path,
+            "source var/dev.env && exec ma-worker run identity-events",
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_text(log, "consuming identity-events", slot, timeout=60)
+        slot.terminate()
+        assert slot.wait(40) == 0, log.read_text()
+    finally:
+        if slot.poll() is None:
+            slot.kill()
 
 
 def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_nothing(tmp_path):
@@ -57,6 +101,7 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         assert status.count("RUNNING") == 9, status
         assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
         assert "dev-service-role-key" not in text, "no secret on screen"
+        _banner_command_works_in_a_fresh_shell(tmp_path, text)
 
         second = subprocess.run(
             [str(BIN / "ma-worker"), "dev"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30

@@ -105,7 +105,32 @@ async def test_throttled_job_is_deferred_without_burning_an_attempt(redis, start
     job = await finished(redis, job, timeout=30)
     assert job.returnvalue == {"calls": 3, "attempt": 1}, "two throttles burned no attempt (attempts=1)"
     assert job.attemptsMade == 1
-    await wait_for(lambda: "throttled, retry in 1.0s" in pool.text(), what="throttle log line")
+    await wait_for(lambda: "retry in 1.0s: identity answered 429" in pool.text(), what="throttle log line")
+
+
+async def test_a_429_storm_of_300_deferred_jobs_writes_a_handful_of_throttle_lines_with_the_count(
+    redis, start_pool
+):
+    pool = start_pool(Q)
+    queue = Queue(Q, {"connection": redis})
+    jobs = await queue.addBulk(
+        [
+            {"name": "test.throttle", "data": {"key": f"storm-{i}", "times": 1, "retryAfter": 1}}
+            for i in range(300)
+        ]
+    )
+
+    async def all_completed() -> bool:
+        return await queue.getCompletedCount() >= len(jobs)
+
+    await wait_for(all_completed, timeout=60, what="300 throttled jobs completed after their deferral")
+    assert pool.stop() == 0  # closes the throttle window: its coalesced line is written
+    lines = [ln for ln in pool.text().splitlines() if "throttled" in ln and "pool.runtime" not in ln]
+    assert 2 <= len(lines) <= 4, lines  # before: one `throttled, retry in 1.0s` line per deferred job
+    assert "retry in 1.0s" in lines[0], "the window's first throttle names its job and retry-after"
+    firsts = [ln for ln in lines if " more in the last " not in ln]  # a window's first: one throttle
+    more = [int(ln.rsplit(" x", 1)[1].split()[0]) for ln in lines if " more in the last " in ln]
+    assert len(firsts) + sum(more) == 300, f"the coalesced lines count every throttle: {lines}"
 
 
 async def test_one_log_line_per_job_with_duration_queue_name_id_attempt_and_outcome(redis, start_pool):

@@ -36,11 +36,11 @@ def test_missing_required_setting_exits_at_start_naming_the_variable(valkey, db_
 
 def test_malformed_setting_is_named_and_a_secret_value_is_not_echoed(valkey, db_urls):
     result = run_with_env(
-        pool_env(valkey.url, db_urls, TASKS_DATABASE_URL="not a url", BULLMQ_METRICS_INTERVAL="soon")
+        pool_env(valkey.url, db_urls, TASKS_DATABASE_URL="not a url", MA_SHUTDOWN_GRACE="soon")
     )
     assert result.returncode == 78
     assert "TASKS_DATABASE_URL is malformed" in result.stderr
-    assert "BULLMQ_METRICS_INTERVAL is malformed" in result.stderr
+    assert "MA_SHUTDOWN_GRACE is malformed" in result.stderr
     assert "test-service-role-key-very-secret" not in result.stderr
 
 

@@ -126,6 +126,38 @@ async def test_mixed_outcomes_are_logged_per_item_counted_and_listed(
     )
 
 
+async def test_a_bulk_job_failing_as_a_whole_logs_the_runbook_line_with_its_id_and_reason(
+    redis, start_real_pool, users, identity, identity_db
+):
+    """Token refused on every admin call: each attempt of the job fails as a whole (not item by item), and a
+    grep for the runbook's line finds each attempt with the bulk job id, whether it is retried, and why."""
+    _, ids = await users(2)
+    pool = start_real_pool(Q)
+    identity.hook("POST", "/__faults", {"status": 401, "path": "/v1/admin/", "seconds": 120})
+    bulk = f"bulk_{uuid.uuid4().hex[:8]}"
+    job = await run_job(
+        redis, Q, "bulk.suspend", change(bulk, ids), attempts=2, backoff={"type": "fixed", "delay": 100}
+    )
+    assert job.attemptsMade == 2 and "token" in job.failedReason.lower()
+
+    lines = [ln for ln in pool.text().splitlines() if "Super admin bulk job operation failed" in ln]
+    whole = [ln for ln in lines if f"bulkJobId={bulk} operation=suspend scope=job job={job.id}" in ln]
+    assert len(whole) == 2, lines
+    assert " try=1 will-retry reason=TokenRefused: " in whole[0]
+    assert " try=2 failed reason=TokenRefused: " in whole[1]
+    assert job.failedReason in whole[1]
+    assert set((await statuses(identity_db, ids)).values()) == {"active"}
+    assert "test-service-role-key" not in pool.text()
+
+    refused = await run_job(
+        redis, Q, "bulk.export", {"bulkJobId": f"{bulk}_x", "actorId": "nobody", "target": "users"}
+    )
+    assert (
+        f"bulkJobId={bulk}_x operation=export scope=job job={refused.id} try=1 failed reason=actorId nobody"
+        in (pool.text())
+    )
+
+
 async def test_subscribers_see_running_messages_and_the_final_one_with_consistent_counts(
     redis, start_real_pool, users, identity, identity_db
 ):

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 from handlers.errors import PermanentError, ThrottledError
 
 SCOPE_MISMATCH = "organization_scope_mismatch"
+log = logging.getLogger("handlers.identity")
 
 
 class IdentityUnavailable(Exception):
@@ -123,16 +125,33 @@ class IdentityClient:
             current = self._token
             if current is None or current.access != stale:  # someone rotated or refreshed meanwhile
                 return current.access if current else await self._issue_new()
-            response = await self._send(
-                "POST", f"/v1/admin/sessions/{current.session_id}/rotate", headers=self._service_auth()
-            )
+            response = await self._post_rotation(current.session_id)
             self.rotations += 1
-            return self._store(self._check_auth_answer(response, "the session rotation"))
+            token = self._store(self._check_auth_answer(response, "the session rotation"))
+            log.info("identity session %s rotated (%s)", current.session_id, SCOPE_MISMATCH)
+            return token
+
+    async def rotate(self, session_id: str) -> dict[str, Any]:
+        """TokenService.rotateSession on any session, for an operator (`ma-worker identity rotate-session`): the
+        same call the automatic path makes. Identity revokes the session's refresh token and access tokens and
+        answers with fresh ones (the caller must not show them). An unknown session raises NotFound."""
+        response = await self._post_rotation(session_id)
+        if response.status_code == 404:
+            raise NotFound(f"session {session_id}")
+        return self._check_auth_answer(response, f"the rotation of session {session_id}")
+
+    async def _post_rotation(self, session_id: str) -> httpx.Response:
+        return await self._send(
+            "POST", f"/v1/admin/sessions/{session_id}/rotate", headers=self._service_auth()
+        )
 
     async def _issue_new(self) -> str:
         """A new session from the service key (the caller holds the lock)."""
         response = await self._send("POST", "/v1/auth/token", headers=self._service_auth())
-        return self._store(self._check_auth_answer(response, "the worker's service key"))
+        token = self._store(self._check_auth_answer(response, "the worker's service key"))
+        if self._token is not None:  # the id an operator passes to `ma-worker identity rotate-session`
+            log.info("identity session %s issued", self._token.session_id)
+        return token
 
     # -- calls --------------------------------------------------------------------------------------
     async def call(
