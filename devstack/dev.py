@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from devstack import databases, engines
+from devstack.s3_server import S3Server
 from pool.supervise import prepare_state_dir, supervisord_env
 
 ROOT = Path.cwd()
@@ -142,6 +143,14 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
             env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))
+            # dev.env gets the dev stack's S3 credentials only: a real secret from the shell never lands there
+            s3_env: dict[str, str] = {}
+            if not os.environ.get("MA_EXPORT_URL"):  # exports go to a real S3-compatible server (moto)
+                s3 = S3Server(var / "log" / "s3.log", port=_port(var, "s3", 9000)).start()
+                stack.callback(s3.stop)
+                s3.create_bucket()
+                s3_env = s3.env()
+                env.update(s3_env)
             exported = [
                 "REDIS_URL",
                 "DATABASE_URL",
@@ -151,6 +160,7 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
                 "STRIPE_API_BASE",
                 "TASKS_PRODUCT_SLUG",
             ]
+            exported += list(s3_env)
             (var / "dev.env").write_text("".join(f"export {k}={shlex.quote(env[k])}\n" for k in exported))
 
             config = root / "supervisord.conf"
@@ -208,6 +218,7 @@ ma-worker dev is up.
   tasks DB           postgresql://…@{redact(env["TASKS_DATABASE_URL"])}
   identity double    http://127.0.0.1:{identity_port}
   Stripe double      http://127.0.0.1:{stripe_port}
+  S3 (exports)       {env.get("MA_EXPORT_URL", "-")} at {env.get("MA_S3_ENDPOINT_URL", "AWS")}
   metrics            http://127.0.0.1:{env["MA_EXPORTER_PORT"]}/metrics  (and /api/telemetry/metrics)
   supervisord        supervisorctl -c {config} status
   logs               {var / "log"}
