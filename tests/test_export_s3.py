@@ -21,6 +21,7 @@ import pytest
 from bullmq import Queue
 
 from devstack.s3_server import DEV_BUCKET, S3Server
+from pool.monitor.queries import job_detail
 from tests.support.paths import BIN, ROOT
 from tests.support.processes import pool_env
 from tests.support.waits import run_job, settle, wait_for
@@ -116,6 +117,8 @@ async def test_an_export_to_s3_is_the_selection_gzipped_with_its_checksum_and_a_
     assert secret not in json.dumps(result) and secret not in pool.text()
     assert f"25 users rows, {len(stored)} bytes to s3://{DEV_BUCKET}/{key}" in pool.text()
     assert "X-Amz-Signature" not in pool.text()  # the download URL is the caller's, not the log's
+    shown = (await job_detail(redis, Q, job.id))["returnvalue"]  # what ma-top's job detail shows
+    assert shown["presignedUrl"] == "***" and shown["url"] == result["url"]
 
 
 async def stall_upload_and_cut_the_database(

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from datetime import UTC, datetime
@@ -32,11 +33,17 @@ class _Parts:
     """The part being filled: the compressing thread appends, the event loop takes it between batches."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.data = io.BytesIO()
 
     def write(self, data: bytes) -> int:
-        self.data += data
-        return len(data)
+        return self.data.write(data)
+
+    def take(self) -> io.BytesIO:
+        """The part so far, rewound for sending (handed over, not copied: botocore and aiohttp read a file
+        in chunks, where bytes would be copied whole once more), and a fresh one to fill."""
+        part, self.data = self.data, io.BytesIO()
+        part.seek(0)
+        return part
 
     def flush(self) -> None:
         return None
@@ -79,11 +86,11 @@ class S3Upload:
         return self._filling
 
     async def written(self) -> None:
-        if len(self._filling.data) >= self.part_size:
+        if self._filling.data.tell() >= self.part_size:
             await self._ship()
 
     async def commit(self) -> None:
-        if self._filling.data or not self._parts:
+        if self._filling.data.tell() or not self._parts:
             await self._ship()  # the last part may be smaller than the others
         await self._drain()
         assert self._upload_id is not None, "opened"
@@ -112,8 +119,7 @@ class S3Upload:
             self._upload_id = None
 
     async def _ship(self) -> None:
-        body = bytes(self._filling.data)
-        self._filling.data.clear()
+        body = self._filling.take()
         await self._drain()  # one part on the wire at a time, while the export fills the next
         number = len(self._parts) + 1
         if number > MAX_PARTS:
@@ -127,7 +133,7 @@ class S3Upload:
         if sending is not None:
             await sending
 
-    async def _send(self, number: int, body: bytes) -> None:
+    async def _send(self, number: int, body: io.BytesIO) -> None:
         assert self._upload_id is not None, "opened"
         sent = await self.client.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body

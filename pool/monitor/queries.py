@@ -21,7 +21,17 @@ from pool.contracts import BULL_PREFIX, JOB_STATES, STATE_KEYS, bull_key
 from pool.queue_table import QUEUES
 
 PAGE = 50
-SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
+SECRET_WORDS = (
+    "secret",
+    "password",
+    "token",
+    "apikey",
+    "api_key",
+    "key",
+    "authorization",
+    "signature",
+    "presigned",
+)
 BROWSABLE_STATES = tuple(s for s in JOB_STATES if s != "waiting-children")
 """The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time);
 flows' waiting-children are counted on the overview but not browsed."""
