@@ -255,6 +255,9 @@ async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
         )
         telemetry.event("forced-shutdown", f"forced close with {len(left)} job(s) in flight", jobIds=left)
         await asyncio.wait({asyncio.ensure_future(worker.close(force=True)), closing}, timeout=5)
+        cancelled = [task for task in worker.processing if not task.done()]
+        if cancelled:  # their clean-up (an export aborting its upload) needs the clients closed after this
+            await asyncio.wait(cancelled, timeout=5)
 
 
 async def _dispose(redis: Redis, probe: Redis, *engines: AsyncEngine) -> None:

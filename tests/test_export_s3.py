@@ -179,7 +179,7 @@ async def test_a_failure_mid_upload_leaves_no_object_and_no_unfinished_upload(
     assert (
         f"DELETE /{DEV_BUCKET}/{prefix}/bulk_{prefix}-users.csv.gz?uploadId={upload_id} " in served
     )  # aborted
-    assert "this attempt failed" in pool.text() and env["AWS_SECRET_ACCESS_KEY"] not in pool.text()
+    assert "this attempt did not finish" in pool.text() and env["AWS_SECRET_ACCESS_KEY"] not in pool.text()
 
 
 async def test_a_retried_export_restarts_cleanly_and_completes_the_object(
@@ -225,8 +225,47 @@ async def test_a_retried_export_restarts_cleanly_and_completes_the_object(
     assert (
         f"aborted the upload {stale} of s3://{DEV_BUCKET}/{key}: an earlier attempt left it unfinished" in log
     )
-    assert f"aborted the upload {failed_upload} of s3://{DEV_BUCKET}/{key}: this attempt failed" in log
+    assert (
+        f"aborted the upload {failed_upload} of s3://{DEV_BUCKET}/{key}: this attempt did not finish" in log
+    )
     assert env["AWS_SECRET_ACCESS_KEY"] not in log
+
+
+async def test_an_export_cancelled_by_a_forced_shutdown_aborts_its_upload(
+    redis, start_real_pool, s3_server, wide_users
+):
+    tag, _ = wide_users
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    pool = start_real_pool(
+        Q, MA_EXPORT_PART_MIB=str(PART_MIB), MA_SHUTDOWN_GRACE="1", **s3_env(s3_server, prefix)
+    )
+    body = {
+        "bulkJobId": f"bulk_{prefix}",
+        "actorId": "user_root",
+        "target": "users",
+        "filter": {"emailDomain": f"{tag}.example"},
+    }
+    await Queue(Q, {"connection": redis}).add("bulk.export", body, {"attempts": 1})
+    upload = await wait_for(lambda: uploads(s3_server, prefix), timeout=60, every=0.02, what="the upload")
+    key, upload_id = upload[0]["Key"], upload[0]["UploadId"]
+    client = s3_server.client()
+    await wait_for(
+        lambda: client.list_parts(Bucket=DEV_BUCKET, Key=key, UploadId=upload_id).get("Parts"),
+        timeout=60,
+        every=0.02,
+        what="the export's first part",
+    )
+
+    with paused(s3_server):  # the export cannot finish within the grace
+        pool.proc.terminate()
+        await wait_for(lambda: "forcing close" in pool.text(), what="the forced close")
+    assert pool.proc.wait(30) == 0
+
+    assert uploads(s3_server, prefix) == [] and objects(s3_server, prefix) == []
+    assert (
+        f"aborted the upload {upload_id} of s3://{DEV_BUCKET}/{key}: this attempt did not finish"
+        in pool.text()
+    )
 
 
 def test_a_malformed_export_url_stops_the_pool_at_start_naming_it(valkey, db_urls):

@@ -4,7 +4,7 @@
   when the store is slower than the export, the export waits (nothing spills to disk).
 - The object appears only when the upload completes (S3 shows no partial object), under the same name on every
   attempt, so a retried job restarts the stream and replaces nothing but its own earlier result.
-- A failed or cancelled attempt aborts its upload (the parts already sent are deleted). An attempt that died
+- A failed or cancelled attempt (a forced shutdown cancels it) aborts its upload (the parts already sent are deleted). An attempt that died
   without a chance to (SIGKILL, host lost) leaves its upload behind: the next attempt aborts every unfinished
   upload of the same key before it starts. A bucket lifecycle rule (AbortIncompleteMultipartUpload) is still
   worth having for exports that are never retried.
@@ -115,7 +115,7 @@ class S3Upload:
             await asyncio.wait([sending])  # its outcome no longer matters; the abort below removes the part
         if self._upload_id is not None:
             # shielded: a second cancellation while aborting still lets the abort reach the store
-            await asyncio.shield(self._abort(self._upload_id, "this attempt failed"))
+            await asyncio.shield(self._abort(self._upload_id, "this attempt did not finish"))
             self._upload_id = None
 
     async def _ship(self) -> None:
