@@ -120,6 +120,13 @@ async def test_an_export_to_s3_is_the_selection_gzipped_with_its_checksum_and_a_
     shown = (await job_detail(redis, Q, job.id))["returnvalue"]  # what ma-top's job detail shows
     assert shown["presignedUrl"] == "***" and shown["url"] == result["url"]
 
+    nothing = {**body, "filter": {"emailDomain": f"none-{tag}.example"}, "format": "jsonl"}
+    empty = (await run_job(redis, Q, "bulk.export", nothing)).returnvalue  # one small part: still an object
+    stored = (
+        s3_server.client().get_object(Bucket=DEV_BUCKET, Key=f"{prefix}/{bulk}-users.jsonl.gz")["Body"].read()
+    )
+    assert empty["rows"] == 0 and empty["bytes"] == len(stored) and gzip.decompress(stored) == b""
+
 
 async def stall_upload_and_cut_the_database(
     server: S3Server, identity_db, prefix: str, ignore: set[str]

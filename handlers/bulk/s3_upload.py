@@ -19,6 +19,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import ClientError
+
 from handlers.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -141,7 +143,11 @@ class S3Upload:
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
     async def _abort_earlier_attempts(self) -> None:
-        listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
+        try:
+            listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
+        except ClientError as error:  # e.g. no s3:ListBucketMultipartUploads: the export itself can go on
+            self.log.warning("could not look for unfinished uploads of %s: %s", self.location, error)
+            return
         for upload in listed.get("Uploads", []):
             if upload.get("Key") == self.key and "UploadId" in upload:
                 await self._abort(upload["UploadId"], "an earlier attempt left it unfinished")
