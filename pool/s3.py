@@ -10,9 +10,6 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-
 from pool.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,6 +20,10 @@ def s3_client(settings: Settings) -> AbstractAsyncContextManager[S3Client] | Non
     """The client as an async context (its HTTP connections close on exit), or None when exports stay local."""
     if settings.export_bucket is None:
         return None
+    # imported here: botocore and aiobotocore cost a process ~40 MB, and only export slots need them
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
     config = AioConfig(
         signature_version="s3v4",  # presigned URLs too (botocore would presign some with the retired SigV2)
         retries={"mode": "standard", "max_attempts": 4},

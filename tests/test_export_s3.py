@@ -282,3 +282,12 @@ def test_a_malformed_export_url_stops_the_pool_at_start_naming_it(valkey, db_url
     )
     assert ran.returncode == 78
     assert "MA_EXPORT_URL is malformed" in ran.stderr and "s3://bucket" in ran.stderr
+
+
+def test_a_pool_process_without_an_export_url_never_loads_botocore():
+    """botocore and aiobotocore cost a process ~40 MB: only slots that export to S3 load them."""
+    probe = "import sys, pool.runtime, pool.queue_table; print(sorted(m for m in sys.modules if 'boto' in m))"
+    ran = subprocess.run(
+        [str(BIN / "python"), "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert ran.stdout.strip() == "[]"

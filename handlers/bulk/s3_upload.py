@@ -19,8 +19,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
 from handlers.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -143,6 +141,8 @@ class S3Upload:
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
     async def _abort_earlier_attempts(self) -> None:
+        from botocore.exceptions import ClientError  # here: only export slots to S3 load botocore
+
         try:
             listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
         except ClientError as error:  # e.g. no s3:ListBucketMultipartUploads: the export itself can go on
