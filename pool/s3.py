@@ -36,10 +36,10 @@ def s3_client(settings: Settings) -> AbstractAsyncContextManager[S3Client] | Non
         # A custom endpoint (MinIO, moto, an IP) rarely resolves bucket.host names: address buckets by path.
         s3={"addressing_style": "path" if settings.MA_S3_ENDPOINT_URL else "auto"},
     )
-    options: dict[str, Any] = {
-        "region_name": settings.AWS_REGION or settings.AWS_DEFAULT_REGION or "us-east-1",
-        "config": config,
-    }
+    options: dict[str, Any] = {"config": config}
+    region = settings.AWS_REGION or settings.AWS_DEFAULT_REGION
+    if region:  # else the profile's region, else S3's global endpoint (us-east-1)
+        options["region_name"] = region
     if settings.MA_S3_ENDPOINT_URL is not None:
         options["endpoint_url"] = str(settings.MA_S3_ENDPOINT_URL).rstrip("/")
     if settings.AWS_ACCESS_KEY_ID and settings.AWS_SECRET_ACCESS_KEY:
