@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("throughput", ["bench/throughput.py"]),
     ("top_tick", ["bench/top_tick.py"]),
     ("export", ["bench/export.py"]),
+    ("export_s3", ["bench/export_s3.py"]),
     ("usage_rollup", ["bench/usage_rollup.py"]),
     ("node_compare", ["bench/node_compare.py"]),
 ]
@@ -133,6 +134,26 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{e['worker_peak_rss_mb']} MB",
                 "<= 150 MB",
                 _ok(e["worker_peak_rss_mb"] <= 150),
+            )
+        )
+    s3 = b.get("export_s3", {})
+    if "ratio" in s3:
+        rows.append(
+            (
+                "#16",
+                "bulk.export 1M rows to S3 (moto server, multipart) vs to a local file",
+                f"{s3['ratio']:.3f}x ({s3['s3_s']} vs {s3['local_s']} s)",
+                ">= 0.7x",
+                _ok(s3["ratio"] >= 0.7),
+            )
+        )
+        rows.append(
+            (
+                "#16",
+                "bulk.export to S3 worker peak RSS",
+                f"{s3['worker_peak_rss_mb']} MB (local-file worker {s3['local_worker_peak_rss_mb']} MB)",
+                "<= 150 MB",
+                _ok(s3["worker_peak_rss_mb"] <= 150),
             )
         )
     u = b.get("usage_rollup", {})

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from devstack import databases, engines
+from devstack.s3_server import S3Server
 from pool.supervise import prepare_state_dir, supervisord_env
 
 ROOT = Path.cwd()
@@ -142,7 +143,15 @@ def run_dev(*, with_top: bool, root: Path = ROOT) -> int:
             env.setdefault("STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
             env.setdefault("TASKS_PRODUCT_SLUG", "tasks")
             env.setdefault("MA_EXPORTER_PORT", str(_port(var, "exporter", 9464)))
-            write_dev_env(var / "dev.env", env, bindir)
+            # dev.env gets the dev stack's S3 credentials only: a real secret from the shell never lands there
+            s3_env: dict[str, str] = {}
+            if not os.environ.get("MA_EXPORT_URL"):  # exports go to a real S3-compatible server (moto)
+                s3 = S3Server(var / "log" / "s3.log", port=_port(var, "s3", 9000)).start()
+                stack.callback(s3.stop)
+                s3.create_bucket()
+                s3_env = s3.env()
+                env.update(s3_env)
+            write_dev_env(var / "dev.env", env, bindir, extra=tuple(s3_env))
 
             config = root / "supervisord.conf"
             prepare_state_dir(config)
@@ -193,10 +202,11 @@ DEV_ENV = (
 the local stack (the local stack's own throw-away keys included, so the file is private to its owner)."""
 
 
-def write_dev_env(path: Path, env: dict[str, str], bindir: Path) -> None:
-    """`source var/dev.env` in any shell: the stack's variables, and .venv/bin first on PATH so the commands
-    the banner prints (`ma-worker`, `ma-top`, `supervisorctl`) are found without activating the venv."""
-    lines = [f"export {k}={shlex.quote(env[k])}\n" for k in DEV_ENV if env.get(k)]
+def write_dev_env(path: Path, env: dict[str, str], bindir: Path, extra: tuple[str, ...] = ()) -> None:
+    """`source var/dev.env` in any shell: the stack's variables (and `extra` ones: the S3 server's), and
+    .venv/bin first on PATH so the commands the banner prints (`ma-worker`, `ma-top`, `supervisorctl`) are found
+    without activating the venv."""
+    lines = [f"export {k}={shlex.quote(env[k])}\n" for k in (*DEV_ENV, *extra) if env.get(k)]
     lines.append(f'export PATH={shlex.quote(str(bindir))}"${{PATH:+:$PATH}}"\n')
     path.touch(mode=0o600)
     path.chmod(0o600)
@@ -225,6 +235,7 @@ ma-worker dev is up.
   tasks DB           postgresql://…@{redact(env["TASKS_DATABASE_URL"])}
   identity double    http://127.0.0.1:{identity_port}
   Stripe double      http://127.0.0.1:{stripe_port}
+  S3 (exports)       {env.get("MA_EXPORT_URL", "-")} at {env.get("MA_S3_ENDPOINT_URL", "AWS")}
   metrics            http://127.0.0.1:{env["MA_EXPORTER_PORT"]}/metrics  (and /api/telemetry/metrics)
   supervisord        supervisorctl -c {config} status
   logs               {var / "log"}

@@ -45,6 +45,10 @@ def _wait(check, what: str, timeout: float, proc: subprocess.Popen[bytes], log: 
     raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s (log: {log})")
 
 
+wait_until = _wait
+"""Poll `check` until true; fail with the log's tail when the process exits first or after `timeout` seconds."""
+
+
 def _package_dir(name: str) -> Path | None:
     """Where an installed package lives, without importing it (their __init__s have side effects)."""
     spec = importlib.util.find_spec(name)

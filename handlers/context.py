@@ -12,6 +12,7 @@ from handlers.errors import PermanentError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from types_aiobotocore_s3 import S3Client
 
     from handlers.clients.identity import IdentityClient
     from handlers.clients.supabase import SupabaseAdmin
@@ -47,6 +48,8 @@ class Resources:
     """stripe.StripeClient (async calls only), when STRIPE_SECRET_KEY is set."""
     enqueue: Enqueue | None = None
     """Add a job to one of our queues with its queue-table options: enqueue(queue, name, data, **opts) -> added?"""
+    s3: S3Client | None = None
+    """The S3 client, when MA_EXPORT_URL names a bucket (bulk.export streams there)."""
 
 
 class Enqueue(Protocol):
@@ -102,6 +105,13 @@ class JobContext:
         if self.resources.stripe is None:
             raise PermanentError("STRIPE_SECRET_KEY is not set: this worker cannot call Stripe")
         return self.resources.stripe
+
+    @property
+    def s3(self) -> S3Client:
+        assert self.resources.s3 is not None, (
+            "the pool builds the S3 client at start when MA_EXPORT_URL is set"
+        )
+        return self.resources.s3
 
     async def enqueue(self, queue: str, name: str, data: dict[str, Any], **opts: Any) -> bool:
         assert self.resources.enqueue is not None, "the pool builds the enqueuer at start"

@@ -7,7 +7,8 @@
   progress, so a retried, throttled or stall-recovered job resumes after the items already done; an item
   in flight when the process died is replayed with the same key and identity does not apply it twice.
 - export: a server-side cursor streams rows that PostgreSQL formats (one CSV or JSON line each) through gzip in a
-  thread into a temporary file, renamed when complete. Memory is two batches, whatever the row count.
+  thread into a temporary file, renamed when complete, or (MA_EXPORT_URL) into an S3 multipart upload a part at a
+  time, aborted when the attempt fails. Memory is two batches (and two parts), whatever the row count.
 - telemetry: `BULK_METRICS_CHANNEL` gets a message about once a second while running and a final one;
   the last message of each bulk job is also kept in the hash `BULK_JOBS_KEY` for dashboards opened later.
 - failed items: one log line each (the runbook's `Super admin bulk job operation failed`), and on the event
@@ -25,8 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal, TypedDict, TypeVar
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -34,7 +34,9 @@ from handlers import lookups
 from handlers.bulk import selection
 from handlers.bulk.apply import Operation, apply_all
 from handlers.bulk.checkpoint import Failure, Progress
+from handlers.bulk.destination import destination_for
 from handlers.bulk.export import Format, write_export
+from handlers.bulk.s3_upload import S3Upload
 from handlers.bulk.selection import MAX_ITEMS, Target
 from handlers.bulk.telemetry import BulkTelemetry
 from handlers.context import Handler, IdempotencyKeys, JobContext
@@ -109,17 +111,25 @@ class ChangeSummary(TypedDict):
 
 
 class ExportSummary(TypedDict):
-    """bulk.export's result."""
+    """bulk.export's result: `path` for an export to MA_EXPORT_DIR; `url`, `presignedUrl` and `expiresAt` for
+    one to MA_EXPORT_URL's bucket."""
 
     bulkJobId: str
     operation: Literal["export"]
     target: Target
     format: Format
-    path: str
+    path: NotRequired[str]
+    """The file (absolute path)."""
+    url: NotRequired[str]
+    """The object, as s3://bucket/key."""
+    presignedUrl: NotRequired[str]
+    """A GET URL for the object that needs no credentials, valid until `expiresAt` (MA_EXPORT_URL_TTL_S)."""
+    expiresAt: NotRequired[str]
+    """ISO 8601, UTC."""
     rows: int
     bytes: int
     sha256: str
-    """Of the gzip file as written."""
+    """Of the gzip bytes as written (the file, or the object)."""
 
 
 async def require_super_admin(ctx: JobContext, actor_id: str) -> None:
@@ -213,12 +223,11 @@ async def bulk_export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
 
 async def _export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
     await require_super_admin(ctx, payload.actor_id)
-    name = f"{payload.bulk_job_id}-{payload.target}.{payload.format}.gz"
-    final = Path(ctx.settings.MA_EXPORT_DIR) / name
+    destination = destination_for(ctx, f"{payload.bulk_job_id}-{payload.target}.{payload.format}.gz")
     progress = Progress(payload.bulk_job_id, "export", 0, time.time())
     telemetry = BulkTelemetry(ctx, progress)
     written = await write_export(
-        ctx, payload.target, payload.format, payload.filter, final, progress, telemetry
+        ctx, payload.target, payload.format, payload.filter, destination, progress, telemetry
     )
     if progress.processed != progress.total:  # rows changed between count and read: report what was written
         progress.total = progress.processed
@@ -229,18 +238,24 @@ async def _export(ctx: JobContext, payload: BulkExport) -> ExportSummary:
         progress.processed,
         payload.target,
         written.size,
-        final,
+        destination.location,
     )
-    return {
+    summary: ExportSummary = {
         "bulkJobId": payload.bulk_job_id,
         "operation": "export",
         "target": payload.target,
         "format": payload.format,
-        "path": str(final.resolve()),
         "rows": progress.processed,
         "bytes": written.size,
         "sha256": written.sha256,
     }
+    if isinstance(destination, S3Upload):
+        summary["url"] = destination.location
+        summary["presignedUrl"] = destination.presigned_url
+        summary["expiresAt"] = destination.expires_at
+    else:
+        summary["path"] = str(destination.final.resolve())
+    return summary
 
 
 HANDLERS: dict[str, Handler] = {

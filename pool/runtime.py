@@ -29,6 +29,7 @@ from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
 from pool.queue_table import QueueSpec, load_table
+from pool.s3 import s3_client
 from pool.settings import Settings
 from pool.telemetry import Telemetry
 from pool.tracing import setup as setup_tracing
@@ -131,6 +132,9 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     identity_http = http_client("identity", counts, max_connections=spec.concurrency + 10)
     supabase_http = http_client("supabase", counts, max_connections=spec.concurrency + 10)
     identity_base = str(settings.IDENTITY_BASE_URL)
+    closing = contextlib.AsyncExitStack()  # clients that close asynchronously
+    s3_context = s3_client(settings)
+    s3 = await closing.enter_async_context(s3_context) if s3_context is not None else None
     resources = Resources(
         settings,
         redis,
@@ -143,6 +147,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         ),
         stripe=make_stripe(settings, counts),
         enqueue=Enqueuer(redis, load_table(settings.MA_QUEUE_TABLE)),
+        s3=s3,
     )
 
     stop = asyncio.Event()
@@ -159,6 +164,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         await _dispose(redis, probe, identity_db, tasks_db)
         await identity_http.aclose()
         await supabase_http.aclose()
+        await closing.aclose()
         return 0
     await check_redis_policy(redis, telemetry)
     await upsert_schedules(spec, redis)
@@ -187,6 +193,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     await _dispose(redis, probe, identity_db, tasks_db)
     await identity_http.aclose()
     await supabase_http.aclose()
+    await closing.aclose()
     if tracing is not None:
         await asyncio.to_thread(tracing.shutdown)  # exports the spans still batched
     log.info(
@@ -256,6 +263,9 @@ async def _shutdown(worker: Worker, telemetry: Telemetry, grace: float) -> None:
         )
         telemetry.event("forced-shutdown", f"forced close with {len(left)} job(s) in flight", jobIds=left)
         await asyncio.wait({asyncio.ensure_future(worker.close(force=True)), closing}, timeout=5)
+        cancelled = [task for task in worker.processing if not task.done()]
+        if cancelled:  # their clean-up (an export aborting its upload) needs the clients closed after this
+            await asyncio.wait(cancelled, timeout=5)
 
 
 async def _dispose(redis: Redis, probe: Redis, *engines: AsyncEngine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn, TypeVar
 
-from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError
+from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78  # sysexits.h: configuration error
@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     """Where the queue table lives (module:attribute). Tests and experiments may point elsewhere."""
     MA_EXPORT_DIR: str = "var/exports"
     """Where bulk.export writes its gzip files (temporary name, renamed when complete)."""
+    MA_EXPORT_URL: str | None = None
+    """s3://bucket/prefix: bulk.export streams its gzip file there (a multipart upload, part by part) instead of
+    into MA_EXPORT_DIR. Any S3-compatible store (MA_S3_ENDPOINT_URL); credentials from the standard AWS
+    variables (or, when those are unset, the AWS SDK's own chain: profile, instance or pod role)."""
+    MA_S3_ENDPOINT_URL: AnyUrl | None = None
+    """An S3-compatible endpoint (MinIO, R2, the dev stack's moto server); unset means AWS S3 itself."""
+    MA_EXPORT_URL_TTL_S: int = Field(default=86_400, ge=1, le=604_800)
+    """How long the presigned download URL in an S3 export's result stays valid (SigV4 allows 7 days at most;
+    temporary credentials end it sooner)."""
+    MA_EXPORT_PART_MIB: int = Field(default=8, ge=5, le=5_120)
+    """Size of an S3 export's upload parts (S3: 5 MiB to 5 GiB, at most 10,000 parts, so 8 MiB parts carry
+    up to ~78 GiB); memory is about two parts."""
+    AWS_ACCESS_KEY_ID: str | None = None
+    AWS_SECRET_ACCESS_KEY: SecretStr | None = None
+    """Never logged."""
+    AWS_SESSION_TOKEN: SecretStr | None = None
+    AWS_REGION: str | None = None
+    AWS_DEFAULT_REGION: str | None = None
     MA_BULK_ITEM_CONCURRENCY: int = Field(default=8, ge=1, le=64)
     """Identity admin calls in flight per bulk activate/suspend job."""
     MA_INVOICE_DIR: str = "var/invoices"
@@ -70,6 +88,23 @@ class Settings(BaseSettings):
     """1: run bullmq's own Worker and redis-py's own pool and client instead of our faster subclasses (for
     when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of
     failing with a reason)."""
+
+    @field_validator("MA_EXPORT_URL")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # an empty variable means unset
+        if value is not None and (not value.startswith("s3://") or not value[5:].split("/")[0]):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return value
+
+    @property
+    def export_bucket(self) -> tuple[str, str] | None:
+        """MA_EXPORT_URL as (bucket, key prefix without slashes at its ends), or None for the local directory."""
+        if self.MA_EXPORT_URL is None:
+            return None
+        bucket, _, prefix = self.MA_EXPORT_URL[5:].partition("/")
+        return bucket, prefix.strip("/")
 
     @property
     def process_name(self) -> str:
@@ -91,7 +126,7 @@ def _describe(error: ValidationError, model: type[BaseSettings] | None = None) -
             doc = field.description.split(".")[0] if field and field.description else ""
             problems.append(f"{name} is not set" + (f" ({doc})" if doc else ""))
         else:
-            secret = "SECRET" in name or "KEY" in name
+            secret = "SECRET" in name or "KEY" in name or "TOKEN" in name
             shown = "<hidden>" if secret else repr(item.get("input"))
             problems.append(f"{name} is malformed: {item['msg']} (got {shown})")
     return "; ".join(problems)

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from devstack import databases, engines
+from devstack.s3_server import S3Server
 from tests.support.doubles import IdentityDouble, StripeDouble
 from tests.support.exporter import Exporter
 from tests.support.node import install_node_bullmq
@@ -157,3 +158,12 @@ def exporter(valkey: engines.Engine, tmp_path: Path) -> Iterator[Any]:
     yield start
     for e in started:
         e.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(state_dir: Path) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's server mode, as `ma-worker dev` runs it) with the dev bucket."""
+    server = S3Server(state_dir / "s3.log").start()
+    server.create_bucket()
+    yield server
+    server.stop()

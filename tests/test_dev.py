@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 from devstack import engines
@@ -101,6 +102,10 @@ def test_dev_brings_up_everything_refuses_a_second_instance_and_ctrl_c_leaves_no
         assert status.count("RUNNING") == 9, status
         assert (tmp_path / "var" / "dev.env").read_text().count("export ") >= 5
         assert "dev-service-role-key" not in text, "no secret on screen"
+        dev_env = (tmp_path / "var" / "dev.env").read_text()  # exports go to the stack's S3 server (moto)
+        assert "export MA_EXPORT_URL=s3://ma-exports/exports" in dev_env and "S3 (exports)" in text
+        s3_url = re.search(r"export MA_S3_ENDPOINT_URL=(\S+)", dev_env).group(1)
+        assert s3_url in text and httpx.head(f"{s3_url}/ma-exports").status_code == 200  # the bucket exists
         _banner_command_works_in_a_fresh_shell(tmp_path, text)
 
         second = subprocess.run(

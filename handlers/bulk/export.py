@@ -1,6 +1,7 @@
 """bulk.export's streaming: rows that PostgreSQL formats (one CSV or JSON line each) come through a
-server-side cursor in chunks, and go through gzip in a thread into a temporary file, renamed when complete.
-Memory is two batches, whatever the row count.
+server-side cursor in chunks, and go through gzip in a thread to the destination (`destination.py`): a temporary
+file renamed when complete, or an S3 multipart upload a part at a time. Memory is two batches (plus two upload
+parts for S3), whatever the row count.
 """
 
 from __future__ import annotations
@@ -8,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from handlers.bulk.checkpoint import Progress
+from handlers.bulk.destination import Destination, Output
 from handlers.bulk.selection import TABLES, Target, where_clause
 from handlers.bulk.telemetry import BulkTelemetry
 from handlers.context import JobContext
@@ -98,11 +98,10 @@ def positional(clause: TextClause, params: Mapping[str, Any]) -> tuple[str, list
 
 
 class _GzipSink:
-    """The thread side of an export: gzip, write and hash. Only ever called from one thread at a time."""
+    """The thread side of an export: gzip, hash and hand on. Only ever called from one thread at a time."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.raw = open(path, "wb")  # noqa: SIM115
+    def __init__(self, out: Output) -> None:
+        self.out = out
         self.digest = hashlib.sha256()
         self.size = 0
         self.gz = gzip.GzipFile(fileobj=self, mode="wb", compresslevel=6, mtime=0)
@@ -110,28 +109,22 @@ class _GzipSink:
     def write(self, data: bytes) -> int:  # the GzipFile's sink
         self.digest.update(data)
         self.size += len(data)
-        return self.raw.write(data)
+        return self.out.write(data)
 
     def flush(self) -> None:
-        self.raw.flush()
+        self.out.flush()
 
     def add(self, data: bytes) -> None:
         self.gz.write(data)
 
     def finish(self) -> None:
         self.gz.close()
-        self.raw.flush()
-        os.fsync(self.raw.fileno())
-        self.raw.close()
-
-    def abandon(self) -> None:
-        self.raw.close()
-        self.path.unlink(missing_ok=True)
+        self.out.flush()
 
 
 @dataclass(frozen=True)
 class ExportedFile:
-    """The complete export file: its size and SHA-256 are of the gzip bytes on disk."""
+    """The complete export: its size and SHA-256 are of the gzip bytes as written."""
 
     size: int
     sha256: str
@@ -142,19 +135,19 @@ async def write_export(
     target: Target,
     fmt: Format,
     flt: BulkFilter,
-    final: Path,
+    destination: Destination,
     progress: Progress,
     telemetry: BulkTelemetry,
 ) -> ExportedFile:
-    """Write the selection to `final` (via a temporary name in the same directory), counting rows in
-    `progress`; telemetry ticks from the count until the file is complete. On failure the temporary file is
-    removed and a last message published (`failed` on the final attempt); the final `completed` message is
-    the caller's, once it has the result."""
-    await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
-    partial = final.parent / f".{final.name}.{ctx.job_id}.part"
+    """Write the selection to `destination` (a file renamed when complete, or an S3 multipart upload), counting
+    rows in `progress`; telemetry ticks from the count until the export is complete. On failure or
+    cancellation the destination is abandoned (no partial file, no unfinished upload) and a last message
+    published (`failed` on the final attempt); the final `completed` message is the caller's, once it has the
+    result."""
     where, params = where_clause(target, flt)
-    sink = await asyncio.to_thread(_GzipSink, partial)
+    pending: asyncio.Future[None] | None = None
     try:
+        sink = _GzipSink(await destination.open())
         async with ctx.identity_db.connect() as conn:
             conn = await conn.execution_options(
                 isolation_level="REPEATABLE READ"
@@ -171,20 +164,22 @@ async def write_export(
             assert driver is not None, "a connection that is open has its asyncpg connection"
             sql, args = positional(text(export_sql(target, fmt, where)), params)
             cursor = await driver.cursor(sql, *args)
-            pending: asyncio.Future[None] | None = None
             while chunks := await cursor.fetch(EXPORT_FETCH_CHUNKS):
                 data = b"".join(body for body, _ in chunks)
                 if pending is not None:
                     await pending  # one batch compressing in a thread while the next is fetched
+                    await destination.written()  # no thread writing now: ship what is complete
                 pending = asyncio.ensure_future(asyncio.to_thread(sink.add, data))
                 progress.succeeded += sum(n for _, n in chunks)
             if pending is not None:
                 await pending
             await conn.commit()
         await asyncio.to_thread(sink.finish)
-        await asyncio.to_thread(os.replace, partial, final)
+        await destination.commit()
     except BaseException:
-        await asyncio.to_thread(sink.abandon)
+        if pending is not None:
+            await asyncio.wait([pending])  # the thread finishes its batch before the output goes away
+        await destination.abandon()
         telemetry.stop()
         await telemetry.publish("failed" if ctx.final_attempt else "running")
         raise

@@ -23,7 +23,17 @@ from pool.queue_table import QUEUES
 PAGE = 50
 NEWEST_FAILED = 2000
 """Failure groups are made of each queue's newest this many failed jobs."""
-SECRET_WORDS = ("secret", "password", "token", "apikey", "api_key", "key", "authorization", "signature")
+SECRET_WORDS = (
+    "secret",
+    "password",
+    "token",
+    "apikey",
+    "api_key",
+    "key",
+    "authorization",
+    "signature",
+    "presigned",
+)
 BROWSABLE_STATES = JOB_STATES
 """The states the jobs view pages through (lists hold newest at index 0, sorted sets are scored by time;
 waiting-children holds flow parents, scored by when they were added)."""
