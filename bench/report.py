@@ -32,6 +32,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("top_tick", ["bench/top_tick.py"]),
     ("export", ["bench/export.py"]),
     ("export_s3", ["bench/export_s3.py"]),
+    ("search_scan", ["bench/search_scan.py"]),
     ("usage_rollup", ["bench/usage_rollup.py"]),
     ("node_compare", ["bench/node_compare.py"]),
 ]
@@ -154,6 +155,27 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{s3['worker_peak_rss_mb']} MB (local-file worker {s3['local_worker_peak_rss_mb']} MB)",
                 "<= 150 MB",
                 _ok(s3["worker_peak_rss_mb"] <= 150),
+            )
+        )
+    sc = b.get("search_scan", {})
+    if "ratio" in sc:
+        rows.append(
+            (
+                "#15",
+                "search 100,000 failed jobs with a data filter vs a bare pipelined HGETALL loop",
+                f"{sc['ratio']:.3f}x ({sc['search_jobs_per_s']:,} vs {sc['bare_hgetall_jobs_per_s']:,} jobs/s)",
+                ">= 0.7x",
+                _ok(sc["ratio"] >= 0.7),
+            )
+        )
+    if "tick_ratio" in sc:
+        rows.append(
+            (
+                "#15",
+                "ma-top tick while a search scans, vs without (same client and loop)",
+                f"{sc['tick_ratio']:.3f}x ({sc['tick_during_scan_median_ms']} vs {sc['tick_median_ms']} ms)",
+                "<= 1.2x",
+                _ok(sc["tick_ratio"] <= 1.2),
             )
         )
     u = b.get("usage_rollup", {})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -138,8 +138,12 @@ async def search(
     now_ms: int | None = None,
     progress: Callable[[SearchProgress], None] | None = None,
     prefix: str = BULL_PREFIX,
+    pause: Callable[[], Awaitable[object]] | None = None,
 ) -> SearchResult:
-    """The jobs of `states` that `flt` matches, newest first, at most `cap` read per state."""
+    """The jobs of `states` that `flt` matches, newest first, at most `cap` read per state.
+
+    `pause`: awaited before each batch (ma-top's source holds a scan there while a refresh runs, so a scan on
+    the same client and loop never slows the tick)."""
     for state in states:
         if state not in STATE_KEYS:
             raise ValueError(f"unknown state {state!r}; one of {', '.join(STATE_KEYS)}")
@@ -156,6 +160,8 @@ async def search(
         seen: set[str] = set()
         offset = read = matched = 0
         while read < cap:
+            if pause is not None:
+                await pause()
             ids = await _ids(redis, key, kind, offset, offset + min(batch, cap - read) - 1)
             if not ids:
                 break
@@ -163,6 +169,10 @@ async def search(
             fresh = [i for i in ids if i not in seen]
             seen.update(fresh)
             jobs = await _read(redis, queue, state, fresh, fields, prefix)
+            if pause is not None:
+                await (
+                    pause()
+                )  # a refresh that began while this batch was read runs first, not after its matching
             read += len(ids)  # repeats count too: a list growing at its head as fast as it is read still ends
             for job in jobs:
                 if flt.matches(job, now):
@@ -270,6 +280,7 @@ async def top_values(
     state: str = "waiting",
     batch: int = 500,
     prefix: str = BULL_PREFIX,
+    pause: Callable[[], Awaitable[object]] | None = None,
 ) -> TopValues:
     """The most common values of `field` (`name`, `data.organizationId`, ...) over the newest `sample` jobs of
     `state`. The field path means what it means in a filter; values under a secret-looking key are masked."""
@@ -288,13 +299,18 @@ async def top_values(
     seen: set[str] = set()
     offset = 0
     while offset < sample:  # repeats (a list growing at its head) count against the sample: it always ends
+        if pause is not None:
+            await pause()
         ids = await _ids(redis, key, kind, offset, offset + min(batch, sample - offset) - 1)
         if not ids:
             break
         offset += len(ids)
         fresh = [i for i in ids if i not in seen]
         seen.update(fresh)
-        for job in await _read(redis, queue, state, fresh, fields, prefix):
+        jobs = await _read(redis, queue, state, fresh, fields, prefix)
+        if pause is not None:
+            await pause()
+        for job in jobs:
             value = display_value(field_value(job, field, now))
             counts["***" if _secret(field) and value != "(missing)" else value] += 1
         stop_if_cancelled()

@@ -147,6 +147,10 @@ class DataSource(Protocol):
     async def close(self) -> None: ...
 
 
+SCAN_BATCH = 100
+"""Jobs a scan reads and matches between two chances for the refresh to run (about 1 ms of work each)."""
+
+
 class LiveSource:
     """The real system: Redis (a `Collector` for snapshots) and supervisord's XML-RPC endpoints."""
 
@@ -164,6 +168,10 @@ class LiveSource:
         self.supervisors = list(supervisors)
         self.collector = collector or Collector(redis, recent_window_s=recent_window_s)
         self.audit = Journal(redis, journal_path)
+        self._idle = asyncio.Event()
+        """Set while no snapshot is being fetched: a scan (search, top values) waits for it before each batch,
+        so a scan on the same client and event loop never slows ma-top's refresh."""
+        self._idle.set()
 
     @classmethod
     def from_url(cls, url: str, supervisors: Sequence[str] = (), **kwargs: Any) -> LiveSource:
@@ -171,7 +179,11 @@ class LiveSource:
         return cls(redis, supervisors, **kwargs)
 
     async def fetch(self) -> Snapshot:
-        return await self.collector.fetch()
+        self._idle.clear()
+        try:
+            return await self.collector.fetch()
+        finally:
+            self._idle.set()
 
     async def processes(self) -> tuple[list[ProcessInfo], dict[str, str]]:
         if not self.supervisors:
@@ -255,7 +267,16 @@ class LiveSource:
         cap: int = 10_000,
         progress: Callable[[SearchProgress], None] | None = None,
     ) -> SearchResult:
-        return await search.search(self.redis, queue, states, parse(expression), cap=cap, progress=progress)
+        return await search.search(
+            self.redis,
+            queue,
+            states,
+            parse(expression),
+            cap=cap,
+            progress=progress,
+            batch=SCAN_BATCH,
+            pause=self._idle.wait,
+        )
 
     async def act(
         self,
@@ -284,7 +305,9 @@ class LiveSource:
     async def top_values(
         self, queue: str, field: str, sample: int = 10_000, state: str = "waiting"
     ) -> TopValues:
-        return await search.top_values(self.redis, queue, field, sample=sample, state=state)
+        return await search.top_values(
+            self.redis, queue, field, sample=sample, state=state, batch=SCAN_BATCH, pause=self._idle.wait
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
