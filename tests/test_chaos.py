@@ -7,8 +7,11 @@ drain and checks, counting in the databases and at the doubles:
 - each side effect happened exactly once (notifications, org bootstraps, invitations, rollups, invoices and
   Stripe charges, bulk items);
 - no supervisord process ended FATAL; no secret appears in any log.
-Figures (jobs in, completed, failed, lost, duplicated, recovery time) go to var/chaos-results.json for
-bench/REPORT.md. Run alone with `-m chaos`.
+Under every scenario runs a steady background load of every job name at MA_CHAOS_LOAD_RATE jobs/s (at least half
+of the pool's capacity, tests/support/chaos.py): none of its jobs may be lost or fail either, and its pickup p99
+before, during and after the fault and the time to drain the backlog the fault built are recorded.
+Figures (jobs in, completed, failed, lost, duplicated, recovery time, pickup, drain) go to var/chaos-results.json
+for bench/REPORT.md. Run alone with `-m chaos`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from pool.supervise import supervisord_env
+from tests.support.chaos import KEEP, LOAD_RATE, BackgroundLoad
 from tests.support.doubles import IdentityDouble, StripeDouble
+from tests.support.loadstack import paid_invoice
+from tests.support.mix import Mix
 from tests.support.paths import BIN, ROOT
 from tests.support.processes import SERVICE_KEY, pool_env
 from tests.support.supervisord import Supervisord
@@ -104,6 +110,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory, node_bullmq: Path) -> Any:
     stripe.stop()
     valkey.stop()
     pg.stop()
+
+
+@pytest.fixture(scope="module")
+def mix(stack: Stack) -> Mix:
+    """The background load's job maker: its organizations and users inserted, a paid invoice for payment jobs."""
+    made = Mix(opts=dict(KEEP))
+
+    async def prepare() -> None:
+        await made.prepare(stack.urls.admin)
+        made.invoice = await paid_invoice(stack.valkey.url, stack.urls.admin, made)
+
+    asyncio.run(prepare())
+    return made
+
+
+@pytest.fixture
+async def bg(stack: Stack, mix: Mix) -> Any:
+    """The steady mixed background load of one scenario, started before it (stopped by `verify`)."""
+    load = BackgroundLoad(stack.valkey.url, stack.urls.admin, stack.node, stack.home, mix, LOAD_RATE)
+    await load.start()
+    yield load
+    if load.proc.poll() is None:
+        load.proc.kill()
+        load.proc.wait()
+    load.sampler.cancel()
 
 
 # -- the load -----------------------------------------------------------------------------------------------------
@@ -466,7 +497,10 @@ async def verify(
     *,
     recovery_s: float | None = None,
     extra: dict[str, Any] | None = None,
+    bg: BackgroundLoad | None = None,
 ) -> dict[str, Any]:
+    if bg:
+        await bg.stop()
     states = await drain(stack, load)
     flat = [(q, *row) for q, rows in states.items() for row in rows]
     effects = await duplicated_effects(stack, load)
@@ -485,6 +519,7 @@ async def verify(
         "recovery_s": recovery_s,
         "elapsed_s": round(time.monotonic() - started, 1),
         **(extra or {}),
+        **(await background_figures(stack, bg) if bg else {}),
     }
     record(figures)
     failures = [(q, j, r) for q, j, s, r in flat if s == "failed"]
@@ -494,7 +529,17 @@ async def verify(
     assert not failures, failures[:10]  # this load is all valid: everything completes once the fault is over
     assert not fatal, fatal
     assert figures["secrets_in_logs"] == 0, secrets_in_logs(stack)
+    if bg:  # the background load: every job of it completed too
+        assert not bg.lost and not bg.failed, (bg.lost[:10], bg.failed[:10])
     return figures
+
+
+async def background_figures(stack: Stack, bg: BackgroundLoad) -> dict[str, Any]:
+    redis = stack.redis()
+    try:
+        return await bg.figures(redis)
+    finally:
+        await redis.aclose()
 
 
 def record(figures: dict[str, Any]) -> None:
@@ -573,7 +618,7 @@ async def queues_with_jobs_active(stack: Stack) -> set[str]:
 
 
 # -- scenarios ----------------------------------------------------------------------------------------------------
-async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
+async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     since_ms = int(time.time() * 1000)
     started = time.monotonic()
@@ -582,6 +627,7 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     rng, kills, kills_in_flight = random.Random(7), 0, 0
     # Jobs that take a while, as in production (identity answers in 0.5 s): a kill then finds work in flight.
     stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0.5})
+    bg.fault_started()
     try:
         deadline = time.monotonic() + 120
         while kills < 20:
@@ -608,6 +654,7 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
             await asyncio.sleep(1.0)  # pacing, the point: about one kill a second while the load arrives
     finally:
         stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0})
+        bg.fault_ended()
     finish_producer(producer, load)
     figures = await verify(
         stack,
@@ -615,6 +662,7 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
         "SIGKILL a random worker x20",
         started,
         extra={"kills": kills, "kills_with_a_job_active": kills_in_flight},
+        bg=bg,
     )
     assert kills_in_flight > 0, "no kill found a queue with a job active"
     # The fault was hit: a killed process held one of this load's jobs, its lock lapsed, and it was run again.
@@ -624,7 +672,7 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     record({**figures, "stalled_jobs": len(stalled)})
 
 
-async def test_rolling_restart_of_every_program_during_load(stack: Stack):
+async def test_rolling_restart_of_every_program_during_load(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     pids_before = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
     since_ms = int(time.time() * 1000)
@@ -632,14 +680,21 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack):
     producer = start_producer(stack, load, rate=8)
     await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
     restarted = 0
+    bg.fault_started()
     for name in pids_before:
         await asyncio.to_thread(stack.sup.rpc.supervisor.stopProcess, name)  # SIGTERM: in-flight jobs finish
         await asyncio.to_thread(stack.sup.rpc.supervisor.startProcess, name)
         restarted += 1
+    bg.fault_ended()
     pids_after = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
     finish_producer(producer, load)
     await verify(
-        stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted}
+        stack,
+        load,
+        "rolling SIGTERM restart of every program",
+        started,
+        extra={"restarted": restarted},
+        bg=bg,
     )
     # The fault was hit: every program really went down and came back (a new pid each).
     assert all(pids_after[n] not in (0, pid) for n, pid in pids_before.items()), (pids_before, pids_after)
@@ -648,7 +703,11 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack):
 
 
 async def outage(
-    stack: Stack, engine: engines.Engine, scenario: str, evidence: tuple[str, tuple[str, ...]]
+    stack: Stack,
+    engine: engines.Engine,
+    scenario: str,
+    evidence: tuple[str, tuple[str, ...]],
+    bg: BackgroundLoad,
 ) -> None:
     """Stop an engine for 15 s under load, start it again; processing must resume within 30 s, and the pools
     must have met the outage (`evidence`: the ma:stats counter it moves, and its scopes)."""
@@ -658,36 +717,40 @@ async def outage(
     started = time.monotonic()
     producer = start_producer(stack, load, rate=6)
     await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
+    bg.fault_started()
     engine.stop()  # Valkey: SIGTERM, it writes its AOF and exits; PostgreSQL: fast shutdown
     await asyncio.sleep(15)  # the outage's length is the point
     engine.start()
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
     recovery = await first_completion_after(stack, load, back_ms)
-    figures = await verify(stack, load, scenario, started, recovery_s=recovery)
+    figures = await verify(stack, load, scenario, started, recovery_s=recovery, bg=bg)
     assert recovery is not None and recovery <= 30, figures
     await counter_moved(stack, counter, before, f"{scenario}: ma:stats {counter} moved by the outage", scopes)
 
 
-async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
+async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack, bg: BackgroundLoad):
     # Each pool process counts its first failed Redis check of an outage in ma:stats:redis.
-    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)", ("connection_failures", ("redis",)))
+    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)", ("connection_failures", ("redis",)), bg)
 
 
-async def test_postgres_stopped_15s_then_restarted(stack: Stack):
+async def test_postgres_stopped_15s_then_restarted(stack: Stack, bg: BackgroundLoad):
     # Jobs that met the outage (the tasks database, or identity's over its own) failed transiently and were retried.
-    await outage(stack, stack.pg, "PostgreSQL stopped 15 s", ("retries", POOL_PROGRAMS))
+    await outage(stack, stack.pg, "PostgreSQL stopped 15 s", ("retries", POOL_PROGRAMS), bg)
 
 
-async def test_identity_answers_429_for_60s(stack: Stack):
+async def test_identity_answers_429_for_60s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     throttled_before = await pool_counter(stack, "throttled")
     answered_before = stack.identity.stats().get("fault 429", 0)
     started = time.monotonic()
+    bg.fault_started()
     stack.identity.hook("POST", "/__faults", {"status": 429, "seconds": 60, "path": "/v1/", "retryAfter": 5})
     producer = start_producer(stack, load, rate=4)
     await asyncio.sleep(60)  # the fault's length is the point (it ends by itself after 60 s)
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
@@ -701,18 +764,21 @@ async def test_identity_answers_429_for_60s(stack: Stack):
         started,
         recovery_s=recovery,
         extra={"throttled": throttled, "identity_429s": answered},
+        bg=bg,
     )
     assert answered > 0, "identity answered no 429: the fault never met the load"
 
 
-async def test_identity_answers_401_for_20s(stack: Stack):
+async def test_identity_answers_401_for_20s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     before = stack.identity.stats()
     retries_before = await pool_counter(stack, "retries")
     started = time.monotonic()
+    bg.fault_started()
     stack.identity.hook("POST", "/__faults", {"status": 401, "seconds": 20, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(20)  # the fault's length is the point (it ends by itself after 20 s)
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
     finish_producer(producer, load)
     await drain(stack, load)
@@ -726,23 +792,26 @@ async def test_identity_answers_401_for_20s(stack: Stack):
         started,
         recovery_s=await first_completion_after(stack, load, back_ms),
         extra={"identity_401s": refused, "token_refreshes": refreshes},
+        bg=bg,
     )
     assert refused > 0, "identity answered no 401: the fault never met the load"
     # A token still refused after its refresh is a transient failure: those jobs were retried, not failed.
     await counter_moved(stack, "retries", retries_before, "jobs retried after their token was refused")
 
 
-async def test_stripe_answers_5xx_for_30s(stack: Stack):
+async def test_stripe_answers_5xx_for_30s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     answered_before = stack.stripe.stats().get("fault 503", 0)
     retries_before = await pool_counter(stack, "retries", ("billing-invoice",))
     started = time.monotonic()
+    bg.fault_started()
     stack.stripe.hook("POST", "/__faults", {"status": 503, "seconds": 30, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(30)  # the fault's length is the point (it ends by itself after 30 s)
+    bg.fault_ended()
     finish_producer(producer, load)
     answered = stack.stripe.stats().get("fault 503", 0) - answered_before
-    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": answered})
+    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": answered}, bg=bg)
     assert answered > 0, "Stripe answered no 503: the fault never met the load"
     # The charges met the 503s (after the Stripe client's own retry) and their invoice jobs were retried.
     await counter_moved(
@@ -843,13 +912,16 @@ def fuzz_payloads(count: int, seed: int) -> list[tuple[str, str, Any]]:
     return out
 
 
-async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survives(stack: Stack):
+async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survives(
+    stack: Stack, bg: BackgroundLoad
+):
     from bullmq import Queue
 
     started = time.monotonic()
     payloads = fuzz_payloads(10_000, seed=11)
     redis = stack.redis()
     ids: dict[str, dict[str, str]] = {}
+    bg.fault_started()
     try:
         by_queue: dict[str, list[tuple[str, Any]]] = {}
         for queue, name, data in payloads:
@@ -874,8 +946,10 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
             ids["identity-events"][job.id] = job.id
     finally:
         await redis.aclose()
+    bg.fault_ended()
     load = Load("fuzz", ids=ids)
     states = await drain(stack, load, timeout=400)
+    await bg.stop()
     flat = [(q, *row) for q, rows in states.items() for row in rows]
     fatal = [f"{p['group']}:{p['name']}" for p in stack.sup.processes() if p["statename"] != "RUNNING"]
     figures = {
@@ -891,9 +965,11 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
         "secrets_in_logs": len(secrets_in_logs(stack)),
         "recovery_s": None,
         "elapsed_s": round(time.monotonic() - started, 1),
+        **await background_figures(stack, bg),
     }
     record(figures)
     assert figures["lost"] == 0 and figures["failed_without_reason"] == 0, figures
+    assert not bg.lost and not bg.failed, (bg.lost[:10], bg.failed[:10])
     assert not fatal and figures["secrets_in_logs"] == 0, (fatal, secrets_in_logs(stack))
     reasons = [r for *_, s, r in flat if s == "failed"]
     assert sum("not valid JSON" in r for r in reasons) == 20
