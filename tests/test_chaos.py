@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from pool.supervise import supervisord_env
-from tests.support.chaos import KEEP, LOAD_RATE, BackgroundLoad
+from tests.support.chaos import BEFORE_S, KEEP, LOAD_RATE, BackgroundLoad
 from tests.support.doubles import IdentityDouble, StripeDouble
 from tests.support.loadstack import paid_invoice
 from tests.support.mix import Mix
@@ -130,6 +130,7 @@ async def bg(stack: Stack, mix: Mix) -> Any:
     """The steady mixed background load of one scenario, started before it (stopped by `verify`)."""
     load = BackgroundLoad(stack.valkey.url, stack.urls.admin, stack.node, stack.home, mix, LOAD_RATE)
     await load.start()
+    await asyncio.sleep(BEFORE_S)  # the load alone first: the figures' `before` phase
     yield load
     if load.proc.poll() is None:
         load.proc.kill()

@@ -1,7 +1,8 @@
 """The chaos suite's background load and what it measures: a steady mixed load (every job name, tests/support/
 mix.py) added by a Node BullMQ producer for the whole of a scenario, at MA_CHAOS_LOAD_RATE jobs/s (default: half
 of the pool's capacity measured by bench/capacity.py on the reference machine); pickup p99 before, during and
-after the fault; the backlog the fault built and the time it took to drain.
+after the fault (when the job's first attempt started minus when it was due, over the jobs that ran once; the
+retried ones are counted apart); the backlog the fault built and the time it took to drain.
 
 A scenario marks its fault with `bg.fault_started()` / `bg.fault_ended()`, stops the load with `await bg.stop()`
 and adds `await bg.figures()` to its recorded figures; `bg.lost` and `bg.failed` name the background jobs that
@@ -31,6 +32,8 @@ LOAD_RATE = float(os.environ.get("MA_CHAOS_LOAD_RATE", CAPACITY_JOBS_PER_S / 2))
 """Jobs/s of the background load in every chaos scenario (>= 50 % of the capacity by default)."""
 PLAN_SECONDS = 600
 """The plan is long enough for any scenario; the producer is stopped when the scenario's own load is done."""
+BEFORE_S = 10
+"""Seconds the background load runs before a scenario starts: the `before` phase of its figures."""
 KEEP = {"removeOnComplete": {"age": 3600}, "removeOnFail": {"age": 3600}}
 """Background jobs keep their hashes for an hour: their pickup times are read after the scenario."""
 
@@ -115,13 +118,14 @@ class BackgroundLoad:
                         "processedOn",
                         "finishedOn",
                         "failedReason",
+                        "atm",
                     )
                     pipe.zscore(f"bull:{q}:failed", job_id)
                 answers = await pipe.execute()
             for (q, job_id), (fields, failed) in zip(
                 keys[at : at + 500], zip(answers[::2], answers[1::2], strict=True), strict=True
             ):
-                ts, delay, processed, finished, reason = fields
+                ts, delay, processed, finished, reason, attempts = fields
                 rows.append(
                     {
                         "queue": q,
@@ -132,6 +136,7 @@ class BackgroundLoad:
                         "finished": bool(finished),
                         "failed": failed is not None,
                         "reason": reason or "",
+                        "retried": int(attempts or 0) > 1,
                     }
                 )
         return rows
@@ -148,8 +153,8 @@ class BackgroundLoad:
         end = self.fault[1] if len(self.fault) > 1 else self.stopped_at
         phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
         for r in rows:
-            if r["added"] is None or r["processed"] is None:
-                continue
+            if r["added"] is None or r["processed"] is None or r["retried"]:
+                continue  # a retried job's processedOn is its last attempt's: its wait was the backoff
             if start is None or r["added"] < start:
                 phase = "before"
             else:
@@ -160,6 +165,7 @@ class BackgroundLoad:
             "bg_jobs": len(rows),
             "bg_lost": len(self.lost),
             "bg_failed": len(self.failed),
+            "bg_retried": sum(1 for r in rows if r["retried"]),
             **{f"pickup_p99_{phase}_s": p99(values) for phase, values in phases.items()},
             **self._drain(start, end if start is not None else None),
         }
