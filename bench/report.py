@@ -274,12 +274,13 @@ def chaos_load_table(chaos: dict[str, Any]) -> list[str]:
     out = [
         "Every scenario runs under a steady background load of every job name (Node BullMQ producer) at "
         f"{rows[0]['bg_rate']} jobs/s (`MA_CHAOS_LOAD_RATE`; at least half the capacity below). Its jobs must all "
-        "complete too. Pickup = when a job's first attempt started minus when it was due, p99 of the jobs added "
-        "before, during and after the fault that ran once (retried: counted apart); drain = seconds from the fault's end until the backlog is back "
-        "within a second of arrivals of its level before the fault.",
+        "complete too. Pickup = when a job's first attempt started minus when it was due, p99 of the jobs that "
+        "ran once (retried: counted apart), by when they were picked up: before, during and after the fault; "
+        "drain = seconds from the fault's end until the backlog is back within a second of arrivals of its level "
+        "before the fault.",
         "",
-        "| scenario | background jobs | lost | failed | retried | pickup p99 before s | during s | after s | backlog before "
-        "| backlog peak | drain s |",
+        "| scenario | background jobs | lost | failed | retried | pickup p99 before s | during s | after s "
+        "| backlog before | backlog peak | drain s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 

@@ -1,8 +1,8 @@
 """The chaos suite's background load and what it measures: a steady mixed load (every job name, tests/support/
 mix.py) added by a Node BullMQ producer for the whole of a scenario, at MA_CHAOS_LOAD_RATE jobs/s (default: half
-of the pool's capacity measured by bench/capacity.py on the reference machine); pickup p99 before, during and
-after the fault (when the job's first attempt started minus when it was due, over the jobs that ran once; the
-retried ones are counted apart); the backlog the fault built and the time it took to drain.
+of the pool's capacity measured by bench/capacity.py on the reference machine); pickup p99 of the jobs picked up
+before, during and after the fault (when the job's first attempt started minus when it was due, over the jobs
+that ran once; the retried ones are counted apart); the backlog the fault built and the time it took to drain.
 
 A scenario marks its fault with `bg.fault_started()` / `bg.fault_ended()`, stops the load with `await bg.stop()`
 and adds `await bg.figures()` to its recorded figures; `bg.lost` and `bg.failed` name the background jobs that
@@ -155,10 +155,12 @@ class BackgroundLoad:
         for r in rows:
             if r["added"] is None or r["processed"] is None or r["retried"]:
                 continue  # a retried job's processedOn is its last attempt's: its wait was the backoff
-            if start is None or r["added"] < start:
+            # By when the job was picked up: `before` is the steady state, `during` what the fault did to pickup,
+            # `after` the jobs the backlog held (their wait is the drain).
+            if start is None or r["processed"] < start:
                 phase = "before"
             else:
-                phase = "during" if r["added"] <= end else "after"
+                phase = "during" if r["processed"] <= end else "after"
             phases[phase].append(max(0.0, r["processed"] - r["added"]))
         return {
             "bg_rate": self.rate,
