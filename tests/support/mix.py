@@ -217,6 +217,11 @@ def _webhook(m: Mix, key: str) -> dict[str, Any]:
     }
 
 
+def _tenant(m: Mix, key: str) -> dict[str, Any]:
+    org = m._org()
+    return {"organizationId": org, "tenantId": f"{org}_t1"}
+
+
 def _bulk(m: Mix, key: str) -> dict[str, Any]:
     return {
         "bulkJobId": f"bulk_mx_{key}",
@@ -235,8 +240,8 @@ MAKERS: dict[str, Callable[[Mix, str], dict[str, Any]]] = {
     "organization.suspended": lambda m, k: {"organizationId": m._org()},
     "organization.reactivated": lambda m, k: {"organizationId": m._org()},
     "organization.deleted": lambda m, k: {"organizationId": m._org()},
-    "tenant.created": lambda m, k: (o := m._org()) and {"organizationId": o, "tenantId": f"{o}_t1"},
-    "tenant.deleted": lambda m, k: (o := m._org()) and {"organizationId": o, "tenantId": f"{o}_t1"},
+    "tenant.created": _tenant,
+    "tenant.deleted": _tenant,
     "invitation.send": _invitation,
     "session.cleanup": lambda m, k: {"olderThanDays": 90},
     "impersonation.cleanup": lambda m, k: {},
