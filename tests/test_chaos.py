@@ -679,7 +679,7 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack, bg: Ba
     since_ms = int(time.time() * 1000)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=8)
-    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
+    await wait_for(lambda: load_flowing(stack, load), timeout=120, what="the load being processed")
     restarted = 0
     bg.fault_started()
     for name in pids_before:
@@ -717,7 +717,7 @@ async def outage(
     before = await pool_counter(stack, counter, scopes)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=6)
-    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
+    await wait_for(lambda: load_flowing(stack, load), timeout=120, what="the load being processed")
     bg.fault_started()
     engine.stop()  # Valkey: SIGTERM, it writes its AOF and exits; PostgreSQL: fast shutdown
     await asyncio.sleep(15)  # the outage's length is the point
