@@ -46,7 +46,11 @@ from tests.support.processes import SERVICE_KEY, pool_env
 from tests.support.supervisord import Supervisord
 from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.chaos,
+    pytest.mark.timeout(900),
+]  # drains under the background load
 RESULTS = ROOT / "var" / "chaos-results.json"
 POOL_PROGRAMS = (
     "identity-events",
