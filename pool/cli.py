@@ -86,9 +86,15 @@ def _confirm(prompt: str) -> bool:
 def _cmd_enqueue(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
+    from pool.redis_full import is_oom
+
     try:
         print(asyncio.run(_enqueue(args)))
     except RedisError as error:
+        if is_oom(error):
+            raise CliError(
+                f"Redis is full (OOM): the job was not added; free memory or raise maxmemory, then add it again ({error})"
+            ) from None
         raise CliError(f"Redis: {error}") from None
     return 0
 
