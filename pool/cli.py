@@ -16,7 +16,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pool.logs import setup_logging
     from pool.queue_table import load_table
     from pool.runtime import serve
-    from pool.settings import Settings, fail, load_settings
+    from pool.settings import Settings, fail, load_settings, redis_passwords
 
     settings = load_settings(Settings)
     try:
@@ -36,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ]
     # A PostgresDsn may name several hosts, each with its own password (it has no `.password`: reading it
     # through getattr(..., None) silently left the database passwords out of the scrubbed secrets).
-    secrets += [settings.REDIS_URL.password] if settings.REDIS_URL.password else []
+    secrets += redis_passwords(settings.REDIS_URL)
     secrets += [
         password
         for dsn in (settings.DATABASE_URL, settings.TASKS_DATABASE_URL)
@@ -177,10 +177,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 def _cmd_exporter(args: argparse.Namespace) -> int:
     from pool.exporter import ExporterSettings, serve
     from pool.logs import setup_logging
-    from pool.settings import load_settings
+    from pool.settings import load_settings, redis_passwords
 
     settings = load_settings(ExporterSettings)
-    setup_logging([u.password for u in (settings.REDIS_URL,) if u.password])
+    setup_logging(redis_passwords(settings.REDIS_URL))
     return asyncio.run(serve(settings))
 
 

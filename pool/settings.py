@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
-from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyUrl,
+    Field,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    UrlConstraints,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import MultiHostUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 _S = TypeVar("_S", bound=BaseSettings)
+
+
+SentinelDsn = Annotated[
+    MultiHostUrl, UrlConstraints(allowed_schemes=["redis+sentinel", "rediss+sentinel"], default_port=26379)
+]
+"""`redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/db]`: Redis behind Sentinel
+(pool/connection.py asks the sentinels for the master and follows a failover)."""
+RedisUrl = RedisDsn | SentinelDsn
+
+
+def redis_passwords(url: RedisUrl) -> list[str]:
+    """The passwords in a Redis URL (a Sentinel URL names several hosts), for the log scrubber."""
+    if isinstance(url, MultiHostUrl):
+        return [p for host in url.hosts() if (p := host.get("password"))]
+    return [url.password] if url.password else []
 
 
 class Settings(BaseSettings):
@@ -19,8 +44,8 @@ class Settings(BaseSettings):
         case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True
     )
 
-    REDIS_URL: RedisDsn
-    """Redis connection string (the shared Redis the Node producers use)."""
+    REDIS_URL: RedisUrl
+    """Redis connection string (the shared Redis the Node producers use); `redis+sentinel://` for Sentinel."""
     DATABASE_URL: PostgresDsn
     """Identity database; the worker only reads it."""
     TASKS_DATABASE_URL: PostgresDsn
