@@ -34,7 +34,7 @@ from pool.s3 import s3_client
 from pool.settings import Settings
 from pool.telemetry import Telemetry
 from pool.tracing import setup as setup_tracing
-from pool.worker import PoolWorker
+from pool.worker import PoolWorker, drain_locks_on_close
 
 log = logging.getLogger("pool.runtime")
 
@@ -180,6 +180,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
+    drain_locks_on_close(worker)  # LIBRARY_TRAPS §13: locks renewed until the running jobs end
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
     worker.on("error", lambda error, *_: _on_worker_error(telemetry, error))
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))

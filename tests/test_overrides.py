@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from bullmq import Queue, Worker
+from bullmq.lock_manager import LockManager
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
@@ -26,6 +27,20 @@ from tests.support.waits import wait_for
 
 # (library, version written against, our file, upstream object, fingerprint)
 GUARDED = [
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py (DrainingLockManager: run closes the LockManager while jobs still run)",
+        Worker.run,
+        "abfb25f9c2a59142f21da8c1962209ec832445f5ef8e1b8aba9f32ac38871343",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py (DrainingLockManager)",
+        LockManager.close,
+        "805d42124ee8956e64f63641de34d5f3f4f01cfb654559f83870292df261534d",
+    ),
     (
         "bullmq",
         "3.4.4",

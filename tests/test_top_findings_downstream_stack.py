@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from bullmq import Queue
 
 from tests.support.billing import paid_invoice
@@ -34,6 +35,7 @@ def requests(exp: Exporter, downstream: str, outcome: str) -> float:
     return value(exp.scrape(), "ma_downstream_requests_total", downstream=downstream, outcome=outcome) or 0.0
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_identity_answering_500_is_downstream_failing_for_identity_in_once_and_the_exporter_until_it_recovers(
     redis, valkey, start_real_pool, identity, exporter, tmp_path
 ):
@@ -70,6 +72,7 @@ async def test_identity_answering_500_is_downstream_failing_for_identity_in_once
     assert requests(exp, "identity", "5xx") == 4, "the lifetime counter stays"
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_stripe_answering_503_is_downstream_failing_for_stripe_until_it_recovers(
     redis, valkey, start_pool, identity, stripe, identity_db, tmp_path
 ):
@@ -108,6 +111,7 @@ async def test_stripe_answering_503_is_downstream_failing_for_stripe_until_it_re
     await wait_for(lambda: not failing(), timeout=150, what="downstream-failing stripe cleared")
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_a_job_running_past_the_threshold_is_long_running_on_the_first_screen_until_it_finishes(
     redis, valkey, start_pool, tmp_path
 ):
