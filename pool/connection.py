@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 import redis as redis_py
+from pydantic_core import MultiHostUrl
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, DataError, TimeoutError
 
@@ -175,6 +177,8 @@ def pooled_redis(url: str, *, max_connections: int, name: str | None = None, sto
         "retry": Retry(ExponentialBackoff(cap=5, base=0.2), 5),
         "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
     }
+    if is_sentinel(url):
+        return sentinel_master(url, SentinelBlockingConnectionPool, **kwargs)
     if stock:
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
     if url.startswith("redis://"):
@@ -184,4 +188,49 @@ def pooled_redis(url: str, *, max_connections: int, name: str | None = None, sto
 
 def plain_redis(url: str, *, timeout: float = 5.0) -> Redis:
     """A short-timeout client for CLIs and monitoring (never used for blocking commands)."""
+    if is_sentinel(url):
+        return sentinel_master(
+            url,
+            SentinelConnectionPool,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
     return Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+# -- Sentinel -----------------------------------------------------------------------------------------------------
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_TIMEOUT_S = 2.0
+"""Each question to a sentinel (where is the master?): a dead sentinel costs this, then the next is asked."""
+
+
+def is_sentinel(url: str) -> bool:
+    return url.partition("://")[0] in SENTINEL_SCHEMES
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (asks the sentinels for the master, drops connections to a demoted one) that
+    waits for a free connection like the pooled client's pool instead of raising."""
+
+
+def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs: Any) -> Redis:
+    """A client of the master named in `redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]`,
+    found through the sentinels and followed across a failover (each new connection asks them again). The user
+    and password are the master's (and the replicas'); the sentinels are asked without them."""
+    parsed = MultiHostUrl(url)
+    name, _, db = (parsed.path or "").strip("/").partition("/")
+    if not name:
+        raise ValueError("a redis+sentinel:// URL ends with the master's name: .../<master name>[/db]")
+    hosts = parsed.hosts()
+    auth = next((h for h in hosts if h.get("password") or h.get("username")), None)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: unannotated
+        [(h["host"] or "localhost", h["port"] or 26379) for h in hosts],
+        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S},
+    )
+    if auth is not None:
+        kwargs.update(username=auth.get("username"), password=auth.get("password"))
+    if parsed.scheme == "rediss+sentinel":
+        kwargs["ssl"] = True
+    client: Redis = sentinel.master_for(name, connection_pool_class=pool_class, db=int(db or 0), **kwargs)
+    return client

@@ -118,10 +118,11 @@ LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 
 DOWNSTREAMS = ("identity", "supabase", "stripe", "postgres")
 """What the pool's jobs call, each recorded per request and outcome (`pool/downstream.py`)."""
-DOWNSTREAM_OUTCOMES = ("ok", "429", "4xx", "5xx", "timeout", "connection-error", "error")
+DOWNSTREAM_OUTCOMES = ("ok", "429", "4xx", "5xx", "timeout", "connection-error", "error", "saturated")
 """A request's outcome: an HTTP status class, no answer in time, no connection; `error` is a PostgreSQL error
-that is the query's, not the server's (a constraint, a syntax error)."""
-DOWNSTREAM_FAILURES = ("5xx", "timeout", "connection-error")
+that is the query's, not the server's (a constraint, a syntax error); `saturated`: PostgreSQL refused the
+connection, at max_connections (SQLSTATE 53300, "too many clients")."""
+DOWNSTREAM_FAILURES = ("5xx", "timeout", "connection-error", "saturated")
 """The outcomes that say a downstream is failing (not a refusal of ours, nor throttling)."""
 DOWNSTREAM_PREFIX = "ma:downstream:"
 """`ma:downstream:<name>`: hash `<outcome>:<epoch minute>` -> requests in that minute (the last

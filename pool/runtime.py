@@ -29,6 +29,7 @@ from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
 from pool.queue_table import QueueSpec, load_table
+from pool.redis_full import is_oom
 from pool.s3 import s3_client
 from pool.settings import Settings
 from pool.telemetry import Telemetry
@@ -86,6 +87,9 @@ async def check_redis_policy(redis: Redis, telemetry: Telemetry) -> None:
         message = f"Redis maxmemory-policy is {policy!r}; BullMQ needs 'noeviction' or jobs can be lost"
         log.error(message)
         telemetry.event("redis-policy", message)
+
+
+SCHEDULES_RETRY_S = 5.0
 
 
 async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
@@ -167,7 +171,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         await closing.aclose()
         return 0
     await check_redis_policy(redis, telemetry)
-    await upsert_schedules(spec, redis)
+    schedules = await _upsert_or_defer(spec, redis, telemetry)
 
     dispatcher = Dispatcher(spec, resources, telemetry, tracing)
     gc.collect()
@@ -178,7 +182,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
     drain_locks_on_close(worker)  # LIBRARY_TRAPS §13: locks renewed until the running jobs end
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
-    worker.on("error", lambda error, *_: log.error("worker error: %s", error))
+    worker.on("error", lambda error, *_: _on_worker_error(telemetry, error))
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
         "consuming %s: concurrency=%d handlers=%s",
@@ -188,6 +192,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     )
 
     await stopping
+    if schedules is not None:
+        schedules.cancel()
     await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
     beats.cancel()
     await telemetry.retire(probe)
@@ -241,6 +247,41 @@ class Enqueuer:
             return False
         await q.add(name, data, {**spec.job_options(), **opts})
         return True
+
+
+async def _upsert_or_defer(spec: QueueSpec, redis: Redis, telemetry: Telemetry) -> asyncio.Task[None] | None:
+    """Upsert the queue's schedulers; when Redis is full (OOM), start anyway and retry in the background: a slot
+    that exits at start on a full Redis would restart until supervisord gives up on it (FATAL)."""
+    try:
+        await upsert_schedules(spec, redis)
+        return None
+    except RedisError as error:
+        if not is_oom(error):
+            raise
+        telemetry.full.refused_write("upserting the job schedulers, retried every 5s", error)
+
+    async def retry() -> None:
+        while True:
+            await asyncio.sleep(SCHEDULES_RETRY_S)
+            try:
+                await upsert_schedules(spec, redis)
+                return
+            except (RedisError, OSError, TimeoutError) as error:
+                if is_oom(error):
+                    telemetry.full.refused_write("upserting the job schedulers", error)
+                else:
+                    log.warning("upserting the job schedulers failed, retrying: %s", error)
+
+    return asyncio.ensure_future(retry())
+
+
+def _on_worker_error(telemetry: Telemetry, error: BaseException) -> None:
+    """A full Redis fails every fetch, completion and stalled check (bullmq retries a fetch every 0.1 s): those
+    are coalesced with the slot's own refused writes; any other error is logged as it comes."""
+    if is_oom(error):
+        telemetry.full.refused_write("fetching or finishing jobs", error)
+    else:
+        log.error("worker error: %s", error)
 
 
 def _on_stalled(telemetry: Telemetry, job_id: str) -> None:

@@ -35,6 +35,7 @@ from pool.contracts import (
     stats_key,
 )
 from pool.downstream import DownstreamCounts
+from pool.redis_full import FullRedis, is_oom
 
 if TYPE_CHECKING:
     from bullmq import Job
@@ -131,6 +132,8 @@ class Telemetry:
     throttled_count: int = 0
     in_flight: set[str] = field(default_factory=set)
     _pending: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=1_000))
+    full: FullRedis = field(default_factory=lambda: FullRedis(log))
+    """Writes refused because Redis is full, from this loop and the worker's errors alike (pool/redis_full.py)."""
     _counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     """(stats key suffix, counter, recent bucket) -> increments not yet written to Redis. The bucket is that
     of the time counted, so counts held back by an outage still land in the minutes they happened in."""
@@ -299,6 +302,15 @@ class Telemetry:
             try:
                 await asyncio.wait_for(self.flush(redis), timeout=10)
                 last_beat = time.monotonic()
+                episode = self.full.accepted()
+                if episode is not None:
+                    self.event(
+                        "redis-full",
+                        f"Redis refused writes (OOM) for {episode.seconds:.1f}s: maxmemory reached",
+                        since=str(int(episode.since * 1000)),
+                        until=str(now_ms()),
+                        count=str(episode.refused),
+                    )
                 if down_since is not None:
                     outage = last_beat - down_since
                     log.warning("Redis connection recovered after %.1fs (%d failed checks)", outage, failures)
@@ -310,6 +322,10 @@ class Telemetry:
                     down_since, failures = None, 0
                     continue  # deliver the recovery event now
             except (RedisError, OSError, TimeoutError) as error:
+                if is_oom(error):  # Redis answers, but is full: not a connection failure
+                    self.full.refused_write("the slot's heartbeat, counters and events are held", error)
+                    await asyncio.sleep(max(0.0, RETRY_EVERY - (time.monotonic() - attempt)))
+                    continue
                 failures += 1
                 if down_since is None:
                     down_since = attempt

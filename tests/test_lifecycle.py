@@ -190,3 +190,14 @@ async def test_sigterm_while_redis_is_unreachable_exits_cleanly(start_pool):
 
 async def _state_is(queue: Queue, job_id: str, want: str) -> bool:
     return await queue.getJobState(job_id) == want
+
+
+def test_a_sentinel_url_without_the_master_name_is_refused_at_start_and_its_password_not_echoed(
+    valkey, db_urls
+):
+    result = run_with_env(
+        pool_env(valkey.url, db_urls, REDIS_URL="redis+sentinel://:s3cret-pw@127.0.0.1:26379")
+    )
+    assert result.returncode == 78
+    assert "REDIS_URL is malformed" in result.stderr
+    assert "s3cret-pw" not in result.stderr

@@ -158,6 +158,7 @@ class Collector:
             up=True,
             used_memory=as_int(info.get("used_memory")),
             maxmemory=as_int(info.get("maxmemory")),
+            not_counted_for_evict=as_int(info.get("mem_not_counted_for_evict")),
             clients=as_int(info.get("connected_clients")),
             ops_per_sec=as_int(info.get("instantaneous_ops_per_sec")),
             evicted_keys=as_int(info.get("evicted_keys")),
