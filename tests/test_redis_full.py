@@ -47,6 +47,7 @@ def _full_found(url: str, cwd: Path) -> list[dict[str, str]]:
     return top.about(top.once(url, cwd), "redis-full", "redis")
 
 
+@pytest.mark.slow  # a staged incident on its own Valkey (about 30 s): CI runs it in its own step
 async def test_a_full_redis_refuses_adds_keeps_the_slot_and_resumes_when_freed(
     tmp_path: Path, db_urls: Any, node_bullmq: Path, tasks_db: Any, exporter: Any
 ) -> None:
