@@ -7,6 +7,7 @@ events raised while Redis is down are delivered once it is back (bounded buffer)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import psutil
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from pool.contracts import (
     EVENTS_MAXLEN,
@@ -67,6 +68,11 @@ return backlog
 """The queue's backlog (waiting + prioritized) and BullMQ's cumulative completed/failed counts, read and written
 into the current recent bucket in one step: a time series of the backlog that every reader (even a one-shot
 `ma-top --once`) takes the arrivals and the drain rate from. Gauges: the last writer of a bucket wins."""
+BACKLOG_SAMPLE_SHA = hashlib.sha1(BACKLOG_SAMPLE.encode()).hexdigest()
+"""Run by EVALSHA in each flush's pipeline (the script body is not resent every beat). Not redis-py's
+`register_script`: inside a pipeline it costs a SCRIPT EXISTS round trip on every execute. A Redis that does
+not know the script yet (first flush, restart, SCRIPT FLUSH) answers NOSCRIPT: the flush then runs it once by
+EVAL, which also caches it."""
 
 
 def now_ms() -> int:
@@ -255,8 +261,7 @@ class Telemetry:
                 pipe.expire(recent_key(bucket), RECENT_KEEP_S)
             downstream = self.downstream.write(pipe)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
-            pipe.eval(
-                BACKLOG_SAMPLE,
+            sample = (
                 5,
                 bull_key(self.queue, "wait"),
                 bull_key(self.queue, "prioritized"),
@@ -266,6 +271,8 @@ class Telemetry:
                 self.queue,
                 RECENT_KEEP_S,
             )
+            at = len(pipe)
+            pipe.evalsha(BACKLOG_SAMPLE_SHA, *sample)
             for record in batch:
                 pipe.xadd(
                     EVENTS_STREAM,
@@ -276,7 +283,12 @@ class Telemetry:
             pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
             pipe.zadd(WORKERS_INDEX, {self.heartbeat_key: now_ms()})
             pipe.zremrangebyscore(WORKERS_INDEX, 0, now_ms() - HEARTBEAT_TTL * 1000)
-            await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        if isinstance(results[at], NoScriptError):
+            results[at] = await redis.eval(BACKLOG_SAMPLE, *sample)
+        for result in results:  # as execute() would have raised, once every command has run
+            if isinstance(result, Exception):
+                raise result
         for _ in batch:
             self._pending.popleft()
         self._counts.subtract(counts)
