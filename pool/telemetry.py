@@ -33,6 +33,7 @@ from pool.contracts import (
     heartbeat_key,
     recent_field,
     recent_key,
+    rss_trail_key,
     stats_key,
 )
 from pool.downstream import DownstreamCounts
@@ -143,6 +144,8 @@ class Telemetry:
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
     trail_every: float = TRAIL_EVERY
     _usage: _Usage = field(init=False)
+    _trail_sent: tuple[int, int] | None = None
+    """The newest trail point Redis has: the trail (1.6 KB at 60 points) is rewritten only when one is added."""
 
     def __post_init__(self) -> None:
         self._usage = _Usage(self.trail_every)
@@ -246,7 +249,6 @@ class Telemetry:
             "lastBeat": now_ms(),
             "rss": rss,
             "cpu": cpu,
-            "rssTrail": [list(point) for point in self._usage.trail],
         }
 
     async def flush(self, redis: Redis) -> None:
@@ -281,6 +283,13 @@ class Telemetry:
                     approximate=True,
                 )
             pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
+            trail_key, trail = rss_trail_key(self.heartbeat_key), self._usage.trail
+            point = trail[-1] if trail else None
+            if point is not None and point != self._trail_sent:
+                pipe.set(trail_key, json.dumps([list(p) for p in trail]), ex=HEARTBEAT_TTL)
+            else:
+                pipe.expire(trail_key, HEARTBEAT_TTL)  # lives and dies with the beat
+            self._trail_sent = None  # until this flush has landed: a failed one may have let the trail expire
             pipe.zadd(WORKERS_INDEX, {self.heartbeat_key: now_ms()})
             pipe.zremrangebyscore(WORKERS_INDEX, 0, now_ms() - HEARTBEAT_TTL * 1000)
             results = await pipe.execute(raise_on_error=False)
@@ -289,6 +298,7 @@ class Telemetry:
         for result in results:  # as execute() would have raised, once every command has run
             if isinstance(result, Exception):
                 raise result
+        self._trail_sent = point
         for _ in batch:
             self._pending.popleft()
         self._counts.subtract(counts)
@@ -340,7 +350,9 @@ class Telemetry:
         self.close_throttle_windows(force=True)
         try:
             await asyncio.wait_for(self.flush(redis), timeout=3)
-            await asyncio.wait_for(redis.delete(self.heartbeat_key), timeout=2)
+            await asyncio.wait_for(
+                redis.delete(self.heartbeat_key, rss_trail_key(self.heartbeat_key)), timeout=2
+            )
             await asyncio.wait_for(redis.zrem(WORKERS_INDEX, self.heartbeat_key), timeout=2)
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("could not retire heartbeat: %s", error)

@@ -36,6 +36,7 @@ from pool.contracts import (
     bull_key,
     downstream_key,
     downstream_scope,
+    rss_trail_key,
     stats_key,
 )
 from pool.monitor import failure_growth
@@ -356,7 +357,8 @@ class Collector:
         if not keys:
             return ()
         beats = []
-        for raw in await self.redis.mget(keys):
+        raws = await self.redis.mget([*keys, *(rss_trail_key(k) for k in keys)])
+        for raw, trail in zip(raws[: len(keys)], raws[len(keys) :], strict=True):
             if not raw:
                 continue  # expired between the two reads: that worker is gone
             b = json.loads(raw)
@@ -375,7 +377,7 @@ class Collector:
                     b.get("lastBeat", 0),
                     as_int(b.get("rss")),
                     as_float(b.get("cpu")),
-                    rss_trail(b.get("rssTrail")),
+                    rss_trail(json.loads(trail) if trail else b.get("rssTrail")),  # older pools: in the beat
                 )
             )
         return tuple(beats)
