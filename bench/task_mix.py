@@ -153,6 +153,14 @@ async def main(jobs: int, rounds: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ma-bench-mix-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     pg = engines.postgres(work / "pg" / "data", fast=True).start()
+    try:
+        return await measure(valkey, pg, work, jobs, rounds)
+    finally:
+        pg.stop()
+        valkey.stop()
+
+
+async def measure(valkey: Any, pg: Any, work: Path, jobs: int, rounds: int) -> dict[str, Any]:
     urls = await asyncio.to_thread(databases.bootstrap, pg.url)  # it runs its own event loop
     port = engines.free_port()
     identity_url = f"http://127.0.0.1:{port}"
@@ -195,8 +203,6 @@ async def main(jobs: int, rounds: int) -> dict[str, Any]:
         double.terminate()
         double.wait(10)
         double_log.close()
-        pg.stop()
-        valkey.stop()
     ratio = statistics.median(p / b for p, b in zip(rates["pool"], rates["bare"], strict=True))
     return {
         "benchmark": "task.assigned mix: pool vs bare asyncio loop, same clients",
