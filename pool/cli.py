@@ -15,7 +15,7 @@ from pool.enqueue import CliError
 def _cmd_run(args: argparse.Namespace) -> int:
     from pool.logs import setup_logging
     from pool.queue_table import load_table
-    from pool.runtime import serve
+    from pool.runtime import run_on_loop, serve
     from pool.settings import Settings, fail, load_settings, redis_passwords
 
     settings = load_settings(Settings)
@@ -46,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # pydantic keeps a URL's password percent-encoded; a message may carry it either way
     secrets += [unquote(s) for s in secrets if unquote(s) != s]
     setup_logging(secrets)
-    return asyncio.run(serve(table[args.queue], settings))
+    return run_on_loop(serve(table[args.queue], settings), settings.MA_EVENT_LOOP)
 
 
 def _redis_url(args: argparse.Namespace) -> str:

@@ -9,7 +9,7 @@ BullMQ's own keys are `bull:<queue>:<suffix>` (`bull_key`); everything of ours s
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # -- BullMQ -------------------------------------------------------------------------------------------------
 BULL_PREFIX = "bull"
@@ -163,6 +163,12 @@ def heartbeat_key(host: str, pid: int) -> str:
     return f"{HEARTBEAT_PREFIX}{host}:{pid}"
 
 
+def rss_trail_key(heartbeat: str) -> str:
+    """The RSS trail of the process whose heartbeat key is `heartbeat`: a JSON list of [epoch ms, RSS bytes],
+    oldest first, rewritten only when a point is added (once a minute by default) and expiring with the beat."""
+    return f"{heartbeat}:rss-trail"
+
+
 def bulk_items_key(job_id: str) -> str:
     return f"{BULK_ITEMS_PREFIX}{job_id}"
 
@@ -204,9 +210,9 @@ class Heartbeat(TypedDict):
     """Resident set size in bytes when the beat was written (0: unknown; absent from older pools' beats)."""
     cpu: float
     """CPU percent of one core since the previous beat (absent from older pools' beats)."""
-    rssTrail: list[list[int]]
-    """[epoch ms, RSS bytes] pairs, oldest first: the process's RSS over its last hour (one a minute by default),
-    so a dashboard opened now sees the trend at once."""
+    rssTrail: NotRequired[list[list[int]]]
+    """Older pools' beats only: [epoch ms, RSS bytes] pairs, oldest first. Newer pools write the trail under
+    `rss_trail_key` (once a point is added, not with every beat); readers take it from there, else from here."""
 
 
 class EventRecord(TypedDict, total=False):

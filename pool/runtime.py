@@ -14,7 +14,8 @@ import logging
 import signal
 import time
 import warnings
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Literal
 
 from bullmq import Queue, Worker
 from redis.asyncio import Redis
@@ -37,6 +38,21 @@ from pool.tracing import setup as setup_tracing
 from pool.worker import PoolWorker, drain_locks_on_close
 
 log = logging.getLogger("pool.runtime")
+
+
+def run_on_loop(main: Coroutine[Any, Any, int], kind: Literal["uvloop", "asyncio"]) -> int:
+    """`asyncio.run(main)` on the loop MA_EVENT_LOOP names; uvloop, when asked for but not installed, is
+    reported and replaced by the standard loop rather than refusing to start."""
+    factory = None
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("MA_EVENT_LOOP=uvloop but uvloop is not installed: running on the asyncio loop")
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def async_url(url: Any) -> str:
@@ -185,10 +201,11 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     worker.on("error", lambda error, *_: _on_worker_error(telemetry, error))
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
-        "consuming %s: concurrency=%d handlers=%s",
+        "consuming %s: concurrency=%d handlers=%s loop=%s",
         spec.name,
         spec.concurrency,
         ",".join(sorted(spec.handlers)) or "-",
+        "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
     )
 
     await stopping

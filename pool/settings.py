@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     producer's trace (pool/tracing.py). The SDK reads the other OTEL_* variables itself."""
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str | None = None
     """The traces endpoint itself, when it is not <OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces."""
+    MA_EVENT_LOOP: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop `ma-worker run` runs on: uvloop (libuv; less CPU per job, see bench/REPORT.md) or the
+    standard library's asyncio loop. uvloop falls back to asyncio, with a warning, where it is not installed."""
     MA_STOCK_CLIENTS: bool = False
     """1: run bullmq's own Worker and redis-py's own pool and client instead of our faster subclasses (for
     when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of
