@@ -135,13 +135,16 @@ class Dispatcher:
             )
             result = await route.handler(ctx, payload)
         except ThrottledError as error:
-            await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
-            self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
+            # Retry-After as asked, up to the backoff cap: no single wait of a job is longer (a throttle that
+            # still holds then defers it again, still without burning an attempt).
+            wait_s = min(error.retry_after, self.spec.backoff_cap_ms / 1000)
+            await job.moveToDelayed(int(time.time() * 1000 + wait_s * 1000), token)
+            self.telemetry.throttled(self.spec, job, str(error), wait_s)
             # No per-job line at INFO: a 429 storm would write one per deferred job. The telemetry logs the
             # window's first throttle (with this job and its retry-after) and then one line per queue and
             # window with the count; this line is for debugging only.
             self.job_log.debug(
-                "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, error.retry_after
+                "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, wait_s
             )
             raise DelayedError() from None
         except PermanentError as error:

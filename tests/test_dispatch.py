@@ -103,6 +103,16 @@ async def test_an_exponential_backoff_is_capped_per_retry_and_the_job_keeps_its_
     assert done.opts["backoff"] == backoff
 
 
+async def test_a_throttle_asking_for_10_minutes_defers_no_longer_than_the_cap_and_burns_no_attempt(
+    redis, start_pool
+):
+    """Retry-After: 600 twice; the test table's cap (1 s) bounds each wait: done in seconds, on attempt 1."""
+    start_pool(Q)
+    job = await add(redis, "test.throttle", {"key": "long", "times": 2, "retryAfter": 600}, attempts=1)
+    done = await finished(redis, job, timeout=30)
+    assert done.returnvalue == {"calls": 3, "attempt": 1} and done.attemptsMade == 1
+
+
 async def test_jobs_without_attempts_from_a_producer_get_the_queue_defaults(redis, start_pool):
     """Node producers often leave attempts to the consumer: the queue table's apply (3 in the test table)."""
     start_pool(Q)
