@@ -79,6 +79,17 @@ def test_every_queue_rides_out_a_15_minute_outage_and_no_job_waits_longer_than_t
     ]
 
 
+def test_readme_states_each_queues_retry_policy_as_the_table_has_it():
+    readme = (ROOT / "README.md").read_text()
+    for spec in QUEUES.values():
+        row = (
+            f"| `{spec.name}` | {spec.attempts} | exponential from {spec.backoff_ms / 1000:g} s"
+            f" | {spec.backoff_cap_ms / 1000:g} s | {spec.retry_window_s:g} s ({spec.retry_window_s / 60:.1f} min)"
+            f" | {spec.longest_wait_s:g} s |"
+        )
+        assert row in readme, row
+
+
 def test_import_contracts_hold():
     """pool and handlers never import tui, textual or devstack (but `ma-worker dev`); handlers reach pool only
     through pool.contracts; tui never imports handlers: import-linter's contracts in pyproject.toml."""
