@@ -814,8 +814,24 @@ async def ride_out(
     )
     assert burned == [], burned[:5]
     retries = await counter_moved(stack, "retries", retries_before, f"{scenario}: jobs retried", scopes)
-    record({**figures, "retries": retries})
+    figures = {**figures, "retries": retries, "longest_job_s": await longest_job_s(stack, load)}
+    record(figures)  # longest_job_s: a figure for bench/REPORT.md (about the outage plus one capped wait)
     return figures
+
+
+async def longest_job_s(stack: Stack, load: Load) -> float:
+    """The longest any job of the load took from being added to finishing (its waits included)."""
+    redis = stack.redis()
+    try:
+        longest = 0
+        for queue, ids in load.ids.items():
+            for job_id in ids.values():
+                added, finished = await redis.hmget(f"bull:{queue}:{job_id}", "timestamp", "finishedOn")
+                if added and finished:
+                    longest = max(longest, int(finished) - int(added))
+        return longest / 1000
+    finally:
+        await redis.aclose()
 
 
 @pytest.mark.timeout(1500)
