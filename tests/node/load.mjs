@@ -1,6 +1,7 @@
 // A steady Node BullMQ producer for the chaos suite: adds the jobs of a plan at a fixed rate, as the platform's
 // Node services would, riding out Redis outages (ioredis queues commands while reconnecting).
 // usage: node load.mjs REDIS_URL PLAN.json RATE_PER_S  -> prints {"<queue>": {"<key>": "<job id>"}} as JSON
+// SIGTERM stops it early (a background load as long as its scenario): it prints the ids of what it added.
 import { readFileSync } from "node:fs";
 import { Queue } from "bullmq";
 import IORedis from "ioredis";
@@ -13,7 +14,11 @@ const queues = {};
 const ids = {};
 const every = 1000 / Number(rate);
 const started = Date.now();
-for (let i = 0; i < plan.length; i++) {
+let stopped = false;
+process.on("SIGTERM", () => {
+  stopped = true;
+});
+for (let i = 0; i < plan.length && !stopped; i++) {
   const job = plan[i];
   queues[job.queue] ??= new Queue(job.queue, { connection });
   const added = await queues[job.queue].add(job.name, job.data, job.opts || {});
