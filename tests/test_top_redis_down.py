@@ -60,7 +60,7 @@ async def down_with_the_last_known_table(app: MaTop, url: str, cwd: Path, *, cau
         what="the queue's last known counts, aged",
     )
     assert "redis-down" in kinds(app) and "stale: last known" in status(app)
-    assert cause in app.state.snapshot.errors["redis"]
+    await wait_for(lambda: cause in app.state.snapshot.errors.get("redis", ""), what=f"the cause: {cause}")
     before = status(app)
     await wait_for(
         lambda: status(app) != before and "REDIS DOWN" in status(app),
