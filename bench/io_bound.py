@@ -57,9 +57,10 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 
 
 async def pool_round(
-    redis: Redis, url: str, loop: str, concurrency: int, jobs: int, work: Path
+    redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path
 ) -> tuple[float, float]:
-    """(jobs/s, the pool process's CPU microseconds per job) on event loop `loop`."""
+    """(jobs/s, the pool process's CPU microseconds per job) for `kind`: an event loop, or `pooled` (the default
+    loop with a pooled Redis connection per command instead of auto-pipelining)."""
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
@@ -76,7 +77,8 @@ async def pool_round(
         "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000",
         "MA_QUEUE_TABLE": "bench.tables:IO",
         "BENCH_CONCURRENCY": str(concurrency),
-        "MA_EVENT_LOOP": loop,
+        "MA_EVENT_LOOP": "uvloop" if kind == "pooled" else kind,
+        "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
         "PYTHONPATH": str(ROOT),
     }
     with open(log, "a") as out:
@@ -122,12 +124,12 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ma-bench-io-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     redis = Redis.from_url(valkey.url, decode_responses=True)
-    kinds = ["uvloop", "asyncio", "bare"]
+    kinds = ["uvloop", "asyncio", "pooled", "bare"]
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:2]}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:3]}
     try:
         for n in range(rounds):
-            for kind in kinds[n % 3 :] + kinds[: n % 3]:  # rotating order
+            for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:  # rotating order
                 if kind == "bare":
                     rates[kind].append(bare_round(concurrency, jobs))
                     continue
@@ -159,6 +161,9 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "asyncio_vs_bound": round(stock / bound, 3),
         "pool_cpu_us_per_job": round(statistics.median(cpu["uvloop"]), 1),
         "asyncio_cpu_us_per_job": round(statistics.median(cpu["asyncio"]), 1),
+        "pooled_jobs_per_s": round(statistics.median(rates["pooled"])),
+        "pooled_vs_bound": round(statistics.median(rates["pooled"]) / bound, 3),
+        "pooled_cpu_us_per_job": round(statistics.median(cpu["pooled"]), 1),
         "ratio_vs_bound": round(ratio, 3),
         "bare_vs_bound": round(bare / bound, 3),
         "pool_vs_bare": round(

@@ -2,8 +2,9 @@
 
 Throughput: N no-op jobs are added to a paused queue, two worker processes of one kind start (concurrency 10
 each), the queue is resumed and the clock runs until wait and active are empty. Kinds: `node` (npm bullmq, as
-the platform's Node workers), `raw` (bullmq-python as its README shows it) and `pool` (`ma-worker run`: the full
-dispatch with validation, telemetry and the per-job log line). Rounds alternate kinds; medians are reported.
+the platform's Node workers), `raw` (bullmq-python as its README shows it), `pool` (`ma-worker run`: the full
+dispatch with validation, telemetry and the per-job log line) and `pooled` (the pool without auto-pipelining,
+MA_REDIS_AUTOPIPELINE=0: what that change is worth). Rounds alternate kinds; medians are reported.
 
 Pickup latency: one process of `raw` and of `pool`, jobs added at 200/s carrying the producer's wall clock; the
 handler records enqueue -> start. Alternating rounds of both kinds; the ratios are medians of per-round ratios
@@ -59,6 +60,7 @@ def start(kind: str, url: str, log: Path) -> subprocess.Popen[str]:
         "MA_QUEUE_TABLE": "bench.tables:NOOP",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
+        "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
     }
     out = open(log, "a")  # noqa: SIM115 - the child's stdout (the pool's per-job lines land here)
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -164,10 +166,10 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
     work = Path(tempfile.mkdtemp(prefix="ma-bench-node-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     redis = Redis.from_url(valkey.url, decode_responses=True)
-    rates: dict[str, list[float]] = {"node": [], "raw": [], "pool": []}
+    rates: dict[str, list[float]] = {"node": [], "raw": [], "pool": [], "pooled": []}
     try:
         for n in range(rounds):
-            for kind in ("node", "raw", "pool"):
+            for kind in rates:
                 rates[kind].append(await throughput(redis, valkey.url, kind, jobs, work))
             print(
                 f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()),
@@ -191,6 +193,8 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
         "raw_jobs_per_s": round(med["raw"]),
         "pool_jobs_per_s": round(med["pool"]),
         "ratio_vs_node": round(ratio, 3),
+        "pooled_jobs_per_s": round(med["pooled"]),
+        "pooled_vs_node": round(med["pooled"] / med["node"], 3),
         "raw_vs_node": round(med["raw"] / med["node"], 3),
         "budget_vs_node": BUDGET_THROUGHPUT,
         "pickup_raw_p50_ms": round(pct(lat["raw"], 50), 3),

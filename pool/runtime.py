@@ -140,7 +140,12 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or settings.OTEL_EXPORTER_OTLP_ENDPOINT
     )
     redis_url = str(settings.REDIS_URL)
-    redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
+    redis = pooled_redis(
+        redis_url,
+        max_connections=spec.concurrency + 6,
+        stock=settings.MA_STOCK_CLIENTS,
+        autopipeline=settings.MA_REDIS_AUTOPIPELINE,
+    )
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of
     failing with a reason)."""
 
+    MA_REDIS_AUTOPIPELINE: bool = True
+    """Write the pool's Redis commands of one event-loop turn together on one shared connection (as ioredis does
+    for the Node workers; pool/connection.py `AutoPipeline`). 0: a pooled connection per command."""
+
     @field_validator("MA_EXPORT_URL")
     @classmethod
     def _s3_url(cls, value: str | None) -> str | None:
