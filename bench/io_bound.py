@@ -5,7 +5,9 @@ what a pool loses below that bound is its own time between jobs (fetch, dispatch
 to a paused queue, the process starts (the full dispatch: validation, telemetry, the per-job log line), the queue
 is resumed and the clock runs until wait and active are empty.
 
-The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio). The bare reference,
+The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio), and once without
+auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0). For comparison, one Node BullMQ worker process at the same
+concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
 in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
 same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
 CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself).
@@ -81,17 +83,16 @@ async def pool_round(
         "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
         "PYTHONPATH": str(ROOT),
     }
+    if kind == "node":
+        argv = ["node", "bench_worker.mjs", url, Q, str(concurrency), str(round(IO_SECONDS * 1000))]
+        cwd = ROOT / "tests" / "node"
+    else:
+        argv, cwd = [str(Path(sys.executable).parent / "ma-worker"), "run", Q], ROOT
     with open(log, "a") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ma-worker"), "run", Q],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
-            while "consuming bench" not in log.read_text():
+            while "consuming bench" not in (text := log.read_text()) and "ready" not in text:
                 assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
@@ -124,9 +125,9 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ma-bench-io-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     redis = Redis.from_url(valkey.url, decode_responses=True)
-    kinds = ["uvloop", "asyncio", "pooled", "bare"]
+    kinds = ["uvloop", "asyncio", "pooled", "node", "bare"]
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:3]}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:4]}
     try:
         for n in range(rounds):
             for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:  # rotating order
@@ -164,6 +165,9 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "pooled_jobs_per_s": round(statistics.median(rates["pooled"])),
         "pooled_vs_bound": round(statistics.median(rates["pooled"]) / bound, 3),
         "pooled_cpu_us_per_job": round(statistics.median(cpu["pooled"]), 1),
+        "node_jobs_per_s": round(statistics.median(rates["node"])),
+        "node_vs_bound": round(statistics.median(rates["node"]) / bound, 3),
+        "node_cpu_us_per_job": round(statistics.median(cpu["node"]), 1),
         "ratio_vs_bound": round(ratio, 3),
         "bare_vs_bound": round(bare / bound, 3),
         "pool_vs_bare": round(
