@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,3 +23,22 @@ async def pickup(ctx: JobContext, payload: dict[str, Any]) -> None:
 
 BENCH = QueueSpec("bench", {"noop": noop, "pickup": pickup}, concurrency=10, attempts=1)
 NOOP = {"bench": replace(BENCH, keep_completed={"count": 0})}
+
+
+IO_SECONDS = 0.02
+
+
+async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """An I/O-bound job: one 20 ms await (bench/io_bound.py)."""
+    await asyncio.sleep(IO_SECONDS)
+
+
+IO = {
+    "bench": replace(
+        BENCH,
+        handlers={"io": io_wait},
+        concurrency=int(os.environ.get("BENCH_CONCURRENCY", "50")),
+        keep_completed={"count": 0},
+    )
+}
+"""The I/O-bound table: its concurrency from BENCH_CONCURRENCY (bench/io_bound.py sets it per run)."""

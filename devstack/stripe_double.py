@@ -8,7 +8,10 @@ honour idempotency keys, so the worker must not rely on Stripe-side dedupe. In f
 - `GET /__stats` counts requests per method and path (e.g. `POST /v1/payment_intents`), `POST /__reset` clears
   faults and counters (`DELETE /_config/data` still clears localstripe's objects).
 
-Run: python -m devstack.stripe_double --port P
+With `--state-file F` its objects outlive a restart (stopped with SIGTERM, they are written to F; started, read
+back): the chaos suite stops Stripe for minutes and starts it again with its customers and charges.
+
+Run: python -m devstack.stripe_double --port P [--state-file F]
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import pickle
 import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -113,7 +118,12 @@ def build_app() -> web.Application:
 HOOKS = {("POST", "/__faults"): add_fault, ("GET", "/__stats"): get_stats, ("POST", "/__reset"): reset}
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, state_file: Path | None = None) -> None:
+    from localstripe.resources import store
+
+    if state_file is not None and state_file.exists():
+        # dict.update, not Store.update: localstripe's Store writes its shared /tmp file on every item set.
+        dict.update(store, pickle.loads(state_file.read_bytes()))
     runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -123,6 +133,8 @@ async def serve(port: int) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if state_file is not None:
+        state_file.write_bytes(pickle.dumps(dict(store), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def main() -> None:
@@ -130,9 +142,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-file", type=Path, help="keep the objects across a restart (written at stop)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, args.state_file))
 
 
 if __name__ == "__main__":

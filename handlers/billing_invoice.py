@@ -30,7 +30,7 @@ from handlers import billing
 from handlers.billing import Period, Resolution, Subscription, iso, money, plain, stripe_call, stripe_error
 from handlers.billing_usage import UsageAggregate, aggregate
 from handlers.context import Handler, IdempotencyKeys, JobContext
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, disk_full
 
 QUEUE = "billing-invoice"
 
@@ -105,10 +105,14 @@ def render_pdf(path: Path, invoice: dict[str, Any], sub: Subscription) -> str:
     pdf.cell(0, 8, f"Total due: {money(invoice['totalMinor'], currency)}", new_x="LMARGIN", new_y="NEXT")
     data = bytes(pdf.output())
     partial = path.with_name(f".{path.name}.part")
-    with open(partial, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(partial, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as error:
+        partial.unlink(missing_ok=True)  # a full disk leaves nothing behind, under either name
+        raise disk_full(error, path) from error
     os.replace(partial, path)
     return hashlib.sha256(data).hexdigest()
 

@@ -15,8 +15,8 @@ from pool.enqueue import CliError
 def _cmd_run(args: argparse.Namespace) -> int:
     from pool.logs import setup_logging
     from pool.queue_table import load_table
-    from pool.runtime import serve
-    from pool.settings import Settings, fail, load_settings
+    from pool.runtime import run_on_loop, serve
+    from pool.settings import Settings, fail, load_settings, redis_passwords
 
     settings = load_settings(Settings)
     try:
@@ -36,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ]
     # A PostgresDsn may name several hosts, each with its own password (it has no `.password`: reading it
     # through getattr(..., None) silently left the database passwords out of the scrubbed secrets).
-    secrets += [settings.REDIS_URL.password] if settings.REDIS_URL.password else []
+    secrets += redis_passwords(settings.REDIS_URL)
     secrets += [
         password
         for dsn in (settings.DATABASE_URL, settings.TASKS_DATABASE_URL)
@@ -46,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # pydantic keeps a URL's password percent-encoded; a message may carry it either way
     secrets += [unquote(s) for s in secrets if unquote(s) != s]
     setup_logging(secrets)
-    return asyncio.run(serve(table[args.queue], settings))
+    return run_on_loop(serve(table[args.queue], settings), settings.MA_EVENT_LOOP)
 
 
 def _redis_url(args: argparse.Namespace) -> str:
@@ -86,9 +86,15 @@ def _confirm(prompt: str) -> bool:
 def _cmd_enqueue(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
+    from pool.redis_full import is_oom
+
     try:
         print(asyncio.run(_enqueue(args)))
     except RedisError as error:
+        if is_oom(error):
+            raise CliError(
+                f"Redis is full (OOM): the job was not added; free memory or raise maxmemory, then add it again ({error})"
+            ) from None
         raise CliError(f"Redis: {error}") from None
     return 0
 
@@ -171,10 +177,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 def _cmd_exporter(args: argparse.Namespace) -> int:
     from pool.exporter import ExporterSettings, serve
     from pool.logs import setup_logging
-    from pool.settings import load_settings
+    from pool.settings import load_settings, redis_passwords
 
     settings = load_settings(ExporterSettings)
-    setup_logging([u.password for u in (settings.REDIS_URL,) if u.password])
+    setup_logging(redis_passwords(settings.REDIS_URL))
     return asyncio.run(serve(settings))
 
 

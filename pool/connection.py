@@ -13,15 +13,23 @@ or renamed turns it off, and redis-py's own path runs), and `MA_STOCK_CLIENTS=1`
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import inspect
 import time
 from typing import Any
 
 import redis as redis_py
+from pydantic_core import MultiHostUrl
+from redis._parsers.hiredis import NOT_ENOUGH_DATA  # noqa: PLC2701 - the asyncio hiredis parser's own sentinel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, DataError, TimeoutError
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
+from redis.exceptions import BusyLoadingError, ConnectionError, DataError, ResponseError, TimeoutError
 
 try:
     import hiredis
@@ -157,7 +165,173 @@ class LeanRedis(Redis):
             await pool.release(conn)
 
 
-def pooled_redis(url: str, *, max_connections: int, name: str | None = None, stock: bool = False) -> Redis:
+_BLOCKING = "BLPOP BRPOP BRPOPLPUSH BLMOVE BLMPOP BZPOPMIN BZPOPMAX BZMPOP XREAD XREADGROUP WAIT WAITAOF"
+"""Would hold every other caller's replies behind them."""
+_STATEFUL = (
+    "SELECT MULTI EXEC DISCARD WATCH UNWATCH SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE \
+SUNSUBSCRIBE MONITOR AUTH HELLO RESET QUIT SHUTDOWN"
+)
+"""Would change the shared connection under every other caller (with CLIENT REPLY)."""
+PASS_THROUGH = frozenset([*_BLOCKING.split(), *_STATEFUL.split(), "CLIENT REPLY"])
+"""Commands that take a connection of their own from the pool instead of the shared pipelined one."""
+
+
+class AutoPipeline:
+    """One connection shared by every caller of a client: each command is packed into a buffer that is written
+    once per event-loop turn, and one reader resolves the callers' futures in order as the replies come back (what
+    ioredis does for the Node workers). Forty lanes completing jobs in the same turn cost one write and a few reads
+    instead of forty of each, and no connection is taken from or given back to a pool per command.
+
+    Redis answers a connection's commands in the order they were sent, so the replies' order is the futures'.
+    A caller cancelled while its command is in flight does not disturb the others: its reply is read and dropped
+    (a pooled connection has to be closed in that case). When the connection fails, every command in flight fails
+    with ConnectionError (the client's retry then sends it again on a new connection, as the pooled path does) and
+    the next command connects afresh.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._conn: Any = None
+        self._connecting: asyncio.Future[Any] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._out: list[bytes] = []
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._flush_scheduled = False
+        self._discarding: set[asyncio.Task[None]] = set()
+
+    async def call(self, *args: Any) -> Any:
+        conn = self._conn or await self._connect()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._out.extend(conn.pack_command(*args))
+        self._pending.append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, conn)
+        return await future
+
+    async def _connect(self) -> Any:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _open(self) -> Any:
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: unannotated
+        self._conn = conn
+        self._reader = asyncio.ensure_future(self._read(conn))
+        return conn
+
+    def _flush(self, conn: Any) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if not out or conn is not self._conn:
+            return
+        try:
+            conn._writer.writelines(out)
+        except Exception as error:  # noqa: BLE001 - the transport is gone: every command in flight fails
+            self._fail(conn, ConnectionError(f"Error while writing to socket. {error}."))
+
+    async def _read(self, conn: Any) -> None:
+        stream, reader = conn._parser._stream, conn._parser._reader
+        pending = self._pending
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    raise ConnectionError("Connection closed by server.")
+                reader.feed(data)
+                while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
+                    future = pending.popleft()
+                    if future.done():
+                        continue  # its caller was cancelled
+                    if isinstance(reply, ResponseError | ConnectionError):
+                        future.set_exception(reply)
+                    elif isinstance(reply, list) and reply and isinstance(reply[0], ConnectionError):
+                        future.set_exception(reply[0])
+                    else:
+                        future.set_result(reply)
+        except asyncio.CancelledError:
+            self._fail(conn, ConnectionError("Connection closed by the client."))
+            raise
+        except Exception as error:  # noqa: BLE001 - a reset, a protocol error: every command in flight fails
+            self._fail(conn, error if isinstance(error, ConnectionError) else ConnectionError(str(error)))
+
+    def _fail(self, conn: Any, error: BaseException) -> None:
+        if conn is not self._conn:
+            return
+        self._conn, self._out = None, []
+        pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+        task = asyncio.ensure_future(self._discard(conn))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    async def _discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.disconnect(nowait=True)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+    async def aclose(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+
+async def _retried(error: BaseException) -> None:
+    """Nothing to clean up before a retry: the failed connection was already dropped by its reader."""
+
+
+class PipelinedRedis(LeanRedis):
+    """The pooled client with auto-pipelining (`AutoPipeline`) for every command but `PASS_THROUGH` ones and
+    those needing undecoded replies, which take a pooled connection as before."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._mux = AutoPipeline(self.connection_pool)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0]
+        if name in PASS_THROUGH or NEVER_DECODE in options or self.connection is not None:
+            return await super().execute_command(*args, **options)
+        retry: Retry = self.connection_pool.connection_kwargs["retry"]
+        return await retry.call_with_retry(lambda: self._pipelined(name, args, options), _retried)
+
+    async def _pipelined(self, name: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        try:
+            reply = await self._mux.call(*args)
+        except ResponseError:
+            if EMPTY_RESPONSE in options:
+                return options[EMPTY_RESPONSE]
+            raise
+        if name in self.response_callbacks:
+            options.pop(EMPTY_RESPONSE, None)
+            options.pop("keys", None)
+            value = self.response_callbacks[name](reply, **options)
+            return await value if inspect.isawaitable(value) else value
+        return reply
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self._mux.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def pooled_redis(
+    url: str,
+    *,
+    max_connections: int,
+    name: str | None = None,
+    stock: bool = False,
+    autopipeline: bool = False,
+) -> Redis:
     """A pooled client (one connection per bullmq concurrency lane) without a read timeout.
 
     `stock=True` (`MA_STOCK_CLIENTS=1`): redis-py's own pool, client and connection classes, for when an
@@ -175,13 +349,62 @@ def pooled_redis(url: str, *, max_connections: int, name: str | None = None, sto
         "retry": Retry(ExponentialBackoff(cap=5, base=0.2), 5),
         "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
     }
+    if is_sentinel(url):
+        return sentinel_master(url, SentinelBlockingConnectionPool, **kwargs)
     if stock:
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
     if url.startswith("redis://"):
         kwargs["connection_class"] = HiredisPackConnection
+        if autopipeline and FAST_PATH and hiredis is not None:
+            return PipelinedRedis.from_pool(LeanBlockingConnectionPool.from_url(url, **kwargs))
     return LeanRedis.from_pool(LeanBlockingConnectionPool.from_url(url, **kwargs))
 
 
 def plain_redis(url: str, *, timeout: float = 5.0) -> Redis:
     """A short-timeout client for CLIs and monitoring (never used for blocking commands)."""
+    if is_sentinel(url):
+        return sentinel_master(
+            url,
+            SentinelConnectionPool,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
     return Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+# -- Sentinel -----------------------------------------------------------------------------------------------------
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_TIMEOUT_S = 2.0
+"""Each question to a sentinel (where is the master?): a dead sentinel costs this, then the next is asked."""
+
+
+def is_sentinel(url: str) -> bool:
+    return url.partition("://")[0] in SENTINEL_SCHEMES
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (asks the sentinels for the master, drops connections to a demoted one) that
+    waits for a free connection like the pooled client's pool instead of raising."""
+
+
+def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs: Any) -> Redis:
+    """A client of the master named in `redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]`,
+    found through the sentinels and followed across a failover (each new connection asks them again). The user
+    and password are the master's (and the replicas'); the sentinels are asked without them."""
+    parsed = MultiHostUrl(url)
+    name, _, db = (parsed.path or "").strip("/").partition("/")
+    if not name:
+        raise ValueError("a redis+sentinel:// URL ends with the master's name: .../<master name>[/db]")
+    hosts = parsed.hosts()
+    auth = next((h for h in hosts if h.get("password") or h.get("username")), None)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: unannotated
+        [(h["host"] or "localhost", h["port"] or 26379) for h in hosts],
+        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S},
+    )
+    if auth is not None:
+        kwargs.update(username=auth.get("username"), password=auth.get("password"))
+    if parsed.scheme == "rediss+sentinel":
+        kwargs["ssl"] = True
+    client: Redis = sentinel.master_for(name, connection_pool_class=pool_class, db=int(db or 0), **kwargs)
+    return client

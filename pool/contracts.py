@@ -9,7 +9,7 @@ BullMQ's own keys are `bull:<queue>:<suffix>` (`bull_key`); everything of ours s
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # -- BullMQ -------------------------------------------------------------------------------------------------
 BULL_PREFIX = "bull"
@@ -118,10 +118,11 @@ LATENCY_HIST_KEY = "ma:latency:task-assignment:hist"
 
 DOWNSTREAMS = ("identity", "supabase", "stripe", "postgres")
 """What the pool's jobs call, each recorded per request and outcome (`pool/downstream.py`)."""
-DOWNSTREAM_OUTCOMES = ("ok", "429", "4xx", "5xx", "timeout", "connection-error", "error")
+DOWNSTREAM_OUTCOMES = ("ok", "429", "4xx", "5xx", "timeout", "connection-error", "error", "saturated")
 """A request's outcome: an HTTP status class, no answer in time, no connection; `error` is a PostgreSQL error
-that is the query's, not the server's (a constraint, a syntax error)."""
-DOWNSTREAM_FAILURES = ("5xx", "timeout", "connection-error")
+that is the query's, not the server's (a constraint, a syntax error); `saturated`: PostgreSQL refused the
+connection, at max_connections (SQLSTATE 53300, "too many clients")."""
+DOWNSTREAM_FAILURES = ("5xx", "timeout", "connection-error", "saturated")
 """The outcomes that say a downstream is failing (not a refusal of ours, nor throttling)."""
 DOWNSTREAM_PREFIX = "ma:downstream:"
 """`ma:downstream:<name>`: hash `<outcome>:<epoch minute>` -> requests in that minute (the last
@@ -160,6 +161,12 @@ def recent_field(scope: str, counter: str) -> str:
 
 def heartbeat_key(host: str, pid: int) -> str:
     return f"{HEARTBEAT_PREFIX}{host}:{pid}"
+
+
+def rss_trail_key(heartbeat: str) -> str:
+    """The RSS trail of the process whose heartbeat key is `heartbeat`: a JSON list of [epoch ms, RSS bytes],
+    oldest first, rewritten only when a point is added (once a minute by default) and expiring with the beat."""
+    return f"{heartbeat}:rss-trail"
 
 
 def bulk_items_key(job_id: str) -> str:
@@ -203,9 +210,9 @@ class Heartbeat(TypedDict):
     """Resident set size in bytes when the beat was written (0: unknown; absent from older pools' beats)."""
     cpu: float
     """CPU percent of one core since the previous beat (absent from older pools' beats)."""
-    rssTrail: list[list[int]]
-    """[epoch ms, RSS bytes] pairs, oldest first: the process's RSS over its last hour (one a minute by default),
-    so a dashboard opened now sees the trend at once."""
+    rssTrail: NotRequired[list[list[int]]]
+    """Older pools' beats only: [epoch ms, RSS bytes] pairs, oldest first. Newer pools write the trail under
+    `rss_trail_key` (once a point is added, not with every beat); readers take it from there, else from here."""
 
 
 class EventRecord(TypedDict, total=False):

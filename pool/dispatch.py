@@ -2,7 +2,7 @@
 
 PermanentError / bad payload / unknown name -> UnrecoverableError (failed now, no retry).
 ThrottledError -> moveToDelayed + DelayedError (deferred, no attempt burned).
-Anything else -> re-raised, so BullMQ retries it with the job's backoff.
+Anything else -> re-raised, so BullMQ retries it with the job's backoff, exponential backoffs capped (below).
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ class Dispatcher:
             if not job.opts.get("backoff"):
                 job.opts["backoff"] = {"type": "exponential", "delay": self.spec.backoff_ms}
 
+    def _cap_backoff(self, job: Job, attempt: int) -> None:
+        """BullMQ's exponential backoff has no cap (base 2 s reaches 68 min by the 12th try): for this attempt's
+        retry, the job's exponential backoff becomes the fixed delay min(cap, base * 2^(attempt-1)) that
+        `moveToFailed` then reads. In memory only: no script writes `opts` back, so Redis (and Node workers
+        reading the job) keep the producer's options."""
+        backoff = job.opts.get("backoff")
+        if isinstance(backoff, Mapping) and backoff.get("type") == "exponential":
+            delay = self.spec.retry_delay_ms(attempt, int(backoff.get("delay") or 0))
+            job.opts["backoff"] = {"type": "fixed", "delay": delay}
+
     def _parse(self, job: Job) -> tuple[Route, Any]:
         route = self.routes.get(job.name)
         if route is None:
@@ -125,13 +135,16 @@ class Dispatcher:
             )
             result = await route.handler(ctx, payload)
         except ThrottledError as error:
-            await job.moveToDelayed(int(time.time() * 1000 + error.retry_after * 1000), token)
-            self.telemetry.throttled(self.spec, job, str(error), error.retry_after)
+            # Retry-After as asked, up to the backoff cap: no single wait of a job is longer (a throttle that
+            # still holds then defers it again, still without burning an attempt).
+            wait_s = min(error.retry_after, self.spec.backoff_cap_ms / 1000)
+            await job.moveToDelayed(int(time.time() * 1000 + wait_s * 1000), token)
+            self.telemetry.throttled(self.spec, job, str(error), wait_s)
             # No per-job line at INFO: a 429 storm would write one per deferred job. The telemetry logs the
             # window's first throttle (with this job and its retry-after) and then one line per queue and
             # window with the count; this line is for debugging only.
             self.job_log.debug(
-                "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, error.retry_after
+                "%.2fs %s throttled, retry in %.1fs", time.perf_counter() - started, label, wait_s
             )
             raise DelayedError() from None
         except PermanentError as error:
@@ -145,6 +158,7 @@ class Dispatcher:
             outcome = "failed" if final else "will retry"
             self.job_log.warning("%.2fs %s %s: %s", time.perf_counter() - started, label, outcome, reason)
             self.telemetry.failed(self.spec, job, reason, final=final)
+            self._cap_backoff(job, attempt)
             raise
         finally:
             self.telemetry.job_finished(job.id)

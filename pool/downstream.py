@@ -133,6 +133,8 @@ def stripe_http_client(counts: DownstreamCounts) -> Any:
 
 
 PG_CONNECTION_CLASS = "08"
+PG_TOO_MANY_CONNECTIONS = "53300"
+"""max_connections reached: 'sorry, too many clients already' (or the slots left are reserved for superusers)."""
 """SQLSTATE class 08: connection exception. 57014 is a statement cancelled by statement_timeout; classes 53
 (insufficient resources), 57 (operator intervention), 58 (system error) and XX (internal) are the server's."""
 PG_SERVER_CLASSES = ("53", "57", "58", "XX")
@@ -141,6 +143,8 @@ PG_SERVER_CLASSES = ("53", "57", "58", "XX")
 def pg_outcome(error: BaseException, *, is_disconnect: bool) -> str:
     """A database error as a downstream outcome (asyncpg's exceptions carry `sqlstate`)."""
     sqlstate = str(getattr(error, "sqlstate", "") or "")
+    if sqlstate == PG_TOO_MANY_CONNECTIONS:
+        return "saturated"
     if sqlstate == "57014" or isinstance(error, TimeoutError):
         return "timeout"
     if is_disconnect or sqlstate.startswith(PG_CONNECTION_CLASS) or isinstance(error, OSError):

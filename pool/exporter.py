@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import Field, RedisDsn
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
@@ -36,7 +36,7 @@ from pool.monitor.findings import Finding, History, Thresholds, findings
 from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
-from pool.settings import fail
+from pool.settings import RedisUrl, fail
 
 log = logging.getLogger("pool.exporter")
 
@@ -46,7 +46,7 @@ class ExporterSettings(BaseSettings):
         case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True
     )
 
-    REDIS_URL: RedisDsn
+    REDIS_URL: RedisUrl
     """Redis connection string."""
     BULLMQ_METRICS_INTERVAL: float = Field(default=15.0, gt=0)
     """Seconds between samples."""

@@ -46,10 +46,14 @@ class QueueSpec:
     lock_duration_ms: int = 30_000
     stalled_interval_ms: int = 30_000
     max_stalled_count: int = 1
-    attempts: int = 5
-    """Applied to jobs whose producer set no `attempts` (and to jobs we enqueue)."""
+    attempts: int = 14
+    """Applied to jobs whose producer set no `attempts` (and to jobs we enqueue). Sized with the backoff so a
+    downstream outage of 15 minutes is ridden out (`retry_window_s`; a test holds every queue to it)."""
     backoff_ms: int = 2_000
     """Base of the exponential backoff between attempts."""
+    backoff_cap_ms: int = 120_000
+    """No wait between two attempts is longer: the pool caps every exponential backoff it runs (BullMQ's has
+    no cap), so a job tries again within this long of its downstream coming back."""
     limiter: Mapping[str, int] | None = None
     keep_completed: Mapping[str, int] = field(default_factory=lambda: {"age": DAY, "count": 1_000})
     keep_failed: Mapping[str, int] = field(default_factory=lambda: {"age": 14 * DAY, "count": 50_000})
@@ -69,6 +73,23 @@ class QueueSpec:
             return None
         parts = [f"{f}={data[f]}" for f in fields if data.get(f) is not None]
         return " ".join(parts) or None
+
+    def retry_delay_ms(self, attempt: int, base_ms: int | None = None) -> int:
+        """The wait after failed attempt `attempt` (1-based): base * 2^(attempt-1), capped."""
+        base = self.backoff_ms if base_ms is None else base_ms
+        return int(min(self.backoff_cap_ms, base * 2 ** min(attempt - 1, 62)))
+
+    @property
+    def retry_window_s(self) -> float:
+        """The time from a job's first failed attempt to its last attempt, spent waiting (attempt run times
+        come on top): a downstream outage shorter than this is ridden out by a job that met its start."""
+        return sum(self.retry_delay_ms(n) for n in range(1, self.attempts)) / 1000
+
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest wait between two attempts (the cap, unless the attempts run out first): once its
+        downstream is back, a job that is still retrying runs again within this long."""
+        return max((self.retry_delay_ms(n) for n in range(1, self.attempts)), default=0) / 1000
 
     @property
     def procs_env(self) -> str:
@@ -116,7 +137,6 @@ QUEUES: dict[str, QueueSpec] = {
             "identity-events",
             identity_events.HANDLERS,
             idempotency_keys=identity_events.IDEMPOTENCY_KEYS,
-            attempts=8,
         ),
         QueueSpec(
             "user-management-jobs",
@@ -137,7 +157,7 @@ QUEUES: dict[str, QueueSpec] = {
             idempotency_keys=super_admin_bulk.IDEMPOTENCY_KEYS,
             concurrency=2,
             lock_duration_ms=60_000,
-            attempts=3,
+            attempts=12,  # 10+20+40+80 s, then 120 s x 7: 990 s
             backoff_ms=10_000,
             long_running_s=4 * 3600,  # a bulk job over 100k users runs for an hour or more
         ),
@@ -161,7 +181,7 @@ QUEUES: dict[str, QueueSpec] = {
             "billing-payment-sync",
             billing_payment_sync.HANDLERS,
             idempotency_keys=billing_payment_sync.IDEMPOTENCY_KEYS,
-            attempts=8,
+            attempts=13,  # 5+10+20+40+80 s, then 120 s x 7: 995 s
             backoff_ms=5_000,
             throttle_message="Billing payment sync throttled",
             schedules=(Schedule("payment-reconcile", "payment.reconcile", 15 * 60 * 1000),),

@@ -14,7 +14,8 @@ import logging
 import signal
 import time
 import warnings
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Literal
 
 from bullmq import Queue, Worker
 from redis.asyncio import Redis
@@ -29,13 +30,29 @@ from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
 from pool.queue_table import QueueSpec, load_table
+from pool.redis_full import is_oom
 from pool.s3 import s3_client
 from pool.settings import Settings
 from pool.telemetry import Telemetry
 from pool.tracing import setup as setup_tracing
-from pool.worker import PoolWorker
+from pool.worker import PoolWorker, drain_locks_on_close
 
 log = logging.getLogger("pool.runtime")
+
+
+def run_on_loop(main: Coroutine[Any, Any, int], kind: Literal["uvloop", "asyncio"]) -> int:
+    """`asyncio.run(main)` on the loop MA_EVENT_LOOP names; uvloop, when asked for but not installed, is
+    reported and replaced by the standard loop rather than refusing to start."""
+    factory = None
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("MA_EVENT_LOOP=uvloop but uvloop is not installed: running on the asyncio loop")
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def async_url(url: Any) -> str:
@@ -88,6 +105,9 @@ async def check_redis_policy(redis: Redis, telemetry: Telemetry) -> None:
         telemetry.event("redis-policy", message)
 
 
+SCHEDULES_RETRY_S = 5.0
+
+
 async def upsert_schedules(spec: QueueSpec, redis: Redis) -> None:
     if not spec.schedules:
         return
@@ -120,7 +140,12 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or settings.OTEL_EXPORTER_OTLP_ENDPOINT
     )
     redis_url = str(settings.REDIS_URL)
-    redis = pooled_redis(redis_url, max_connections=spec.concurrency + 6, stock=settings.MA_STOCK_CLIENTS)
+    redis = pooled_redis(
+        redis_url,
+        max_connections=spec.concurrency + 6,
+        stock=settings.MA_STOCK_CLIENTS,
+        autopipeline=settings.MA_REDIS_AUTOPIPELINE,
+    )
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
     tasks_db = make_engine(settings.TASKS_DATABASE_URL)
@@ -167,7 +192,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         await closing.aclose()
         return 0
     await check_redis_policy(redis, telemetry)
-    await upsert_schedules(spec, redis)
+    schedules = await _upsert_or_defer(spec, redis, telemetry)
 
     dispatcher = Dispatcher(spec, resources, telemetry, tracing)
     gc.collect()
@@ -176,17 +201,21 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bullmq's eviction warning; we check the policy ourselves
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
+    drain_locks_on_close(worker)  # LIBRARY_TRAPS §13: locks renewed until the running jobs end
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
-    worker.on("error", lambda error, *_: log.error("worker error: %s", error))
+    worker.on("error", lambda error, *_: _on_worker_error(telemetry, error))
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
-        "consuming %s: concurrency=%d handlers=%s",
+        "consuming %s: concurrency=%d handlers=%s loop=%s",
         spec.name,
         spec.concurrency,
         ",".join(sorted(spec.handlers)) or "-",
+        "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
     )
 
     await stopping
+    if schedules is not None:
+        schedules.cancel()
     await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
     beats.cancel()
     await telemetry.retire(probe)
@@ -240,6 +269,41 @@ class Enqueuer:
             return False
         await q.add(name, data, {**spec.job_options(), **opts})
         return True
+
+
+async def _upsert_or_defer(spec: QueueSpec, redis: Redis, telemetry: Telemetry) -> asyncio.Task[None] | None:
+    """Upsert the queue's schedulers; when Redis is full (OOM), start anyway and retry in the background: a slot
+    that exits at start on a full Redis would restart until supervisord gives up on it (FATAL)."""
+    try:
+        await upsert_schedules(spec, redis)
+        return None
+    except RedisError as error:
+        if not is_oom(error):
+            raise
+        telemetry.full.refused_write("upserting the job schedulers, retried every 5s", error)
+
+    async def retry() -> None:
+        while True:
+            await asyncio.sleep(SCHEDULES_RETRY_S)
+            try:
+                await upsert_schedules(spec, redis)
+                return
+            except (RedisError, OSError, TimeoutError) as error:
+                if is_oom(error):
+                    telemetry.full.refused_write("upserting the job schedulers", error)
+                else:
+                    log.warning("upserting the job schedulers failed, retrying: %s", error)
+
+    return asyncio.ensure_future(retry())
+
+
+def _on_worker_error(telemetry: Telemetry, error: BaseException) -> None:
+    """A full Redis fails every fetch, completion and stalled check (bullmq retries a fetch every 0.1 s): those
+    are coalesced with the slot's own refused writes; any other error is logged as it comes."""
+    if is_oom(error):
+        telemetry.full.refused_write("fetching or finishing jobs", error)
+    else:
+        log.error("worker error: %s", error)
 
 
 def _on_stalled(telemetry: Telemetry, job_id: str) -> None:

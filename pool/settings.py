@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import AnyUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    Field,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    UrlConstraints,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import MultiHostUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 _S = TypeVar("_S", bound=BaseSettings)
+
+
+def _names_master(url: MultiHostUrl) -> MultiHostUrl:
+    if not (url.path or "").strip("/"):
+        raise ValueError("a redis+sentinel:// URL ends with the master's name: .../<master name>[/db]")
+    return url
+
+
+SentinelDsn = Annotated[
+    MultiHostUrl,
+    UrlConstraints(allowed_schemes=["redis+sentinel", "rediss+sentinel"], default_port=26379),
+    AfterValidator(_names_master),
+]
+"""`redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/db]`: Redis behind Sentinel
+(pool/connection.py asks the sentinels for the master and follows a failover)."""
+RedisUrl = RedisDsn | SentinelDsn
+
+
+def redis_passwords(url: RedisUrl) -> list[str]:
+    """The passwords in a Redis URL (a Sentinel URL names several hosts), for the log scrubber."""
+    if isinstance(url, MultiHostUrl):
+        return [p for host in url.hosts() if (p := host.get("password"))]
+    return [url.password] if url.password else []
 
 
 class Settings(BaseSettings):
@@ -19,8 +54,8 @@ class Settings(BaseSettings):
         case_sensitive=True, extra="ignore", frozen=True, use_attribute_docstrings=True
     )
 
-    REDIS_URL: RedisDsn
-    """Redis connection string (the shared Redis the Node producers use)."""
+    REDIS_URL: RedisUrl
+    """Redis connection string (the shared Redis the Node producers use); `redis+sentinel://` for Sentinel."""
     DATABASE_URL: PostgresDsn
     """Identity database; the worker only reads it."""
     TASKS_DATABASE_URL: PostgresDsn
@@ -84,10 +119,17 @@ class Settings(BaseSettings):
     producer's trace (pool/tracing.py). The SDK reads the other OTEL_* variables itself."""
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str | None = None
     """The traces endpoint itself, when it is not <OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces."""
+    MA_EVENT_LOOP: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop `ma-worker run` runs on: uvloop (libuv; less CPU per job, see bench/REPORT.md) or the
+    standard library's asyncio loop. uvloop falls back to asyncio, with a warning, where it is not installed."""
     MA_STOCK_CLIENTS: bool = False
     """1: run bullmq's own Worker and redis-py's own pool and client instead of our faster subclasses (for
     when a library upgrade is suspected; slower, and a foreign producer's non-JSON job then stalls instead of
     failing with a reason)."""
+
+    MA_REDIS_AUTOPIPELINE: bool = True
+    """Write the pool's Redis commands of one event-loop turn together on one shared connection (as ioredis does
+    for the Node workers; pool/connection.py `AutoPipeline`). 0: a pooled connection per command."""
 
     @field_validator("MA_EXPORT_URL")
     @classmethod
@@ -117,17 +159,25 @@ class Settings(BaseSettings):
         return ""
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@,]*:)[^@/]*@")
+"""The password in a URL's user info (`scheme://user:PASSWORD@host`), never shown back."""
+
+
 def _describe(error: ValidationError, model: type[BaseSettings] | None = None) -> str:
     problems = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]) or "environment"
+    by_field: dict[str, list[Any]] = {}
+    for item in error.errors():  # a union (REDIS_URL: a URL or a Sentinel URL) gives one error per member
+        by_field.setdefault(str(item["loc"][0]) if item["loc"] else "environment", []).append(item)
+    for name, items in by_field.items():
+        # the member whose scheme matched says what is wrong; otherwise the first
+        item = next((i for i in items if i["type"] != "url_scheme"), items[0])
         if item["type"] == "missing":
             field = (model or Settings).model_fields.get(name)
             doc = field.description.split(".")[0] if field and field.description else ""
             problems.append(f"{name} is not set" + (f" ({doc})" if doc else ""))
         else:
             secret = "SECRET" in name or "KEY" in name or "TOKEN" in name
-            shown = "<hidden>" if secret else repr(item.get("input"))
+            shown = "<hidden>" if secret else repr(_URL_PASSWORD.sub(r"\1<hidden>@", str(item.get("input"))))
             problems.append(f"{name} is malformed: {item['msg']} (got {shown})")
     return "; ".join(problems)
 

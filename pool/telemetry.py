@@ -7,6 +7,7 @@ events raised while Redis is down are delivered once it is back (bounded buffer)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import psutil
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from pool.contracts import (
     EVENTS_MAXLEN,
@@ -32,9 +33,11 @@ from pool.contracts import (
     heartbeat_key,
     recent_field,
     recent_key,
+    rss_trail_key,
     stats_key,
 )
 from pool.downstream import DownstreamCounts
+from pool.redis_full import FullRedis, is_oom
 
 if TYPE_CHECKING:
     from bullmq import Job
@@ -67,6 +70,11 @@ return backlog
 """The queue's backlog (waiting + prioritized) and BullMQ's cumulative completed/failed counts, read and written
 into the current recent bucket in one step: a time series of the backlog that every reader (even a one-shot
 `ma-top --once`) takes the arrivals and the drain rate from. Gauges: the last writer of a bucket wins."""
+BACKLOG_SAMPLE_SHA = hashlib.sha1(BACKLOG_SAMPLE.encode()).hexdigest()
+"""Run by EVALSHA in each flush's pipeline (the script body is not resent every beat). Not redis-py's
+`register_script`: inside a pipeline it costs a SCRIPT EXISTS round trip on every execute. A Redis that does
+not know the script yet (first flush, restart, SCRIPT FLUSH) answers NOSCRIPT: the flush then runs it once by
+EVAL, which also caches it."""
 
 
 def now_ms() -> int:
@@ -131,12 +139,16 @@ class Telemetry:
     throttled_count: int = 0
     in_flight: set[str] = field(default_factory=set)
     _pending: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=1_000))
+    full: FullRedis = field(default_factory=lambda: FullRedis(log))
+    """Writes refused because Redis is full, from this loop and the worker's errors alike (pool/redis_full.py)."""
     _counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     """(stats key suffix, counter, recent bucket) -> increments not yet written to Redis. The bucket is that
     of the time counted, so counts held back by an outage still land in the minutes they happened in."""
     _throttles: dict[str, _ThrottleWindow] = field(default_factory=dict)
     trail_every: float = TRAIL_EVERY
     _usage: _Usage = field(init=False)
+    _trail_sent: tuple[int, int] | None = None
+    """The newest trail point Redis has: the trail (1.6 KB at 60 points) is rewritten only when one is added."""
 
     def __post_init__(self) -> None:
         self._usage = _Usage(self.trail_every)
@@ -240,7 +252,6 @@ class Telemetry:
             "lastBeat": now_ms(),
             "rss": rss,
             "cpu": cpu,
-            "rssTrail": [list(point) for point in self._usage.trail],
         }
 
     async def flush(self, redis: Redis) -> None:
@@ -255,8 +266,7 @@ class Telemetry:
                 pipe.expire(recent_key(bucket), RECENT_KEEP_S)
             downstream = self.downstream.write(pipe)
             pipe.sadd(QUEUES_REGISTRY, self.queue)
-            pipe.eval(
-                BACKLOG_SAMPLE,
+            sample = (
                 5,
                 bull_key(self.queue, "wait"),
                 bull_key(self.queue, "prioritized"),
@@ -266,6 +276,8 @@ class Telemetry:
                 self.queue,
                 RECENT_KEEP_S,
             )
+            at = len(pipe)
+            pipe.evalsha(BACKLOG_SAMPLE_SHA, *sample)
             for record in batch:
                 pipe.xadd(
                     EVENTS_STREAM,
@@ -274,9 +286,22 @@ class Telemetry:
                     approximate=True,
                 )
             pipe.set(self.heartbeat_key, json.dumps(self.heartbeat()), ex=HEARTBEAT_TTL)
+            trail_key, trail = rss_trail_key(self.heartbeat_key), self._usage.trail
+            point = trail[-1] if trail else None
+            if point is not None and point != self._trail_sent:
+                pipe.set(trail_key, json.dumps([list(p) for p in trail]), ex=HEARTBEAT_TTL)
+            else:
+                pipe.expire(trail_key, HEARTBEAT_TTL)  # lives and dies with the beat
+            self._trail_sent = None  # until this flush has landed: a failed one may have let the trail expire
             pipe.zadd(WORKERS_INDEX, {self.heartbeat_key: now_ms()})
             pipe.zremrangebyscore(WORKERS_INDEX, 0, now_ms() - HEARTBEAT_TTL * 1000)
-            await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        if isinstance(results[at], NoScriptError):
+            results[at] = await redis.eval(BACKLOG_SAMPLE, *sample)
+        for result in results:  # as execute() would have raised, once every command has run
+            if isinstance(result, Exception):
+                raise result
+        self._trail_sent = point
         for _ in batch:
             self._pending.popleft()
         self._counts.subtract(counts)
@@ -299,6 +324,15 @@ class Telemetry:
             try:
                 await asyncio.wait_for(self.flush(redis), timeout=10)
                 last_beat = time.monotonic()
+                episode = self.full.accepted()
+                if episode is not None:
+                    self.event(
+                        "redis-full",
+                        f"Redis refused writes (OOM) for {episode.seconds:.1f}s: maxmemory reached",
+                        since=str(int(episode.since * 1000)),
+                        until=str(now_ms()),
+                        count=str(episode.refused),
+                    )
                 if down_since is not None:
                     outage = last_beat - down_since
                     log.warning("Redis connection recovered after %.1fs (%d failed checks)", outage, failures)
@@ -310,6 +344,10 @@ class Telemetry:
                     down_since, failures = None, 0
                     continue  # deliver the recovery event now
             except (RedisError, OSError, TimeoutError) as error:
+                if is_oom(error):  # Redis answers, but is full: not a connection failure
+                    self.full.refused_write("the slot's heartbeat, counters and events are held", error)
+                    await asyncio.sleep(max(0.0, RETRY_EVERY - (time.monotonic() - attempt)))
+                    continue
                 failures += 1
                 if down_since is None:
                     down_since = attempt
@@ -328,7 +366,9 @@ class Telemetry:
         self.close_throttle_windows(force=True)
         try:
             await asyncio.wait_for(self.flush(redis), timeout=3)
-            await asyncio.wait_for(redis.delete(self.heartbeat_key), timeout=2)
+            await asyncio.wait_for(
+                redis.delete(self.heartbeat_key, rss_trail_key(self.heartbeat_key)), timeout=2
+            )
             await asyncio.wait_for(redis.zrem(WORKERS_INDEX, self.heartbeat_key), timeout=2)
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("could not retire heartbeat: %s", error)

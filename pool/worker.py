@@ -19,6 +19,7 @@ field. The happy path is unchanged (the marker is only built after `fromJSON` fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
 from bullmq.job import optsFromJSON
+from bullmq.lock_manager import LockManager
 
 UNDECODABLE = "__ma_undecodable__"
 _DEFAULTS = {"data": "{}", "opts": "{}", "progress": "0"}
@@ -49,6 +51,51 @@ def _undecodable_fields(job_data: dict[str, Any]) -> dict[str, Any]:
         preview = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         fixed["data"] = json.dumps({UNDECODABLE: {"fields": bad, "preview": preview[:120]}})
     return fixed
+
+
+class DrainingLockManager(LockManager):  # type: ignore[misc]  # bullmq ships no type information
+    """bullmq's `Worker.run` leaves its loop as soon as a graceful close begins and the blocking fetch ends, and
+    closes its LockManager on the way out, while jobs are still running: their locks stop being renewed, so a job
+    still running `lockDuration` after its last renewal loses its lock ("Missing lock for job N. moveToFinished")
+    and the stall check of another slot runs it again. Closing waits for the tracked jobs instead (a forced close
+    untracks them at once). Upstream-ready: the fix belongs in `Worker.run` (tests/test_overrides.py guards it)."""
+
+    @classmethod
+    def replacing(cls, manager: LockManager) -> DrainingLockManager:
+        return cls(
+            manager.worker,
+            lock_renew_time=manager.lock_renew_time,
+            lock_duration=manager.lock_duration,
+            worker_id=manager.worker_id,
+            worker_name=manager.worker_name,
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._no_jobs = asyncio.Event()
+        self._no_jobs.set()
+
+    def track_job(self, *args: Any, **kwargs: Any) -> Any:
+        controller = super().track_job(*args, **kwargs)
+        if self.tracked_jobs:
+            self._no_jobs.clear()
+        return controller
+
+    def untrack_job(self, job_id: str) -> None:
+        super().untrack_job(job_id)
+        if not self.tracked_jobs:
+            self._no_jobs.set()
+
+    async def close(self) -> None:
+        if not getattr(self.worker, "forceClosing", False):  # forced: the jobs are being cancelled anyway
+            await self._no_jobs.wait()
+        await super().close()
+
+
+def drain_locks_on_close(worker: Worker) -> None:
+    """Keep renewing the locks of a worker's running jobs until they finish during a graceful close (call it right
+    after constructing the worker, before its run loop starts)."""
+    worker.lockManager = DrainingLockManager.replacing(worker.lockManager)
 
 
 class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type information

@@ -570,7 +570,10 @@ async def test_stripe_5xx_is_retried_until_it_recovers_and_the_retries_are_count
     from pool.monitor.collector import Collector
 
     invoice_id, intent_id = await paid_invoice(identity_db, stripe, 700)
-    stripe.hook("POST", "/__faults", {"status": 503, "seconds": 5, "path": "/v1/"})
+    # Three 503s on this intent, not a window on every path (the slot's payment.reconcile, run at start, could
+    # take them all): the first attempt gets two (with the client's own retry, MA_STRIPE_NETWORK_RETRIES=1) and
+    # is retried; the second gets one more, then the answer.
+    stripe.hook("POST", "/__faults", {"status": 503, "count": 3, "path": f"/v1/payment_intents/{intent_id}"})
     start_pool(
         SYNC, MA_QUEUE_TABLE="tests.support.table:REAL_FAST", IDENTITY_BASE_URL=identity.url, **stripe.env()
     )
@@ -717,3 +720,45 @@ async def test_load_test_cli_reports_how_the_billing_queues_drained(redis, valke
         env=env,
     )
     assert bad.returncode == 2 and "expected true or false" in bad.stderr
+
+
+async def test_an_invoice_pdf_on_a_full_disk_fails_naming_enospc_leaves_no_file_and_is_retried(
+    redis, start_real_pool, stripe, subscription, identity_db, tmp_path
+):
+    from bullmq import Job
+
+    from tests.support.disk import full_disk
+
+    sub = await subscription()
+    start, end = this_month()
+    await add_usage(identity_db, sub, [("api.calls", "10", start + timedelta(hours=1))])
+    disk = tmp_path / "disk"
+    with full_disk(disk) as free:
+        pool = start_real_pool(INVOICE, **stripe.env(), MA_INVOICE_DIR=str(disk))
+        body = {
+            "organizationId": "org_globex",
+            "subscriptionId": sub,
+            "periodStart": iso(start),
+            "periodEnd": iso(end),
+        }
+        queue = Queue(INVOICE, {"connection": redis})
+        added = await queue.add("invoice.generate", body)
+
+        async def first_attempt_failed() -> Job | None:
+            job = await Job.fromId(queue, added.id)
+            return job if job is not None and job.attemptsMade >= 1 else None
+
+        job = await wait_for(first_attempt_failed, what="the first attempt failed")
+        assert await queue.getJobState(added.id) in ("delayed", "wait")  # retried later, not failed for good
+        assert "disk full (ENOSPC: No space left on device) writing" in job.failedReason
+        assert str(disk) in job.failedReason
+        assert sorted(p.name for p in disk.iterdir()) == [".filler"]  # no partial PDF, nothing under its name
+
+        free()
+        done = await settle(redis, INVOICE, added.id, timeout=90)
+        assert done.returnvalue is not None, done.failedReason
+        pdf = Path(done.returnvalue["document"])
+        assert pdf.parent == disk.resolve() and sorted(p.name for p in disk.iterdir()) == [pdf.name]
+        invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
+        assert hashlib.sha256(pdf.read_bytes()).hexdigest() == invoice["document_sha256"]
+        assert pool.proc.poll() is None

@@ -61,6 +61,35 @@ def test_queue_table_retention_is_bounded_and_metrics_are_on():
         assert opts["lockDuration"] > 0 and opts["concurrency"] > 0
 
 
+def test_every_queue_rides_out_a_15_minute_outage_and_no_job_waits_longer_than_the_cap_between_tries():
+    for spec in QUEUES.values():
+        assert spec.retry_window_s >= 15 * 60, f"{spec.name}: retries end {spec.retry_window_s:.0f}s in"
+        assert spec.longest_wait_s <= spec.backoff_cap_ms / 1000 <= 300, spec.name
+        # ...and not much more than the outage: every try past the cap waits the cap, none beyond 17 min.
+        assert spec.retry_window_s <= 17 * 60, f"{spec.name}: {spec.retry_window_s:.0f}s of retries"
+    usage = QUEUES["billing-usage"]  # the queue of the 40-second blip that failed 10 jobs for good
+    assert [usage.retry_delay_ms(n) / 1000 for n in range(1, usage.attempts)] == [
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        *[120] * 7,
+    ]
+
+
+def test_readme_states_each_queues_retry_policy_as_the_table_has_it():
+    readme = (ROOT / "README.md").read_text()
+    for spec in QUEUES.values():
+        row = (
+            f"| `{spec.name}` | {spec.attempts} | exponential from {spec.backoff_ms / 1000:g} s"
+            f" | {spec.backoff_cap_ms / 1000:g} s | {spec.retry_window_s:g} s ({spec.retry_window_s / 60:.1f} min)"
+            f" | {spec.longest_wait_s:g} s |"
+        )
+        assert row in readme, row
+
+
 def test_import_contracts_hold():
     """pool and handlers never import tui, textual or devstack (but `ma-worker dev`); handlers reach pool only
     through pool.contracts; tui never imports handlers: import-linter's contracts in pyproject.toml."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pool.connection import LeanBlockingConnectionPool, LeanRedis, pooled_redis
+from redis.exceptions import ResponseError
+
+from pool.connection import LeanBlockingConnectionPool, LeanRedis, PipelinedRedis, pooled_redis
 from tests.support.waits import wait_for
 
 
@@ -80,5 +82,123 @@ async def test_a_cancelled_command_leaves_no_reply_for_the_next_caller(valkey: A
         await redis.rpush("fast:q", "item")  # a half-read BLPOP reply must not surface as the next answer
         assert await client.get("fast:x") == "x-value"
         assert await redis.lrange("fast:q", 0, -1) == ["item"]
+    finally:
+        await client.aclose()
+
+
+# -- auto-pipelining (PipelinedRedis / AutoPipeline) ---------------------------------------------------------------
+def pipelined(url: str, name: str, connections: int = 4) -> Any:
+    client = pooled_redis(url, max_connections=connections, name=name, autopipeline=True)
+    assert isinstance(client, PipelinedRedis), "redis:// with hiredis and the verified redis-py pipelines"
+    return client
+
+
+async def named(redis: Any, name: str) -> list[dict[str, Any]]:
+    return [c for c in await redis.client_list() if c["name"] == name]
+
+
+async def test_pipelined_callers_each_get_their_own_reply_and_error_on_one_shared_connection(
+    valkey: Any, redis: Any
+) -> None:
+    client = pipelined(valkey.url, "ma-test-mux")
+    try:
+        await redis.delete("mux:n", "mux:h", "mux:text")
+        await redis.hset("mux:h", mapping={"a": "1", "b": "2"})
+        await redis.set("mux:text", "not a number")
+        calls = []
+        for i in range(400):
+            calls += [
+                client.incr("mux:n"),
+                client.set(f"mux:k{i}", i),
+                client.get("mux:text"),
+                client.hgetall("mux:h"),
+            ]
+            if i % 50 == 0:
+                calls.append(client.incr("mux:text"))  # an error reply, for this caller only
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert len(errors) == 8 and all(
+            isinstance(e, ResponseError) and "not an integer" in str(e) for e in errors
+        )
+        assert sorted(r for r in results if isinstance(r, int) and not isinstance(r, bool)) == list(
+            range(1, 401)
+        )
+        assert sum(r is True for r in results) == 400 and results.count("not a number") == 400
+        assert results.count({"a": "1", "b": "2"}) == 400, (
+            "the reply went through redis-py's callback (a dict)"
+        )
+        assert await client.mget([f"mux:k{i}" for i in range(0, 400, 100)]) == ["0", "100", "200", "300"]
+        mine = await named(redis, "ma-test-mux")
+        assert len(mine) == 1, f"1,608 commands from 1,608 callers took one connection, not {len(mine)}"
+    finally:
+        await client.aclose()
+    await wait_for(lambda: _no_clients(redis, "ma-test-mux"), timeout=5, what="aclose closed it")
+
+
+async def _no_clients(redis: Any, name: str) -> bool:
+    return not await named(redis, name)
+
+
+async def test_a_blocking_command_takes_its_own_connection_and_holds_nobody_up(
+    valkey: Any, redis: Any
+) -> None:
+    client = pipelined(valkey.url, "ma-test-mux-block")
+    try:
+        await redis.delete("mux:q")
+        blocked = asyncio.create_task(client.blpop(["mux:q"], timeout=5))
+        await wait_for(
+            lambda: blocked_at_server(redis, "ma-test-mux-block"), every=0.01, what="BLPOP blocked"
+        )
+        assert await asyncio.wait_for(asyncio.gather(*(client.incr("mux:b") for _ in range(50))), timeout=2)
+        assert not blocked.done(), "the pipelined commands were answered while the BLPOP still waited"
+        await redis.rpush("mux:q", "item")
+        assert list(await blocked) == ["mux:q", "item"]
+        assert len(await named(redis, "ma-test-mux-block")) == 2  # the pipelined one and the pooled one
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_pipelined_caller_leaves_the_connection_and_the_others_replies_intact(
+    valkey: Any, redis: Any
+) -> None:
+    client = pipelined(valkey.url, "ma-test-mux-cancel")
+    try:
+        await client.set("mux:c", "c-value")
+        (before,) = await named(redis, "ma-test-mux-cancel")
+        slow = asyncio.create_task(  # busy for ~300 ms at Valkey, so it is surely in flight when cancelled
+            client.eval(
+                "local t = redis.call('TIME') repeat local n = redis.call('TIME') "
+                "until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 300000 return 'slow'",
+                0,
+            )
+        )
+        behind = [asyncio.create_task(client.get("mux:c")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+        assert await asyncio.gather(*behind) == ["c-value"] * 20, (
+            "the replies behind it went to their callers"
+        )
+        assert await client.get("mux:c") == "c-value"
+        (after,) = await named(redis, "ma-test-mux-cancel")
+        assert after["id"] == before["id"], "no reconnect was needed"
+    finally:
+        await client.aclose()
+
+
+async def test_a_pipelined_connection_killed_by_the_server_is_replaced_and_scripts_reload(
+    valkey: Any, redis: Any
+) -> None:
+    client = pipelined(valkey.url, "ma-test-mux-killed")
+    try:
+        script = client.register_script("return redis.call('GET', KEYS[1])")
+        await client.set("mux:s", "s-value")
+        assert await script(keys=["mux:s"]) == "s-value"
+        (killed,) = await named(redis, "ma-test-mux-killed")
+        assert await redis.client_kill_filter(_id=killed["id"]) == 1
+        await redis.script_flush()  # the reconnected client meets NOSCRIPT and loads the script again
+        assert await asyncio.gather(*(script(keys=["mux:s"]) for _ in range(30))) == ["s-value"] * 30
+        (now,) = await named(redis, "ma-test-mux-killed")
+        assert now["id"] != killed["id"]
     finally:
         await client.aclose()

@@ -90,6 +90,29 @@ async def test_transient_errors_retry_with_backoff_until_success(redis, start_po
     assert job.attemptsMade == 3
 
 
+async def test_an_exponential_backoff_is_capped_per_retry_and_the_job_keeps_its_producers_options(
+    redis, start_pool
+):
+    """A base of 60 s would wait 60 s and then 120 s; the test table caps each wait at 1 s. Only the pool's
+    copy of the options changes: Redis keeps the producer's backoff (a Node worker would read it)."""
+    start_pool(Q)
+    backoff = {"type": "exponential", "delay": 60_000}
+    job = await add(redis, "test.flaky", {"key": "cap", "succeedOnAttempt": 3}, attempts=3, backoff=backoff)
+    done = await finished(redis, job, timeout=30)
+    assert done.returnvalue == {"attempt": 3} and done.attemptsMade == 3
+    assert done.opts["backoff"] == backoff
+
+
+async def test_a_throttle_asking_for_10_minutes_defers_no_longer_than_the_cap_and_burns_no_attempt(
+    redis, start_pool
+):
+    """Retry-After: 600 twice; the test table's cap (1 s) bounds each wait: done in seconds, on attempt 1."""
+    start_pool(Q)
+    job = await add(redis, "test.throttle", {"key": "long", "times": 2, "retryAfter": 600}, attempts=1)
+    done = await finished(redis, job, timeout=30)
+    assert done.returnvalue == {"calls": 3, "attempt": 1} and done.attemptsMade == 1
+
+
 async def test_jobs_without_attempts_from_a_producer_get_the_queue_defaults(redis, start_pool):
     """Node producers often leave attempts to the consumer: the queue table's apply (3 in the test table)."""
     start_pool(Q)

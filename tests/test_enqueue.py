@@ -8,6 +8,7 @@ from typing import Any
 
 from bullmq import Job, Queue
 
+from pool.queue_table import QUEUES
 from tests.support.paths import BIN, ROOT
 from tests.support.waits import wait_for
 
@@ -33,7 +34,9 @@ async def test_enqueue_adds_a_job_with_the_queue_table_options(valkey, redis):
     assert out.stdout.strip() == f"added {Q} usage.aggregate#u-1"
     job = await Job.fromId(Queue(Q, {"connection": redis}), "u-1")
     assert job.data == {"organizationId": "org_acme"}
-    assert job.opts["attempts"] == 5 and job.opts["backoff"] == {"type": "exponential", "delay": 2000}
+    spec = QUEUES[Q]
+    assert job.opts["attempts"] == spec.attempts == 14
+    assert job.opts["backoff"] == {"type": "exponential", "delay": 2000}
     again = cli(valkey, Q, "usage.aggregate", "--data", "{}", "--job-id", "u-1")
     assert again.returncode == 0 and "already exists" in again.stdout and "nothing added" in again.stdout
     assert await Queue(Q, {"connection": redis}).getWaitingCount() == 1
@@ -143,7 +146,7 @@ async def test_what_we_enqueue_a_node_bullmq_worker_can_read(valkey, redis, node
         "id": "inv-2024-08",
         "name": "invoice.generate",
         "data": payload,
-        "attempts": 5,
+        "attempts": QUEUES["billing-invoice"].attempts,
         "backoff": {"type": "exponential", "delay": 2000},
         "delay": 0,
     }

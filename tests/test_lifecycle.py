@@ -77,6 +77,29 @@ async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis,
     assert await tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'") == 1
 
 
+async def test_a_job_running_past_its_lock_duration_during_a_graceful_stop_keeps_its_lock_and_runs_once(
+    redis, start_pool, tasks_db
+):
+    """The test table's lock is 4 s (renewed every 2 s) and its stall check runs every 2 s: a 9 s job whose slot
+    is told to stop after 1 s must keep its lock to the end (LIBRARY_TRAPS §13), or the other slot's stall check
+    runs it again."""
+    stopping = start_pool(Q)
+    queue = Queue(Q, {"connection": redis})
+    job = await queue.add("test.effect", {"key": "lock-kept", "sleepSeconds": 9})
+    await wait_for(
+        lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'lock-kept'"),
+        what="the handler is running",
+    )
+    start_pool(Q)  # a second slot, whose stall check would take the job if its lock lapsed
+    stopping.proc.send_signal(signal.SIGTERM)
+    await wait_for(lambda: stopping.proc.poll() is not None, timeout=40, what="the stopping slot's exit")
+    assert stopping.proc.returncode == 0
+    assert await queue.getJobState(job.id) == "completed"
+    assert "Missing lock" not in stopping.text()
+    assert await tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'lock-kept'") == 1
+    assert await tasks_db.fetchval("SELECT count(*) FROM test_effects WHERE key = 'lock-kept'") == 1
+
+
 async def test_a_job_outliving_the_grace_is_force_closed_and_rerun_later(redis, start_pool, tasks_db):
     pool = start_pool(Q, MA_SHUTDOWN_GRACE="1")
     queue = Queue(Q, {"connection": redis})
@@ -167,3 +190,14 @@ async def test_sigterm_while_redis_is_unreachable_exits_cleanly(start_pool):
 
 async def _state_is(queue: Queue, job_id: str, want: str) -> bool:
     return await queue.getJobState(job_id) == want
+
+
+def test_a_sentinel_url_without_the_master_name_is_refused_at_start_and_its_password_not_echoed(
+    valkey, db_urls
+):
+    result = run_with_env(
+        pool_env(valkey.url, db_urls, REDIS_URL="redis+sentinel://:s3cret-pw@127.0.0.1:26379")
+    )
+    assert result.returncode == 78
+    assert "REDIS_URL is malformed" in result.stderr
+    assert "s3cret-pw" not in result.stderr

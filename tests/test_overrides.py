@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from bullmq import Queue, Worker
+from bullmq.lock_manager import LockManager
+from redis._parsers.hiredis import _AsyncHiredisParser  # noqa: PLC2701 - guarded: AutoPipeline reads its state
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
@@ -26,6 +28,20 @@ from tests.support.waits import wait_for
 
 # (library, version written against, our file, upstream object, fingerprint)
 GUARDED = [
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py (DrainingLockManager: run closes the LockManager while jobs still run)",
+        Worker.run,
+        "abfb25f9c2a59142f21da8c1962209ec832445f5ef8e1b8aba9f32ac38871343",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py (DrainingLockManager)",
+        LockManager.close,
+        "805d42124ee8956e64f63641de34d5f3f4f01cfb654559f83870292df261534d",
+    ),
     (
         "bullmq",
         "3.4.4",
@@ -109,6 +125,41 @@ GUARDED = [
         "pool/connection.py",
         Redis.from_pool,
         "f114920bc559f86c760a452d47d6814215ae9af42ba932036f322cbd61f2c734",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (PipelinedRedis._pipelined copies its reply handling)",
+        Redis.parse_response,
+        "d66cfb53d08c4160fed389e1cf2862d7ad74150a0fe63044bef457773e025fec",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline reads the parser's _stream and _reader)",
+        _AsyncHiredisParser.on_connect,
+        "5c7b848496314124f40e3684eca6edab6a0435a46cae9e62980eb497516db013",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline._read replaces it)",
+        _AsyncHiredisParser.read_response,
+        "6cba18b62d2aad4dfe9e4be4e3bbb834ba4728640cbba421587e31bc096b2315",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline._read raises error replies as it does)",
+        AbstractConnection.read_response,
+        "c1b374bc1a30d0b4f987af86e3ce475a1a1288382dc140b39f436d25beebe5d4",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline._flush writes to the connection's writer directly)",
+        AbstractConnection.send_packed_command,
+        "baaeabd916209157db40455f034a0bac6fb3e2db902271313e0702bcbc678321",
     ),
 ]
 

@@ -45,6 +45,7 @@ def pids(sup: Supervisord, *, of: str | None = None, but: str | None = None) -> 
     }
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_scale_up_then_down_while_jobs_run_touches_no_other_program_and_lets_the_jobs_finish(
     stack, db_urls
 ):

@@ -10,7 +10,11 @@ import pytest
 from tests.support.loadstack import load_stack
 from tests.support.soak import Soak
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.soak,
+    pytest.mark.timeout(1800),
+]  # ~25 min on a busy machine: not in CI
 
 
 def test_20000_mixed_jobs_leave_no_leaked_key_and_steady_redis_connections(tmp_path):

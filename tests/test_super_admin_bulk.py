@@ -325,3 +325,43 @@ async def test_export_chunks_join_to_exactly_the_rows_in_order(users, identity_d
         lines = b"".join(body for body, _ in chunks).decode().splitlines()
         assert [line.split(",")[0].strip('"') for line in lines] == sorted(ids)
         assert sum(n for _, n in chunks) == 23
+
+
+async def test_an_export_to_a_full_disk_fails_naming_enospc_leaves_no_file_and_is_retried(
+    redis, start_real_pool, users, tmp_path: Path
+):
+    from tests.support.disk import full_disk
+
+    tag, _ = await users(25)
+    disk = tmp_path / "disk"
+    with full_disk(disk) as free:
+        pool = start_real_pool(Q, MA_EXPORT_DIR=str(disk))
+        bulk = f"bulk_{uuid.uuid4().hex[:8]}"
+        body = {
+            "bulkJobId": bulk,
+            "actorId": "user_root",
+            "target": "users",
+            "filter": {"emailDomain": f"{tag}.example"},
+        }
+        queue = Queue(Q, {"connection": redis})
+        added = await queue.add("bulk.export", {**body, "format": "csv"})
+
+        async def first_attempt_failed() -> Job | None:
+            job = await Job.fromId(queue, added.id)
+            return job if job is not None and job.attemptsMade >= 1 else None
+
+        job = await wait_for(first_attempt_failed, what="the first attempt failed")
+        assert await queue.getJobState(added.id) in ("delayed", "wait")  # retried later, not failed for good
+        final = f"{bulk}-users.csv.gz"
+        assert "disk full (ENOSPC: No space left on device)" in job.failedReason
+        assert str(disk / final) in job.failedReason and "retried later" in job.failedReason
+        assert sorted(p.name for p in disk.iterdir()) == [
+            ".filler"
+        ]  # no partial file, nothing under the name
+
+        free()
+        done = await settle(redis, Q, added.id, timeout=60)
+        assert done.returnvalue is not None, done.failedReason
+        assert done.returnvalue["rows"] == 25 and Path(done.returnvalue["path"]) == (disk / final).resolve()
+        assert sorted(p.name for p in disk.iterdir()) == [final]
+        assert pool.proc.poll() is None

@@ -104,6 +104,7 @@ async def _not(check) -> bool:
     return not await check()
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_restart_a_process_through_a_real_supervisord(valkey, redis, db_urls, tmp_path):
     from devstack import engines
     from pool.supervise import supervisord_env

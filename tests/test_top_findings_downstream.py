@@ -114,12 +114,14 @@ def test_outcomes_of_answers_and_database_errors():
 
     assert pg_outcome(PgError("57014"), is_disconnect=False) == "timeout"
     assert pg_outcome(PgError("08006"), is_disconnect=False) == "connection-error"
-    assert pg_outcome(PgError("53300"), is_disconnect=False) == "5xx"  # too many connections
+    assert pg_outcome(PgError("53300"), is_disconnect=False) == "saturated"  # too many connections
     assert pg_outcome(PgError("23505"), is_disconnect=False) == "error"  # a unique violation is the query's
     assert pg_outcome(ConnectionRefusedError(), is_disconnect=False) == "connection-error"
     assert pg_outcome(TimeoutError(), is_disconnect=False) == "timeout"
     assert pg_outcome(PgError(""), is_disconnect=True) == "connection-error"
-    assert {"ok", "429", "4xx", "5xx", "timeout", "connection-error", "error"} == set(DOWNSTREAM_OUTCOMES)
+    assert {"ok", "429", "4xx", "5xx", "timeout", "connection-error", "error", "saturated"} == set(
+        DOWNSTREAM_OUTCOMES
+    )
 
 
 # -- long-running active job ---------------------------------------------------------------------------------

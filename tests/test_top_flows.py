@@ -250,6 +250,8 @@ async def test_ma_top_over_the_live_source_lists_the_parent_in_waiting_children_
         await wait_for(
             lambda: [r[0] for r in rows(app)] == [parent_id], what="the parent in waiting-children"
         )
+        # the failed child and the delayed one are still its pending children; the completed one is not
+        assert rows(app)[0][-1] == "waiting for 2 child job(s) (enter: which)"
         await pilot.press("enter")
         blocked = f"blocked by 1 failed child: {CHILDREN}#{bad_id} {REASON}"
         await wait_for(lambda: blocked in text(app, "#flow"), what="the parent's blocking child")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from bullmq import Queue
 
 from devstack import engines
@@ -27,6 +28,7 @@ def _day(days_ago: int) -> tuple[str, str]:
     return lo.isoformat().replace("+00:00", "Z"), (lo + timedelta(days=1)).isoformat().replace("+00:00", "Z")
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_identity_429s_are_throttled_on_the_first_screen_and_in_once_until_they_stop(
     redis, valkey, start_real_pool, identity, tmp_path
 ):
@@ -66,6 +68,7 @@ async def test_identity_429s_are_throttled_on_the_first_screen_and_in_once_until
         assert not about(once(valkey.url, tmp_path, MA_TOP_RATE_WINDOW_S=window), "throttled", USAGE)
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_slots_that_crash_at_start_are_no_workers_naming_fatal_and_the_exit_status_until_fixed(
     valkey, redis, db_urls, tmp_path
 ):
@@ -106,6 +109,7 @@ async def test_slots_that_crash_at_start_are_no_workers_naming_fatal_and_the_exi
         sup.stop()
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_arrivals_above_what_the_slots_finish_are_a_growing_backlog_until_they_stop(
     redis, valkey, start_pool, tmp_path
 ):

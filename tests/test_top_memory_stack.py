@@ -123,8 +123,11 @@ async def test_a_handler_that_keeps_allocating_is_memory_growth_on_the_first_scr
         )
         (found,) = await wait_for(on_screen, timeout=30, what="memory-growth on ma-top's first screen")
         assert found.goto == f"process:{Q}" and "RSS grew" in found.cause and "steps up" in found.evidence
-        pane = str(app.screen.query_one("#findings", Static).render())
-        assert "RSS grew" in pane and subject in pane
+
+        def pane() -> str:  # drawn on the render after the tick that found it
+            return str(app.screen.query_one("#findings", Static).render())
+
+        await wait_for(lambda: "RSS grew" in pane() and subject in pane(), what="the finding in the pane")
         await wait_for(lambda: metric() == 1, timeout=30, what="ma_finding memory-growth")
         (one,) = await wait_for(
             lambda: [f for f in once(valkey.url, tmp_path)["findings"] if f["kind"] == "memory-growth"],

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bullmq import Queue
 from redis.asyncio import Redis
 from textual.widgets import DataTable, Static
@@ -59,7 +60,7 @@ async def down_with_the_last_known_table(app: MaTop, url: str, cwd: Path, *, cau
         what="the queue's last known counts, aged",
     )
     assert "redis-down" in kinds(app) and "stale: last known" in status(app)
-    assert cause in app.state.snapshot.errors["redis"]
+    await wait_for(lambda: cause in app.state.snapshot.errors.get("redis", ""), what=f"the cause: {cause}")
     before = status(app)
     await wait_for(
         lambda: status(app) != before and "REDIS DOWN" in status(app),
@@ -83,6 +84,7 @@ async def live_again(app: MaTop, url: str, cwd: Path) -> None:
     assert code == 0 and "redis-down" not in [f["kind"] for f in snap["findings"]]
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_redis_stopped_killed_and_hung_keeps_the_last_known_table_and_comes_back_live(tmp_path):
     own = engines.valkey(tmp_path / "valkey").start()
     client = Redis.from_url(own.url, decode_responses=True)
@@ -118,6 +120,7 @@ async def test_redis_stopped_killed_and_hung_keeps_the_last_known_table_and_come
         own.stop()
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_no_false_no_workers_once_redis_is_back_and_jobs_run(start_pool, tmp_path):
     own = engines.valkey(tmp_path / "valkey").start()
     client = Redis.from_url(own.url, decode_responses=True)

@@ -82,7 +82,17 @@ SNAPSHOT = Snapshot(
             int(T0 * 1000),
         ),
     ),
-    RedisHealth(True, 52 * 2**20, 2**30, 14, 230, 0, "allkeys-lru", "8.1.8", 2),
+    RedisHealth(
+        True,
+        used_memory=52 * 2**20,
+        maxmemory=2**30,
+        clients=14,
+        ops_per_sec=230,
+        evicted_keys=0,
+        policy="allkeys-lru",
+        version="8.1.8",
+        connection_failures=2,
+    ),
     {},
     (
         BulkJob(

@@ -9,12 +9,14 @@ Either the export ends with `commit()` (the result appears under its final name,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Protocol
 
 from handlers.bulk.s3_upload import S3Upload
 from handlers.context import JobContext
+from handlers.errors import disk_full
 
 
 class Output(Protocol):
@@ -52,7 +54,7 @@ class LocalFile:
 
     async def open(self) -> Output:
         await asyncio.to_thread(self.final.parent.mkdir, parents=True, exist_ok=True)
-        self._file = await asyncio.to_thread(_File, self.partial)
+        self._file = await asyncio.to_thread(_File, self.partial, self.final)
         return self._file
 
     async def written(self) -> None:
@@ -65,24 +67,45 @@ class LocalFile:
 
     async def abandon(self) -> None:
         if self._file is not None:
-            await asyncio.to_thread(self._file.raw.close)
+            await asyncio.to_thread(self._file.discard)
         await asyncio.to_thread(self.partial.unlink, missing_ok=True)
 
 
 class _File:
-    def __init__(self, path: Path) -> None:
-        self.raw = open(path, "wb")  # noqa: SIM115 - closed by commit or abandon
+    """The partial file; a full disk is reported naming the final one (handlers/errors.py `disk_full`)."""
+
+    def __init__(self, path: Path, final: Path) -> None:
+        self.final = final
+        try:
+            self.raw = open(path, "wb")  # noqa: SIM115 - closed by commit or abandon
+        except OSError as error:
+            raise disk_full(error, final) from error
 
     def write(self, data: bytes) -> int:
-        return self.raw.write(data)
+        try:
+            return self.raw.write(data)
+        except OSError as error:
+            raise disk_full(error, self.final) from error
 
     def flush(self) -> None:
-        self.raw.flush()
+        try:
+            self.raw.flush()
+        except OSError as error:
+            raise disk_full(error, self.final) from error
+
+    def discard(self) -> None:
+        """Close without raising: on a full disk, close() fails again flushing the buffer (the file is closed all
+        the same), and that error would replace the one that made us abandon, and leave the partial file."""
+        with contextlib.suppress(OSError):
+            self.raw.close()
 
     def sync_and_close(self) -> None:
-        self.raw.flush()
-        os.fsync(self.raw.fileno())
-        self.raw.close()
+        try:
+            self.raw.flush()
+            os.fsync(self.raw.fileno())
+            self.raw.close()
+        except OSError as error:
+            raise disk_full(error, self.final) from error
 
 
 def destination_for(ctx: JobContext, name: str) -> LocalFile | S3Upload:

@@ -36,13 +36,14 @@ from pool.contracts import (
     bull_key,
     downstream_key,
     downstream_scope,
+    rss_trail_key,
     stats_key,
 )
 from pool.monitor import failure_growth
 from pool.monitor.downstreams import DownstreamStats, parse
 from pool.monitor.failure_growth import RecentFailures
 from pool.monitor.rates import minute_series
-from pool.monitor.recent import read_recent
+from pool.monitor.recent import ask_recent, recent_from
 from pool.monitor.schedulers import NextRuns, SchedulerBook, next_runs_of, read_schedulers
 from pool.monitor.snapshot import (
     ActiveJob,
@@ -158,6 +159,7 @@ class Collector:
             up=True,
             used_memory=as_int(info.get("used_memory")),
             maxmemory=as_int(info.get("maxmemory")),
+            not_counted_for_evict=as_int(info.get("mem_not_counted_for_evict")),
             clients=as_int(info.get("connected_clients")),
             ops_per_sec=as_int(info.get("instantaneous_ops_per_sec")),
             evicted_keys=as_int(info.get("evicted_keys")),
@@ -219,9 +221,16 @@ class Collector:
         if now - self._info_at >= self.info_every:
             self._info, self._info_at = await self._health(), now
         queues = await self._queue_stats(self._queues)
-        workers = await self._workers()
-        bulk = await self._bulk_jobs()
-        recent = await read_recent(self.redis, self._now(), self.recent_window_s)
+        now_s = self._now()
+        since = int(time.time() * 1000) - HEARTBEAT_TTL * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for three reads
+            pipe.zrangebyscore(WORKERS_INDEX, since, "+inf")
+            pipe.hgetall(BULK_JOBS_KEY)
+            ask_recent(pipe, now_s, self.recent_window_s)
+            beat_keys, bulk_records, *buckets = await pipe.execute()
+        workers = await self._workers(beat_keys)
+        bulk = self._bulk_jobs(bulk_records)
+        recent = recent_from(buckets, now_s, self.recent_window_s)
         per_queue: dict[str, int] = {}
         for beat in workers:
             per_queue[beat.queue] = per_queue.get(beat.queue, 0) + 1
@@ -249,11 +258,11 @@ class Collector:
         """Epoch seconds on Redis' clock (the clock the pool's buckets are aligned to, within NTP)."""
         return self.clock() if self.clock else time.time() + self._skew
 
-    async def _bulk_jobs(self) -> tuple[BulkJob, ...]:
-        """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX)."""
+    def _bulk_jobs(self, records: dict[str, str]) -> tuple[BulkJob, ...]:
+        """The most recent bulk jobs (bounded: updated within a day, at most BULK_MAX) of BULK_JOBS_KEY's hash."""
         now = time.time()
         jobs = []
-        for raw in cast(dict[str, str], await self.redis.hgetall(BULK_JOBS_KEY)).values():
+        for raw in records.values():
             job = bulk_job_from(raw)  # a malformed record must not hide the others
             if job is not None and now - job.updated_at <= BULK_RECENT_S:
                 jobs.append(job)
@@ -350,13 +359,13 @@ class Collector:
             )
         return tuple(result)
 
-    async def _workers(self) -> tuple[WorkerBeat, ...]:
-        since = int(time.time() * 1000) - HEARTBEAT_TTL * 1000
-        keys = cast(list[str], await self.redis.zrangebyscore(WORKERS_INDEX, since, "+inf"))
+    async def _workers(self, keys: list[str]) -> tuple[WorkerBeat, ...]:
+        """The beats (and RSS trails) of the heartbeat keys indexed in WORKERS_INDEX: one MGET."""
         if not keys:
             return ()
         beats = []
-        for raw in await self.redis.mget(keys):
+        raws = await self.redis.mget([*keys, *(rss_trail_key(k) for k in keys)])
+        for raw, trail in zip(raws[: len(keys)], raws[len(keys) :], strict=True):
             if not raw:
                 continue  # expired between the two reads: that worker is gone
             b = json.loads(raw)
@@ -375,7 +384,7 @@ class Collector:
                     b.get("lastBeat", 0),
                     as_int(b.get("rss")),
                     as_float(b.get("cpu")),
-                    rss_trail(b.get("rssTrail")),
+                    rss_trail(json.loads(trail) if trail else b.get("rssTrail")),  # older pools: in the beat
                 )
             )
         return tuple(beats)

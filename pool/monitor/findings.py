@@ -83,7 +83,22 @@ def _redis(snapshot: Snapshot, history: History, t: Thresholds) -> Iterator[Find
             goto="redis",
         )
         return
-    if health.maxmemory and health.used_memory > health.maxmemory * t.redis_memory_pct / 100:
+    if health.maxmemory and health.used_memory - health.not_counted_for_evict > health.maxmemory:
+        # Redis' own test before a write that may grow memory: over it, every such write (a job's add, fetch,
+        # completion, the pool's heartbeats) is answered with an OOM error, unless eviction frees room first.
+        yield Finding(
+            "critical",
+            "redis-full",
+            "redis",
+            f"Redis is full: writes refused (OOM){'' if health.policy == 'noeviction' else ' unless keys evicted'}",
+            f"used {health.used_memory / 2**20:.1f} MiB > maxmemory {health.maxmemory / 2**20:.1f} MiB "
+            f"({health.policy or 'policy unknown'}): producers' adds fail, slots cannot fetch or complete jobs; "
+            "queued jobs stay queued",
+            "free memory: redis-cli config set maxmemory <higher>, or remove finished jobs (ma-top 4); "
+            "slots resume by themselves",
+            goto="redis",
+        )
+    elif health.maxmemory and health.used_memory > health.maxmemory * t.redis_memory_pct / 100:
         pct = health.used_memory / health.maxmemory * 100
         yield Finding(
             "critical" if pct >= 95 else "warning",

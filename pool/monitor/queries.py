@@ -17,7 +17,7 @@ from typing import Any, cast
 from bullmq import Queue
 from redis.asyncio import Redis
 
-from pool.contracts import BULL_PREFIX, JOB_STATES, STATE_KEYS, bull_key
+from pool.contracts import BULL_PREFIX, FLOW_PENDING, JOB_STATES, STATE_KEYS, bull_key
 from pool.queue_table import QUEUES
 
 PAGE = 50
@@ -48,6 +48,8 @@ class JobRow:
     failed_reason: str
     processed_on: int
     finished_on: int
+    pending_children: int | None = None
+    """A flow parent's children not finished yet (`waiting-children` pages only; None elsewhere)."""
 
 
 async def jobs_page(
@@ -74,7 +76,11 @@ async def jobs_page(
                 "processedOn",
                 "finishedOn",
             )
-        fields = await pipe.execute()
+        if state == "waiting-children":  # what each parent waits for: O(page), one SCARD per row
+            for job_id in ids:
+                pipe.scard(bull_key(queue, job_id, FLOW_PENDING, prefix=prefix))
+        replies = await pipe.execute()
+    fields, pending = replies[: len(ids)], replies[len(ids) :]
     rows = [
         JobRow(
             str(job_id),
@@ -84,8 +90,9 @@ async def jobs_page(
             f[3] or "",
             int(f[4] or 0),
             int(f[5] or 0),
+            int(pending[i]) if pending else None,
         )
-        for job_id, f in zip(ids, fields, strict=True)
+        for i, (job_id, f) in enumerate(zip(ids, fields, strict=True))
     ]
     return rows, int(total)
 

@@ -61,11 +61,21 @@ def _span(now: float, window_s: float) -> tuple[int, int]:
 
 async def read_recent(redis: Redis, now: float, window_s: float) -> RecentCounts:
     """One pipelined round trip: a HGETALL per bucket of the window (31 for 5 minutes)."""
-    first, last = _span(now, window_s)
     async with redis.pipeline(transaction=False) as pipe:
-        for bucket in range(first, last + 1):
-            pipe.hgetall(recent_key(bucket))
-        replies: list[Any] = await pipe.execute()
+        ask_recent(pipe, now, window_s)
+        return recent_from(await pipe.execute(), now, window_s)
+
+
+def ask_recent(pipe: Any, now: float, window_s: float) -> None:
+    """Queue the window's HGETALLs on `pipe` (a caller's pipeline, to share its round trip)."""
+    first, last = _span(now, window_s)
+    for bucket in range(first, last + 1):
+        pipe.hgetall(recent_key(bucket))
+
+
+def recent_from(replies: list[Any], now: float, window_s: float) -> RecentCounts:
+    """The counts from the replies of `ask_recent` (in the order it queued them)."""
+    first, last = _span(now, window_s)
     buckets = {
         b: {k: int(v) for k, v in reply.items()}
         for b, reply in zip(range(first, last + 1), replies, strict=True)

@@ -43,9 +43,16 @@ DOWNSTREAM_ACTIONS = {
     "identity": "ma-top 2 (events: the failing jobs); check identity's health and logs; jobs retry with backoff",
     "supabase": "ma-top 2; check Supabase's status and SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY; jobs retry",
     "stripe": "ma-top 2; check status.stripe.com; payment syncs retry with backoff and catch up",
-    "postgres": "ma-top 2; check both databases are reachable (DATABASE_URL, TASKS_DATABASE_URL), connections",
+    "postgres": "ma-top 2; check both databases are reachable (DATABASE_URL, TASKS_DATABASE_URL), connections"
+    " (too many: SELECT usename, application_name, count(*) FROM pg_stat_activity GROUP BY 1, 2; each pool"
+    " process holds up to 10 per database)",
 }
-OUTCOME_WORDS = {"5xx": "× 5xx", "timeout": "timeouts", "connection-error": "connection errors"}
+OUTCOME_WORDS = {
+    "5xx": "× 5xx",
+    "timeout": "timeouts",
+    "connection-error": "connection errors",
+    "saturated": "refused: too many connections (max_connections)",
+}
 
 
 def downstream(d: DownstreamStats, t: Thresholds) -> Iterator[Finding]:
@@ -57,7 +64,7 @@ def downstream(d: DownstreamStats, t: Thresholds) -> Iterator[Finding]:
         return
     figures = ", ".join(
         f"{n} {OUTCOME_WORDS[o]}"
-        for o in ("5xx", "timeout", "connection-error")
+        for o in ("saturated", "5xx", "timeout", "connection-error")
         if (n := window.counts.get(o))
     )
     others = ", ".join(

@@ -74,6 +74,9 @@ class RedisHealth:
     up: bool
     used_memory: int = 0
     maxmemory: int = 0
+    not_counted_for_evict: int = 0
+    """INFO's mem_not_counted_for_evict (AOF and replication buffers): Redis refuses writes (OOM) when
+    used_memory minus this exceeds maxmemory."""
     clients: int = 0
     ops_per_sec: int = 0
     evicted_keys: int = 0

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from pool.connection import plain_redis
 from pool.contracts import BULK_METRICS_CHANNEL
 from pool.monitor import actions, audit, bulk_actions, events, queries, search, supervisor_source
 from pool.monitor.actions import Journal, ProcessVerb
@@ -175,7 +176,7 @@ class LiveSource:
 
     @classmethod
     def from_url(cls, url: str, supervisors: Sequence[str] = (), **kwargs: Any) -> LiveSource:
-        redis = Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        redis = plain_redis(url, timeout=5)  # a redis+sentinel:// URL too
         return cls(redis, supervisors, **kwargs)
 
     async def fetch(self) -> Snapshot:

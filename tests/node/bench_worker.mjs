@@ -1,11 +1,14 @@
-// Node BullMQ worker for bench/node_compare.py: a no-op processor, as the platform's Node workers run.
-// usage: node bench_worker.mjs REDIS_URL QUEUE CONCURRENCY   (prints "ready" once connected)
+// Node BullMQ worker for bench/node_compare.py: a no-op processor, as the platform's Node workers run; with
+// AWAIT_MS, each job awaits that long (bench/io_bound.py's I/O-bound jobs).
+// usage: node bench_worker.mjs REDIS_URL QUEUE CONCURRENCY [AWAIT_MS]   (prints "ready" once connected)
 import { Worker } from "bullmq";
 import IORedis from "ioredis";
 
-const [url, queueName, concurrency] = process.argv.slice(2);
+const [url, queueName, concurrency, awaitMs] = process.argv.slice(2);
+const wait = Number(awaitMs || 0);
+const processor = wait ? () => new Promise((done) => setTimeout(() => done(null), wait)) : async () => null;
 const connection = new IORedis(url, { maxRetriesPerRequest: null });
-const worker = new Worker(queueName, async () => null, {
+const worker = new Worker(queueName, processor, {
   connection, concurrency: Number(concurrency), removeOnComplete: { count: 0 },
 });
 await worker.waitUntilReady();

@@ -21,9 +21,15 @@ class ServiceDouble:
     def __init__(self, module: str, args: list[str], log: Path, ready_path: str) -> None:
         self.port = engines.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.out = open(log, "wb")  # noqa: SIM115
+        self.module, self.args, self.log, self.ready_path = module, args, log, ready_path
+        self.start()
+
+    def start(self) -> None:
+        """Start the double (again, after `stop`: same port, log appended)."""
+        log, module = self.log, self.module
+        self.out = open(log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(BIN / "python"), "-m", module, "--port", str(self.port), *args],
+            [str(BIN / "python"), "-m", module, "--port", str(self.port), *self.args],
             stdout=self.out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -32,12 +38,12 @@ class ServiceDouble:
         def ready() -> bool:
             assert self.proc.poll() is None, f"{module} exited at start:\n{log.read_text()}"
             try:
-                return httpx.get(self.url + ready_path, timeout=1).status_code == 200
+                return httpx.get(self.url + self.ready_path, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         try:
-            poll(ready, timeout=20, what=f"{module} answering {ready_path}")
+            poll(ready, timeout=20, what=f"{module} answering {self.ready_path}")
         except AssertionError as error:
             self.stop()
             raise AssertionError(f"{error}\n{log.read_text()}") from None
@@ -83,8 +89,10 @@ class StripeDouble(ServiceDouble):
     SECRET_KEY = "sk_test_billing_secret_4242"
     WEBHOOK_SECRET = "whsec_test_webhook_secret"
 
-    def __init__(self, log: Path) -> None:
-        super().__init__("devstack.stripe_double", [], log, "/__stats")
+    def __init__(self, log: Path, state_file: Path | None = None) -> None:
+        """With `state_file`, its customers and charges outlive `stop()` and `start()` (a real outage)."""
+        args = ["--state-file", str(state_file)] if state_file else []
+        super().__init__("devstack.stripe_double", args, log, "/__stats")
 
     def env(self) -> dict[str, str]:
         """What a pool process needs to talk to this double."""

@@ -79,6 +79,8 @@ class QueueScreen(Base):
             if self.state == "active" and is_overdue(job.processed_on, now_ms, typical):
                 usual = f", usual {typical / 1000:.1f}s" if typical else ""
                 return f"[b red]LONG-RUNNING[/b red] {age((now_ms - job.processed_on) / 1000)}{usual}"
+            if job.pending_children is not None:  # a flow parent: enter says which children hold it
+                return f"waiting for {job.pending_children} child job(s) (enter: which)"
             return job.failed_reason[:80]
 
         self.fill(

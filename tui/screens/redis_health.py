@@ -26,7 +26,7 @@ class RedisScreen(Base):
         )
         maxmem = f"{r.maxmemory / 2**20:.0f} MiB" if r.maxmemory else "no limit"
         memory = f"memory {r.used_memory / 2**20:.1f} MiB / {maxmem}"
-        if "redis-memory" in kinds:
+        if kinds & {"redis-memory", "redis-full"}:
             memory = f"[red]{memory}[/red]"
         self.query_one("#redis", Static).update(
             f"up: {r.up}  {r.error}\nversion {r.version}\n{memory}\n"

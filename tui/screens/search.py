@@ -192,7 +192,6 @@ class SearchScreen(Base):
                 f"{verb} {len(ids):,} job(s) of {self.queue} matching `{result.expression or '(all)'}`?",
                 *preview(replace(result, matches=tuple(chosen))).lines()[1:],
                 f"{left:,} other match(es) not in {' / '.join(takes)} are left alone" if left else "",
-                result.summary,
             ]
         ).strip()
 

@@ -1,0 +1,193 @@
+"""I/O-bound jobs: one `ma-worker run` process at concurrency C, each job a 20 ms await, against Little's law.
+
+With C lanes each holding a job for 0.02 s, no pool can finish more than C / 0.02 jobs a second (Little's law);
+what a pool loses below that bound is its own time between jobs (fetch, dispatch, completion). N jobs are added
+to a paused queue, the process starts (the full dispatch: validation, telemetry, the per-job log line), the queue
+is resumed and the clock runs until wait and active are empty.
+
+The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio), and once without
+auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0). For comparison, one Node BullMQ worker process at the same
+concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
+in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
+same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
+CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself).
+
+Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds); the rest is information.
+
+    .venv/bin/python bench/io_bound.py [--concurrency 50] [--seconds 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bullmq import Queue
+from redis.asyncio import Redis
+
+from bench.tables import IO_SECONDS
+from devstack import engines
+
+Q = "bench"
+BUDGET = 0.9
+
+BARE = """
+import asyncio, sys, time
+async def lane(n):
+    for _ in range(n):
+        await asyncio.sleep(float(sys.argv[3]))
+async def main(c, n):
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(n // c) for _ in range(c)))
+    print(n // c * c / (time.perf_counter() - started))
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+"""The bare reference: a fresh interpreter, as the pool's is, on the standard loop."""
+
+
+async def pool_round(
+    redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path
+) -> tuple[float, float]:
+    """(jobs/s, the pool process's CPU microseconds per job) for `kind`: an event loop, or `pooled` (the default
+    loop with a pooled Redis connection per command instead of auto-pipelining)."""
+    await redis.flushdb()
+    queue = Queue(Q, {"connection": redis})
+    await queue.pause()
+    for at in range(0, jobs, 5000):
+        await queue.addBulk([{"name": "io", "data": {"i": i}} for i in range(at, min(jobs, at + 5000))])
+    log = work / "pool.log"
+    log.write_text("")
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
+        "TASKS_DATABASE_URL": "postgresql://bench@127.0.0.1:9/none",
+        "IDENTITY_BASE_URL": "http://127.0.0.1:9",
+        "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000",
+        "MA_QUEUE_TABLE": "bench.tables:IO",
+        "BENCH_CONCURRENCY": str(concurrency),
+        "MA_EVENT_LOOP": "uvloop" if kind == "pooled" else kind,
+        "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    if kind == "node":
+        argv = ["node", "bench_worker.mjs", url, Q, str(concurrency), str(round(IO_SECONDS * 1000))]
+        cwd = ROOT / "tests" / "node"
+    else:
+        argv, cwd = [str(Path(sys.executable).parent / "ma-worker"), "run", Q], ROOT
+    with open(log, "a") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while "consuming bench" not in (text := log.read_text()) and "ready" not in text:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            cpu = psutil.Process(proc.pid)
+            cpu_before = sum(cpu.cpu_times()[:2])
+            started = time.perf_counter()
+            await queue.resume()
+            while await redis.llen(f"bull:{Q}:wait") or await redis.llen(f"bull:{Q}:active"):
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            return jobs / elapsed, (sum(cpu.cpu_times()[:2]) - cpu_before) / jobs * 1e6
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def bare_round(concurrency: int, jobs: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", BARE, str(concurrency), str(jobs), str(IO_SECONDS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+async def main(concurrency: int, seconds: float, rounds: int) -> dict:
+    bound = concurrency / IO_SECONDS
+    jobs = int(bound * seconds)
+    work = Path(tempfile.mkdtemp(prefix="ma-bench-io-"))
+    valkey = engines.valkey(work / "valkey", persistent=False).start()
+    redis = Redis.from_url(valkey.url, decode_responses=True)
+    kinds = ["uvloop", "asyncio", "pooled", "node", "bare"]
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:4]}
+    try:
+        for n in range(rounds):
+            for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:  # rotating order
+                if kind == "bare":
+                    rates[kind].append(bare_round(concurrency, jobs))
+                    continue
+                rate, us = await pool_round(redis, valkey.url, kind, concurrency, jobs, work)
+                rates[kind].append(rate)
+                cpu[kind].append(us)
+            print(
+                f"  round {n + 1}: "
+                + ", ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items())
+                + f" (bound {bound:.0f}/s); pool CPU "
+                + ", ".join(f"{k} {v[-1]:.0f} us/job" for k, v in cpu.items()),
+                file=sys.stderr,
+            )
+    finally:
+        await redis.aclose()
+        valkey.stop()
+    pool, bare = statistics.median(rates["uvloop"]), statistics.median(rates["bare"])
+    stock = statistics.median(rates["asyncio"])
+    ratio = pool / bound
+    return {
+        "benchmark": "I/O-bound jobs (20 ms await) vs Little's law",
+        "concurrency": concurrency,
+        "jobs": jobs,
+        "rounds": rounds,
+        "bound_jobs_per_s": round(bound),
+        "pool_jobs_per_s": round(pool),
+        "bare_jobs_per_s": round(bare),
+        "asyncio_jobs_per_s": round(stock),
+        "asyncio_vs_bound": round(stock / bound, 3),
+        "pool_cpu_us_per_job": round(statistics.median(cpu["uvloop"]), 1),
+        "asyncio_cpu_us_per_job": round(statistics.median(cpu["asyncio"]), 1),
+        "pooled_jobs_per_s": round(statistics.median(rates["pooled"])),
+        "pooled_vs_bound": round(statistics.median(rates["pooled"]) / bound, 3),
+        "pooled_cpu_us_per_job": round(statistics.median(cpu["pooled"]), 1),
+        "node_jobs_per_s": round(statistics.median(rates["node"])),
+        "node_vs_bound": round(statistics.median(rates["node"]) / bound, 3),
+        "node_cpu_us_per_job": round(statistics.median(cpu["node"]), 1),
+        "ratio_vs_bound": round(ratio, 3),
+        "bare_vs_bound": round(bare / bound, 3),
+        "pool_vs_bare": round(
+            statistics.median(p / b for p, b in zip(rates["uvloop"], rates["bare"], strict=True)), 3
+        ),
+        "budget": BUDGET,
+        "ok": ratio >= BUDGET,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--seconds", type=float, default=4.0, help="jobs per round: the bound's jobs/s x this"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    report = asyncio.run(main(args.concurrency, args.seconds, args.rounds))
+    print(json.dumps(report))
+    sys.exit(0 if report["ok"] else 1)
