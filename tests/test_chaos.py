@@ -76,8 +76,8 @@ class Stack:
     sup: Supervisord
     node: Path
 
-    def redis(self) -> Redis:
-        return Redis.from_url(self.valkey.url, decode_responses=True, socket_timeout=10)
+    def redis(self, timeout: float = 10) -> Redis:
+        return Redis.from_url(self.valkey.url, decode_responses=True, socket_timeout=timeout)
 
     def env(self) -> dict[str, str]:
         return pool_env(self.valkey.url, self.urls, IDENTITY_BASE_URL=self.identity.url, **self.stripe.env())
@@ -1097,7 +1097,9 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
 
     started = time.monotonic()
     payloads = fuzz_payloads(10_000, seed=11)
-    redis = stack.redis()
+    # The test's own producer: batches of 500 payloads, some of 100 KB strings, are megabytes per write; with the
+    # background load on a busy machine one took longer than 10 s to write (the pool's timeouts are not this one).
+    redis = stack.redis(timeout=60)
     ids: dict[str, dict[str, str]] = {}
     bg.fault_started()
     try:
