@@ -83,6 +83,7 @@ async def pool_round(
         "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
         "PYTHONPATH": str(ROOT),
     }
+    env.pop("PYTHONUNBUFFERED", None)  # as supervisord runs the pool: the log flushed once per loop turn
     if kind == "node":
         argv = ["node", "bench_worker.mjs", url, Q, str(concurrency), str(round(IO_SECONDS * 1000))]
         cwd = ROOT / "tests" / "node"
