@@ -73,14 +73,17 @@ class HiredisPackConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
         if hiredis is None:
             return super().pack_command(*args)
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        try:
+        name = args[0]
+        if " " in name if isinstance(name, str) else b" " in name:  # "CLIENT SETNAME": one argument per word
+            args = (*name.split(), *args[1:])
+        try:  # str, bytes, bytearray, int and float as they are: every argument of a job's EVALSHA
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass
+        try:  # memoryview (redis-py accepts it), or a type redis-py refuses too (bool, None)
             return [
                 hiredis.pack_command(
-                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)  # type: ignore[arg-type]  # the stub types a 1-tuple
+                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)  # type: ignore[arg-type]
                 )
             ]
         except TypeError as error:

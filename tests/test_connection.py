@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.exceptions import ResponseError
+import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, ResponseError
 
-from pool.connection import LeanBlockingConnectionPool, LeanRedis, PipelinedRedis, pooled_redis
+from pool.connection import (
+    HiredisPackConnection,
+    LeanBlockingConnectionPool,
+    LeanRedis,
+    PipelinedRedis,
+    pooled_redis,
+)
 from tests.support.waits import wait_for
 
 
@@ -202,3 +210,23 @@ async def test_a_pipelined_connection_killed_by_the_server_is_replaced_and_scrip
         assert now["id"] != killed["id"]
     finally:
         await client.aclose()
+
+
+def test_hiredis_packing_sends_the_bytes_redis_py_would_and_refuses_what_it_refuses() -> None:
+    """HiredisPackConnection.pack_command against redis-py's own Python packer, argument type by argument type."""
+    ours, theirs = HiredisPackConnection(), Connection()
+    commands = [
+        ("EVALSHA", "a" * 40, 3, "bull:q:wait", b"bull:q:active", 1.5, -7, "ünïcode", b"\x00\xff"),
+        ("CLIENT SETNAME", "ma-test"),
+        (b"CLIENT SETNAME", b"ma-test"),
+        ("SET", "k", bytearray(b"from a bytearray")),
+        ("SET", "k", memoryview(b"from a memoryview")),
+        ("SET", "k", ""),
+    ]
+    for command in commands:
+        assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command)), command
+    for refused in (True, None):
+        with pytest.raises(DataError):
+            theirs.pack_command("SET", "k", refused)
+        with pytest.raises(DataError):
+            ours.pack_command("SET", "k", refused)
