@@ -200,11 +200,12 @@ class AutoPipeline:
         self._out: list[bytes] = []
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set with the connection
         self._discarding: set[asyncio.Task[None]] = set()
 
     async def call(self, *args: Any) -> Any:
         conn = self._conn or await self._connect()
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # the connection's (asking asyncio is a getpid(2) per call on Python 3.11)
         future = loop.create_future()
         self._out.extend(conn.pack_command(*args))
         self._pending.append(future)
@@ -224,7 +225,7 @@ class AutoPipeline:
 
     async def _open(self) -> Any:
         conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: unannotated
-        self._conn = conn
+        self._conn, self._loop = conn, asyncio.get_running_loop()
         self._reader = asyncio.ensure_future(self._read(conn))
         return conn
 
