@@ -29,7 +29,14 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
-from redis.exceptions import BusyLoadingError, ConnectionError, DataError, ResponseError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    DataError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
 
 try:
     import hiredis
@@ -250,6 +257,13 @@ class AutoPipeline:
                 reader.feed(data)
                 while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
                     future = pending.popleft()
+                    if isinstance(reply, ReadOnlyError) and getattr(self._pool, "is_master", False):
+                        # As redis-py's SentinelManagedConnection: the master we still talk to was demoted;
+                        # everything in flight is sent again to the new one (the client's retry, new connection).
+                        demoted = ConnectionError("The previous master is now a slave")
+                        if not future.done():
+                            future.set_exception(demoted)
+                        raise demoted
                     if future.done():
                         continue  # its caller was cancelled
                     if isinstance(reply, ResponseError | ConnectionError):
@@ -354,7 +368,10 @@ def pooled_redis(
         "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
     }
     if is_sentinel(url):
-        return sentinel_master(url, SentinelBlockingConnectionPool, **kwargs)
+        pipelined = autopipeline and not stock and FAST_PATH and hiredis is not None
+        return sentinel_master(
+            url, SentinelBlockingConnectionPool, redis_class=PipelinedRedis if pipelined else Redis, **kwargs
+        )
     if stock:
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
     if url.startswith("redis://"):
@@ -392,7 +409,9 @@ class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionP
     waits for a free connection like the pooled client's pool instead of raising."""
 
 
-def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs: Any) -> Redis:
+def sentinel_master(
+    url: str, pool_class: type[SentinelConnectionPool], redis_class: type[Redis] = Redis, **kwargs: Any
+) -> Redis:
     """A client of the master named in `redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]`,
     found through the sentinels and followed across a failover (each new connection asks them again). The user
     and password are the master's (and the replicas'); the sentinels are asked without them."""
@@ -410,5 +429,7 @@ def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs
         kwargs.update(username=auth.get("username"), password=auth.get("password"))
     if parsed.scheme == "rediss+sentinel":
         kwargs["ssl"] = True
-    client: Redis = sentinel.master_for(name, connection_pool_class=pool_class, db=int(db or 0), **kwargs)
+    client: Redis = sentinel.master_for(
+        name, redis_class=redis_class, connection_pool_class=pool_class, db=int(db or 0), **kwargs
+    )
     return client
