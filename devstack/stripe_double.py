@@ -105,12 +105,24 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
+def keep_in_memory() -> None:
+    """localstripe persists its store twice: a middleware saves it after each request (dropped in `build_app`),
+    and `Store.__setitem__` pickles the whole store to the shared /tmp/localstripe.pickle on every object it
+    adds. That write grows with the store (creating a PaymentIntent took ~12 ms with none stored and ~105 ms
+    with 500, bench/billing_day.py) and every double on the machine wrote the same file. Turned off for this
+    store only: `__setitem__` calls `self.dump_to_disk()`, and an instance attribute wins over the method."""
+    from localstripe.resources import store
+
+    store.dump_to_disk = lambda: None
+
+
 def build_app() -> web.Application:
     from localstripe import server  # imports register localstripe's routes on its module-level app
 
     app = server.app
     # Never persist to disk (localstripe's default pickles every change to one shared file).
     app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]
+    keep_in_memory()
     app.middlewares.insert(0, faults)
     return app
 
