@@ -192,6 +192,9 @@ class Bare:
     ) -> BareRun:
         """Each (job id, name, data) through its handler, `lanes` at a time, as one pool process would run them."""
         todo = iter(list(jobs))
+        routes = {
+            name: Route.of(handler) for name, handler in spec.handlers.items()
+        }  # as the dispatcher, once
         results: list[Any] = []
         failed: list[str] = []
         busy = 0.0
@@ -199,7 +202,7 @@ class Bare:
         async def lane() -> None:
             nonlocal busy
             for job_id, name, data in todo:
-                route = Route.of(spec.handlers[name])
+                route = routes[name]
                 ctx = JobContext(self.resources, spec.name, job_id, name, 1, self.log, spec.attempts)
                 started = time.perf_counter()
                 try:

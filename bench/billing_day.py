@@ -20,17 +20,20 @@ The day, stage after stage, added as its producers add it:
 Per stage: wall time (first add -> last finishedOn), jobs/s, each job's own time (processedOn -> finishedOn) and
 the lanes' occupancy (job time / (wall x lanes)); the CPU seconds of every part of the stack during it (the
 stage's pool processes, PostgreSQL, the identity double, the Stripe double, Valkey, the other pool processes);
-the requests each double counted and the PostgreSQL statements the pool counted, per job. And the bare
-reference (bench/billing_bare.py), in the same run, stage by stage after the pool's: the same handler functions
-with the same clients called by plain asyncio tasks in this process (as many as the queue has lanes), on an
-equal set of fresh subscriptions, each downstream call timed, so its job time splits into PostgreSQL, identity,
-Stripe, PDF rendering and the rest; printed as pool / bare ratios of wall time and of CPU seconds (the stage's
-pool processes against this process doing the same work). The rollups' floor is also the limiter's (jobs / 50
-per second).
+the requests each double counted and the PostgreSQL statements the pool counted, per job. And the bare reference
+(bench/billing_bare.py), in the same run: the same handler functions with the same clients called by plain
+asyncio tasks in this process (as many as the queue has lanes), on an equal set of fresh subscriptions, each
+downstream call timed, so its job time splits into PostgreSQL, identity, Stripe, PDF rendering and the rest.
+Each stage alternates pool and bare over `--rounds` parts of its subscriptions (pool, bare, pool, bare), so both
+meet the same load from the rest of the machine and the same Stripe double (localstripe still scans its whole
+store in places, so a PaymentIntent costs it a little more with each one it holds). Printed as pool / bare
+ratios: of wall time (the median of the rounds') and of CPU seconds (the stage's pool processes against this
+process for the same work). The rollups' floor is also the billing-usage limiter's (jobs / 50 per second).
+`--profile` adds py-spy's split of each stage's pool CPU by library (bench/spy.py).
 
 Budget: none (information; issue 18, item 4).
 
-    .venv/bin/python bench/billing_day.py [--subscriptions 1000] [--events 300] [--no-bare]
+    .venv/bin/python bench/billing_day.py [--subscriptions 1000] [--events 300] [--rounds 2] [--no-bare] [--profile]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg
-import httpx
 import psutil
 from bullmq import Queue
 from redis.asyncio import Redis
@@ -191,7 +194,7 @@ def webhook_jobs(invoices: list[Any], secret: str) -> list[tuple[str, str, dict[
 
 
 def org_of(sub: str) -> str:
-    return f"org_bd_{int(sub.rsplit('_', 1)[1][1:]) // 10}"
+    return f"org_bd_{int(sub[len(sub.rstrip('0123456789')) :]) // 10}"  # subscription i is in organization i // 10
 
 
 # -- the pool's side ------------------------------------------------------------------------------------------------
@@ -258,13 +261,29 @@ def pctl(values: list[float], q: float) -> float:
 
 
 def stack_cpu(stack: LoadStack) -> dict[str, float]:
-    """cpu_seconds of the stack, and of this process (the bare reference's side)."""
+    """cpu_seconds of the stack, and of this process (the bare side; on the pool's side, its polling)."""
     me = psutil.Process().cpu_times()
-    return {**cpu_seconds(stack), "bench (bare)": me.user + me.system}
+    return {**cpu_seconds(stack), "bench process": me.user + me.system}
+
+
+@dataclass
+class Round:
+    """One side's part of a stage in one round: what it cost every part of the stack."""
+
+    jobs: int
+    wall_s: float
+    cpu: dict[str, float]
+    requests: dict[str, Counter[str]]
+    results: list[Any]
+    failed: list[str]
+    times: list[float] = field(default_factory=list)
+    """The pool's job times (processedOn -> finishedOn)."""
+    profile: Counter[str] = field(default_factory=Counter)
+    bare: BareRun | None = None
 
 
 class Watch:
-    """What one stage cost every part of the stack: CPU seconds per part, the doubles' requests per job."""
+    """CPU seconds of every part of the stack and the doubles' request counts, over one stretch."""
 
     def __init__(self, stack: LoadStack) -> None:
         self.stack = stack
@@ -272,92 +291,101 @@ class Watch:
     async def start(self) -> None:
         self.cpu0, self.req0 = stack_cpu(self.stack), await requests(self.stack)
 
-    def stop_cpu(self) -> None:
-        self.cpu = {k: round(v - self.cpu0.get(k, 0.0), 2) for k, v in stack_cpu(self.stack).items()}
+    def stop_cpu(self) -> dict[str, float]:
+        return {k: v - self.cpu0.get(k, 0.0) for k, v in stack_cpu(self.stack).items()}
 
-    async def figures(self, jobs: int, wall: float) -> dict[str, Any]:
-        req = await requests(self.stack)
-        return {
-            "cpu_s": {k: v for k, v in sorted(self.cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05},
-            "machine_busy": round(sum(self.cpu.values()) / (wall * (psutil.cpu_count() or 1)), 3),
-            "requests_per_job": {d: per_job(req[d] - self.req0[d], jobs) for d in req},
-        }
+    async def stop_requests(self) -> dict[str, Counter[str]]:
+        return {d: c - self.req0[d] for d, c in (await requests(self.stack)).items()}
 
 
-async def pool_stage(
-    stack: LoadStack,
-    redis: Redis,
-    queue: str,
-    jobs: list[tuple[str, str, dict[str, Any]]],
-    *,
-    settle: bool,
-    profile: bool = False,
-) -> dict[str, Any]:
+async def pool_round(
+    stack: LoadStack, redis: Redis, queue: str, jobs: list[tuple[str, str, dict[str, Any]]], profile: bool
+) -> Round:
     watch = Watch(stack)
     await watch.start()
-    sql0 = await statements(redis)
     pids = [p["pid"] for p in stack.sup.processes() if p["group"] == queue and p["pid"]]
-    sampling = spy.Sampling(pids, stack.home, queue) if profile else contextlib.nullcontext()
+    sampling = spy.Sampling(pids, stack.home, f"{queue}-{time.time_ns()}") if profile else None
     started = time.time()
-    with sampling:
+    with sampling or contextlib.nullcontext():
         await add(redis, queue, jobs)
         rows = await finished(redis, queue, [job_id for job_id, _, _ in jobs])
-        watch.stop_cpu()
-    ended = max(int(r[1]) for r in rows.values()) / 1000
-    if settle:
-        await asyncio.sleep(SETTLE_S)
-    spec, n = QUEUES[queue], len(jobs)
-    times = [(int(r[1]) - int(r[0])) / 1000 for r in rows.values() if r[0]]
-    wall = ended - started
-    lanes = spec.concurrency * spec.processes
-    failed = [f"{i}: {r[2]}" for i, r in rows.items() if r[2] and not r[3]]
-    return {
-        "jobs": n,
-        "wall_s": round(wall, 2),
-        "jobs_per_s": round(n / wall, 1),
-        "job_ms_p50": round(statistics.median(times) * 1000, 1),
-        "job_ms_p95": round(pctl(times, 0.95) * 1000, 1),
-        "lanes": lanes,
-        "occupancy": round(sum(times) / (wall * lanes), 3),
-        "failed": len(failed),
-        "failed_sample": failed[:3],
-        "stage_pool_cpu_s": watch.cpu.get(queue, 0.0),
-        **await watch.figures(n, wall),
-        "sql_per_job": round((await statements(redis) - sql0) / n, 2),
-        "results": [json.loads(r[3]) if r[3] else None for r in rows.values()],
-    } | ({"cpu_profile": sampling.shares()} if isinstance(sampling, spy.Sampling) else {})
+        cpu = watch.stop_cpu()
+    return Round(
+        len(jobs),
+        max(int(r[1]) for r in rows.values()) / 1000 - started,
+        cpu,
+        await watch.stop_requests(),
+        [json.loads(r[3]) if r[3] else None for r in rows.values()],
+        [f"{i}: {r[2]}" for i, r in rows.items() if r[2] and not r[3]],
+        times=[(int(r[1]) - int(r[0])) / 1000 for r in rows.values() if r[0]],
+        profile=sampling.counts() if sampling else Counter(),
+    )
 
 
-async def bare_stage(
+async def bare_round(
     stack: LoadStack, bare: Bare, queue: str, jobs: list[tuple[str, str, dict[str, Any]]]
-) -> tuple[BareRun, dict[str, Any]]:
+) -> Round:
     watch = Watch(stack)
     await watch.start()
     spec = QUEUES[queue]
     run = await bare.run(spec, jobs, spec.concurrency * spec.processes)
-    watch.stop_cpu()
-    n = len(jobs)
-    shares = {c: round(run.seconds.get(c, 0.0) / run.busy_s, 3) for c in COMPONENTS}
-    return run, {
-        "wall_s": round(run.wall_s, 2),
-        "jobs_per_s": round(n / run.wall_s, 1),
-        "job_ms_mean": round(run.busy_s / n * 1000, 1),
-        "bench_cpu_s": watch.cpu.get("bench (bare)", 0.0),
-        "share_of_job_time": {**shares, "rest": round(1 - sum(shares.values()), 3)},
-        "calls_per_job": {c: round(run.calls.get(c, 0) / n, 2) for c in COMPONENTS},
-        "failed": len(run.failed),
-        "failed_sample": run.failed[:3],
-        **await watch.figures(n, run.wall_s),
+    cpu = watch.stop_cpu()
+    return Round(len(jobs), run.wall_s, cpu, await watch.stop_requests(), run.results, run.failed, bare=run)
+
+
+def common(rounds: list[Round]) -> dict[str, Any]:
+    """What both sides report: time, jobs/s, CPU of every part of the stack, requests per job."""
+    n, wall = sum(r.jobs for r in rounds), sum(r.wall_s for r in rounds)
+    cpu: Counter[str] = Counter()
+    req: dict[str, Counter[str]] = {}
+    for r in rounds:
+        cpu.update(r.cpu)
+        for d, c in r.requests.items():
+            req.setdefault(d, Counter()).update(c)
+    failed = [f for r in rounds for f in r.failed]
+    return {
+        "jobs": n,
+        "wall_s": round(wall, 2),
+        "jobs_per_s": round(n / wall, 1),
+        "failed": len(failed),
+        "failed_sample": failed[:3],
+        "cpu_s": {k: round(v, 2) for k, v in cpu.most_common() if v >= 0.05},
+        "machine_busy": round(sum(cpu.values()) / (wall * (psutil.cpu_count() or 1)), 3),
+        "requests_per_job": {d: per_job(c, n) for d, c in req.items()},
     }
 
 
-# -- the bare reference ---------------------------------------------------------------------------------------------
-def clear_stripe(stack: LoadStack) -> None:
-    """localstripe's objects removed: it still scans its whole store in places (a charge's refunds), so a
-    PaymentIntent costs it a little more with every one it keeps."""
-    httpx.delete(stack.stripe.url + "/_config/data", timeout=10).raise_for_status()
+def pool_figures(queue: str, rounds: list[Round], sql: int) -> dict[str, Any]:
+    spec, times = QUEUES[queue], [t for r in rounds for t in r.times]
+    lanes, wall = spec.concurrency * spec.processes, sum(r.wall_s for r in rounds)
+    profile: Counter[str] = sum((r.profile for r in rounds), Counter())
+    out = {
+        **common(rounds),
+        "job_ms_p50": round(statistics.median(times) * 1000, 1),
+        "job_ms_p95": round(pctl(times, 0.95) * 1000, 1),
+        "lanes": lanes,
+        "occupancy": round(sum(times) / (wall * lanes), 3),
+        "stage_pool_cpu_s": round(sum(r.cpu.get(queue, 0.0) for r in rounds), 2),
+        "sql_per_job": round(sql / sum(r.jobs for r in rounds), 2),
+    }
+    return out | ({"cpu_profile": spy.shares(profile)} if profile else {})
 
 
+def bare_figures(rounds: list[Round]) -> dict[str, Any]:
+    runs = [r.bare for r in rounds if r.bare is not None]
+    n, busy = sum(r.jobs for r in rounds), sum(r.busy_s for r in runs)
+    seconds = {c: sum(r.seconds.get(c, 0.0) for r in runs) for c in COMPONENTS}
+    shares = {c: round(seconds[c] / busy, 3) for c in COMPONENTS}
+    return {
+        **common(rounds),
+        "job_ms_mean": round(busy / n * 1000, 1),
+        "bench_cpu_s": round(sum(r.cpu.get("bench process", 0.0) for r in rounds), 2),
+        "share_of_job_time": {**shares, "rest": round(1 - sum(shares.values()), 3)},
+        "calls_per_job": {c: round(sum(r.calls.get(c, 0) for r in runs) / n, 2) for c in COMPONENTS},
+    }
+
+
+# -- the day --------------------------------------------------------------------------------------------------------
 def stage_jobs(
     stage: str, subs: list[str], earlier: list[Any], today: datetime, secret: str
 ) -> list[tuple[str, str, dict[str, Any]]]:
@@ -369,16 +397,18 @@ def stage_jobs(
 
 
 async def measure(
-    stack: LoadStack, subscriptions: int, events: int, with_bare: bool, home: Path, profile: bool
+    stack: LoadStack, subscriptions: int, events: int, rounds: int, with_bare: bool, home: Path, profile: bool
 ) -> dict[str, Any]:
+    """Stage after stage; in each, the pool's and the bare's share of the subscriptions in `rounds` alternating
+    parts (pool, bare, pool, ...), so both meet the same machine and the same growing Stripe double."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    sets = {"pool": ("sub_bd_p", subscriptions), "pool warm-up": ("sub_bd_w", WARM)}
-    if with_bare:
-        sets |= {"bare": ("sub_bd_b", subscriptions), "bare warm-up": ("sub_bd_v", WARM)}
+    sides = ("pool", "bare") if with_bare else ("pool",)
+    sets = {side: (f"sub_bd_{side[0]}", subscriptions) for side in sides}
+    sets |= {f"{side} warm-up": (f"sub_bd_{side[0]}w", WARM) for side in sides}
     began = time.monotonic()
     await prepare(stack.urls.admin, list(sets.values()), events, add_months(today, -1), today)
     print(
-        f"  prepared {sorted(sets)} with {events} usage events each ({time.monotonic() - began:.0f} s)",
+        f"  prepared {sorted(sets)}: {events} usage events each ({time.monotonic() - began:.0f} s)",
         file=sys.stderr,
     )
     subs = {name: [f"{prefix}{i}" for i in range(n)] for name, (prefix, n) in sets.items()}
@@ -390,34 +420,45 @@ async def measure(
         MA_INVOICE_DIR=str(home / "invoices-bare"),
         **stack.stripe.env(),
     )
+    secret = stack.stripe.WEBHOOK_SECRET
     redis = stack.redis()
     out: dict[str, Any] = {}
     try:
         async with Bare(env, log=logging.getLogger("bench.billing_bare")) as bare:
-            for side in ("pool warm-up", "pool", "bare warm-up", "bare"):
-                if side not in subs:
-                    continue
-                if side == "bare warm-up":  # the bare's day starts from an empty Stripe, as the pool's did
-                    await asyncio.to_thread(clear_stripe, stack)
-                results: list[Any] = []
+
+            async def run(
+                side: str, queue: str, jobs: list[tuple[str, str, dict[str, Any]]], spy_on: bool
+            ) -> Round:
+                if side.startswith("pool"):
+                    return await pool_round(stack, redis, queue, jobs, spy_on)
+                return await bare_round(stack, bare, queue, jobs)
+
+            earlier: dict[str, list[Any]] = {}
+            for side in sides:  # warm-up: first connections, tokens, prepared statements, caches
                 for stage, queue in STAGES:
-                    jobs = stage_jobs(stage, subs[side], results, today, stack.stripe.WEBHOOK_SECRET)
-                    if side.startswith("pool"):
-                        figures = await pool_stage(
-                            stack,
-                            redis,
-                            queue,
-                            jobs,
-                            settle=side == "pool",
-                            profile=profile and side == "pool",
-                        )
-                        results = figures.pop("results")
-                    else:
-                        run, figures = await bare_stage(stack, bare, queue, jobs)
-                        results = run.results
-                    if side in ("pool", "bare"):
-                        out.setdefault(stage, {"queue": queue})[side] = figures
-                        print(f"  {side} {stage}: {json.dumps(figures)}", file=sys.stderr)
+                    jobs = stage_jobs(stage, subs[f"{side} warm-up"], earlier.get(side, []), today, secret)
+                    earlier[side] = (await run(side, queue, jobs, False)).results
+            for stage, queue in STAGES:
+                sql0 = await statements(redis)
+                done: dict[str, list[Round]] = {side: [] for side in sides}
+                todo = {
+                    side: stage_jobs(stage, subs[side], earlier.get(side, []), today, secret)
+                    for side in sides
+                }
+                for part in range(rounds):
+                    for side in sides:
+                        done[side].append(await run(side, queue, todo[side][part::rounds], profile))
+                await asyncio.sleep(SETTLE_S)
+                sql = await statements(redis) - sql0
+                for side in sides:
+                    earlier[side] = [x for r in done[side] for x in r.results]
+                out[stage] = {"queue": queue, "pool": pool_figures(queue, done["pool"], sql)}
+                if with_bare:
+                    out[stage]["bare"] = bare_figures(done["bare"])
+                    out[stage]["ratio_wall_rounds"] = [
+                        round(p.wall_s / b.wall_s, 3) for p, b in zip(done["pool"], done["bare"], strict=True)
+                    ]
+                print(f"  {stage}: {json.dumps(out[stage])}", file=sys.stderr)
     finally:
         await redis.aclose()
     return out
@@ -443,7 +484,7 @@ def summary(stages: dict[str, Any], subscriptions: int, events: int, load: list[
         result["rollups_limiter_floor_s"] = round(max(0, n - most) / most * limiter["duration"] / 1000, 1)
     for f in stages.values():
         if "bare" in f:
-            f["ratio_wall"] = round(f["pool"]["wall_s"] / f["bare"]["wall_s"], 3)
+            f["ratio_wall"] = round(statistics.median(f["ratio_wall_rounds"]), 3)
             extra = f["pool"]["stage_pool_cpu_s"] - f["bare"]["bench_cpu_s"]
             f["pool_extra_cpu_ms_per_job"] = round(extra / f["pool"]["jobs"] * 1000, 2)
             f["ratio_cpu"] = (
@@ -508,6 +549,7 @@ def main() -> int:
     parser.add_argument(
         "--events", type=int, default=300, help="usage events per subscription over its month"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="parts each stage alternates pool and bare in")
     parser.add_argument("--no-bare", action="store_true", help="the pool only, no bare reference")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy samples of each stage's pool processes (bench/spy.py)"
@@ -519,7 +561,9 @@ def main() -> int:
 
     async def run(stack: LoadStack) -> int:
         stages.update(
-            await measure(stack, args.subscriptions, args.events, not args.no_bare, home, args.profile)
+            await measure(
+                stack, args.subscriptions, args.events, args.rounds, not args.no_bare, home, args.profile
+            )
         )
         return 0
 

@@ -2,7 +2,7 @@
 of every process of a supervisord program over one stretch, each sample put in the category of its innermost
 frame that belongs to a known library or to our code.
 
-    with Sampling(pids, out_dir, "invoices") as s: ...    # then s.shares()
+    with Sampling(pids, out_dir, "invoices") as s: ...    # then shares(s.counts())
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class Sampling:
         for proc in self.procs:
             proc.wait(30)
 
-    def shares(self) -> dict[str, float]:
-        """Category -> share of the CPU samples (py-spy leaves idle samples out by default)."""
+    def counts(self) -> Counter[str]:
+        """CPU samples per category (py-spy leaves idle samples out by default)."""
         counts: Counter[str] = Counter()
         for out in self.files:
             if not out.exists():
@@ -80,5 +80,9 @@ class Sampling:
                 stack, _, n = line.rpartition(" ")
                 if n.isdigit():
                     counts[category(stack)] += int(n)
-        total = sum(counts.values())
-        return {k: round(v / total, 3) for k, v in counts.most_common()} if total else {}
+        return counts
+
+
+def shares(counts: Counter[str]) -> dict[str, float]:
+    total = sum(counts.values())
+    return {k: round(v / total, 3) for k, v in counts.most_common()} if total else {}
