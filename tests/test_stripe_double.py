@@ -6,7 +6,7 @@ import threading
 
 from localstripe.resources import store
 
-from devstack.stripe_double import keep_in_memory
+from devstack.stripe_double import indexed_lists, keep_in_memory
 from tests.support.billing import stripe_client
 
 
@@ -34,3 +34,23 @@ def test_the_stripe_double_lists_payment_intents_newest_first_as_stripe_does(str
     assert [intent.id for intent in page.data] == made[::-1]
     after = client.v1.payment_intents.list({"limit": 2, "starting_after": made[2]})
     assert [intent.id for intent in after.data] == [made[1], made[0]]
+
+
+def test_the_stripe_double_lists_a_type_from_its_index_through_adds_removals_and_a_flush():
+    # localstripe scanned its whole store for every listing (a charge's refunds each time a charge is shown)
+    indexed_lists()
+    from localstripe.resources import StripeObject
+
+    class Thing(StripeObject):
+        object = "bench_thing"
+
+    def listed() -> list[str]:
+        return [obj.id for obj in Thing._api_list_all(None)._list]
+
+    first, second, third = Thing("t1"), Thing("t2"), Thing("t3")
+    store["bench_other:t9"] = object()
+    assert listed() == [first.id, second.id, third.id]  # in the order added, and no other type
+    del store["bench_thing:t2"]
+    assert listed() == [first.id, third.id]
+    store.clear()  # the double's `DELETE /_config/data`
+    assert listed() == []
