@@ -25,8 +25,7 @@ the requests each double counted and the PostgreSQL statements the pool counted,
 asyncio tasks in this process (as many as the queue has lanes), on an equal set of fresh subscriptions, each
 downstream call timed, so its job time splits into PostgreSQL, identity, Stripe, PDF rendering and the rest.
 Each stage alternates pool and bare over `--rounds` parts of its subscriptions (pool, bare, pool, bare), so both
-meet the same load from the rest of the machine and the same Stripe double (localstripe still scans its whole
-store in places, so a PaymentIntent costs it a little more with each one it holds). Printed as pool / bare
+meet the same load from the rest of the machine and the same Stripe double. Printed as pool / bare
 ratios: of wall time (the median of the rounds') and of CPU seconds (the stage's pool processes against this
 process for the same work). The rollups' floor is also the billing-usage limiter's (jobs / 50 per second).
 `--profile` adds py-spy's split of each stage's pool CPU by library (bench/spy.py).
