@@ -554,6 +554,9 @@ def main() -> int:
         "--profile", action="store_true", help="py-spy samples of each stage's pool processes (bench/spy.py)"
     )
     args = parser.parse_args()
+    if args.profile and not spy.executable():
+        print("--profile: py-spy is not installed (pip install py-spy); running without it", file=sys.stderr)
+        args.profile = False
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on the way out
     home = Path(tempfile.mkdtemp(prefix="ma-billing-day-"))
     stages: dict[str, Any] = {}

@@ -38,7 +38,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("io_bound", ["bench/io_bound.py"]),
     ("task_mix", ["bench/task_mix.py"]),
     ("capacity", ["bench/capacity.py"]),
-    ("billing_day", ["bench/billing_day.py"]),
+    ("billing_day", ["bench/billing_day.py", "--profile"]),
 ]
 SOAK = ("soak", ["bench/soak.py"])
 """Long (1,000,000 jobs by default): run only with --soak."""
@@ -323,6 +323,7 @@ def billing_day_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     inv = stages["invoices"]
     cpu = ", ".join(f"{k} {v}" for k, v in inv["pool"]["cpu_s"].items())
     shares = ", ".join(f"{k} {v:.0%}" for k, v in inv.get("bare", {}).get("share_of_job_time", {}).items())
+    spied = ", ".join(f"{k} {v:.0%}" for k, v in inv["pool"].get("cpu_profile", {}).items())
     return [
         (
             "#18",
@@ -337,7 +338,8 @@ def billing_day_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         (
             "#18",
             "billing day, where the invoices' time goes",
-            f"CPU s: {cpu}; bare job time: {shares}",
+            f"CPU s: {cpu}; bare job time: {shares}"
+            + (f"; the slot's CPU (py-spy): {spied}" if spied else ""),
             "information",
             "n/a",
         ),
