@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("io_bound", ["bench/io_bound.py"]),
     ("task_mix", ["bench/task_mix.py"]),
     ("capacity", ["bench/capacity.py"]),
+    ("billing_day", ["bench/billing_day.py", "--profile"]),
 ]
 SOAK = ("soak", ["bench/soak.py"])
 """Long (1,000,000 jobs by default): run only with --soak."""
@@ -276,6 +277,7 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
     rows += capacity_rows(b)
+    rows += billing_day_rows(b)
     for name, result in b.items():
         if "error" in result:
             rows.append(
@@ -315,6 +317,44 @@ def capacity_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
     return rows
+
+
+def billing_day_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Issue 18: one billing day end to end, and where its time goes (bench/billing_day.py)."""
+    d = b.get("billing_day", {})
+    if "day_wall_s" not in d:
+        return []
+    stages = d["stages"]
+
+    def stage(name: str) -> str:
+        f = stages[name]
+        ratio = f" ({f['ratio_wall']}x bare)" if "ratio_wall" in f else ""
+        return f"{name} {f['pool']['wall_s']} s, {f['pool']['jobs_per_s']} jobs/s{ratio}"
+
+    inv = stages["invoices"]
+    cpu = ", ".join(f"{k} {v}" for k, v in inv["pool"]["cpu_s"].items())
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in inv.get("bare", {}).get("share_of_job_time", {}).items())
+    spied = ", ".join(f"{k} {v:.0%}" for k, v in inv["pool"].get("cpu_profile", {}).items())
+    return [
+        (
+            "#18",
+            f"one billing day, {d['subscriptions']:,} subscriptions: usage rollups, invoices with PDFs and "
+            "PaymentIntents, their webhooks (the pool under supervisord, PostgreSQL, identity and Stripe doubles)",
+            f"{d['day_wall_s']} s, {d['failed']} failed: "
+            + "; ".join(stage(s) for s in stages)
+            + f"; rollups' limiter floor {d.get('rollups_limiter_floor_s')} s",
+            "information",
+            "n/a",
+        ),
+        (
+            "#18",
+            "billing day, where the invoices' time goes",
+            f"CPU s: {cpu}; bare job time: {shares}"
+            + (f"; the slot's CPU (py-spy): {spied}" if spied else ""),
+            "information",
+            "n/a",
+        ),
+    ]
 
 
 def chaos_load_table(chaos: dict[str, Any]) -> list[str]:

@@ -105,12 +105,91 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
+def keep_in_memory() -> None:
+    """localstripe persists its store twice: a middleware saves it after each request (dropped in `build_app`),
+    and `Store.__setitem__` pickles the whole store to the shared /tmp/localstripe.pickle on every object it
+    adds. That write grows with the store (creating a PaymentIntent took ~12 ms with none stored and ~105 ms
+    with 500, bench/billing_day.py) and every double on the machine wrote the same file. Turned off for this
+    store only: `__setitem__` calls `self.dump_to_disk()`, and an instance attribute wins over the method."""
+    from localstripe.resources import store
+
+    store.dump_to_disk = lambda: None
+
+
+def indexed_lists() -> None:
+    """localstripe lists the objects of a type by scanning its whole store, and it lists a charge's refunds each
+    time it shows a charge: every PaymentIntent shown cost a scan of everything stored (~25 ms a request with
+    2,000 PaymentIntents held, bench/billing_day.py). Here the store also keeps its keys by type, in the order they
+    were added (the scan's order), and a listing reads only its type's. Call again after filling the store around
+    its methods (`dict.update`): it re-indexes."""
+    from localstripe import resources
+    from localstripe.errors import UserError
+
+    store = resources.store
+
+    def kind(key: str) -> str:
+        return key.split(":", 1)[0]
+
+    if not hasattr(store, "by_type"):
+
+        class IndexedStore(type(store)):  # type: ignore[misc]
+            by_type: dict[str, dict[str, Any]]
+
+            def __setitem__(self, key: str, value: Any) -> None:
+                super().__setitem__(key, value)
+                self.by_type.setdefault(kind(key), {})[key] = value
+
+            def __delitem__(self, key: str) -> None:
+                super().__delitem__(key)
+                self.by_type.get(kind(key), {}).pop(key, None)
+
+            def clear(self) -> None:
+                super().clear()
+                self.by_type.clear()
+
+        def list_all(cls: Any, url: Any, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
+            if kwargs:
+                raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+            page = resources.List(url, limit=limit, starting_after=starting_after)
+            page._list = list(store.by_type.get(cls.object, {}).values())
+            return page
+
+        store.__class__ = IndexedStore
+        resources.StripeObject._api_list_all = classmethod(list_all)
+    store.by_type = {}
+    for key, value in store.items():
+        store.by_type.setdefault(kind(key), {})[key] = value
+
+
+def newest_first() -> None:
+    """Stripe lists PaymentIntents newest first; localstripe lists them in the order it made them. A declined
+    charge is found again by listing (handlers/billing_invoice.py `_find_intent`): on Stripe that is the first
+    page, on localstripe's order every page of the account, each intent exported with its charge (a billing day
+    of 1,000 invoices with 10 declines cost the double as much CPU as the pool, bench/billing_day.py)."""
+    from localstripe.resources import PaymentIntent
+
+    if getattr(PaymentIntent._api_list_all, "newest_first", False):
+        return
+    listed = PaymentIntent._api_list_all.__func__
+
+    def list_all(cls: Any, url: Any, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
+        page = listed(cls, url, limit=limit, starting_after=starting_after, **kwargs)
+        page._list.reverse()
+        return page
+
+    list_all.newest_first = True  # type: ignore[attr-defined]
+    PaymentIntent._api_list_all = classmethod(list_all)
+
+
 def build_app() -> web.Application:
     from localstripe import server  # imports register localstripe's routes on its module-level app
 
     app = server.app
     # Never persist to disk (localstripe's default pickles every change to one shared file).
     app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]
+    keep_in_memory()
+    indexed_lists()
+    newest_first()  # after indexed_lists: it wraps the listing that one installs
     app.middlewares.insert(0, faults)
     return app
 
@@ -124,6 +203,7 @@ async def serve(port: int, state_file: Path | None = None) -> None:
     if state_file is not None and state_file.exists():
         # dict.update, not Store.update: localstripe's Store writes its shared /tmp file on every item set.
         dict.update(store, pickle.loads(state_file.read_bytes()))
+        indexed_lists()
     runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
