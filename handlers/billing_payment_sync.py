@@ -178,7 +178,24 @@ async def payment_retry(ctx: JobContext, p: PaymentRetry) -> dict[str, Any]:
     return {"invoiceId": p.invoice_id, "attempt": attempt, "charged": True, **outcome}
 
 
+SWEEPING: set[str] = set()
+"""Ids of the reconciliation sweeps running in this slot (at most one: a second compares the same window again)."""
+
+
 async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, Any]:
+    """One sweep at a time per slot: a sweep that finds another running in its slot returns at once (the one
+    running reads the same window; what it misses, the next scheduled sweep sees), so a slot holds one page of
+    PaymentIntents however many sweeps are added."""
+    if SWEEPING:
+        return {"checked": 0, "enqueued": 0, "skipped": f"sweep {min(SWEEPING)} is running in this slot"}
+    SWEEPING.add(ctx.job_id)
+    try:
+        return await _sweep(ctx, p)
+    finally:
+        SWEEPING.discard(ctx.job_id)
+
+
+async def _sweep(ctx: JobContext, p: PaymentReconcile) -> dict[str, Any]:
     """Recent PaymentIntents vs our invoices: what a lost webhook left behind becomes a sync job.
 
     Stripe is asked for the lookback window only (`created[gte]`), a page of 100 at a time, and each intent is

@@ -13,7 +13,7 @@ import stripe as stripe_sdk
 from bullmq import Queue
 
 from tests.support.billing import stripe_client
-from tests.support.waits import run_job, wait_for
+from tests.support.waits import run_job, settle, wait_for
 
 SYNC = "billing-payment-sync"
 OLD = 72 * 3600
@@ -104,3 +104,24 @@ async def test_a_sweep_over_2000_payments_holds_one_page_of_them_not_all(redis, 
     # Held whole, 2,000 intents as Stripe objects are ~75 MB (~37 KB each as the double returns them); a page
     # of 100 at a time stays within a few MB of what the slot already used.
     assert grown < 25 * 2**20, f"the slot's peak RSS grew {grown / 2**20:.1f} MB over one sweep"
+
+
+async def test_a_second_sweep_in_a_slot_while_one_runs_returns_at_once(redis, sync_slot, stripe):
+    await sync_slot()
+    # The running sweep's first page is held back 5 s at Stripe, so the second arrives while it runs.
+    stripe.hook(
+        "POST", "/__faults", {"status": "slow-after", "delay": 5, "path": "/v1/payment_intents", "count": 1}
+    )
+    sync = Queue(SYNC, {"connection": redis})
+    first = await sync.add("payment.reconcile", {"lookbackHours": 1})
+    await wait_for(lambda: stripe.stats().get("fault slow-after", 0) == 1, what="the first sweep at Stripe")
+
+    second = await run_job(redis, SYNC, "payment.reconcile", {"lookbackHours": 1})
+    done = await settle(redis, SYNC, first.id)
+
+    assert second.returnvalue == {
+        "checked": 0,
+        "enqueued": 0,
+        "skipped": f"sweep {first.id} is running in this slot",
+    }
+    assert done.returnvalue is not None and "skipped" not in done.returnvalue, done.failedReason
