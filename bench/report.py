@@ -39,6 +39,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("task_mix", ["bench/task_mix.py"]),
     ("capacity", ["bench/capacity.py"]),
     ("billing_day", ["bench/billing_day.py", "--profile"]),
+    ("payment_sync_soak", ["bench/payment_sync_soak.py"]),
 ]
 SOAK = ("soak", ["bench/soak.py"])
 """Long (1,000,000 jobs by default): run only with --soak."""
@@ -314,6 +315,19 @@ def capacity_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{k['redis_used_mb_after']} MB; leaked keys {k['leaked_keys']}",
                 "RSS < 5 %; connections stable; 0 leaked keys",
                 _ok(k["ok"]),
+            )
+        )
+    p = b.get("payment_sync_soak", {})
+    if "rss_mb_end" in p:
+        rows.append(
+            (
+                "#17",
+                f"soak, billing-payment-sync part: {p['jobs']:,} billing jobs of the soak mix, "
+                f"{p['payment_intents']:,} PaymentIntents swept by reconciliations ({p['seconds']} s)",
+                f"RSS {p['rss_mb_warm_up_end']} MB after warm-up, {p['rss_mb_half']} at half, {p['rss_mb_end']} "
+                f"at the end: {p['rss_growth_second_half_pct']} % over the second half",
+                "RSS < 5 % over the second half",
+                _ok(p["ok"]),
             )
         )
     return rows

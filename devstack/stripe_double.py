@@ -5,6 +5,11 @@ honour idempotency keys, so the worker must not rely on Stripe-side dedupe. In f
 - `POST /__faults {"status": 500, "seconds": 30, "path": "/v1/"}` answers that status for a while (or `count`
   requests); `{"status": "slow-after", "delay": 8, "path": "/v1/payment_intents"}` lets the next matching request
   take effect in Stripe and then holds its answer back that long (a worker killed meanwhile never learns the id).
+- Lists cost what they hold (localstripe scanned every object it held for each, and rewrote its shared
+  `/tmp/localstripe.pickle` on every object stored: neither here), and `GET /v1/payment_intents` pages as Stripe
+  does (newest first, `limit` default 10, `has_more`, `created` ranges): devstack/stripe_pages.py.
+- `POST /__payment_intents {"count": 2000, "ageSeconds": 7200, "invoicePrefix": "in_x"}` creates that many
+  confirmed PaymentIntents as if created that long ago (a Stripe history for a test, without a request each).
 - `GET /__stats` counts requests per method and path (e.g. `POST /v1/payment_intents`), `POST /__reset` clears
   faults and counters (`DELETE /_config/data` still clears localstripe's objects).
 
@@ -95,6 +100,14 @@ async def add_fault(request: web.Request) -> web.Response:
     return web.json_response({"faults": len(CONTROL.faults)})
 
 
+async def seed_intents(request: web.Request) -> web.Response:
+    from devstack import stripe_pages
+
+    body = await request.json()
+    ids = stripe_pages.seed(int(body["count"]), int(body.get("ageSeconds", 0)), str(body["invoicePrefix"]))
+    return web.json_response({"ids": ids})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(dict(CONTROL.stats))
 
@@ -105,96 +118,27 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
-def keep_in_memory() -> None:
-    """localstripe persists its store twice: a middleware saves it after each request (dropped in `build_app`),
-    and `Store.__setitem__` pickles the whole store to the shared /tmp/localstripe.pickle on every object it
-    adds. That write grows with the store (creating a PaymentIntent took ~12 ms with none stored and ~105 ms
-    with 500, bench/billing_day.py) and every double on the machine wrote the same file. Turned off for this
-    store only: `__setitem__` calls `self.dump_to_disk()`, and an instance attribute wins over the method."""
-    from localstripe.resources import store
-
-    store.dump_to_disk = lambda: None
-
-
-def indexed_lists() -> None:
-    """localstripe lists the objects of a type by scanning its whole store, and it lists a charge's refunds each
-    time it shows a charge: every PaymentIntent shown cost a scan of everything stored (~25 ms a request with
-    2,000 PaymentIntents held, bench/billing_day.py). Here the store also keeps its keys by type, in the order they
-    were added (the scan's order), and a listing reads only its type's. Call again after filling the store around
-    its methods (`dict.update`): it re-indexes."""
-    from localstripe import resources
-    from localstripe.errors import UserError
-
-    store = resources.store
-
-    def kind(key: str) -> str:
-        return key.split(":", 1)[0]
-
-    if not hasattr(store, "by_type"):
-
-        class IndexedStore(type(store)):  # type: ignore[misc]
-            by_type: dict[str, dict[str, Any]]
-
-            def __setitem__(self, key: str, value: Any) -> None:
-                super().__setitem__(key, value)
-                self.by_type.setdefault(kind(key), {})[key] = value
-
-            def __delitem__(self, key: str) -> None:
-                super().__delitem__(key)
-                self.by_type.get(kind(key), {}).pop(key, None)
-
-            def clear(self) -> None:
-                super().clear()
-                self.by_type.clear()
-
-        def list_all(cls: Any, url: Any, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
-            if kwargs:
-                raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
-            page = resources.List(url, limit=limit, starting_after=starting_after)
-            page._list = list(store.by_type.get(cls.object, {}).values())
-            return page
-
-        store.__class__ = IndexedStore
-        resources.StripeObject._api_list_all = classmethod(list_all)
-    store.by_type = {}
-    for key, value in store.items():
-        store.by_type.setdefault(kind(key), {})[key] = value
-
-
-def newest_first() -> None:
-    """Stripe lists PaymentIntents newest first; localstripe lists them in the order it made them. A declined
-    charge is found again by listing (handlers/billing_invoice.py `_find_intent`): on Stripe that is the first
-    page, on localstripe's order every page of the account, each intent exported with its charge (a billing day
-    of 1,000 invoices with 10 declines cost the double as much CPU as the pool, bench/billing_day.py)."""
-    from localstripe.resources import PaymentIntent
-
-    if getattr(PaymentIntent._api_list_all, "newest_first", False):
-        return
-    listed = PaymentIntent._api_list_all.__func__
-
-    def list_all(cls: Any, url: Any, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
-        page = listed(cls, url, limit=limit, starting_after=starting_after, **kwargs)
-        page._list.reverse()
-        return page
-
-    list_all.newest_first = True  # type: ignore[attr-defined]
-    PaymentIntent._api_list_all = classmethod(list_all)
-
-
 def build_app() -> web.Application:
     from localstripe import server  # imports register localstripe's routes on its module-level app
 
+    from devstack import stripe_pages
+
+    # localstripe's store pickled all of itself to one shared /tmp file on every item set, and built every list
+    # from a scan of all it holds: each object stored or exported cost work in every object before it.
+    stripe_pages.install()  # indexed by kind, nothing on disk; PaymentIntent lists paged as Stripe pages them
     app = server.app
     # Never persist to disk (localstripe's default pickles every change to one shared file).
     app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]
-    keep_in_memory()
-    indexed_lists()
-    newest_first()  # after indexed_lists: it wraps the listing that one installs
     app.middlewares.insert(0, faults)
     return app
 
 
-HOOKS = {("POST", "/__faults"): add_fault, ("GET", "/__stats"): get_stats, ("POST", "/__reset"): reset}
+HOOKS = {
+    ("POST", "/__faults"): add_fault,
+    ("GET", "/__stats"): get_stats,
+    ("POST", "/__reset"): reset,
+    ("POST", "/__payment_intents"): seed_intents,
+}
 
 
 async def serve(port: int, state_file: Path | None = None) -> None:
@@ -202,8 +146,9 @@ async def serve(port: int, state_file: Path | None = None) -> None:
 
     if state_file is not None and state_file.exists():
         # dict.update, not Store.update: localstripe's Store writes its shared /tmp file on every item set.
-        dict.update(store, pickle.loads(state_file.read_bytes()))
-        indexed_lists()
+        dict.update(
+            store, pickle.loads(state_file.read_bytes())
+        )  # indexed in build_app (stripe_pages.install)
     runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -6,14 +6,14 @@ import threading
 
 from localstripe.resources import store
 
-from devstack.stripe_double import indexed_lists, keep_in_memory
+from devstack import stripe_pages
 from tests.support.billing import stripe_client
 
 
 def test_adding_an_object_to_the_stripe_double_does_not_pickle_its_whole_store():
     # localstripe's Store pickles everything it holds to /tmp/localstripe.pickle on each item set, a cost that
     # grows with the store; a lock cannot be pickled, so such a write would raise here.
-    keep_in_memory()
+    stripe_pages.install()
     lock = threading.Lock()
     store["bench_lock:1"] = lock
     try:
@@ -38,7 +38,7 @@ def test_the_stripe_double_lists_payment_intents_newest_first_as_stripe_does(str
 
 def test_the_stripe_double_lists_a_type_from_its_index_through_adds_removals_and_a_flush():
     # localstripe scanned its whole store for every listing (a charge's refunds each time a charge is shown)
-    indexed_lists()
+    stripe_pages.install()
     from localstripe.resources import StripeObject
 
     class Thing(StripeObject):
