@@ -7,7 +7,6 @@ import threading
 from localstripe.resources import store
 
 from devstack import stripe_pages
-from tests.support.billing import stripe_client
 
 
 def test_adding_an_object_to_the_stripe_double_does_not_pickle_its_whole_store():
@@ -20,20 +19,6 @@ def test_adding_an_object_to_the_stripe_double_does_not_pickle_its_whole_store()
         assert store["bench_lock:1"] is lock
     finally:
         store.pop("bench_lock:1", None)
-
-
-def test_the_stripe_double_lists_payment_intents_newest_first_as_stripe_does(stripe):
-    client = stripe_client(stripe)
-    made = [
-        client.v1.payment_intents.create(
-            {"amount": 100 + i, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
-        ).id
-        for i in range(3)
-    ]
-    page = client.v1.payment_intents.list({"limit": 3})
-    assert [intent.id for intent in page.data] == made[::-1]
-    after = client.v1.payment_intents.list({"limit": 2, "starting_after": made[2]})
-    assert [intent.id for intent in after.data] == [made[1], made[0]]
 
 
 def test_the_stripe_double_lists_a_type_from_its_index_through_adds_removals_and_a_flush():
