@@ -59,9 +59,11 @@ def start(kind: str, url: str, log: Path) -> subprocess.Popen[str]:
         "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000",
         "MA_QUEUE_TABLE": "bench.tables:NOOP",
         "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
         "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
     }
+    # As supervisord runs the pool: stdout block-buffered, the log flushed once per loop turn (pool/logs.py);
+    # unbuffered, every per-job line would be a write(2) of its own (raw_worker.py flushes its "ready" itself).
+    env.pop("PYTHONUNBUFFERED", None)
     out = open(log, "a")  # noqa: SIM115 - the child's stdout (the pool's per-job lines land here)
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 

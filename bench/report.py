@@ -38,6 +38,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("io_bound", ["bench/io_bound.py"]),
     ("task_mix", ["bench/task_mix.py"]),
     ("capacity", ["bench/capacity.py"]),
+    ("billing_day", ["bench/billing_day.py", "--profile"]),
+    ("payment_sync_soak", ["bench/payment_sync_soak.py"]),
 ]
 SOAK = ("soak", ["bench/soak.py"])
 """Long (1,000,000 jobs by default): run only with --soak."""
@@ -249,21 +251,21 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
     io = b.get("io_bound", {})
-    if "ratio_vs_bound" in io:
+    for one in io.get("sweep", [io] if "ratio_vs_bound" in io else []):
         rows.append(
             (
                 "#18",
-                f"I/O-bound jobs (20 ms await) at concurrency {io['concurrency']} vs Little's law C/0.02 s",
-                f"{io['ratio_vs_bound']:.3f}x ({io['pool_jobs_per_s']} vs {io['bound_jobs_per_s']} jobs/s; bare "
-                f"asyncio loop {io['bare_vs_bound']:.3f}x"
+                f"I/O-bound jobs (20 ms await) at concurrency {one['concurrency']} vs Little's law C/0.02 s",
+                f"{one['ratio_vs_bound']:.3f}x ({one['pool_jobs_per_s']} vs {one['bound_jobs_per_s']} jobs/s; bare "
+                f"asyncio loop {one['bare_vs_bound']:.3f}x"
                 + (
-                    f"; Node BullMQ {io['node_vs_bound']:.3f}x; pool without auto-pipelining "
-                    f"{io['pooled_vs_bound']:.3f}x)"
-                    if "node_vs_bound" in io
+                    f"; Node BullMQ {one['node_vs_bound']:.3f}x; pool without auto-pipelining "
+                    f"{one['pooled_vs_bound']:.3f}x)"
+                    if "node_vs_bound" in one
                     else ")"
                 ),
-                f">= {io['budget']}x",
-                _ok(io["ratio_vs_bound"] >= io["budget"]),
+                f">= {one['budget']}x",
+                _ok(one["ratio_vs_bound"] >= one["budget"]),
             )
         )
     mix = b.get("task_mix", {})
@@ -279,6 +281,7 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
     rows += capacity_rows(b)
+    rows += billing_day_rows(b)
     for name, result in b.items():
         if "error" in result:
             rows.append(
@@ -317,7 +320,58 @@ def capacity_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 _ok(k["ok"]),
             )
         )
+    p = b.get("payment_sync_soak", {})
+    if "rss_mb_end" in p:
+        rows.append(
+            (
+                "#17",
+                f"soak, billing-payment-sync part: {p['jobs']:,} billing jobs of the soak mix, "
+                f"{p['payment_intents']:,} PaymentIntents swept by reconciliations ({p['seconds']} s)",
+                f"RSS {p['rss_mb_warm_up_end']} MB after warm-up, {p['rss_mb_half']} at half, {p['rss_mb_end']} "
+                f"at the end: {p['rss_growth_second_half_pct']} % over the second half",
+                "RSS < 5 % over the second half",
+                _ok(p["ok"]),
+            )
+        )
     return rows
+
+
+def billing_day_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Issue 18: one billing day end to end, and where its time goes (bench/billing_day.py)."""
+    d = b.get("billing_day", {})
+    if "day_wall_s" not in d:
+        return []
+    stages = d["stages"]
+
+    def stage(name: str) -> str:
+        f = stages[name]
+        ratio = f" ({f['ratio_wall']}x bare)" if "ratio_wall" in f else ""
+        return f"{name} {f['pool']['wall_s']} s, {f['pool']['jobs_per_s']} jobs/s{ratio}"
+
+    inv = stages["invoices"]
+    cpu = ", ".join(f"{k} {v}" for k, v in inv["pool"]["cpu_s"].items())
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in inv.get("bare", {}).get("share_of_job_time", {}).items())
+    spied = ", ".join(f"{k} {v:.0%}" for k, v in inv["pool"].get("cpu_profile", {}).items())
+    return [
+        (
+            "#18",
+            f"one billing day, {d['subscriptions']:,} subscriptions: usage rollups, invoices with PDFs and "
+            "PaymentIntents, their webhooks (the pool under supervisord, PostgreSQL, identity and Stripe doubles)",
+            f"{d['day_wall_s']} s, {d['failed']} failed: "
+            + "; ".join(stage(s) for s in stages)
+            + f"; rollups' limiter floor {d.get('rollups_limiter_floor_s')} s",
+            "information",
+            "n/a",
+        ),
+        (
+            "#18",
+            "billing day, where the invoices' time goes",
+            f"CPU s: {cpu}; bare job time: {shares}"
+            + (f"; the slot's CPU (py-spy): {spied}" if spied else ""),
+            "information",
+            "n/a",
+        ),
+    ]
 
 
 def chaos_load_table(chaos: dict[str, Any]) -> list[str]:

@@ -113,7 +113,8 @@ async def pool_round(
     log = work / "pool.log"
     log.write_text("")
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MA_")},
+        # as supervisord runs the pool: no MA_ overrides, stdout block-buffered (the log flushed once per loop turn)
+        **{k: v for k, v in os.environ.items() if not k.startswith("MA_") and k != "PYTHONUNBUFFERED"},
         "REDIS_URL": redis_url,
         "DATABASE_URL": urls.identity_ro,
         "TASKS_DATABASE_URL": urls.tasks,

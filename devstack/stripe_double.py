@@ -5,6 +5,11 @@ honour idempotency keys, so the worker must not rely on Stripe-side dedupe. In f
 - `POST /__faults {"status": 500, "seconds": 30, "path": "/v1/"}` answers that status for a while (or `count`
   requests); `{"status": "slow-after", "delay": 8, "path": "/v1/payment_intents"}` lets the next matching request
   take effect in Stripe and then holds its answer back that long (a worker killed meanwhile never learns the id).
+- Lists cost what they hold (localstripe scanned every object it held for each, and rewrote its shared
+  `/tmp/localstripe.pickle` on every object stored: neither here), and `GET /v1/payment_intents` pages as Stripe
+  does (newest first, `limit` default 10, `has_more`, `created` ranges): devstack/stripe_pages.py.
+- `POST /__payment_intents {"count": 2000, "ageSeconds": 7200, "invoicePrefix": "in_x"}` creates that many
+  confirmed PaymentIntents as if created that long ago (a Stripe history for a test, without a request each).
 - `GET /__stats` counts requests per method and path (e.g. `POST /v1/payment_intents`), `POST /__reset` clears
   faults and counters (`DELETE /_config/data` still clears localstripe's objects).
 
@@ -95,6 +100,14 @@ async def add_fault(request: web.Request) -> web.Response:
     return web.json_response({"faults": len(CONTROL.faults)})
 
 
+async def seed_intents(request: web.Request) -> web.Response:
+    from devstack import stripe_pages
+
+    body = await request.json()
+    ids = stripe_pages.seed(int(body["count"]), int(body.get("ageSeconds", 0)), str(body["invoicePrefix"]))
+    return web.json_response({"ids": ids})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(dict(CONTROL.stats))
 
@@ -108,6 +121,11 @@ async def reset(request: web.Request) -> web.Response:
 def build_app() -> web.Application:
     from localstripe import server  # imports register localstripe's routes on its module-level app
 
+    from devstack import stripe_pages
+
+    # localstripe's store pickled all of itself to one shared /tmp file on every item set, and built every list
+    # from a scan of all it holds: each object stored or exported cost work in every object before it.
+    stripe_pages.install()  # indexed by kind, nothing on disk; PaymentIntent lists paged as Stripe pages them
     app = server.app
     # Never persist to disk (localstripe's default pickles every change to one shared file).
     app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]
@@ -115,7 +133,12 @@ def build_app() -> web.Application:
     return app
 
 
-HOOKS = {("POST", "/__faults"): add_fault, ("GET", "/__stats"): get_stats, ("POST", "/__reset"): reset}
+HOOKS = {
+    ("POST", "/__faults"): add_fault,
+    ("GET", "/__stats"): get_stats,
+    ("POST", "/__reset"): reset,
+    ("POST", "/__payment_intents"): seed_intents,
+}
 
 
 async def serve(port: int, state_file: Path | None = None) -> None:
@@ -123,7 +146,9 @@ async def serve(port: int, state_file: Path | None = None) -> None:
 
     if state_file is not None and state_file.exists():
         # dict.update, not Store.update: localstripe's Store writes its shared /tmp file on every item set.
-        dict.update(store, pickle.loads(state_file.read_bytes()))
+        dict.update(
+            store, pickle.loads(state_file.read_bytes())
+        )  # indexed in build_app (stripe_pages.install)
     runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

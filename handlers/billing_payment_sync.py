@@ -178,20 +178,44 @@ async def payment_retry(ctx: JobContext, p: PaymentRetry) -> dict[str, Any]:
     return {"invoiceId": p.invoice_id, "attempt": attempt, "charged": True, **outcome}
 
 
+SWEEPING: set[str] = set()
+"""Ids of the reconciliation sweeps running in this slot (at most one: a second compares the same window again)."""
+
+
 async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, Any]:
-    """Recent PaymentIntents vs our invoices: what a lost webhook left behind becomes a sync job."""
-    since = time.time() - p.lookback_hours * 3600
-    latest: dict[str, Any] = {}  # invoice id -> its latest attempt's intent
-    params: dict[str, Any] = {"limit": 100}
+    """One sweep at a time per slot: a sweep that finds another running in its slot returns at once (the one
+    running reads the same window; what it misses, the next scheduled sweep sees), so a slot holds one page of
+    PaymentIntents however many sweeps are added."""
+    if SWEEPING:
+        return {"checked": 0, "enqueued": 0, "skipped": f"sweep {min(SWEEPING)} is running in this slot"}
+    SWEEPING.add(ctx.job_id)
+    try:
+        return await _sweep(ctx, p)
+    finally:
+        SWEEPING.discard(ctx.job_id)
+
+
+async def _sweep(ctx: JobContext, p: PaymentReconcile) -> dict[str, Any]:
+    """Recent PaymentIntents vs our invoices: what a lost webhook left behind becomes a sync job.
+
+    Stripe is asked for the lookback window only (`created[gte]`), a page of 100 at a time, and each intent is
+    reduced to what the comparison needs (attempt, id, status) as its page goes by: a PaymentIntent as a Stripe
+    object is tens of KB (~37 KB as the double returns them), so holding the window's intents whole would make
+    each sweep's memory, and the slot's RSS (which does not come back after the peak), grow with the number of
+    payments."""
+    since = int(time.time()) - p.lookback_hours * 3600
+    latest: dict[str, tuple[int, str, str]] = {}  # invoice id -> (attempt, intent id, status) of its latest
+    params: dict[str, Any] = {"limit": 100, "created": {"gte": since}}
     while True:
         page = await stripe_call(ctx.stripe.v1.payment_intents.list_async(params), "payment intents list")
         for intent in page.data:
             meta = plain(intent.metadata)
             invoice_id = meta.get("invoiceId")
             if invoice_id and intent.created >= since:
+                attempt = int(meta.get("attempt", 0))
                 best = latest.get(invoice_id)
-                if best is None or int(meta.get("attempt", 0)) > int(plain(best.metadata).get("attempt", 0)):
-                    latest[invoice_id] = intent
+                if best is None or attempt > best[0]:
+                    latest[invoice_id] = (attempt, intent.id, payment_status(intent)[0])
         if not page.has_more or not page.data:
             break
         params["starting_after"] = page.data[-1].id
@@ -206,18 +230,17 @@ async def payment_reconcile(ctx: JobContext, p: PaymentReconcile) -> dict[str, A
         ).all()
     ours = {r.id: (r.payment_status, r.payment_intent_id) for r in rows}
     enqueued = []
-    for invoice_id, intent in latest.items():
-        status, _, _ = payment_status(intent)
+    for invoice_id, (_, intent_id, status) in latest.items():
         if (
             invoice_id in ours
-            and ours[invoice_id] != (status, intent.id)
+            and ours[invoice_id] != (status, intent_id)
             and not ours[invoice_id][0].endswith("refunded")
         ):
-            key = f"reconcile-{intent.id}-{status}"
+            key = f"reconcile-{intent_id}-{status}"
             if await ctx.enqueue(
                 QUEUE,
                 "payment.webhook",
-                {"stripeEventId": key.replace("-", "_"), "type": "reconcile", "paymentIntentId": intent.id},
+                {"stripeEventId": key.replace("-", "_"), "type": "reconcile", "paymentIntentId": intent_id},
                 jobId=key,
             ):
                 enqueued.append(key)

@@ -22,14 +22,25 @@ from typing import Any
 
 import redis as redis_py
 from pydantic_core import MultiHostUrl
-from redis._parsers.hiredis import NOT_ENOUGH_DATA  # noqa: PLC2701 - the asyncio hiredis parser's own sentinel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
-from redis.exceptions import BusyLoadingError, ConnectionError, DataError, ResponseError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    DataError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
+
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py: no auto-pipelining (pooled_redis checks)
+    NOT_ENOUGH_DATA = None
 
 try:
     import hiredis
@@ -73,14 +84,17 @@ class HiredisPackConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
         if hiredis is None:
             return super().pack_command(*args)
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        try:
+        name = args[0]
+        if " " in name if isinstance(name, str) else b" " in name:  # "CLIENT SETNAME": one argument per word
+            args = (*name.split(), *args[1:])
+        try:  # str, bytes, bytearray, int and float as they are: every argument of a job's EVALSHA
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass
+        try:  # memoryview (redis-py accepts it), or a type redis-py refuses too (bool, None)
             return [
                 hiredis.pack_command(
-                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)  # type: ignore[arg-type]  # the stub types a 1-tuple
+                    tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)  # type: ignore[arg-type]
                 )
             ]
         except TypeError as error:
@@ -192,43 +206,51 @@ class AutoPipeline:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._conn: Any = None
-        self._connecting: asyncio.Future[Any] | None = None
+        """The shared connection; `_out` and `_pending` always belong to it (`_fail` clears all three)."""
+        self._connecting: asyncio.Future[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set with the connection
         self._discarding: set[asyncio.Task[None]] = set()
 
+    async def connect(self) -> None:
+        """Until there is a shared connection (the pool's own connect retries apply, once)."""
+        while self._conn is None:
+            if self._connecting is None:
+                self._connecting = opening = asyncio.ensure_future(self._open())
+                opening.add_done_callback(self._opened)
+            await asyncio.shield(self._connecting)
+
+    def _opened(self, opening: asyncio.Future[None]) -> None:
+        if self._connecting is opening:
+            self._connecting = None
+        if not opening.cancelled():
+            opening.exception()  # retrieved: every waiter may have been cancelled
+
     async def call(self, *args: Any) -> Any:
-        conn = self._conn or await self._connect()
-        loop = asyncio.get_running_loop()
+        if self._conn is None:
+            await self.connect()
+        conn, loop = self._conn, self._loop  # the connection's loop (asking asyncio is a getpid(2) on 3.11)
         future = loop.create_future()
         self._out.extend(conn.pack_command(*args))
         self._pending.append(future)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush, conn)
+            loop.call_soon(self._flush)
         return await future
 
-    async def _connect(self) -> Any:
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
-        try:
-            return await asyncio.shield(self._connecting)
-        finally:
-            if self._connecting is not None and self._connecting.done():
-                self._connecting = None
-
-    async def _open(self) -> Any:
+    async def _open(self) -> None:
         conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: unannotated
-        self._conn = conn
+        self._conn, self._loop = conn, asyncio.get_running_loop()
         self._reader = asyncio.ensure_future(self._read(conn))
-        return conn
 
-    def _flush(self, conn: Any) -> None:
+    def _flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []
-        if not out or conn is not self._conn:
+        conn = self._conn
+        if not out or conn is None:  # no connection: its commands already failed with it (`_fail`)
             return
         try:
             conn._writer.writelines(out)
@@ -244,11 +266,24 @@ class AutoPipeline:
                 if not data:
                     raise ConnectionError("Connection closed by server.")
                 reader.feed(data)
-                while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
+                while True:
+                    try:
+                        reply = reader.gets()
+                    except UnicodeDecodeError as error:  # the whole reply was read: the error is its caller's
+                        reply = error
+                    if reply is NOT_ENOUGH_DATA:
+                        break
                     future = pending.popleft()
+                    if isinstance(reply, ReadOnlyError) and getattr(self._pool, "is_master", False):
+                        # As redis-py's SentinelManagedConnection: the master we still talk to was demoted;
+                        # everything in flight is sent again to the new one (the client's retry, new connection).
+                        demoted = ConnectionError("The previous master is now a slave")
+                        if not future.done():
+                            future.set_exception(demoted)
+                        raise demoted
                     if future.done():
                         continue  # its caller was cancelled
-                    if isinstance(reply, ResponseError | ConnectionError):
+                    if isinstance(reply, ResponseError | ConnectionError | UnicodeDecodeError):
                         future.set_exception(reply)
                     elif isinstance(reply, list) and reply and isinstance(reply[0], ConnectionError):
                         future.set_exception(reply[0])
@@ -279,11 +314,37 @@ class AutoPipeline:
             await self._pool.release(conn)
 
     async def aclose(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        """Stop reading, fail what is in flight and give the connection back (closed) to the pool."""
+        for task in (self._connecting, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._connecting = self._reader = None
+        if self._conn is not None:  # a reader cancelled before it ever ran
+            self._fail(self._conn, ConnectionError("Connection closed by the client."))
+        if self._discarding:
+            await asyncio.gather(*self._discarding, return_exceptions=True)
+
+
+def _passes_through(name: Any) -> bool:
+    """Whether command `name` takes a pooled connection of its own (memoised: a handful of names)."""
+    known = _ROUTES.get(name)
+    if known is None:
+        text = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+        words = text.split() or [""]
+        known = _ROUTES[name] = (
+            text in PASS_THROUGH
+            or words[0] in PASS_THROUGH
+            or (words[0] == "CLIENT" and text not in _SHARED_CLIENT)
+        )
+    return known
+
+
+_ROUTES: dict[Any, bool] = {}
+_SHARED_CLIENT = frozenset(["CLIENT SETNAME", "CLIENT GETNAME", "CLIENT ID", "CLIENT INFO", "CLIENT LIST"])
+"""CLIENT subcommands that change nothing a later command depends on; the others (TRACKING, REPLY, NO-EVICT,
+CACHING, ...) set state on their connection, or are ours to keep apart (KILL, PAUSE)."""
 
 
 async def _retried(error: BaseException) -> None:
@@ -300,8 +361,10 @@ class PipelinedRedis(LeanRedis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
-        if name in PASS_THROUGH or NEVER_DECODE in options or self.connection is not None:
+        if _passes_through(name) or NEVER_DECODE in options or self.connection is not None:
             return await super().execute_command(*args, **options)
+        if self._mux._conn is None:  # as redis-py takes its connection: outside the command's retries
+            await self._mux.connect()
         retry: Retry = self.connection_pool.connection_kwargs["retry"]
         return await retry.call_with_retry(lambda: self._pipelined(name, args, options), _retried)
 
@@ -349,15 +412,23 @@ def pooled_redis(
         "retry": Retry(ExponentialBackoff(cap=5, base=0.2), 5),
         "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
     }
+    pipelined = (
+        autopipeline and not stock and FAST_PATH and hiredis is not None and NOT_ENOUGH_DATA is not None
+    )
     if is_sentinel(url):
-        return sentinel_master(url, SentinelBlockingConnectionPool, **kwargs)
+        return sentinel_master(
+            url, SentinelBlockingConnectionPool, redis_class=PipelinedRedis if pipelined else Redis, **kwargs
+        )
     if stock:
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
     if url.startswith("redis://"):
         kwargs["connection_class"] = HiredisPackConnection
-        if autopipeline and FAST_PATH and hiredis is not None:
-            return PipelinedRedis.from_pool(LeanBlockingConnectionPool.from_url(url, **kwargs))
-    return LeanRedis.from_pool(LeanBlockingConnectionPool.from_url(url, **kwargs))
+    pool = LeanBlockingConnectionPool.from_url(url, **kwargs)
+    # RESP3 can push messages (invalidations, maintenance notices) between replies: those take the pooled path
+    resp2 = str(pool.connection_kwargs.get("protocol") or 2) == "2"
+    if pipelined and resp2 and url.startswith("redis://"):
+        return PipelinedRedis.from_pool(pool)
+    return LeanRedis.from_pool(pool)
 
 
 def plain_redis(url: str, *, timeout: float = 5.0) -> Redis:
@@ -388,7 +459,9 @@ class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionP
     waits for a free connection like the pooled client's pool instead of raising."""
 
 
-def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs: Any) -> Redis:
+def sentinel_master(
+    url: str, pool_class: type[SentinelConnectionPool], redis_class: type[Redis] = Redis, **kwargs: Any
+) -> Redis:
     """A client of the master named in `redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]`,
     found through the sentinels and followed across a failover (each new connection asks them again). The user
     and password are the master's (and the replicas'); the sentinels are asked without them."""
@@ -406,5 +479,7 @@ def sentinel_master(url: str, pool_class: type[SentinelConnectionPool], **kwargs
         kwargs.update(username=auth.get("username"), password=auth.get("password"))
     if parsed.scheme == "rediss+sentinel":
         kwargs["ssl"] = True
-    client: Redis = sentinel.master_for(name, connection_pool_class=pool_class, db=int(db or 0), **kwargs)
+    client: Redis = sentinel.master_for(
+        name, redis_class=redis_class, connection_pool_class=pool_class, db=int(db or 0), **kwargs
+    )
     return client

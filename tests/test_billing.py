@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import json
 import subprocess
-import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 from bullmq import Queue
 
-from tests.support.billing import paid_invoice, stripe_client
+from tests.support.billing import paid_invoice, signed, stripe_client
 from tests.support.paths import BIN, ROOT
 from tests.support.processes import pool_env
 from tests.support.waits import run_job, settle, wait_for
@@ -73,14 +71,6 @@ async def add_usage(identity_db, sub: str, events: list[tuple[str, str, datetime
         " VALUES ('org_globex', $1, $2, $3::numeric, $4)",
         [(sub, feature, qty, at) for feature, qty, at in events],
     )
-
-
-def signed(secret: str, event: dict) -> tuple[str, str]:
-    """A webhook body and its Stripe-Signature header, as Stripe computes them."""
-    payload = json.dumps(event)
-    ts = int(time.time())
-    mac = hmac.new(secret.encode(), f"{ts}.{payload}".encode(), hashlib.sha256).hexdigest()
-    return payload, f"t={ts},v1={mac}"
 
 
 # -- usage rollups ----------------------------------------------------------------------------------------------------

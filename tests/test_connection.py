@@ -5,9 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.exceptions import ResponseError
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, ResponseError
 
-from pool.connection import LeanBlockingConnectionPool, LeanRedis, PipelinedRedis, pooled_redis
+from pool.connection import (
+    HiredisPackConnection,
+    LeanBlockingConnectionPool,
+    LeanRedis,
+    PipelinedRedis,
+    pooled_redis,
+)
 from tests.support.waits import wait_for
 
 
@@ -200,5 +209,123 @@ async def test_a_pipelined_connection_killed_by_the_server_is_replaced_and_scrip
         assert await asyncio.gather(*(script(keys=["mux:s"]) for _ in range(30))) == ["s-value"] * 30
         (now,) = await named(redis, "ma-test-mux-killed")
         assert now["id"] != killed["id"]
+    finally:
+        await client.aclose()
+
+
+def test_hiredis_packing_sends_the_bytes_redis_py_would_and_refuses_what_it_refuses() -> None:
+    """HiredisPackConnection.pack_command against redis-py's own Python packer, argument type by argument type."""
+    ours, theirs = HiredisPackConnection(), Connection()
+    commands = [
+        ("EVALSHA", "a" * 40, 3, "bull:q:wait", b"bull:q:active", 1.5, -7, "ünïcode", b"\x00\xff"),
+        ("CLIENT SETNAME", "ma-test"),
+        (b"CLIENT SETNAME", b"ma-test"),
+        ("SET", "k", bytearray(b"from a bytearray")),
+        ("SET", "k", memoryview(b"from a memoryview")),
+        ("SET", "k", ""),
+    ]
+    for command in commands:
+        assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command)), command
+    for refused in (True, None):
+        with pytest.raises(DataError):
+            theirs.pack_command("SET", "k", refused)
+        with pytest.raises(DataError):
+            ours.pack_command("SET", "k", refused)
+
+
+async def test_a_caller_cancelled_while_the_connection_opens_leaves_no_stale_connection_behind(
+    valkey: Any, redis: Any
+) -> None:
+    """Replies keep to their callers after a connect whose every waiter was cancelled, then a lost connection."""
+    client = pipelined(valkey.url, "ma-test-mux-opening")
+    try:
+        await redis.mset({"op:1": "v1", "op:2": "v2", "op:3": "v3"})
+        first = asyncio.create_task(client.get("op:1"))
+        await asyncio.sleep(0)  # it has started to open the shared connection
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await wait_for(
+            lambda: _named_one(redis, "ma-test-mux-opening"), what="the connection opened all the same"
+        )
+        assert await client.get("op:1") == "v1"
+        (conn,) = await named(redis, "ma-test-mux-opening")
+        assert await redis.client_kill_filter(_id=conn["id"]) == 1
+        await wait_for(lambda: _no_shared_connection(client), what="its reader saw the connection end")
+        got = await asyncio.wait_for(asyncio.gather(*(client.get(f"op:{i}") for i in (1, 2, 3))), timeout=10)
+        assert got == ["v1", "v2", "v3"]
+    finally:
+        await client.aclose()
+
+
+async def _named_one(redis: Any, name: str) -> bool:
+    return len(await named(redis, name)) == 1
+
+
+async def _no_shared_connection(client: Any) -> bool:
+    return client._mux._conn is None
+
+
+async def test_an_undecodable_reply_fails_its_own_caller_only(valkey: Any, redis: Any) -> None:
+    """Invalid UTF-8 in one reply (a foreign producer's binary data): that caller gets the UnicodeDecodeError, as
+    on redis-py's own path; the commands around it are answered on the same connection, each run once."""
+    client = pipelined(valkey.url, "ma-test-mux-bytes")
+    raw = Redis.from_url(valkey.url)  # bytes in, bytes out
+    try:
+        await raw.set("bin:v", b"\xff\xfe")
+        await raw.delete("bin:n")
+        await client.ping()
+        (before,) = await named(redis, "ma-test-mux-bytes")
+        calls = [client.incr("bin:n") for _ in range(5)] + [client.get("bin:v")]
+        calls += [client.incr("bin:n") for _ in range(5)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[5], UnicodeDecodeError)
+        assert results[:5] + results[6:] == list(range(1, 11))
+        assert int(await client.get("bin:n")) == 10, "nothing was sent twice"
+        (after,) = await named(redis, "ma-test-mux-bytes")
+        assert after["id"] == before["id"], "the connection was kept"
+    finally:
+        await raw.aclose()
+        await client.aclose()
+
+
+async def test_commands_in_flight_when_the_connection_drops_are_sent_again_and_run_once(
+    valkey: Any, redis: Any
+) -> None:
+    """Valkey holds the pipelined writes (CLIENT PAUSE WRITE) and the connection is killed under them: none ran,
+    every caller's command is sent again on a new connection and runs exactly once."""
+    client = pipelined(valkey.url, "ma-test-mux-inflight")
+    try:
+        await client.set("fl:n", 0)
+        (conn,) = await named(redis, "ma-test-mux-inflight")
+        await redis.execute_command("CLIENT PAUSE", 3000, "WRITE")
+        try:
+            writes = asyncio.gather(*(client.incr("fl:n") for _ in range(20)))
+            await wait_for(lambda: _blocked(redis, conn["id"]), every=0.01, what="the writes held at Valkey")
+            assert await redis.client_kill_filter(_id=conn["id"]) == 1
+        finally:
+            await redis.execute_command("CLIENT UNPAUSE")
+        assert sorted(await asyncio.wait_for(writes, timeout=30)) == list(range(1, 21))
+        assert int(await redis.get("fl:n")) == 20
+    finally:
+        await client.aclose()
+
+
+async def _blocked(redis: Any, client_id: str) -> bool:
+    return any(c["id"] == client_id and "b" in c["flags"] for c in await redis.client_list())
+
+
+async def test_resp3_clients_and_odd_spellings_of_blocking_commands_take_the_pooled_path(valkey: Any) -> None:
+    resp3 = pooled_redis(f"{valkey.url}?protocol=3", max_connections=2, autopipeline=True)
+    assert isinstance(resp3, LeanRedis) and not isinstance(resp3, PipelinedRedis), "pushes would take replies"
+    await resp3.aclose()
+    client = pipelined(valkey.url, "ma-test-mux-spelling")
+    try:
+        await client.delete("sp:q")
+        blocked = asyncio.create_task(client.execute_command("blpop", "sp:q", 3))
+        await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(client.incr("sp:n"), timeout=2), "not stuck behind the lower-case BLPOP"
+        assert not blocked.done()
+        await client.rpush("sp:q", "x")
+        assert list(await blocked) == ["sp:q", "x"]
     finally:
         await client.aclose()

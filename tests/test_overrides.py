@@ -21,6 +21,8 @@ from bullmq.lock_manager import LockManager
 from redis._parsers.hiredis import _AsyncHiredisParser  # noqa: PLC2701 - guarded: AutoPipeline reads its state
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelManagedConnection
 
 from pool import connection
 from pool.worker import PoolWorker
@@ -160,6 +162,27 @@ GUARDED = [
         "pool/connection.py (AutoPipeline._flush writes to the connection's writer directly)",
         AbstractConnection.send_packed_command,
         "baaeabd916209157db40455f034a0bac6fb3e2db902271313e0702bcbc678321",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline._read copies its READONLY handling and reads the pool's is_master)",
+        SentinelManagedConnection.read_response,
+        "843a8258ad0dddfddeb049f36b29140289496cb67fa749e2b017328fe8264da6",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (AutoPipeline._read replaces its read loop)",
+        _AsyncHiredisParser.read_from_socket,
+        "6cad7e2b45b7ba1dd08db3a092435d647fe664bba18a0972d96983f25629f27d",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/connection.py (PipelinedRedis passes it an async failure callback)",
+        Retry.call_with_retry,
+        "70823e304bc67f4ab678a0cf72c647d5e421383f2b34b3affc289a0d39c0270b",
     ),
 ]
 

@@ -126,3 +126,103 @@ async def _changed(port: Any, old: int) -> bool:
         return bool(await port != old)
     except OSError:
         return False
+
+
+async def test_a_demoted_master_sends_the_pipelined_client_to_the_new_one_without_an_error(
+    tmp_path: Path,
+) -> None:
+    """SENTINEL FAILOVER demotes a live primary (no kill): the pipelined client's writes then meet READONLY on
+    its open connection; they are sent again to the new primary, and no caller sees an error. (How many of the
+    writes acknowledged around the switch survive is the failover's business, not the client's: asynchronous
+    replication, see docs/OPERATIONS.md.)"""
+    from pool.connection import PipelinedRedis, pooled_redis
+
+    with sentinel.group(tmp_path / "redis") as group:
+        old = group.primary.port
+        on_old = Redis(port=old, decode_responses=True, socket_timeout=5)
+        on_replica = Redis(port=group.replica.port, decode_responses=True, socket_timeout=5)
+        client = pooled_redis(group.url, max_connections=4, name="ma-test-fo", autopipeline=True)
+        assert isinstance(client, PipelinedRedis)
+        try:
+            await wait_for(lambda: _role(on_replica, "slave", link="up"), what="the replica in sync")
+            stop, sent = asyncio.Event(), 0
+
+            async def writer() -> None:
+                nonlocal sent
+                while not stop.is_set():
+                    await asyncio.gather(*(client.incr("fo:n") for _ in range(20)))
+                    sent += 20
+                    await asyncio.sleep(0.01)
+
+            writing = asyncio.create_task(writer())
+            await wait_for(lambda: _at_least_sync(sent, 200), what="writes before the failover")
+            admin = Redis(port=group.sentinels[0].port, decode_responses=True, socket_timeout=5)
+            try:
+                assert await admin.execute_command("SENTINEL FAILOVER", sentinel.MASTER)
+            finally:
+                await admin.aclose()
+            await wait_for(lambda: _role(on_old, "slave"), timeout=60, what="the old primary demoted")
+            at_demotion = sent
+            await wait_for(
+                lambda: _at_least_sync(sent, at_demotion + 400), timeout=30, what="writes after it"
+            )
+            stop.set()
+            await writing  # raises if any caller saw an error
+            assert await _master_port(group) == group.replica.port
+            before = int(await on_replica.get("fo:n"))
+            await asyncio.gather(*(client.incr("fo:n") for _ in range(100)))
+            assert int(await on_replica.get("fo:n")) == before + 100, "the client writes to the new primary"
+            assert any(c["name"] == "ma-test-fo" for c in await on_replica.client_list())
+            assert not any(c["name"] == "ma-test-fo" for c in await on_old.client_list()), (
+                "the old one dropped"
+            )
+        finally:
+            await client.aclose()
+            await on_old.aclose()
+            await on_replica.aclose()
+
+
+async def _role(redis: Redis, role: str, link: str | None = None) -> bool:
+    info = await redis.info("replication")
+    return bool(info["role"] == role and (link is None or info.get("master_link_status") == link))
+
+
+async def _at_least_sync(value: int, floor: int) -> bool:
+    return value >= floor
+
+
+async def test_a_write_meeting_readonly_on_a_demoted_master_goes_to_the_new_one(tmp_path: Path) -> None:
+    """A switch the sentinels do not follow with CLIENT KILL (an operator's REPLICAOF, then the sentinels told
+    the new master): the pipelined connection stays open to the demoted server and its write is answered
+    READONLY; as redis-py's Sentinel connection does, that is a lost master: the write goes to the new one."""
+    from pool.connection import PipelinedRedis, pooled_redis
+
+    with sentinel.group(tmp_path / "redis") as group:
+        on_old = Redis(port=group.primary.port, decode_responses=True, socket_timeout=5)
+        on_new = Redis(port=group.replica.port, decode_responses=True, socket_timeout=5)
+        client = pooled_redis(group.url, max_connections=4, name="ma-test-ro", autopipeline=True)
+        assert isinstance(client, PipelinedRedis)
+        try:
+            await wait_for(lambda: _role(on_new, "slave", link="up"), what="the replica in sync")
+            await client.set("ro:k", "before")
+            await on_new.execute_command("REPLICAOF", "NO", "ONE")
+            await on_old.execute_command("REPLICAOF", "127.0.0.1", str(group.replica.port))
+            for s in group.sentinels:
+                admin = Redis(port=s.port, decode_responses=True, socket_timeout=5)
+                try:
+                    await admin.execute_command("SENTINEL REMOVE", sentinel.MASTER)
+                    await admin.execute_command(
+                        "SENTINEL MONITOR", sentinel.MASTER, "127.0.0.1", str(group.replica.port), "2"
+                    )
+                finally:
+                    await admin.aclose()
+            assert any(c["name"] == "ma-test-ro" for c in await on_old.client_list()), "still connected there"
+            assert await asyncio.gather(*(client.set(f"ro:{i}", i) for i in range(10))) == [True] * 10
+            assert await on_new.get("ro:9") == "9", "written on the new master"
+            assert not any(c["name"] == "ma-test-ro" for c in await on_old.client_list()), (
+                "the old one dropped"
+            )
+        finally:
+            await client.aclose()
+            await on_old.aclose()
+            await on_new.aclose()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -108,6 +110,11 @@ async def test_impersonation_cleanup_retires_expired_tokens_audits_them_and_logs
     redis, start_real_pool, identity_db
 ):
     tag = uuid.uuid4().hex[:6]
+    # The pool first, idle: the queue's daily `impersonation-cleanup` scheduler left a run in the queue (its first,
+    # from whichever test's pool upserted it first) that must not retire these tokens before the job below does.
+    pool = start_real_pool(Q)
+    await wait_for(lambda: f"consuming {Q}" in pool.text(), what="the pool up")
+    await wait_for(lambda: _idle(redis, Q), what="the scheduler's pending run done")
     await identity_db.executemany(
         "INSERT INTO impersonation_tokens (id, actor_id, user_id, expires_at) VALUES ($1, 'user_root', 'user_acme_2',"
         " now() + make_interval(hours => $2))",
@@ -117,7 +124,6 @@ async def test_impersonation_cleanup_retires_expired_tokens_audits_them_and_logs
         "SELECT count(*) FROM impersonation_tokens WHERE expires_at < now() AND retired_at IS NULL"
     )
     audits_before = await identity_db.fetchval("SELECT count(*) FROM audit_events")
-    pool = start_real_pool(Q)
     job = await run_job(redis, Q, "impersonation.cleanup", {})
     assert job.returnvalue == {"retired": expected}
     assert await identity_db.fetchval("SELECT count(*) FROM audit_events") == audits_before + expected
@@ -138,3 +144,9 @@ async def test_impersonation_cleanup_retires_expired_tokens_audits_them_and_logs
         )
 
     await wait_for(reported, what="scheduled-task result on ma:events")
+
+
+async def _idle(redis: Any, queue: str) -> bool:
+    """Nothing waiting, active or due in `queue` (a scheduler's next run a day away is not due)."""
+    due = await redis.zcount(f"bull:{queue}:delayed", 0, int(time.time() * 1000) << 12)
+    return not (await redis.llen(f"bull:{queue}:wait") or await redis.llen(f"bull:{queue}:active") or due)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 import uuid
 from typing import Any
 
@@ -33,3 +37,11 @@ async def paid_invoice(identity_db: Any, stripe: Any, amount: int) -> tuple[str,
         }
     )
     return invoice_id, intent.id
+
+
+def signed(secret: str, event: dict[str, Any]) -> tuple[str, str]:
+    """A webhook body and its Stripe-Signature header, as Stripe computes them."""
+    payload = json.dumps(event)
+    ts = int(time.time())
+    mac = hmac.new(secret.encode(), f"{ts}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return payload, f"t={ts},v1={mac}"

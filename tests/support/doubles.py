@@ -102,3 +102,8 @@ class StripeDouble(ServiceDouble):
             "STRIPE_WEBHOOK_SECRET": self.WEBHOOK_SECRET,
             "MA_STRIPE_NETWORK_RETRIES": "1",
         }
+
+    def seed_intents(self, count: int, age_s: int, invoice_prefix: str) -> list[str]:
+        """`count` paid PaymentIntents created `age_s` ago, for invoices `<invoice_prefix><n>`; ids, oldest first."""
+        body = {"count": count, "ageSeconds": age_s, "invoicePrefix": invoice_prefix}
+        return list(httpx.post(self.url + "/__payment_intents", json=body, timeout=60).json()["ids"])

@@ -5,6 +5,7 @@ process counts; plus what a load run measures on it (backlog, finished counts, p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,3 +138,39 @@ async def paid_invoice(redis_url: str, admin_url: str, mix: Mix, timeout: float 
         return done.returnvalue["invoiceId"], done.returnvalue["paymentIntentId"]
     finally:
         await redis.aclose()
+
+
+def cpu_seconds(stack: LoadStack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part of the stack: each supervisord program (its
+    processes summed: `billing-usage`, ..., `exporter`), `identity double`, `stripe double`, `postgres` (the
+    postmaster, its live backends, and the backends it has reaped) and `valkey`. Differences of two calls give
+    where a stretch of load went; a process restarted in between makes its program's difference wrong."""
+    import psutil
+
+    def own(proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    def tree(pid: int) -> float:
+        root = psutil.Process(pid)
+        t = root.cpu_times()
+        total = own(root) + t.children_user + t.children_system
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += own(child)
+        return total
+
+    out: dict[str, float] = {}
+    for p in stack.sup.processes():
+        if p["pid"]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                out[p["group"]] = out.get(p["group"], 0.0) + own(psutil.Process(p["pid"]))
+    for name, proc in (
+        ("identity double", stack.identity.proc),
+        ("stripe double", stack.stripe.proc),
+        ("postgres", stack.pg.proc),
+        ("valkey", stack.valkey.proc),
+    ):
+        if proc is not None:
+            out[name] = tree(proc.pid)
+    return out
