@@ -7,8 +7,14 @@ drain and checks, counting in the databases and at the doubles:
 - each side effect happened exactly once (notifications, org bootstraps, invitations, rollups, invoices and
   Stripe charges, bulk items);
 - no supervisord process ended FATAL; no secret appears in any log.
-Figures (jobs in, completed, failed, lost, duplicated, recovery time) go to var/chaos-results.json for
-bench/REPORT.md. Run alone with `-m chaos`.
+Under every scenario but the 5-minute outages runs a steady background load of every job name at
+MA_CHAOS_LOAD_RATE jobs/s (default 60, half of the pool's capacity; tests/support/chaos.py): none of its jobs may
+be lost or fail either, and its pickup p99 before, during and after the fault and the time to drain the backlog
+the fault built are recorded. MA_CHAOS_LOAD_RATE=0 runs the scenarios without it (CI, .ci/run). The outages keep
+their own steady load only: at 60 jobs/s five minutes of a downstream down queue 18,000 jobs, whose drain alone
+(at the net 60 jobs/s left at the reference capacity, less on a shared machine) would exceed their timeout.
+Figures (jobs in, completed, failed, lost, duplicated, recovery time, pickup, drain) go to var/chaos-results.json
+for bench/REPORT.md. Run alone with `-m chaos`.
 """
 
 from __future__ import annotations
@@ -34,14 +40,20 @@ from redis.asyncio import Redis
 
 from devstack import databases, engines
 from pool.supervise import supervisord_env
+from tests.support.chaos import BEFORE_S, KEEP, LOAD_RATE, BackgroundLoad
 from tests.support.doubles import IdentityDouble, StripeDouble
+from tests.support.loadstack import paid_invoice
+from tests.support.mix import Mix
 from tests.support.paths import BIN, ROOT
 from tests.support.processes import SERVICE_KEY, pool_env
 from tests.support.supervisord import Supervisord
 from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600 if LOAD_RATE == 0 else 900)]
 RESULTS = ROOT / "var" / "chaos-results.json"
+FLOWING_S = 30 if LOAD_RATE == 0 else 120
+"""How long a scenario waits for its first jobs to complete: under the background load they queue behind its
+backlog (a few seconds at the reference capacity; up to a minute on a busy shared machine)."""
 POOL_PROGRAMS = (
     "identity-events",
     "user-management-jobs",
@@ -64,8 +76,8 @@ class Stack:
     sup: Supervisord
     node: Path
 
-    def redis(self) -> Redis:
-        return Redis.from_url(self.valkey.url, decode_responses=True, socket_timeout=10)
+    def redis(self, timeout: float = 10) -> Redis:
+        return Redis.from_url(self.valkey.url, decode_responses=True, socket_timeout=timeout)
 
     def env(self) -> dict[str, str]:
         return pool_env(self.valkey.url, self.urls, IDENTITY_BASE_URL=self.identity.url, **self.stripe.env())
@@ -104,6 +116,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory, node_bullmq: Path) -> Any:
     stripe.stop()
     valkey.stop()
     pg.stop()
+
+
+@pytest.fixture(scope="module")
+def mix(stack: Stack) -> Mix | None:
+    """The background load's job maker: its organizations and users inserted, a paid invoice for payment jobs
+    (none with the load off: MA_CHAOS_LOAD_RATE=0)."""
+    if LOAD_RATE == 0:
+        return None
+    made = Mix(opts=dict(KEEP))
+
+    async def prepare() -> None:
+        await made.prepare(stack.urls.admin)
+        made.invoice = await paid_invoice(stack.valkey.url, stack.urls.admin, made)
+
+    asyncio.run(prepare())
+    return made
+
+
+@pytest.fixture
+async def bg(stack: Stack, mix: Mix | None) -> Any:
+    """The steady mixed background load of one scenario, started before it and stopped once the backlog its fault
+    built has drained (`bg.stop()`); a no-op with MA_CHAOS_LOAD_RATE=0."""
+    load = BackgroundLoad(stack.valkey.url, stack.urls.admin, stack.node, stack.home, mix, LOAD_RATE)
+    await load.start()
+    if load.on:
+        await asyncio.sleep(BEFORE_S)  # the load alone first: the figures' `before` phase
+    yield load
+    if load.proc is not None and load.proc.poll() is None:
+        load.proc.kill()
+        load.proc.wait()
+    if load.sampler is not None:
+        load.sampler.cancel()
 
 
 # -- the load -----------------------------------------------------------------------------------------------------
@@ -466,7 +510,10 @@ async def verify(
     *,
     recovery_s: float | None = None,
     extra: dict[str, Any] | None = None,
+    bg: BackgroundLoad | None = None,
 ) -> dict[str, Any]:
+    if bg:
+        await bg.stop()
     states = await drain(stack, load)
     flat = [(q, *row) for q, rows in states.items() for row in rows]
     effects = await duplicated_effects(stack, load)
@@ -485,6 +532,7 @@ async def verify(
         "recovery_s": recovery_s,
         "elapsed_s": round(time.monotonic() - started, 1),
         **(extra or {}),
+        **(await background_figures(stack, bg) if bg else {}),
     }
     record(figures)
     failures = [(q, j, r) for q, j, s, r in flat if s == "failed"]
@@ -494,7 +542,17 @@ async def verify(
     assert not failures, failures[:10]  # this load is all valid: everything completes once the fault is over
     assert not fatal, fatal
     assert figures["secrets_in_logs"] == 0, secrets_in_logs(stack)
+    if bg:  # the background load: every job of it completed too
+        assert not bg.lost and not bg.failed, (bg.lost[:10], bg.failed[:10])
     return figures
+
+
+async def background_figures(stack: Stack, bg: BackgroundLoad) -> dict[str, Any]:
+    redis = stack.redis()
+    try:
+        return await bg.figures(redis)
+    finally:
+        await redis.aclose()
 
 
 def record(figures: dict[str, Any]) -> None:
@@ -544,9 +602,17 @@ async def load_flowing(stack: Stack, load: Load, at_least: int = 3) -> bool:
     return done >= at_least
 
 
-async def stalls_of(stack: Stack, load: Load, since_ms: int) -> list[tuple[str, str]]:
-    """(queue, job id) of this load's jobs reported stalled on ma:events since `since_ms`."""
-    ours = {(queue, job_id) for queue, ids in load.ids.items() for job_id in ids.values()}
+async def stalls_of(
+    stack: Stack, load: Load, since_ms: int, also: dict[str, dict[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """(queue, job id) of this load's jobs (and of `also`'s: the background load's ids) reported stalled on
+    ma:events since `since_ms`."""
+    ours = {
+        (queue, job_id)
+        for ids in (load.ids, also or {})
+        for queue, by in ids.items()
+        for job_id in by.values()
+    }
     redis = stack.redis()
     try:
         entries = await redis.xrange("ma:events", min=f"{since_ms}-0")
@@ -556,24 +622,28 @@ async def stalls_of(stack: Stack, load: Load, since_ms: int) -> list[tuple[str, 
     return [key for key in found if key in ours]
 
 
-async def queues_with_jobs_active(stack: Stack) -> set[str]:
-    """Queues with a job active that has stalled at most once: killing its process again stays well inside the
-    CHAOS table's three allowed stalls (a job killed four times fails, which is not what the scenario tests)."""
+async def queues_with_jobs_active(stack: Stack, load: Load) -> tuple[set[str], set[str]]:
+    """Queues with a job active that has stalled at most once (killing its process again stays well inside the
+    CHAOS table's three allowed stalls: a job killed four times fails, which is not what the scenario tests):
+    those where it is one of this load's (its tag in the job's data), and those with any. Under the background
+    load nearly every queue has a job active, and most of them are the background's."""
     redis = stack.redis()
     try:
-        busy = set()
+        ours, busy = set(), set()
         for q in POOL_PROGRAMS:
             for job_id in await redis.lrange(f"bull:{q}:active", 0, -1):
-                if int(await redis.hget(f"bull:{q}:{job_id}", "stc") or 0) < 2:
+                stalls, data = await redis.hmget(f"bull:{q}:{job_id}", "stc", "data")
+                if int(stalls or 0) < 2:
                     busy.add(q)
-                    break
-        return busy
+                    if load.tag in (data or ""):
+                        ours.add(q)
+        return ours, busy
     finally:
         await redis.aclose()
 
 
 # -- scenarios ----------------------------------------------------------------------------------------------------
-async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
+async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     since_ms = int(time.time() * 1000)
     started = time.monotonic()
@@ -582,6 +652,7 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
     rng, kills, kills_in_flight = random.Random(7), 0, 0
     # Jobs that take a while, as in production (identity answers in 0.5 s): a kill then finds work in flight.
     stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0.5})
+    bg.fault_started()
     try:
         deadline = time.monotonic() + 120
         while kills < 20:
@@ -592,9 +663,12 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
                 if p["statename"] == "RUNNING" and p["now"] - p["start"] >= 4
             ]  # past startsecs
             if eligible:
-                # A kill of an idle worker tests little: when some queue has a job active, kill one of its processes.
-                busy = await queues_with_jobs_active(stack)
-                working = [p for p in eligible if p["group"] in busy]
+                # A kill of an idle worker tests little: when some queue has a job active, kill one of its processes,
+                # one with a job of this load first (its effects are the ones counted).
+                ours, busy = await queues_with_jobs_active(stack, load)
+                working = [p for p in eligible if p["group"] in ours] or [
+                    p for p in eligible if p["group"] in busy
+                ]
                 victim = rng.choice(working or eligible)
                 name = f"{victim['group']}:{victim['name']}"
                 os.kill(victim["pid"], signal.SIGKILL)
@@ -608,6 +682,8 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
             await asyncio.sleep(1.0)  # pacing, the point: about one kill a second while the load arrives
     finally:
         stack.identity.hook("POST", "/__latency", {"path": "/v1/", "seconds": 0})
+        bg.fault_ended()
+    await bg.stop()  # once the backlog drained (or its limit): what follows waits for a finite backlog
     finish_producer(producer, load)
     figures = await verify(
         stack,
@@ -615,31 +691,44 @@ async def test_sigkill_a_random_worker_20_times_during_load(stack: Stack):
         "SIGKILL a random worker x20",
         started,
         extra={"kills": kills, "kills_with_a_job_active": kills_in_flight},
+        bg=bg,
     )
     assert kills_in_flight > 0, "no kill found a queue with a job active"
-    # The fault was hit: a killed process held one of this load's jobs, its lock lapsed, and it was run again.
+    # The fault was hit: a killed process held one of this load's jobs (or, under the background load, one of its
+    # jobs: they are most of what runs), its lock lapsed, and it was run again.
     stalled = await wait_for(
-        lambda: stalls_of(stack, load, since_ms), timeout=30, what="a job of this load stalled by a kill"
+        lambda: stalls_of(stack, load, since_ms, also=bg.ids),
+        timeout=30,
+        what="a job of this load stalled by a kill",
     )
-    record({**figures, "stalled_jobs": len(stalled)})
+    counted = await stalls_of(stack, load, since_ms)
+    record({**figures, "stalled_jobs": len(counted), "bg_stalled_jobs": len(stalled) - len(counted)})
 
 
-async def test_rolling_restart_of_every_program_during_load(stack: Stack):
+async def test_rolling_restart_of_every_program_during_load(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     pids_before = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
     since_ms = int(time.time() * 1000)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=8)
-    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
+    await wait_for(lambda: load_flowing(stack, load), timeout=FLOWING_S, what="the load being processed")
     restarted = 0
+    bg.fault_started()
     for name in pids_before:
         await asyncio.to_thread(stack.sup.rpc.supervisor.stopProcess, name)  # SIGTERM: in-flight jobs finish
         await asyncio.to_thread(stack.sup.rpc.supervisor.startProcess, name)
         restarted += 1
+    bg.fault_ended()
     pids_after = {f"{p['group']}:{p['name']}": p["pid"] for p in stack.sup.processes()}
+    await bg.stop()
     finish_producer(producer, load)
     await verify(
-        stack, load, "rolling SIGTERM restart of every program", started, extra={"restarted": restarted}
+        stack,
+        load,
+        "rolling SIGTERM restart of every program",
+        started,
+        extra={"restarted": restarted},
+        bg=bg,
     )
     # The fault was hit: every program really went down and came back (a new pid each).
     assert all(pids_after[n] not in (0, pid) for n, pid in pids_before.items()), (pids_before, pids_after)
@@ -648,7 +737,11 @@ async def test_rolling_restart_of_every_program_during_load(stack: Stack):
 
 
 async def outage(
-    stack: Stack, engine: engines.Engine, scenario: str, evidence: tuple[str, tuple[str, ...]]
+    stack: Stack,
+    engine: engines.Engine,
+    scenario: str,
+    evidence: tuple[str, tuple[str, ...]],
+    bg: BackgroundLoad,
 ) -> None:
     """Stop an engine for 15 s under load, start it again; processing must resume within 30 s, and the pools
     must have met the outage (`evidence`: the ma:stats counter it moves, and its scopes)."""
@@ -657,38 +750,44 @@ async def outage(
     before = await pool_counter(stack, counter, scopes)
     started = time.monotonic()
     producer = start_producer(stack, load, rate=6)
-    await wait_for(lambda: load_flowing(stack, load), timeout=30, what="the load being processed")
+    await wait_for(lambda: load_flowing(stack, load), timeout=FLOWING_S, what="the load being processed")
+    bg.fault_started()
     engine.stop()  # Valkey: SIGTERM, it writes its AOF and exits; PostgreSQL: fast shutdown
     await asyncio.sleep(15)  # the outage's length is the point
     engine.start()
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
+    await bg.stop()
     finish_producer(producer, load)
     await drain(stack, load)
     recovery = await first_completion_after(stack, load, back_ms)
-    figures = await verify(stack, load, scenario, started, recovery_s=recovery)
+    figures = await verify(stack, load, scenario, started, recovery_s=recovery, bg=bg)
     assert recovery is not None and recovery <= 30, figures
     await counter_moved(stack, counter, before, f"{scenario}: ma:stats {counter} moved by the outage", scopes)
 
 
-async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack):
+async def test_valkey_stopped_15s_with_persistence_then_restarted(stack: Stack, bg: BackgroundLoad):
     # Each pool process counts its first failed Redis check of an outage in ma:stats:redis.
-    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)", ("connection_failures", ("redis",)))
+    await outage(stack, stack.valkey, "Valkey stopped 15 s (AOF on)", ("connection_failures", ("redis",)), bg)
 
 
-async def test_postgres_stopped_15s_then_restarted(stack: Stack):
+async def test_postgres_stopped_15s_then_restarted(stack: Stack, bg: BackgroundLoad):
     # Jobs that met the outage (the tasks database, or identity's over its own) failed transiently and were retried.
-    await outage(stack, stack.pg, "PostgreSQL stopped 15 s", ("retries", POOL_PROGRAMS))
+    await outage(stack, stack.pg, "PostgreSQL stopped 15 s", ("retries", POOL_PROGRAMS), bg)
 
 
-async def test_identity_answers_429_for_60s(stack: Stack):
+async def test_identity_answers_429_for_60s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     throttled_before = await pool_counter(stack, "throttled")
     answered_before = stack.identity.stats().get("fault 429", 0)
     started = time.monotonic()
+    bg.fault_started()
     stack.identity.hook("POST", "/__faults", {"status": 429, "seconds": 60, "path": "/v1/", "retryAfter": 5})
     producer = start_producer(stack, load, rate=4)
     await asyncio.sleep(60)  # the fault's length is the point (it ends by itself after 60 s)
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
+    await bg.stop()
     finish_producer(producer, load)
     await drain(stack, load)
     recovery = await first_completion_after(stack, load, back_ms)
@@ -701,19 +800,23 @@ async def test_identity_answers_429_for_60s(stack: Stack):
         started,
         recovery_s=recovery,
         extra={"throttled": throttled, "identity_429s": answered},
+        bg=bg,
     )
     assert answered > 0, "identity answered no 429: the fault never met the load"
 
 
-async def test_identity_answers_401_for_20s(stack: Stack):
+async def test_identity_answers_401_for_20s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     before = stack.identity.stats()
     retries_before = await pool_counter(stack, "retries")
     started = time.monotonic()
+    bg.fault_started()
     stack.identity.hook("POST", "/__faults", {"status": 401, "seconds": 20, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(20)  # the fault's length is the point (it ends by itself after 20 s)
+    bg.fault_ended()
     back_ms = int(time.time() * 1000)
+    await bg.stop()
     finish_producer(producer, load)
     await drain(stack, load)
     after = stack.identity.stats()
@@ -726,23 +829,27 @@ async def test_identity_answers_401_for_20s(stack: Stack):
         started,
         recovery_s=await first_completion_after(stack, load, back_ms),
         extra={"identity_401s": refused, "token_refreshes": refreshes},
+        bg=bg,
     )
     assert refused > 0, "identity answered no 401: the fault never met the load"
     # A token still refused after its refresh is a transient failure: those jobs were retried, not failed.
     await counter_moved(stack, "retries", retries_before, "jobs retried after their token was refused")
 
 
-async def test_stripe_answers_5xx_for_30s(stack: Stack):
+async def test_stripe_answers_5xx_for_30s(stack: Stack, bg: BackgroundLoad):
     load = await build_load(stack, tag())
     answered_before = stack.stripe.stats().get("fault 503", 0)
     retries_before = await pool_counter(stack, "retries", ("billing-invoice",))
     started = time.monotonic()
+    bg.fault_started()
     stack.stripe.hook("POST", "/__faults", {"status": 503, "seconds": 30, "path": "/v1/"})
     producer = start_producer(stack, load, rate=6)
     await asyncio.sleep(30)  # the fault's length is the point (it ends by itself after 30 s)
+    bg.fault_ended()
+    await bg.stop()
     finish_producer(producer, load)
     answered = stack.stripe.stats().get("fault 503", 0) - answered_before
-    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": answered})
+    await verify(stack, load, "Stripe 5xx for 30 s", started, extra={"faults": answered}, bg=bg)
     assert answered > 0, "Stripe answered no 503: the fault never met the load"
     # The charges met the 503s (after the Stripe client's own retry) and their invoice jobs were retried.
     await counter_moved(
@@ -983,13 +1090,18 @@ def fuzz_payloads(count: int, seed: int) -> list[tuple[str, str, Any]]:
     return out
 
 
-async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survives(stack: Stack):
+async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survives(
+    stack: Stack, bg: BackgroundLoad
+):
     from bullmq import Queue
 
     started = time.monotonic()
     payloads = fuzz_payloads(10_000, seed=11)
-    redis = stack.redis()
+    # The test's own producer: batches of 500 payloads, some of 100 KB strings, are megabytes per write; with the
+    # background load on a busy machine one took longer than 10 s to write (the pool's timeouts are not this one).
+    redis = stack.redis(timeout=60)
     ids: dict[str, dict[str, str]] = {}
+    bg.fault_started()
     try:
         by_queue: dict[str, list[tuple[str, Any]]] = {}
         for queue, name, data in payloads:
@@ -1014,6 +1126,8 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
             ids["identity-events"][job.id] = job.id
     finally:
         await redis.aclose()
+    bg.fault_ended()
+    await bg.stop()
     load = Load("fuzz", ids=ids)
     states = await drain(stack, load, timeout=400)
     flat = [(q, *row) for q, rows in states.items() for row in rows]
@@ -1031,9 +1145,11 @@ async def test_10000_fuzzed_payloads_each_end_with_a_reason_and_the_pool_survive
         "secrets_in_logs": len(secrets_in_logs(stack)),
         "recovery_s": None,
         "elapsed_s": round(time.monotonic() - started, 1),
+        **await background_figures(stack, bg),
     }
     record(figures)
     assert figures["lost"] == 0 and figures["failed_without_reason"] == 0, figures
+    assert not bg.lost and not bg.failed, (bg.lost[:10], bg.failed[:10])
     assert not fatal and figures["secrets_in_logs"] == 0, (fatal, secrets_in_logs(stack))
     reasons = [r for *_, s, r in flat if s == "failed"]
     assert sum("not valid JSON" in r for r in reasons) == 20
