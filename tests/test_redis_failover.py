@@ -128,6 +128,7 @@ async def _changed(port: Any, old: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # a real failover: ~25 s
 async def test_a_demoted_master_sends_the_pipelined_client_to_the_new_one_without_an_error(
     tmp_path: Path,
 ) -> None:
