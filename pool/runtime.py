@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import signal
 import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from bullmq import Queue, Worker
@@ -203,7 +204,9 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         worker = (Worker if settings.MA_STOCK_CLIENTS else PoolWorker)(spec.name, dispatcher, opts)
     drain_locks_on_close(worker)  # LIBRARY_TRAPS §13: locks renewed until the running jobs end
     worker.on("stalled", lambda job_id, *_: _on_stalled(telemetry, job_id))
-    worker.on("error", lambda error, *_: _on_worker_error(telemetry, error))
+    worker.on(
+        "error", lambda error, *_: on_worker_error(telemetry, error, lambda job_id: _running(worker, job_id))
+    )
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
     log.info(
         "consuming %s: concurrency=%d handlers=%s loop=%s",
@@ -297,13 +300,41 @@ async def _upsert_or_defer(spec: QueueSpec, redis: Redis, telemetry: Telemetry) 
     return asyncio.ensure_future(retry())
 
 
-def _on_worker_error(telemetry: Telemetry, error: BaseException) -> None:
+def on_worker_error(
+    telemetry: Telemetry, error: BaseException, running: Callable[[str], bool] = lambda job_id: True
+) -> None:
     """A full Redis fails every fetch, completion and stalled check (bullmq retries a fetch every 0.1 s): those
-    are coalesced with the slot's own refused writes; any other error is logged as it comes."""
+    are coalesced with the slot's own refused writes; a lock that could not be renewed is said for what it
+    means (`_on_lock_not_renewed`); any other error is logged as it comes."""
     if is_oom(error):
         telemetry.full.refused_write("fetching or finishing jobs", error)
+    elif (lost := LOCK_NOT_RENEWED.fullmatch(str(error))) is not None:
+        _on_lock_not_renewed(lost.group(1), running)
     else:
         log.error("worker error: %s", error)
+
+
+LOCK_NOT_RENEWED = re.compile(r"could not renew lock for job (\S+)")
+"""bullmq's LockManager error for each job its renewal script could not extend (bullmq/lock_manager.py)."""
+
+
+def _on_lock_not_renewed(job_id: str, running: Callable[[str], bool]) -> None:
+    """The LockManager renews a batch of the jobs it tracked a moment before the script runs: a job that finished
+    meanwhile (its completion deleted the lock; after a Redis outage, dozens at once) is reported too, and nothing
+    is wrong with it. Only a job this process still runs has lost its lock."""
+    if not running(job_id):
+        log.debug("lock of job %s not renewed: the job had finished meanwhile", job_id)
+        return
+    log.warning(
+        "job %s lost its lock (not renewed in time: Redis unreachable, or this process too busy for the queue's "
+        "lockDuration): its finish here will be refused, and the stall check puts it back to wait (or fails it "
+        "once it has stalled too often)",
+        job_id,
+    )
+
+
+def _running(worker: Worker, job_id: str) -> bool:
+    return any(str(job.id) == job_id for job, _ in list(worker.jobs))
 
 
 def _on_stalled(telemetry: Telemetry, job_id: str) -> None:
