@@ -97,7 +97,8 @@ class QueueSpec:
 
     @property
     def drain_delay_s(self) -> int:
-        # The Python Worker ignores the limiter's wake-up time (LIBRARY_TRAPS §2): poll sooner when limited.
+        # bullmq's stock Worker ignores the limiter's wake-up time (LIBRARY_TRAPS §2; PoolWorker does not): with
+        # MA_STOCK_CLIENTS=1 a limited queue polls sooner.
         return 1 if self.limiter else 5
 
     @property

@@ -54,6 +54,13 @@ GUARDED = [
     (
         "bullmq",
         "3.4.4",
+        "pool/worker.py (PoolWorker.getNextJob: a rate-limited worker waits out the window)",
+        Worker.getNextJob,
+        "cbcd06c8d92e6c319706e60703f3794647ad017bf51c410a4961c781d4aafe42",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
         "pool/worker.py",
         Worker.nextJobFromJobData,
         "aef9dc4d3e211a78a0fafc5fcc5fd43bfe515abe9aac419df00383b9d8179997",
@@ -306,3 +313,47 @@ async def test_a_job_that_cannot_be_built_is_failed_with_its_own_options(valkey,
         running.cancel()
         await queue.obliterate({"force": True})
         await client.aclose()
+
+
+async def test_a_rate_limited_worker_fetches_when_the_window_ends_not_after_drain_delay(valkey, redis):
+    """bullmq-python blocks on the queue's marker while limited (BZPOPMIN for `drainDelay`); PoolWorker waits the
+    limiter's window, as Node BullMQ does. Counted by Valkey itself: 30 jobs at 5 per window are 5 limited waits,
+    which were 5 BZPOPMINs of `drainDelay` each; now at most the one after the queue drained."""
+    queue_name = "ma-test-limited"
+    client = connection.pooled_redis(valkey.url, max_connections=4)
+    queue = Queue(queue_name, {"connection": client})
+    await queue.addBulk([{"name": "limited", "data": {"n": n}} for n in range(30)])
+    done: list[int] = []
+
+    async def process(job: Any, token: str) -> str:
+        done.append(job.data["n"])
+        return "done"
+
+    await redis.config_resetstat()
+    worker = PoolWorker(
+        queue_name,
+        process,
+        {
+            "connection": client,
+            "concurrency": 2,
+            "autorun": False,
+            "drainDelay": 2,
+            "limiter": {"max": 5, "duration": 300},
+        },
+    )
+    running = asyncio.ensure_future(worker.run())
+    try:
+        await wait_for(lambda: _count(queue, 30), timeout=60, what="the 30 jobs completed")
+        stats = await redis.info("commandstats")
+        blocking = stats.get("cmdstat_bzpopmin", {}).get("calls", 0)
+        assert blocking <= 1, f"{blocking} BZPOPMIN calls: the limited waits blocked on the marker"
+        assert sorted(done) == list(range(30)), "each job ran once"
+    finally:
+        await worker.close(force=True)
+        running.cancel()
+        await queue.obliterate({"force": True})
+        await client.aclose()
+
+
+async def _count(queue: Queue, want: int) -> bool:
+    return await queue.getCompletedCount() == want
