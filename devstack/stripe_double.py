@@ -8,6 +8,8 @@ honour idempotency keys, so the worker must not rely on Stripe-side dedupe. In f
 - Lists cost what they hold (localstripe scanned every object it held for each, and rewrote its shared
   `/tmp/localstripe.pickle` on every object stored: neither here), and `GET /v1/payment_intents` pages as Stripe
   does (newest first, `limit` default 10, `has_more`, `created` ranges): devstack/stripe_pages.py.
+- Where localstripe answers otherwise than Stripe (a PaymentIntent's `latest_charge` expanded unasked, a card
+  error without its intent), it answers as Stripe: devstack/stripe_fidelity.py.
 - `POST /__payment_intents {"count": 2000, "ageSeconds": 7200, "invoicePrefix": "in_x"}` creates that many
   confirmed PaymentIntents as if created that long ago (a Stripe history for a test, without a request each).
 - `GET /__stats` counts requests per method and path (e.g. `POST /v1/payment_intents`), `POST /__reset` clears
@@ -121,11 +123,12 @@ async def reset(request: web.Request) -> web.Response:
 def build_app() -> web.Application:
     from localstripe import server  # imports register localstripe's routes on its module-level app
 
-    from devstack import stripe_pages
+    from devstack import stripe_fidelity, stripe_pages
 
     # localstripe's store pickled all of itself to one shared /tmp file on every item set, and built every list
     # from a scan of all it holds: each object stored or exported cost work in every object before it.
     stripe_pages.install()  # indexed by kind, nothing on disk; PaymentIntent lists paged as Stripe pages them
+    stripe_fidelity.install()  # latest_charge an id unless expanded; a card error carries its intent
     app = server.app
     # Never persist to disk (localstripe's default pickles every change to one shared file).
     app.middlewares[:] = [m for m in app.middlewares if m.__name__ != "save_store_middleware"]

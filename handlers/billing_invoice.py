@@ -8,8 +8,8 @@ Order matters for "never twice":
 3. render the PDF to MA_INVOICE_DIR (temporary name, renamed when complete) and attach its path;
 4. charge: our own record (tasks DB `billing_charges`) is written *before* Stripe is called and checked first on
    every retry; a charge whose answer was lost (the worker died after Stripe created it) is found again by the
-   invoice id in the PaymentIntent's metadata. The Stripe double does not honour idempotency keys, so we send one
-   but never rely on it;
+   invoice id in the metadata of the PaymentIntents Stripe created since our record; a declined card names its
+   intent in the error. The Stripe double does not honour idempotency keys, so we send one but never rely on it;
 5. record the payment state at identity; schedule the next period as a delayed job with a deterministic id.
 429 from identity -> deferred (`Billing invoice creation throttled`, logged once per window by the pool).
 """
@@ -133,9 +133,19 @@ async def _charge_row(ctx: JobContext, invoice_id: str, attempt: int) -> dict[st
         return dict(row) if row else None
 
 
-async def _find_intent(ctx: JobContext, invoice_id: str, attempt: int) -> Any:
-    """The PaymentIntent an earlier try created for this invoice and attempt, found by its metadata."""
-    params: dict[str, Any] = {"limit": 100}
+CLOCK_SLACK_S = 600
+"""How far Stripe's clock may be behind our database's when looking for an intent created after our row."""
+
+
+async def _find_intent(ctx: JobContext, invoice_id: str, attempt: int, since: datetime) -> Any:
+    """The PaymentIntent an earlier try created for this invoice and attempt, found by its metadata among those
+    Stripe created after our row was written (`since`), newest first; its charge expanded, as Stripe sends it
+    only when asked (a refund is seen through it)."""
+    params: dict[str, Any] = {
+        "limit": 100,
+        "created": {"gte": int(since.timestamp()) - CLOCK_SLACK_S},
+        "expand": ["data.latest_charge"],
+    }
     while True:
         page = await stripe_call(ctx.stripe.v1.payment_intents.list_async(params), "payment intents list")
         for intent in page.data:
@@ -162,12 +172,14 @@ async def charge(ctx: JobContext, invoice: dict[str, Any], sub: Subscription, at
         }
     if row and row["payment_intent_id"]:
         intent = await stripe_call(
-            ctx.stripe.v1.payment_intents.retrieve_async(row["payment_intent_id"]),
+            ctx.stripe.v1.payment_intents.retrieve_async(
+                row["payment_intent_id"], {"expand": ["latest_charge"]}
+            ),
             f"payment intent {row['payment_intent_id']}",
         )
         return _outcome(intent, row.get("failure_code"))
     if row is not None:  # 'creating': an earlier try may have reached Stripe and died before hearing back
-        found = await _find_intent(ctx, invoice_id, attempt)
+        found = await _find_intent(ctx, invoice_id, attempt, row["created_at"])
         if found is not None:
             ctx.log.info("charge %s: adopting %s created by an earlier try", key, found.id)
             await _save_charge(ctx, invoice_id, attempt, found.id, "created", None)
@@ -210,9 +222,11 @@ async def charge(ctx: JobContext, invoice: dict[str, Any], sub: Subscription, at
         intent = await ctx.stripe.v1.payment_intents.create_async(params, {"idempotency_key": key})
     except stripe.CardError as error:
         code = error.code or "card_declined"
-        found = await _find_intent(ctx, invoice_id, attempt)  # Stripe keeps the declined intent
-        await _save_charge(ctx, invoice_id, attempt, found.id if found else None, "declined", code)
-        return {"paymentIntentId": found.id if found else None, "status": "failed", "failureCode": code}
+        # Stripe keeps the declined intent and names it in the error
+        declined = getattr(error.error, "payment_intent", None)
+        intent_id = declined.id if declined is not None else None
+        await _save_charge(ctx, invoice_id, attempt, intent_id, "declined", code)
+        return {"paymentIntentId": intent_id, "status": "failed", "failureCode": code}
     except stripe.StripeError as error:  # the row stays 'creating': the retry looks for the intent first
         raise stripe_error(error, f"charge of invoice {invoice['number']}") from None
     await _save_charge(ctx, invoice_id, attempt, intent.id, "created", None)

@@ -205,7 +205,8 @@ async def _sweep(ctx: JobContext, p: PaymentReconcile) -> dict[str, Any]:
     payments."""
     since = int(time.time()) - p.lookback_hours * 3600
     latest: dict[str, tuple[int, str, str]] = {}  # invoice id -> (attempt, intent id, status) of its latest
-    params: dict[str, Any] = {"limit": 100, "created": {"gte": since}}
+    # the charge expanded: Stripe lists it as an id otherwise, and a refund is only seen through it
+    params: dict[str, Any] = {"limit": 100, "created": {"gte": since}, "expand": ["data.latest_charge"]}
     while True:
         page = await stripe_call(ctx.stripe.v1.payment_intents.list_async(params), "payment intents list")
         for intent in page.data:

@@ -378,8 +378,7 @@ async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(
 ):
     sub = await subscription(card="pm_card_chargeCustomerFail")
     start, end = this_month()
-    billing_pool(INVOICE)
-    billing_pool(SYNC)
+    billing_pool(INVOICE)  # the sync pool later: its start-up reconciliation sweep lists PaymentIntents
     job = await run_job(
         redis,
         INVOICE,
@@ -394,7 +393,13 @@ async def test_declined_card_is_recorded_and_a_retry_is_a_new_attempt(
     assert job.returnvalue["paymentStatus"] == "failed" and job.returnvalue["failureCode"] == "card_declined"
     invoice = await identity_db.fetchrow("SELECT * FROM invoices WHERE subscription_id = $1", sub)
     assert (invoice["payment_status"], invoice["failure_code"]) == ("failed", "card_declined")
+    declined = job.returnvalue["paymentIntentId"]
+    assert declined and declined.startswith("pi_"), "the declined intent, as Stripe's card error names it"
+    assert invoice["payment_intent_id"] == declined
+    assert stripe_client(stripe).v1.payment_intents.retrieve(declined).status == "requires_payment_method"
+    assert not stripe.stats().get("GET /v1/payment_intents"), "no list of every intent to find it"
 
+    billing_pool(SYNC)
     retry = await run_job(redis, SYNC, "payment.retry", {"invoiceId": invoice["id"]})
     assert retry.failedReason == (
         f"payment of invoice {invoice['number']} declined (card_declined) on attempt 2;"
@@ -506,6 +511,18 @@ async def test_reconciliation_sweep_finds_a_payment_whose_webhook_was_lost(
     assert tuple(row) == ("paid", paid["paymentIntentId"])
     again = await run_job(redis, SYNC, "payment.reconcile", {})
     assert key not in again.returnvalue["jobIds"]
+
+    # A partial refund whose webhook was lost: only the charge shows it, and Stripe lists a PaymentIntent's charge
+    # as an id unless the list asks for it expanded (the double answers as Stripe: devstack/stripe_fidelity.py).
+    stripe_client(stripe).v1.refunds.create({"payment_intent": paid["paymentIntentId"], "amount": 1})
+    late = await run_job(redis, SYNC, "payment.reconcile", {})
+    refunded = f"reconcile-{paid['paymentIntentId']}-partially_refunded"
+    assert refunded in late.returnvalue["jobIds"], late.returnvalue
+    await settle(redis, SYNC, refunded)
+    status = await identity_db.fetchval(
+        "SELECT payment_status FROM invoices WHERE id = $1", paid["invoiceId"]
+    )
+    assert status == "partially_refunded"
 
 
 async def test_worker_killed_between_charge_and_record_never_charges_twice(
