@@ -46,12 +46,25 @@ SOAK = ("soak", ["bench/soak.py"])
 
 
 def run_chaos() -> int:
-    """The whole chaos suite, outages included, on one stack: every scenario but the outages under the background
-    load (MA_CHAOS_LOAD_RATE, default 60 jobs/s; CI runs it with 0). About 3 to 7 minutes a scenario under the load
-    on a shared 2-core machine (900 s each at most), 8 minutes each outage (1,500 s at most): about an hour."""
+    """The whole chaos suite, outages included, one stack per test module: every scenario but the outages under the
+    background load (MA_CHAOS_LOAD_RATE, default 60 jobs/s; CI runs it with 0). About 3 to 7 minutes a scenario
+    under the load on a shared 2-core machine (900 s each at most), 8 minutes each outage (1,500 s at most): about
+    an hour."""
     CHAOS.unlink(missing_ok=True)
     return subprocess.run(
-        [str(PY), "-m", "pytest", "-m", "chaos", "-q", "-p", "no:cacheprovider", "tests/test_chaos.py"],
+        [
+            str(PY),
+            "-m",
+            "pytest",
+            "-m",
+            "chaos",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_chaos.py",
+            "tests/test_chaos_outages.py",
+            "tests/test_chaos_fuzz.py",
+        ],
         cwd=ROOT,
         check=False,
     ).returncode

@@ -5,7 +5,7 @@
 - forged Stripe webhook refused, nothing changed: test_billing.py::test_webhooks_refund_duplicate_and_forged;
 - identity DB writes refused for the worker's role: test_identity_events.py;
 - supervisord control socket owner-only (0700): test_supervisord.py;
-- secrets in no log across every chaos scenario: test_chaos.py.
+- secrets in no log across every chaos scenario: test_chaos.py, test_chaos_outages.py, test_chaos_fuzz.py.
 Here: `ma-top --read-only` sends no write command to Redis or supervisord, whatever key is pressed.
 """
 
