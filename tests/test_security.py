@@ -2,7 +2,7 @@
 - non-super-admin bulk job refused, nothing changed: test_super_admin_bulk.py::test_a_non_super_admin_actor_is_refused...
 - cross-tenant jobs refused: test_user_management.py (invitation), test_task_notifications.py (task.assigned),
   test_identity_events.py (tenant.created);
-- forged Stripe webhook refused, nothing changed: test_billing.py::test_webhooks_refund_duplicate_and_forged;
+- forged Stripe webhook refused, nothing changed: test_billing_payment_sync.py::test_webhooks_refund_duplicate_and_forged;
 - identity DB writes refused for the worker's role: test_identity_events.py;
 - supervisord control socket owner-only (0700): test_supervisord.py;
 - secrets in no log across every chaos scenario: test_chaos.py, test_chaos_outages.py, test_chaos_fuzz.py.
