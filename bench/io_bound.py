@@ -10,7 +10,9 @@ auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0). For comparison, one Node Bu
 concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
 in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
 same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
-CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself).
+CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself), and
+one traced round takes a lane's cycle apart (`cycle_ms`: the await, the completing call's round trip to the next
+job's start, the way from the await's end to that call).
 
 Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds) at each concurrency measured:
 10 (the queue table's default lanes per process), 20 (its largest) and 50; the rest is information.
@@ -60,15 +62,19 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 
 
 async def pool_round(
-    redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path
+    redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path, trace: bool = False
 ) -> tuple[float, float]:
     """(jobs/s, the pool process's CPU microseconds per job) for `kind`: an event loop, or `pooled` (the default
-    loop with a pooled Redis connection per command instead of auto-pipelining)."""
+    loop with a pooled Redis connection per command instead of auto-pipelining). `trace`: the jobs return when
+    their await began and ended and are kept, for `cycle` (not timed with the rounds: that is more work)."""
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
+    job = {"opts": {"removeOnComplete": False}, "data": {"trace": True}} if trace else {"data": {}}
     for at in range(0, jobs, 5000):
-        await queue.addBulk([{"name": "io", "data": {"i": i}} for i in range(at, min(jobs, at + 5000))])
+        await queue.addBulk(
+            [{"name": "io", **job, "data": {**job["data"], "i": i}} for i in range(at, min(jobs, at + 5000))]
+        )
     log = work / "pool.log"
     log.write_text("")
     env = {
@@ -121,6 +127,32 @@ def bare_round(concurrency: int, jobs: int) -> float:
     return float(out.stdout.strip())
 
 
+async def cycle(redis: Redis, url: str, concurrency: int, jobs: int, work: Path) -> dict[str, float]:
+    """Where a lane's time goes between two jobs, from one traced round of the pool (default loop): mean ms of
+    - `await`: the job's own 20 ms await as the event loop ran it (its timer's lateness included);
+    - `completion_to_next_start`: from the completing call (`moveToFinished`, which fetches the next job; its
+      timestamp becomes the next job's `processedOn`) to the next job's handler starting: the Redis round trip
+      with the scripts of every lane that completed in the same turn, the reply's decoding and the dispatch;
+    - `end_to_completion`: from the await's end to that completing call (the result, the log line, telemetry).
+    Their sum is the lane's cycle (C / jobs/s of that round)."""
+    await pool_round(redis, url, "uvloop", concurrency, jobs, work, trace=True)
+    keys = [key async for key in redis.scan_iter(f"bull:{Q}:[0-9]*", count=1000)]
+    pipe = redis.pipeline()
+    for key in keys:
+        pipe.hmget(key, "processedOn", "finishedOn", "returnvalue")
+    rows = []
+    for processed, finished, value in await pipe.execute():
+        if processed and finished and value and value != "null":
+            stamps = json.loads(value)
+            rows.append((int(processed), int(finished), stamps["began"], stamps["ended"]))
+    return {
+        "jobs": len(rows),
+        "await_ms": round(statistics.mean(e - b for _, _, b, e in rows), 2),
+        "completion_to_next_start_ms": round(statistics.mean(b - p for p, _, b, _ in rows), 2),
+        "end_to_completion_ms": round(statistics.mean(f - e for _, f, _, e in rows), 2),
+    }
+
+
 async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     bound = concurrency / IO_SECONDS
     jobs = int(bound * seconds)
@@ -146,6 +178,8 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
                 + ", ".join(f"{k} {v[-1]:.0f} us/job" for k, v in cpu.items()),
                 file=sys.stderr,
             )
+        lane = await cycle(redis, valkey.url, concurrency, jobs, work)
+        print(f"  a lane's cycle (ms, one traced round): {lane}", file=sys.stderr)
     finally:
         await redis.aclose()
         valkey.stop()
@@ -175,6 +209,7 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "pool_vs_bare": round(
             statistics.median(p / b for p, b in zip(rates["uvloop"], rates["bare"], strict=True)), 3
         ),
+        "cycle_ms": lane,
         "budget": BUDGET,
         "ok": ratio >= BUDGET,
     }

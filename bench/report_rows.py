@@ -190,6 +190,13 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     f"{one['pooled_vs_bound']:.3f}x)"
                     if "node_vs_bound" in one
                     else ")"
+                )
+                + (
+                    f"; a lane's cycle: the await {one['cycle_ms']['await_ms']} ms, completing call to the next "
+                    f"job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, await's end to the "
+                    f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"
+                    if "cycle_ms" in one
+                    else ""
                 ),
                 f">= {one['budget']}x",
                 _ok(one["ratio_vs_bound"] >= one["budget"]),

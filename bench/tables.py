@@ -28,9 +28,15 @@ NOOP = {"bench": replace(BENCH, keep_completed={"count": 0})}
 IO_SECONDS = 0.02
 
 
-async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> None:
-    """An I/O-bound job: one 20 ms await (bench/io_bound.py)."""
+async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> dict[str, float] | None:
+    """An I/O-bound job: one 20 ms await (bench/io_bound.py). A traced job (`{"trace": true}`, the breakdown
+    round) returns when its await began and ended (epoch ms), so the lane's cycle can be taken apart."""
+    if not payload.get("trace"):
+        await asyncio.sleep(IO_SECONDS)
+        return None
+    began = time.time() * 1000
     await asyncio.sleep(IO_SECONDS)
+    return {"began": began, "ended": time.time() * 1000}
 
 
 IO = {
