@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from handlers.clients.identity import IdentityClient
 from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
+from pool import fastjson
 from pool.connection import plain_redis, pooled_redis
 from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
@@ -196,6 +197,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
     schedules = await _upsert_or_defer(spec, redis, telemetry)
 
     dispatcher = Dispatcher(spec, resources, telemetry, tracing)
+    if not settings.MA_STOCK_CLIENTS:
+        fastjson.install()  # orjson decodes each job's fields (pool/fastjson.py)
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every later full collection
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}

@@ -16,7 +16,7 @@ from importlib.metadata import version
 from typing import Any
 
 import pytest
-from bullmq import Queue, Worker
+from bullmq import Job, Queue, Worker
 from bullmq.lock_manager import LockManager
 from redis._parsers.hiredis import _AsyncHiredisParser  # noqa: PLC2701 - guarded: AutoPipeline reads its state
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -64,6 +64,13 @@ GUARDED = [
         "pool/worker.py",
         Worker.nextJobFromJobData,
         "aef9dc4d3e211a78a0fafc5fcc5fd43bfe515abe9aac419df00383b9d8179997",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/fastjson.py (decodes with the `json` of bullmq.job: `loads` only)",
+        Job.fromJSON,
+        "a36e87f2199ed74c6e5bcee8df5caa603f6e3144b01b75b61ea21ef778bd08cb",
     ),
     (
         "redis",
