@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 from bullmq import Job, Queue, Worker
+from bullmq.backends.redis_backend import RedisBackend
 from bullmq.lock_manager import LockManager
+from bullmq.scripts import Scripts
 from redis._parsers.hiredis import _AsyncHiredisParser  # noqa: PLC2701 - guarded: AutoPipeline reads its state
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -64,6 +66,20 @@ GUARDED = [
         "pool/worker.py",
         Worker.nextJobFromJobData,
         "aef9dc4d3e211a78a0fafc5fcc5fd43bfe515abe9aac419df00383b9d8179997",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/completion.py (CompletionArgs builds these arguments)",
+        Scripts.moveToFinishedArgs,
+        "06192ce4b86c674144a54adb3a8897283098f90be289aa4af4115170fdb5a32c",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/worker.py (PoolWorker._process_one completes as this does, through Scripts.moveToFinished)",
+        RedisBackend.moveToCompleted,
+        "444c1cb4c74606e30703fab9768d653df0912ca774c6ba110ef7dcdc5b1977c2",
     ),
     (
         "bullmq",
