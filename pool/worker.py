@@ -21,6 +21,9 @@ field. The happy path is unchanged (the marker is only built after `fromJSON` fa
 
 4. The completing call's arguments are built with what is fixed per worker computed once (pool/completion.py):
    the same script, keys and arguments as bullmq's `moveToCompleted`, for less CPU per job.
+
+5. bullmq's Lua scripts are called with a plain `EVALSHA` (pool/lean_scripts.py), redis-py's script object
+   stepping in only for NOSCRIPT and pipelines.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bullmq.job import optsFromJSON
 from bullmq.lock_manager import LockManager
 
 from pool.completion import CompletionArgs
+from pool.lean_scripts import lean_scripts
 
 UNDECODABLE = "__ma_undecodable__"
 _DEFAULTS = {"data": "{}", "opts": "{}", "progress": "0"}
@@ -110,6 +114,10 @@ def drain_locks_on_close(worker: Worker) -> None:
 class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type information
     waiting: asyncio.Future[Any] | None  # bullmq's blocking wait for the queue's marker (or our limiter wait)
     limitUntil: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lean_scripts(self.scripts.commands)  # EVALSHA without redis-py's per-call overhead
 
     async def nextJobFromJobData(
         self,

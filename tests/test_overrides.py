@@ -25,6 +25,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.commands.core import AsyncScript, ScriptCommands
 
 from pool import connection
 from pool.worker import PoolWorker
@@ -87,6 +88,20 @@ GUARDED = [
         "pool/fastjson.py (decodes with the `json` of bullmq.job: `loads` only)",
         Job.fromJSON,
         "a36e87f2199ed74c6e5bcee8df5caa603f6e3144b01b75b61ea21ef778bd08cb",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/lean_scripts.py (LeanScript sends what this sends, without its per-call checks)",
+        AsyncScript.__call__,
+        "6ebd89ad2abddad440680b23754f51fb419a18369dccc7502cf7b1e7cd713899",
+    ),
+    (
+        "redis",
+        "8.1.0",
+        "pool/lean_scripts.py (EVALSHA is execute_command('EVALSHA', sha, numkeys, *keys_and_args))",
+        ScriptCommands._evalsha,
+        "5405f4c2984b7d7e73feec5f68829806782142a2d8828004ee7e1be70c481b46",
     ),
     (
         "redis",
