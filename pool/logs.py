@@ -106,6 +106,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return True
 
     def _flush_later(self) -> None:
+        scheduled = self._flush_on
+        if scheduled is not None and scheduled.is_running():
+            return  # this turn's flush is on its way (asking asyncio for the loop is a getpid(2) on 3.11)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
