@@ -13,7 +13,7 @@ where p99 is reported for both kinds (information, no budget).
 
 Budgets (issue 18): pool >= 1.0x node throughput; pool pickup p50 <= 1.0x raw, p99 <= 1.0x raw at 200 jobs/s.
 
-    .venv/bin/python bench/node_compare.py [--jobs 20000] [--rounds 3] [--rate 200] [--rate-high 2000] [--seconds 15]
+    .venv/bin/python bench/node_compare.py [--jobs 20000] [--rounds 5] [--rate 200] [--rate-high 2000] [--seconds 40]
 """
 
 from __future__ import annotations
@@ -220,11 +220,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--rate-high", type=float, default=2000.0)
     parser.add_argument(
-        "--seconds", type=float, default=15.0, help="pickup-latency seconds per kind, over all rounds"
+        "--seconds", type=float, default=40.0, help="pickup-latency seconds per kind, over all rounds"
     )
     args = parser.parse_args()
     report = asyncio.run(main(args.jobs, args.rounds, args.rate, args.rate_high, args.seconds))
