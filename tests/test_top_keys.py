@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from textual.pilot import Pilot
 from textual.widgets import Static
 
-from pool.monitor.findings import Thresholds
 from pool.monitor.queries import FailureGroup
-from tests.support.fake_source import FakeSource, job_rows, process, queue_stats
+from tests.support.fake_source import FakeSource, job_rows, queue_stats
 from tests.support.pilot import settle
 from tests.support.top import rows
-from tui.app import MaTop
+from tests.support.top_pilot import keys, top, with_processes
 from tui.screens import (
     BulkScreen,
     ConfirmScreen,
@@ -31,23 +29,6 @@ from tui.screens import (
 
 Q = "identity-events"
 SIZE = (140, 40)
-SOCK = "unix:///srv/host-a/var/supervisor.sock"
-
-
-def top(source: FakeSource, *, read_only: bool = False) -> MaTop:
-    # refresh_s: only the first tick runs on its own; the rest happen when a test's action refreshes
-    return MaTop(
-        source=source,
-        refresh_s=3600,
-        read_only=read_only,
-        thresholds=Thresholds(),
-    )
-
-
-async def keys(pilot: Pilot[None], *pressed: str) -> None:
-    """Press, then wait until what the keys started has finished."""
-    await pilot.press(*pressed)
-    await settle(pilot)
 
 
 def with_failed_jobs(n: int, **more: int) -> FakeSource:
@@ -209,74 +190,6 @@ async def test_space_pauses_and_resumes_the_queue_under_the_cursor():
         assert "PAUSED" not in rows(app)[1][-1]
     assert source.calls == [("set_paused", Q, True), ("set_paused", Q, False)]
     assert [e["action"] for e in source.journal_entries] == ["pause", "resume"]
-
-
-def with_processes() -> FakeSource:
-    return FakeSource(
-        queues=[queue_stats(Q)],
-        procs=[
-            process(SOCK, "billing-usage", 0, 101),
-            process(SOCK, "billing-usage", 1, 102),
-            process(SOCK, Q, 0, 103),
-        ],
-    )
-
-
-async def test_process_keys_restart_stop_and_start_the_process_under_the_cursor():
-    source = with_processes()
-    app = top(source)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await keys(pilot, "3")
-        assert [r[0] for r in rows(app)] == [
-            "billing-usage:billing-usage_00",
-            "billing-usage:billing-usage_01",
-            f"{Q}:{Q}_00",
-        ]
-        assert rows(app)[0][6] == "64" and rows(app)[0][9] == "host-a"
-        await keys(pilot, "s")
-        await keys(pilot, "down", "x")
-        await keys(pilot, "down", "a")
-        await keys(pilot, "l")
-        assert "last line" in str(app.screen.query_one("#tail", Static).render())
-    assert source.calls == [
-        ("control_process", SOCK, "billing-usage:billing-usage_00", "restart"),
-        ("control_process", SOCK, "billing-usage:billing-usage_01", "stop"),
-        ("control_process", SOCK, f"{Q}:{Q}_00", "start"),
-    ]
-    assert [e["target"] for e in source.journal_entries] == [
-        "host-a billing-usage:billing-usage_00",
-        "host-a billing-usage:billing-usage_01",
-        f"host-a {Q}:{Q}_00",
-    ]
-
-
-async def test_capital_s_restarts_the_whole_program_one_process_at_a_time_after_a_confirm():
-    source = with_processes()
-    app = top(source)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await keys(pilot, "3")
-        await pilot.press("down", "S")
-        assert (
-            isinstance(app.screen, ConfirmScreen) and "billing-usage (2 process(es))" in app.screen.question
-        )
-        await keys(pilot, "y")
-    assert source.calls == [
-        ("rolling_restart", SOCK, ["billing-usage:billing-usage_00", "billing-usage:billing-usage_01"])
-    ]
-    assert source.journal_entries[0]["outcome"] == "2 restarted"
-
-
-async def test_a_new_pid_for_the_same_process_counts_as_a_restart():
-    source = with_processes()
-    app = top(source)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        source.procs[0] = process(SOCK, "billing-usage", 0, 201)
-        await app.refresh_processes()
-        await keys(pilot, "3")
-        assert [r[4] for r in rows(app)] == ["1", "0", "0"]
 
 
 async def test_capital_r_in_failures_requeues_exactly_the_group_shown():
