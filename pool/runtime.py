@@ -198,7 +198,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
 
     dispatcher = Dispatcher(spec, resources, telemetry, tracing)
     if not settings.MA_STOCK_CLIENTS:
-        fastjson.install()  # orjson decodes each job's fields (pool/fastjson.py)
+        fastjson.install()  # msgspec decodes each job's fields (pool/fastjson.py)
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every later full collection
     opts: dict[str, Any] = {**spec.worker_options(), "connection": redis, "name": telemetry.process_name}
