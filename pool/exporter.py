@@ -30,10 +30,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pool.connection import plain_redis
 from pool.contracts import SUPERVISOR_STATES
+from pool.metric_families import plain_gauges, process_usage
 from pool.monitor import duplicates
 from pool.monitor.collector import SCAN_COUNT, Collector
 from pool.monitor.findings import Finding, History, Thresholds, findings
-from pool.monitor.snapshot import RedisHealth, Snapshot, WorkerBeat
+from pool.monitor.snapshot import RedisHealth, Snapshot
 from pool.monitor.supervisor_source import ProcessInfo, endpoint_label, read_processes
 from pool.queue_table import QUEUES
 from pool.settings import RedisUrl, fail
@@ -173,7 +174,7 @@ class Exporter:
             finding.add_metric([f.kind, f.subject, f.severity], 1.0)
         yield finding
         health = snap.redis
-        yield from self._gauges(
+        yield from plain_gauges(
             [
                 ("ma_redis_up", "1 if Redis answered the last sample", float(health.up)),
                 ("ma_redis_memory_used_bytes", "Redis used_memory", health.used_memory),
@@ -276,7 +277,7 @@ class Exporter:
             for state in SUPERVISOR_STATES:
                 procs.add_metric([program, state], counted.get((program, state), 0))
         yield procs
-        yield from _process_usage(snap)
+        yield from process_usage(snap)
 
         hist = sample.latency
         if hist:
@@ -293,13 +294,6 @@ class Exporter:
                 sum_value=hist.get("sum_ms", 0) / 1000,
             )
             yield family
-
-    @staticmethod
-    def _gauges(items: list[tuple[str, str, float]]) -> Any:
-        for name, doc, value in items:
-            g = GaugeMetricFamily(name, doc)
-            g.add_metric([], value)
-            yield g
 
     # -- HTTP -----------------------------------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
@@ -344,31 +338,6 @@ class Exporter:
         app.router.add_get("/api/telemetry/metrics", self.telemetry)
         app.router.add_get("/healthz", self.healthz)
         return app
-
-
-def _process_usage(snap: Snapshot) -> Any:
-    """Each live pool process's RSS and CPU from its heartbeat (every host's, not only this one's)."""
-    rss = GaugeMetricFamily(
-        "ma_process_rss_bytes",
-        "Resident memory of a pool process (its heartbeat)",
-        labels=["host", "process"],
-    )
-    cpu = GaugeMetricFamily(
-        "ma_process_cpu_percent",
-        "CPU of a pool process since its previous heartbeat, percent of one core",
-        labels=["host", "process"],
-    )
-    latest: dict[tuple[str, str], WorkerBeat] = {}
-    for beat in snap.workers:  # one per label set: a restarted slot's old beat may live until its TTL
-        key = (beat.host, beat.process or str(beat.pid))
-        if beat.rss and (key not in latest or beat.last_beat > latest[key].last_beat):
-            latest[key] = beat
-    for (host, process), beat in sorted(latest.items()):
-        rss.add_metric([host, process], beat.rss)
-        if beat.cpu is not None:
-            cpu.add_metric([host, process], beat.cpu)
-    yield rss
-    yield cpu
 
 
 async def serve(settings: ExporterSettings) -> int:
