@@ -24,6 +24,22 @@ LATENCY_SAMPLES = 10_000
 `le:<seconds>`, `le:+Inf`, `sum_ms`, `count`."""
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
+RECORD_LATENCY = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local ms = tonumber(ARGV[3])
+for i = 4, #ARGV do
+  if ms <= tonumber(ARGV[i]) * 1000 then redis.call('HINCRBY', KEYS[2], 'le:' .. ARGV[i], 1) end
+end
+redis.call('HINCRBY', KEYS[2], 'le:+Inf', 1)
+redis.call('HINCRBY', KEYS[2], 'count', 1)
+redis.call('HINCRBY', KEYS[2], 'sum_ms', ms)
+"""
+"""One latency sample and the histogram's buckets in one atomic call: one command on the pool's shared
+auto-pipelined connection (a redis-py pipeline takes a pooled connection of its own: up to one per running job).
+KEYS: samples list, histogram hash; ARGV: sample, samples kept, latency ms, then each bucket's bound in seconds
+(its field is le:<bound>, as str() writes it)."""
+
 
 class TaskAssigned(Payload):
     task_id: Id
@@ -105,16 +121,16 @@ async def task_assigned(ctx: JobContext, payload: TaskAssigned) -> dict[str, Any
             "at": created.isoformat(),
         }
     )
-    async with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.lpush(LATENCY_KEY, sample)
-        pipe.ltrim(LATENCY_KEY, 0, LATENCY_SAMPLES - 1)
-        for bound in LATENCY_BUCKETS:
-            if latency_ms <= bound * 1000:
-                pipe.hincrby(LATENCY_HIST_KEY, f"le:{bound}", 1)
-        pipe.hincrby(LATENCY_HIST_KEY, "le:+Inf", 1)
-        pipe.hincrby(LATENCY_HIST_KEY, "count", 1)
-        pipe.hincrby(LATENCY_HIST_KEY, "sum_ms", latency_ms)
-        await pipe.execute()
+    await ctx.redis.eval(
+        RECORD_LATENCY,
+        2,
+        LATENCY_KEY,
+        LATENCY_HIST_KEY,
+        sample,
+        LATENCY_SAMPLES,
+        latency_ms,
+        *LATENCY_BUCKETS,
+    )
     return {"notified": True, "latencyMs": latency_ms}
 
 

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from bullmq import Queue
 
+from handlers.task_notifications import LATENCY_BUCKETS
 from tests.support.doubles import IdentityDouble
 from tests.support.waits import run_job, settle, wait_for
 
@@ -46,13 +47,23 @@ async def test_task_assigned_notifies_once_and_samples_the_assignment_latency(
 ):
     start_real_pool(Q)
     task = f"task_{uuid.uuid4().hex[:8]}"
+    hist_before = await redis.hgetall("ma:latency:task-assignment:hist")
     first = await run_job(redis, Q, "task.assigned", assigned(task))
+    hist_after = await redis.hgetall("ma:latency:task-assignment:hist")
     second = await run_job(redis, Q, "task.assigned", assigned(task))
     assert first.returnvalue["notified"] is True and 2000 <= first.returnvalue["latencyMs"] < 30_000
     assert second.returnvalue == {"notified": False, "reason": "already notified"}
     assert [tuple(r) for r in await notifications(tasks, task)] == [("task.assigned", "user_acme_2")]
     samples = [json.loads(s) for s in await redis.lrange("ma:latency:task-assignment", 0, -1)]
     assert [s["taskId"] for s in samples] == [task]
+    latency = first.returnvalue["latencyMs"]
+    grew = {k: int(v) - int(hist_before.get(k, 0)) for k, v in hist_after.items()}
+    assert {k: n for k, n in grew.items() if n} == {
+        **{f"le:{b}": 1 for b in LATENCY_BUCKETS if latency <= b * 1000},
+        "le:+Inf": 1,
+        "count": 1,
+        "sum_ms": latency,
+    }, "the histogram counts the sample once, in every bucket at or above it"
     assert identity.stats().get("POST /v1/tasks/context", 0) == 2, "the context is checked on every job"
 
 
