@@ -22,7 +22,6 @@ from typing import Any
 import bullmq.job
 import msgspec
 
-_STDLIB = json
 _decode = msgspec.json.decode
 
 
@@ -31,7 +30,7 @@ def loads(text: Any) -> Any:
         return _decode(text)
     except (msgspec.DecodeError, UnicodeEncodeError):  # a str with a lone surrogate is not UTF-8 to msgspec
         # (a non-string raises TypeError in both)
-        return _STDLIB.loads(text)
+        return json.loads(text)
 
 
 CODEC = types.SimpleNamespace(**{name: getattr(json, name) for name in json.__all__})

@@ -11,7 +11,7 @@ from bullmq import Queue
 from pool import connection
 from pool.lean_scripts import LeanScript
 from pool.worker import PoolWorker
-from tests.support.waits import wait_for
+from tests.support.waits import completed_count_is, wait_for
 
 
 async def test_a_lean_script_answers_as_redis_pys_after_a_script_flush_and_in_a_pipeline(valkey, redis):
@@ -46,7 +46,7 @@ async def test_a_pool_worker_completes_jobs_through_lean_scripts_across_a_script
     running = asyncio.ensure_future(worker.run())
     try:
         await queue.addBulk([{"name": "n", "data": {"n": n}} for n in range(10)])
-        await wait_for(lambda: _completed(queue, 10), timeout=30, what="the 10 jobs completed")
+        await wait_for(lambda: completed_count_is(queue, 10), timeout=30, what="the 10 jobs completed")
         assert sorted(ran) == list(range(10)), "each job ran once"
         job = await queue.getJob(await _last_completed_id(queue))
         assert job.returnvalue == {"n": job.data["n"]}
@@ -55,10 +55,6 @@ async def test_a_pool_worker_completes_jobs_through_lean_scripts_across_a_script
         running.cancel()
         await queue.obliterate({"force": True})
         await client.aclose()
-
-
-async def _completed(queue: Queue, want: int) -> bool:
-    return await queue.getCompletedCount() == want
 
 
 async def _last_completed_id(queue: Queue) -> str:

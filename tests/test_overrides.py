@@ -29,7 +29,7 @@ from redis.commands.core import AsyncScript, ScriptCommands
 
 from pool import connection
 from pool.worker import PoolWorker
-from tests.support.waits import wait_for
+from tests.support.waits import completed_count_is, wait_for
 
 # (library, version written against, our file, upstream object, fingerprint)
 GUARDED = [
@@ -381,7 +381,7 @@ async def test_a_rate_limited_worker_fetches_when_the_window_ends_not_after_drai
     )
     running = asyncio.ensure_future(worker.run())
     try:
-        await wait_for(lambda: _count(queue, 30), timeout=60, what="the 30 jobs completed")
+        await wait_for(lambda: completed_count_is(queue, 30), timeout=60, what="the 30 jobs completed")
         stats = await redis.info("commandstats")
         blocking = stats.get("cmdstat_bzpopmin", {}).get("calls", 0)
         assert blocking <= 1, f"{blocking} BZPOPMIN calls: the limited waits blocked on the marker"
@@ -391,7 +391,3 @@ async def test_a_rate_limited_worker_fetches_when_the_window_ends_not_after_drai
         running.cancel()
         await queue.obliterate({"force": True})
         await client.aclose()
-
-
-async def _count(queue: Queue, want: int) -> bool:
-    return await queue.getCompletedCount() == want

@@ -71,3 +71,8 @@ async def completed(queue: Queue, job_id: str, timeout: float = 30) -> Job:
     job = await Job.fromId(queue, job_id)
     assert job is not None, f"job {job_id} completed, then vanished"
     return job
+
+
+async def completed_count_is(queue: Queue, want: int) -> bool:
+    """For `wait_for`: the queue holds exactly `want` completed jobs."""
+    return await queue.getCompletedCount() == want
