@@ -3,6 +3,11 @@
     .venv/bin/python bench/report.py                 # run the chaos suite and every benchmark, then write
     .venv/bin/python bench/report.py --skip-chaos    # reuse var/chaos-results.json from the last chaos run
     .venv/bin/python bench/report.py --skip-bench    # reuse var/bench-results.json from the last benchmark run
+    .venv/bin/python bench/report.py --skip-chaos --bench io_bound   # rerun one benchmark, keep the other rows
+
+var/ is not in git: where var/bench-results.json does not hold every benchmark's results (a fresh clone),
+`--skip-chaos --bench NAME` has nothing to render the other rows from, so it replaces that benchmark's rows in
+the committed REPORT.md and leaves the rest of the file as it was.
 
 Each benchmark prints its figures as one JSON line last; ratios are measured against a reference in the same
 run (these machines are noisy), so compare ratios, not absolute numbers.
@@ -206,6 +211,41 @@ def render(chaos: dict[str, Any], bench: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+RERUN = "Rerun alone since (`--bench`, the other rows as generated above): "
+
+
+def splice(report: str, bench: dict[str, Any], names: list[str]) -> str:
+    """`report` with the rows of the benchmarks in `bench` replaced by new ones (a row is known by its issue and
+    benchmark cells; a new row with no old one goes after the table's last row), and a line saying which
+    benchmarks were rerun when."""
+    lines = report.splitlines()
+    unmeasured = set(bench_rows({}))  # the placeholder rows of benchmarks without results
+    rows = {
+        (i, n): f"| {i} | {n} | {m} | {b} | {v} |"
+        for i, n, m, b, v in bench_rows(bench)
+        if (i, n, m, b, v) not in unmeasured
+    }
+    table = [at for at, line in enumerate(lines) if line.startswith("| #")]
+    for at in table:
+        cells = [cell.strip() for cell in lines[at].split("|")[1:3]]
+        if (key := (cells[0], cells[1])) in rows:
+            lines[at] = rows.pop(key)
+    last = table[-1] if table else len(lines) - 1
+    lines[last + 1 : last + 1] = list(rows.values())
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = RERUN + ", ".join(f"{name} {now}" for name in names) + "."
+    old = next((at for at, line in enumerate(lines) if line.startswith(RERUN)), None)
+    if old is not None:
+        earlier = [
+            part for part in lines[old][len(RERUN) :].rstrip(".").split(", ") if part.split()[0] not in names
+        ]
+        lines[old] = RERUN + ", ".join([*earlier, *(f"{name} {now}" for name in names)]) + "."
+    else:
+        generated = next(at for at, line in enumerate(lines) if line.startswith("Generated "))
+        lines[generated + 1 : generated + 1] = ["", stamp]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +267,16 @@ def main() -> int:
         bench = json.loads(BENCH.read_text()) if BENCH.exists() else {}
     else:
         bench = run_benchmarks(args.bench)
+    if (
+        args.bench
+        and args.skip_chaos
+        and REPORT.exists()
+        and any(name not in bench for name, _ in BENCHMARKS)
+    ):
+        # Not every benchmark's results on this machine (var/ is not in git): replace only the rows rerun.
+        REPORT.write_text(splice(REPORT.read_text(), bench, args.bench))
+        print(f"wrote {REPORT.relative_to(ROOT)} (the rows of {', '.join(args.bench)} replaced)")
+        return 0
     chaos = json.loads(CHAOS.read_text()) if CHAOS.exists() else {}
     REPORT.write_text(render(chaos, bench))
     print(f"wrote {REPORT.relative_to(ROOT)}")
