@@ -233,16 +233,17 @@ def splice(report: str, bench: dict[str, Any], names: list[str]) -> str:
     last = table[-1] if table else len(lines) - 1
     lines[last + 1 : last + 1] = list(rows.values())
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    stamp = RERUN + ", ".join(f"{name} {now}" for name in names) + "."
-    old = next((at for at, line in enumerate(lines) if line.startswith(RERUN)), None)
-    if old is not None:
-        earlier = [
-            part for part in lines[old][len(RERUN) :].rstrip(".").split(", ") if part.split()[0] not in names
-        ]
-        lines[old] = RERUN + ", ".join([*earlier, *(f"{name} {now}" for name in names)]) + "."
-    else:
+    note = next((at for at, line in enumerate(lines) if line.startswith(RERUN)), None)
+    if note is None:
         generated = next(at for at, line in enumerate(lines) if line.startswith("Generated "))
-        lines[generated + 1 : generated + 1] = ["", stamp]
+        lines[generated + 1 : generated + 1] = ["", RERUN]
+        note = generated + 2
+    earlier = [
+        part
+        for part in lines[note][len(RERUN) :].rstrip(".").split(", ")
+        if part and part.split()[0] not in names
+    ]
+    lines[note] = RERUN + ", ".join([*earlier, *(f"{name} {now}" for name in names)]) + "."
     return "\n".join(lines) + "\n"
 
 
