@@ -24,6 +24,9 @@ field. The happy path is unchanged (the marker is only built after `fromJSON` fa
 
 5. bullmq's Lua scripts are called with a plain `EVALSHA` (pool/lean_scripts.py), redis-py's script object
    stepping in only for NOSCRIPT and pipelines.
+
+6. An idle worker's wait for the queue's marker and its fetch of the job go out together on the blocking
+   connection: one round trip from a job's arrival to its start instead of two (pool/pickup.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bullmq.lock_manager import LockManager
 
 from pool.completion import CompletionArgs
 from pool.lean_scripts import lean_scripts
+from pool.pickup import Pickup
 
 UNDECODABLE = "__ma_undecodable__"
 _DEFAULTS = {"data": "{}", "opts": "{}", "progress": "0"}
@@ -143,6 +147,8 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
         ran at 75-80 % of it (LIBRARY_TRAPS §2). The wait is held in `waiting`, as bullmq's blocking wait is: the
         run loop starts no other fetch meanwhile, and pause() and close() cancel it."""
         limit_ms = self.limitUntil
+        if not limit_ms and not self.waiting and self.drained and not self.closing and not self.paused:
+            return await self._wait_and_fetch(token)
         if not limit_ms or self.waiting or self.closing or self.paused:
             return await super().getNextJob(token)
         window: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(limit_ms / 1000))
@@ -159,6 +165,31 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
         if job:
             self.emit("active", job, "waiting")
         return job
+
+    async def _wait_and_fetch(self, token: str) -> Job | None:
+        """bullmq's blocking fetch (`getNextJob` when drained), its wait and fetch in one round trip
+        (pool/pickup.py). The wait is held in `waiting` as bullmq's is; a graceful close ends it at once and a
+        job it still fetched is tracked for lock renewal now, so the close waits for it."""
+        await self._ensure_client_names()
+        self.waiting = waiting = asyncio.ensure_future(self._pickup.wait_and_fetch(token))
+        try:
+            self.blockUntil, (job_data, job_id, limit_until, delay_until) = await waiting
+        except asyncio.CancelledError:
+            if not self.paused and not self.closing:
+                raise
+            return None
+        finally:
+            self.waiting = None
+        job: Job | None = await self.nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
+        if job:
+            if self.closing:
+                self.lockManager.track_job(job.id, token, int(time.time() * 1000))
+            self.emit("active", job, "waiting")
+        return job
+
+    @functools.cached_property
+    def _pickup(self) -> Pickup:
+        return Pickup(self)
 
     @functools.cached_property
     def _completion_args(self) -> CompletionArgs:

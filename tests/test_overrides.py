@@ -64,6 +64,27 @@ GUARDED = [
     (
         "bullmq",
         "3.4.4",
+        "pool/pickup.py (Pickup.wait_and_fetch: the wait of this, sent with the fetch)",
+        Worker.waitForJob,
+        "e58ff10db89461fd5e6bb41726047ab2418cafa80614dade83a4a6f702414395",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/pickup.py (Pickup.wait_and_fetch: the BZPOPMIN of this, on the marker and the wake key)",
+        RedisBackend.waitForJob,
+        "65a3a31d767fc028c520c55eb1df93b204e248b8fbd5becbf90be5954269b141",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
+        "pool/pickup.py (Pickup.wait_and_fetch: this fetch's keys and arguments)",
+        Scripts.moveToActive,
+        "7d82da56df71d1612c5f58f62d82d8d3076dbedd41184d7605f833fc09ba4b39",
+    ),
+    (
+        "bullmq",
+        "3.4.4",
         "pool/worker.py",
         Worker.nextJobFromJobData,
         "aef9dc4d3e211a78a0fafc5fcc5fd43bfe515abe9aac419df00383b9d8179997",

@@ -1,0 +1,166 @@
+"""An idle PoolWorker's wait and fetch in one round trip (pool/pickup.py), on a real Valkey: what Valkey runs,
+the job's clock, delayed jobs, a flushed script cache, and a graceful close during the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import bullmq
+from bullmq import Queue
+
+from pool import connection
+from pool.worker import PoolWorker, drain_locks_on_close
+from tests.support.waits import completed_count_is, wait_for
+
+DRAIN_S = 30
+"""Long, so a wake-up lost to the change would show as a job not started in the tests' 10 s. One lane: every
+fetch of an idle worker is then the wait's (with more, bullmq's refill fetches while one lane waits)."""
+
+
+@contextlib.asynccontextmanager
+async def idle_worker(
+    url: str, queue_name: str, process: Callable[..., Any]
+) -> AsyncIterator[tuple[PoolWorker, Queue]]:
+    client = connection.pooled_redis(url, max_connections=4)
+    queue = Queue(queue_name, {"connection": client})
+    worker = PoolWorker(
+        queue_name, process, {"connection": client, "concurrency": 1, "autorun": False, "drainDelay": DRAIN_S}
+    )
+    drain_locks_on_close(worker)  # as pool/runtime.py builds its workers
+    running = asyncio.ensure_future(worker.run())
+    try:
+        yield worker, queue
+    finally:
+        await worker.close(force=True)
+        running.cancel()
+        await queue.obliterate({"force": True})
+        await client.aclose()
+
+
+async def blocked_on(redis: Any, key: str) -> bool:
+    """A client of Valkey is blocked in a BZPOPMIN (the worker's wait: it has nothing to do)."""
+    clients = await redis.client_list()
+    return any(c.get("cmd") == "bzpopmin" and "b" in c.get("flags", "") for c in clients)
+
+
+async def noop(job: Any, token: str) -> str:
+    return "done"
+
+
+async def test_the_job_that_wakes_the_wait_is_fetched_by_the_command_sent_with_it(valkey, redis):
+    """Valkey's MONITOR: the waiting connection's next command after its BZPOPMIN is the fetch (our script), the
+    worker sends no fetch of its own after the wake-up; the job's processedOn is Valkey's clock at the fetch."""
+    name = "ma-test-pickup"
+    async with idle_worker(valkey.url, name, noop) as (worker, queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        sha = worker._pickup.sha
+        seen: list[tuple[str, list[str]]] = []
+        monitor_client = connection.pooled_redis(valkey.url, max_connections=2)
+        async with monitor_client.monitor() as monitor:
+            reading = asyncio.ensure_future(_collect(monitor, seen))
+            await asyncio.sleep(0.2)  # MONITOR is on before the jobs are added
+            await queue.add("one", {"n": 1})
+            await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the first job completed")
+            await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the wait after it")
+            job = await queue.add("two", {"n": 2})
+            await wait_for(lambda: completed_count_is(queue, 2), timeout=10, what="the second job completed")
+            reading.cancel()
+        await monitor_client.aclose()
+        pairs = [
+            (cmd, nxt[:2])
+            for who in {w for w, _ in seen}
+            for cmd, nxt in itertools.pairwise([c for w, c in seen if w == who])
+            if cmd[0].upper() == "BZPOPMIN"
+        ]
+        assert pairs, f"no wait that ended was seen: {[c[:2] for _, c in seen]}"
+        assert all(nxt == ["EVALSHA", sha] for _, nxt in pairs), f"a wait's connection ran next: {pairs}"
+        hash_ = await redis.hgetall(f"bull:{name}:{job.id}")
+        # the producer rounds its ms, the script floors Valkey's: 1 ms apart at most when both are the same ms
+        assert int(hash_["timestamp"]) - 1 <= int(hash_["processedOn"]) <= int(hash_["finishedOn"]), hash_
+
+
+async def _collect(monitor: Any, seen: list[tuple[str, list[str]]]) -> None:
+    async for item in monitor.listen():
+        seen.append((f"{item['client_address']}:{item['client_port']}", item["command"].split(" ")))
+
+
+async def test_a_delayed_job_starts_when_due_not_when_the_wait_returns(valkey, redis):
+    """The fetch's timestamp is Valkey's clock when it runs: a job delayed 1.5 s is not promoted early by the wait
+    that the delayed marker ends, and is not left for the 30-s drain delay either."""
+    name = "ma-test-pickup-delayed"
+    async with idle_worker(valkey.url, name, noop) as (_worker, queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        job = await queue.add("later", {"n": 1}, {"delay": 1500})
+        await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the delayed job completed")
+        hash_ = await redis.hgetall(f"bull:{name}:{job.id}")
+        assert int(hash_["processedOn"]) >= int(hash_["timestamp"]) + 1500, hash_
+
+
+async def test_a_wait_whose_fetch_meets_a_flushed_script_cache_still_fetches_its_job(valkey, redis):
+    """A restarted or flushed Valkey answers the fetch with NOSCRIPT after the wait took the marker: the worker
+    loads the script and fetches then, instead of leaving the job to the next drain delay."""
+    name = "ma-test-pickup-noscript"
+    async with idle_worker(valkey.url, name, noop) as (_worker, queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await redis.script_flush()
+        await queue.add("after-flush", {"n": 1})
+        await wait_for(
+            lambda: completed_count_is(queue, 1), timeout=10, what="the job after the flush completed"
+        )
+        await queue.add("next", {"n": 2})
+        await wait_for(lambda: completed_count_is(queue, 2), timeout=10, what="the next job completed")
+
+
+async def test_closing_during_the_wait_ends_it_at_once_and_leaves_nothing_behind(valkey, redis):
+    name = "ma-test-pickup-close"
+    async with idle_worker(valkey.url, name, noop) as (worker, _queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await asyncio.wait_for(worker.close(), timeout=DRAIN_S / 3)  # not the drain delay's 30 s
+        assert not await blocked_on(redis, name), "the wait ended with the close"
+        assert not await redis.exists(worker._pickup.wake_key), "the wake-up key is gone"
+
+
+async def test_a_job_the_closing_wake_up_fetches_is_processed_before_the_worker_closes(valkey, redis):
+    """Staged: a job reaches the queue's wait list without the marker a producer sets (moved in from another
+    queue in one MULTI), so only the close's wake-up fetches it. It runs to completion under a renewed lock
+    before close() returns: not left active for the stall check."""
+    name = "ma-test-pickup-close-job"
+    ran: list[str] = []
+
+    async def slow(job: Any, token: str) -> str:
+        await asyncio.sleep(0.5)
+        ran.append(job.id)
+        return "done"
+
+    staging = Queue(f"{name}-staging", {"connection": redis})
+    async with idle_worker(valkey.url, name, slow) as (worker, queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await staging.add("staged", {"n": 1}, {"jobId": "staged-1"})
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.rename(f"bull:{name}-staging:staged-1", f"bull:{name}:staged-1")
+            pipe.lmove(f"bull:{name}-staging:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
+            await pipe.execute()
+        assert await blocked_on(redis, name), "the staged job did not wake the worker"
+        await asyncio.wait_for(worker.close(), timeout=DRAIN_S / 3)
+        assert ran == ["staged-1"], "the job fetched by the close's wake-up ran, once"
+        assert await queue.getJobState("staged-1") == "completed"
+        assert await redis.llen(f"bull:{name}:active") == 0
+        assert not await redis.exists(worker._pickup.wake_key)
+    await staging.obliterate({"force": True})
+
+
+def test_the_fetch_is_bullmqs_moveToActive_with_the_servers_clock_put_in_front():
+    """What the prepended line relies on: ARGV[2] of bullmq's moveToActive is its timestamp (an upgrade that
+    changes it fails here)."""
+    lua = (Path(bullmq.__file__).parent / "commands" / "moveToActive-11.lua").read_text()
+    assert "ARGV[2] timestamp" in lua, (
+        "re-check pool/pickup.py: moveToActive's ARGV[2] is no longer the timestamp"
+    )
+    assert lua.count("ARGV[2]") == 4, (
+        "re-check pool/pickup.py: moveToActive reads its timestamp elsewhere now"
+    )
