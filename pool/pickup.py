@@ -25,6 +25,7 @@ the copied code and tests/test_pickup.py the behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import msgpack
 from bullmq.scripts import raw2NextJobData
 from bullmq.worker import short_retry_delay
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 SERVER_TIME = (
     "ARGV[2] = tostring((function() local t = redis.call('TIME') "
@@ -53,6 +54,9 @@ _KEYS = [
     "pc",
     "marker",
 ]
+WAKE_S = 2.0
+"""How long a close waits for its wake-up to end the wait and bring back the fetch (one round trip when Redis is
+up); past it the connection is dropped as bullmq's cancelled wait is, so a Redis outage does not hold a shutdown."""
 WAKE_TTL_MS = 10_000
 """A wake-up nobody popped (the wait had already returned) is gone after this, if the DEL after it failed."""
 
@@ -126,17 +130,23 @@ class Pickup:
 
     async def _woken(self, reply: asyncio.Future[Any]) -> tuple[Any, Any]:
         """A graceful close during the wait: wake it with this worker's own key and take what its fetch got."""
-        client = self.worker.client
         try:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.zadd(self.wake_key, {"close": 0})
-                pipe.pexpire(self.wake_key, WAKE_TTL_MS)
-                await pipe.execute()
-            got = await asyncio.wait_for(asyncio.shield(reply), WAKE_TTL_MS / 1000)
-            await client.delete(self.wake_key)
-            return got  # type: ignore[no-any-return]
+            got = await asyncio.wait_for(self._wake(reply), WAKE_S)
         except NoScriptError:  # the wait ended and its fetch did not run: the caller fetches as bullmq does
             raise
-        except Exception:  # noqa: BLE001 - Redis gone as well: the connection is dropped, the stall check recovers
+        except Exception:  # noqa: BLE001 - Redis gone (or slower than WAKE_S): dropped, as bullmq's cancel does
             reply.cancel()
             return None, None
+        except asyncio.CancelledError:  # a forced close meanwhile
+            reply.cancel()
+            raise
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.worker.client.delete(self.wake_key), WAKE_S)  # else it expires
+        return got  # type: ignore[no-any-return]
+
+    async def _wake(self, reply: asyncio.Future[Any]) -> Any:
+        async with self.worker.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.wake_key, {"close": 0})
+            pipe.pexpire(self.wake_key, WAKE_TTL_MS)
+            await pipe.execute()
+        return await asyncio.shield(reply)

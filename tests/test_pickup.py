@@ -14,6 +14,7 @@ import bullmq
 from bullmq import Queue
 
 from pool import connection
+from pool.pickup import WAKE_S
 from pool.worker import PoolWorker, drain_locks_on_close
 from tests.support.waits import completed_count_is, wait_for
 
@@ -164,3 +165,16 @@ def test_the_fetch_is_bullmqs_moveToActive_with_the_servers_clock_put_in_front()
     assert lua.count("ARGV[2]") == 4, (
         "re-check pool/pickup.py: moveToActive reads its timestamp elsewhere now"
     )
+
+
+async def test_a_close_while_valkey_does_not_answer_is_not_held_by_the_wake_up(valkey, redis):
+    """Valkey paused for writes (CLIENT PAUSE: it takes the commands and answers none): the close's wake-up waits
+    WAKE_S, then drops the wait's connection as bullmq does, instead of holding the shutdown for the outage."""
+    name = "ma-test-pickup-close-paused"
+    async with idle_worker(valkey.url, name, noop) as (worker, _queue):
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await redis.execute_command("CLIENT", "PAUSE", 15_000, "WRITE")
+        try:
+            await asyncio.wait_for(worker.close(), timeout=WAKE_S + 5)  # well inside the 15-s pause
+        finally:
+            await redis.execute_command("CLIENT", "UNPAUSE")
