@@ -94,9 +94,6 @@ class Pickup:
         """Block for the queue's marker (or this worker's wake key) and fetch: (the marker's score, as bullmq's
         `waitForJob` returns it, 0 when none; the fetch's job data, id, limit_until, delay_until)."""
         worker = self.worker
-        if not self.loaded:  # once per worker: after a restart or a flush, NOSCRIPT below loads it again
-            await worker.client.script_load(self.source)
-            self.loaded = True
         timeout = worker.getBlockTimeout(worker.blockUntil)
         if not worker.backend.capabilities.get("canDoubleTimeout", False):
             timeout = math.ceil(timeout)
@@ -108,13 +105,19 @@ class Pickup:
         pipe = worker.bclient.pipeline(transaction=False)
         pipe.bzpopmin([worker.keys["marker"], self.wake_key], timeout)
         pipe.execute_command("EVALSHA", self.sha, len(self.keys), *self.keys, self.prefix, 0, packed)
-        reply = asyncio.ensure_future(pipe.execute())
         try:
+            if not self.loaded:  # once per worker: after a restart or a flush, NOSCRIPT below loads it again
+                await worker.client.script_load(self.source)
+                self.loaded = True
+            reply = asyncio.ensure_future(pipe.execute())
             try:
                 marker, raw = await asyncio.shield(reply)
             except asyncio.CancelledError:
-                if not (worker.closing or worker.paused):
-                    reply.cancel()  # torn down: the connection is dropped, as bullmq's cancelled wait does
+                if worker.forceClosing or not (worker.closing or worker.paused):
+                    # Torn down, or a forced close (it closes the connections without waiting for this): the
+                    # connection is dropped, as bullmq's cancelled wait is. Not woken: redis-py would send a
+                    # wait whose connection is closed under it again, on a new one, for a closed worker.
+                    reply.cancel()
                     raise
                 marker, raw = await self._woken(reply)
         except NoScriptError:

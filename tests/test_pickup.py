@@ -178,3 +178,20 @@ async def test_a_close_while_valkey_does_not_answer_is_not_held_by_the_wake_up(v
             await asyncio.wait_for(worker.close(), timeout=WAKE_S + 5)  # well inside the 15-s pause
         finally:
             await redis.execute_command("CLIENT", "UNPAUSE")
+
+
+async def test_a_forced_close_during_the_wait_leaves_no_wait_behind(valkey, redis):
+    """A forced close does not wait for its jobs and closes the connections at once: the wait is dropped, as
+    bullmq's is, not woken (a wake-up in flight when its connection closes would be retried on a new one by
+    redis-py, a wait and a fetch of a closed worker)."""
+    name = "ma-test-pickup-forced"
+    async with idle_worker(valkey.url, name, noop) as (worker, queue):
+        await queue.add("one", {"n": 1})
+        await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the job completed")
+        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await redis.config_resetstat()
+        await asyncio.wait_for(worker.close(force=True), timeout=DRAIN_S / 3)
+    await asyncio.sleep(2)  # redis-py's retries of a dropped command come within this
+    assert not await blocked_on(redis, name), "a wait of the closed worker"
+    stats = await redis.info("commandstats")
+    assert stats.get("cmdstat_bzpopmin", {}).get("calls", 0) == 0, "a wait was sent after the close"
