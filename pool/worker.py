@@ -168,8 +168,9 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
 
     async def _wait_and_fetch(self, token: str) -> Job | None:
         """bullmq's blocking fetch (`getNextJob` when drained), its wait and fetch in one round trip
-        (pool/pickup.py). The wait is held in `waiting` as bullmq's is; a graceful close ends it at once and a
-        job it still fetched is tracked for lock renewal now, so the close waits for it."""
+        (pool/pickup.py). The wait is held in `waiting` as bullmq's is. A graceful close ends it at once; a job
+        its fetch still got is processed here, in this task, which the close waits for: bullmq's run loop stops
+        taking jobs as soon as any lane ends while closing, so a job handed back to it could be left active."""
         await self._ensure_client_names()
         self.waiting = waiting = asyncio.ensure_future(self._pickup.wait_and_fetch(token))
         try:
@@ -182,9 +183,10 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
             self.waiting = None
         job: Job | None = await self.nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
         if job:
-            if self.closing:
-                self.lockManager.track_job(job.id, token, int(time.time() * 1000))
             self.emit("active", job, "waiting")
+            if self.closing:
+                await self.processJob(job, token)
+                return None
         return job
 
     @functools.cached_property

@@ -25,12 +25,14 @@ fetch of an idle worker is then the wait's (with more, bullmq's refill fetches w
 
 @contextlib.asynccontextmanager
 async def idle_worker(
-    url: str, queue_name: str, process: Callable[..., Any]
+    url: str, queue_name: str, process: Callable[..., Any], concurrency: int = 1
 ) -> AsyncIterator[tuple[PoolWorker, Queue]]:
     client = connection.pooled_redis(url, max_connections=4)
     queue = Queue(queue_name, {"connection": client})
     worker = PoolWorker(
-        queue_name, process, {"connection": client, "concurrency": 1, "autorun": False, "drainDelay": DRAIN_S}
+        queue_name,
+        process,
+        {"connection": client, "concurrency": concurrency, "autorun": False, "drainDelay": DRAIN_S},
     )
     drain_locks_on_close(worker)  # as pool/runtime.py builds its workers
     running = asyncio.ensure_future(worker.run())
@@ -43,8 +45,18 @@ async def idle_worker(
         await client.aclose()
 
 
-async def blocked_on(redis: Any, key: str) -> bool:
-    """A client of Valkey is blocked in a BZPOPMIN (the worker's wait: it has nothing to do)."""
+async def blocked_on(redis: Any, worker: PoolWorker) -> bool:
+    """The worker is in its wait (its `waiting` is the pickup's) and Valkey holds a client blocked in BZPOPMIN.
+    (bullmq names only the first connection of a pool, so the blocked client cannot be told by its name; the
+    tests close their workers, and a wait left by a closed worker is a defect these tests look for.)"""
+    waiting = worker.waiting
+    if waiting is None or waiting.done():
+        return False
+    return await any_wait(redis)
+
+
+async def any_wait(redis: Any) -> bool:
+    """Some client is blocked in BZPOPMIN."""
     clients = await redis.client_list()
     return any(c.get("cmd") == "bzpopmin" and "b" in c.get("flags", "") for c in clients)
 
@@ -58,7 +70,7 @@ async def test_the_job_that_wakes_the_wait_is_fetched_by_the_command_sent_with_i
     worker sends no fetch of its own after the wake-up; the job's processedOn is Valkey's clock at the fetch."""
     name = "ma-test-pickup"
     async with idle_worker(valkey.url, name, noop) as (worker, queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         sha = worker._pickup.sha
         seen: list[tuple[str, list[str]]] = []
         monitor_client = connection.pooled_redis(valkey.url, max_connections=2)
@@ -67,7 +79,7 @@ async def test_the_job_that_wakes_the_wait_is_fetched_by_the_command_sent_with_i
             await asyncio.sleep(0.2)  # MONITOR is on before the jobs are added
             await queue.add("one", {"n": 1})
             await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the first job completed")
-            await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the wait after it")
+            await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the wait after it")
             job = await queue.add("two", {"n": 2})
             await wait_for(lambda: completed_count_is(queue, 2), timeout=10, what="the second job completed")
             reading.cancel()
@@ -94,8 +106,8 @@ async def test_a_delayed_job_starts_when_due_not_when_the_wait_returns(valkey, r
     """The fetch's timestamp is Valkey's clock when it runs: a job delayed 1.5 s is not promoted early by the wait
     that the delayed marker ends, and is not left for the 30-s drain delay either."""
     name = "ma-test-pickup-delayed"
-    async with idle_worker(valkey.url, name, noop) as (_worker, queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+    async with idle_worker(valkey.url, name, noop) as (worker, queue):
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         job = await queue.add("later", {"n": 1}, {"delay": 1500})
         await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the delayed job completed")
         hash_ = await redis.hgetall(f"bull:{name}:{job.id}")
@@ -106,8 +118,8 @@ async def test_a_wait_whose_fetch_meets_a_flushed_script_cache_still_fetches_its
     """A restarted or flushed Valkey answers the fetch with NOSCRIPT after the wait took the marker: the worker
     loads the script and fetches then, instead of leaving the job to the next drain delay."""
     name = "ma-test-pickup-noscript"
-    async with idle_worker(valkey.url, name, noop) as (_worker, queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+    async with idle_worker(valkey.url, name, noop) as (worker, queue):
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         await redis.script_flush()
         await queue.add("after-flush", {"n": 1})
         await wait_for(
@@ -120,9 +132,9 @@ async def test_a_wait_whose_fetch_meets_a_flushed_script_cache_still_fetches_its
 async def test_closing_during_the_wait_ends_it_at_once_and_leaves_nothing_behind(valkey, redis):
     name = "ma-test-pickup-close"
     async with idle_worker(valkey.url, name, noop) as (worker, _queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         await asyncio.wait_for(worker.close(), timeout=DRAIN_S / 3)  # not the drain delay's 30 s
-        assert not await blocked_on(redis, name), "the wait ended with the close"
+        assert not await any_wait(redis), "the wait ended with the close"
         assert not await redis.exists(worker._pickup.wake_key), "the wake-up key is gone"
 
 
@@ -140,13 +152,13 @@ async def test_a_job_the_closing_wake_up_fetches_is_processed_before_the_worker_
 
     staging = Queue(f"{name}-staging", {"connection": redis})
     async with idle_worker(valkey.url, name, slow) as (worker, queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         await staging.add("staged", {"n": 1}, {"jobId": "staged-1"})
         async with redis.pipeline(transaction=True) as pipe:
             pipe.rename(f"bull:{name}-staging:staged-1", f"bull:{name}:staged-1")
             pipe.lmove(f"bull:{name}-staging:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
             await pipe.execute()
-        assert await blocked_on(redis, name), "the staged job did not wake the worker"
+        assert await blocked_on(redis, worker), "the staged job did not wake the worker"
         await asyncio.wait_for(worker.close(), timeout=DRAIN_S / 3)
         assert ran == ["staged-1"], "the job fetched by the close's wake-up ran, once"
         assert await queue.getJobState("staged-1") == "completed"
@@ -172,7 +184,7 @@ async def test_a_close_while_valkey_does_not_answer_is_not_held_by_the_wake_up(v
     WAKE_S, then drops the wait's connection as bullmq does, instead of holding the shutdown for the outage."""
     name = "ma-test-pickup-close-paused"
     async with idle_worker(valkey.url, name, noop) as (worker, _queue):
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         await redis.execute_command("CLIENT", "PAUSE", 15_000, "WRITE")
         try:
             await asyncio.wait_for(worker.close(), timeout=WAKE_S + 5)  # well inside the 15-s pause
@@ -188,10 +200,43 @@ async def test_a_forced_close_during_the_wait_leaves_no_wait_behind(valkey, redi
     async with idle_worker(valkey.url, name, noop) as (worker, queue):
         await queue.add("one", {"n": 1})
         await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the job completed")
-        await wait_for(lambda: blocked_on(redis, name), timeout=10, what="the idle worker's wait")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         await redis.config_resetstat()
         await asyncio.wait_for(worker.close(force=True), timeout=DRAIN_S / 3)
     await asyncio.sleep(2)  # redis-py's retries of a dropped command come within this
-    assert not await blocked_on(redis, name), "a wait of the closed worker"
+    assert not await any_wait(redis), "a wait of the closed worker"
     stats = await redis.info("commandstats")
     assert stats.get("cmdstat_bzpopmin", {}).get("calls", 0) == 0, "a wait was sent after the close"
+
+
+async def test_a_job_the_closing_wake_up_fetches_is_processed_when_another_lane_ends_first(valkey, redis):
+    """Two lanes: one runs a job that ends right as the close begins, the other waits. bullmq's run loop stops
+    taking jobs when a lane ends while closing; the job the close's wake-up fetched (staged as above) must still
+    run, and close() return: not left active under a lock renewed for ever."""
+    name = "ma-test-pickup-close-two"
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(job: Any, token: str) -> str:
+        if job.name == "hold":
+            await release.wait()
+        ran.append(job.name)
+        return "done"
+
+    staging = Queue(f"{name}-staging", {"connection": redis})
+    async with idle_worker(valkey.url, name, work, concurrency=2) as (worker, queue):
+        await queue.add("hold", {"n": 0})
+        await wait_for(lambda: worker.jobs, timeout=10, what="the held job running")
+        await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the other lane's wait")
+        await staging.add("staged", {"n": 1}, {"jobId": "staged-2"})
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.rename(f"bull:{name}-staging:staged-2", f"bull:{name}:staged-2")
+            pipe.lmove(f"bull:{name}-staging:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
+            await pipe.execute()
+        closing = asyncio.ensure_future(worker.close())
+        release.set()  # the held lane ends (one round trip) before the wake-up is back (two)
+        await asyncio.wait_for(closing, timeout=DRAIN_S / 3)
+        assert sorted(ran) == ["hold", "staged"], ran
+        assert await queue.getJobState("staged-2") == "completed"
+        assert await redis.llen(f"bull:{name}:active") == 0
+    await staging.obliterate({"force": True})
