@@ -151,16 +151,9 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
             return await self._wait_and_fetch(token)
         if not limit_ms or self.waiting or self.closing or self.paused:
             return await super().getNextJob(token)
-        window: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(limit_ms / 1000))
-        self.waiting = window
-        try:
-            await window
-        except asyncio.CancelledError:
-            if not self.paused and not self.closing:
-                raise
+        ended, _ = await self._held_wait(asyncio.ensure_future(asyncio.sleep(limit_ms / 1000)))
+        if not ended:
             return None
-        finally:
-            self.waiting = None
         job = await self.moveToActive(token)
         if job:
             self.emit("active", job, "waiting")
@@ -172,15 +165,10 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
         its fetch still got is processed here, in this task, which the close waits for: bullmq's run loop stops
         taking jobs as soon as any lane ends while closing, so a job handed back to it could be left active."""
         await self._ensure_client_names()
-        self.waiting = waiting = asyncio.ensure_future(self._pickup.wait_and_fetch(token))
-        try:
-            self.blockUntil, (job_data, job_id, limit_until, delay_until) = await waiting
-        except asyncio.CancelledError:
-            if not self.paused and not self.closing:
-                raise
+        ended, got = await self._held_wait(asyncio.ensure_future(self._pickup.wait_and_fetch(token)))
+        if not ended:
             return None
-        finally:
-            self.waiting = None
+        self.blockUntil, (job_data, job_id, limit_until, delay_until) = got
         job: Job | None = await self.nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
         if job:
             self.emit("active", job, "waiting")
@@ -188,6 +176,19 @@ class PoolWorker(Worker):  # type: ignore[misc]  # bullmq ships no type informat
                 await self.processJob(job, token)
                 return None
         return job
+
+    async def _held_wait(self, wait: asyncio.Future[Any]) -> tuple[bool, Any]:
+        """Await `wait` held in `waiting`, as bullmq holds its blocking wait: the run loop starts no other fetch
+        meanwhile, and pause() and close() cancel it. (True, its result), or (False, None) when they did."""
+        self.waiting = wait
+        try:
+            return True, await wait
+        except asyncio.CancelledError:
+            if not self.paused and not self.closing:
+                raise
+            return False, None
+        finally:
+            self.waiting = None
 
     @functools.cached_property
     def _pickup(self) -> Pickup:

@@ -153,11 +153,7 @@ async def test_a_job_the_closing_wake_up_fetches_is_processed_before_the_worker_
     staging = Queue(f"{name}-staging", {"connection": redis})
     async with idle_worker(valkey.url, name, slow) as (worker, queue):
         await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
-        await staging.add("staged", {"n": 1}, {"jobId": "staged-1"})
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.rename(f"bull:{name}-staging:staged-1", f"bull:{name}:staged-1")
-            pipe.lmove(f"bull:{name}-staging:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
-            await pipe.execute()
+        await stage_without_marker(redis, staging, name, "staged-1")
         assert await blocked_on(redis, worker), "the staged job did not wake the worker"
         await asyncio.wait_for(worker.close(), timeout=DRAIN_S / 3)
         assert ran == ["staged-1"], "the job fetched by the close's wake-up ran, once"
@@ -165,6 +161,16 @@ async def test_a_job_the_closing_wake_up_fetches_is_processed_before_the_worker_
         assert await redis.llen(f"bull:{name}:active") == 0
         assert not await redis.exists(worker._pickup.wake_key)
     await staging.obliterate({"force": True})
+
+
+async def stage_without_marker(redis: Any, staging: Queue, name: str, job_id: str) -> None:
+    """A job in the queue's wait list without the marker a producer sets: added to `staging` (a real producer's
+    hash) and moved in, hash and list entry, in one MULTI, so no waiting worker is woken by it."""
+    await staging.add("staged", {"n": 1}, {"jobId": job_id})
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.rename(f"bull:{staging.name}:{job_id}", f"bull:{name}:{job_id}")
+        pipe.lmove(f"bull:{staging.name}:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
+        await pipe.execute()
 
 
 def test_the_fetch_is_bullmqs_moveToActive_with_the_servers_clock_put_in_front():
@@ -228,11 +234,7 @@ async def test_a_job_the_closing_wake_up_fetches_is_processed_when_another_lane_
         await queue.add("hold", {"n": 0})
         await wait_for(lambda: worker.jobs, timeout=10, what="the held job running")
         await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the other lane's wait")
-        await staging.add("staged", {"n": 1}, {"jobId": "staged-2"})
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.rename(f"bull:{name}-staging:staged-2", f"bull:{name}:staged-2")
-            pipe.lmove(f"bull:{name}-staging:wait", f"bull:{name}:wait", "RIGHT", "LEFT")
-            await pipe.execute()
+        await stage_without_marker(redis, staging, name, "staged-2")
         closing = asyncio.ensure_future(worker.close())
         release.set()  # the held lane ends (one round trip) before the wake-up is back (two)
         await asyncio.wait_for(closing, timeout=DRAIN_S / 3)
