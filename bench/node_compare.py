@@ -6,6 +6,9 @@ the platform's Node workers), `raw` (bullmq-python as its README shows it), `poo
 dispatch with validation, telemetry and the per-job log line) and `pooled` (the pool without auto-pipelining,
 MA_REDIS_AUTOPIPELINE=0: what that change is worth). Rounds alternate kinds; medians are reported.
 
+The same with one process of `node` and of `pool` (information): a process's lanes then overlap their work with
+Redis's only within it (pool/autopipeline.py, `eager`), as most queues run (numprocs 1).
+
 Pickup latency: one process of `raw` and of `pool`, jobs added at 200/s carrying the producer's wall clock; the
 handler records enqueue -> start. Alternating rounds of both kinds; the ratios are medians of per-round ratios
 of p50 and of p99 (the milliseconds shown are over all rounds). The same again at 2,000 jobs/s (`--rate-high`),
@@ -86,7 +89,7 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
             p.kill()
 
 
-async def throughput(redis: Redis, url: str, kind: str, jobs: int, work: Path) -> float:
+async def throughput(redis: Redis, url: str, kind: str, jobs: int, work: Path, processes: int = 2) -> float:
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
@@ -99,9 +102,9 @@ async def throughput(redis: Redis, url: str, kind: str, jobs: int, work: Path) -
         )
     log = work / f"{kind}.log"
     log.write_text("")
-    procs = [start(kind, url, log) for _ in range(2)]
+    procs = [start(kind, url, log) for _ in range(processes)]
     try:
-        await ready(log, procs, 2)
+        await ready(log, procs, processes)
         started = time.perf_counter()
         await queue.resume()
         while await redis.llen(f"bull:{Q}:wait") or await redis.llen(f"bull:{Q}:active"):
@@ -177,6 +180,15 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
                 f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()),
                 file=sys.stderr,
             )
+        single: dict[str, list[float]] = {"node": [], "pool": []}
+        for n in range(rounds):  # one process of each: the pool's lanes and Redis overlap only within it
+            for kind in single if n % 2 == 0 else reversed(single):
+                single[kind].append(await throughput(redis, valkey.url, kind, jobs, work, processes=1))
+            print(
+                f"  one process, round {n + 1}: "
+                + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in single.items()),
+                file=sys.stderr,
+            )
         lat_rounds = max(rounds, 5)
         lat, ratios = await pickup_rounds(redis, valkey.url, rate, seconds, lat_rounds, work)
         high, high_ratios = await pickup_rounds(redis, valkey.url, rate_high, seconds, lat_rounds, work)
@@ -186,6 +198,7 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = statistics.median(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
     p50, p99 = statistics.median(ratios["p50"]), statistics.median(ratios["p99"])
+    one = statistics.median(p / nd for p, nd in zip(single["pool"], single["node"], strict=True))
     return {
         "benchmark": "pool vs Node BullMQ and raw bullmq-python",
         "jobs": jobs,
@@ -198,6 +211,9 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
         "pooled_jobs_per_s": round(med["pooled"]),
         "pooled_vs_node": round(med["pooled"] / med["node"], 3),
         "raw_vs_node": round(med["raw"] / med["node"], 3),
+        "one_process_node_jobs_per_s": round(statistics.median(single["node"])),
+        "one_process_pool_jobs_per_s": round(statistics.median(single["pool"])),
+        "one_process_ratio_vs_node": round(one, 3),
         "budget_vs_node": BUDGET_THROUGHPUT,
         "pickup_raw_p50_ms": round(pct(lat["raw"], 50), 3),
         "pickup_raw_p99_ms": round(pct(lat["raw"], 99), 3),

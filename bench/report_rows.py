@@ -143,6 +143,17 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 _ok(n["ratio_vs_node"] >= n.get("budget_vs_node", 0.5)),
             )
         )
+        if "one_process_ratio_vs_node" in n:
+            rows.append(
+                (
+                    "#18",
+                    "pool vs Node BullMQ, 1 process x concurrency 10, no-op jobs",
+                    f"{n['one_process_ratio_vs_node']:.3f}x ({n['one_process_pool_jobs_per_s']} vs "
+                    f"{n['one_process_node_jobs_per_s']} jobs/s)",
+                    "information",
+                    "n/a",
+                )
+            )
         rows.append(
             (
                 "#8",

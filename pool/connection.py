@@ -183,20 +183,20 @@ class PipelinedRedis(LeanRedis):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._mux = AutoPipeline(self.connection_pool)
+        self.autopipeline = AutoPipeline(self.connection_pool)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
         if passes_through(name) or NEVER_DECODE in options or self.connection is not None:
             return await super().execute_command(*args, **options)
-        if self._mux._conn is None:  # as redis-py takes its connection: outside the command's retries
-            await self._mux.connect()
+        if self.autopipeline._conn is None:  # as redis-py takes its connection: outside the command's retries
+            await self.autopipeline.connect()
         retry: Retry = self.connection_pool.connection_kwargs["retry"]
         return await retry.call_with_retry(lambda: self._pipelined(name, args, options), _retried)
 
     async def _pipelined(self, name: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         try:
-            reply = await self._mux.call(*args)
+            reply = await self.autopipeline.call(*args)
         except ResponseError:
             if EMPTY_RESPONSE in options:
                 return options[EMPTY_RESPONSE]
@@ -209,8 +209,14 @@ class PipelinedRedis(LeanRedis):
         return reply
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await self._mux.aclose()
+        await self.autopipeline.aclose()
         await super().aclose(close_connection_pool)
+
+
+def _eager(client: Redis, writes: int) -> Redis:
+    if isinstance(client, PipelinedRedis):
+        client.autopipeline.eager = writes
+    return client
 
 
 def pooled_redis(
@@ -220,8 +226,12 @@ def pooled_redis(
     name: str | None = None,
     stock: bool = False,
     autopipeline: bool = False,
+    eager_writes: int = 0,
 ) -> Redis:
     """A pooled client (one connection per bullmq concurrency lane) without a read timeout.
+
+    `eager_writes`: with auto-pipelining, commands are written at once while fewer than this many are in flight
+    (`AutoPipeline.eager`; a worker passes half its lanes).
 
     `stock=True` (`MA_STOCK_CLIENTS=1`): redis-py's own pool, client and connection classes, for when an
     upgrade is suspected. The client owns its pool (`from_pool`): `aclose()` disconnects every connection.
@@ -240,9 +250,10 @@ def pooled_redis(
     }
     pipelined = autopipeline and not stock and FAST_PATH and hiredis is not None and AUTOPIPELINE_AVAILABLE
     if is_sentinel(url):
-        return sentinel_master(
+        client = sentinel_master(
             url, SentinelBlockingConnectionPool, redis_class=PipelinedRedis if pipelined else Redis, **kwargs
         )
+        return _eager(client, eager_writes)
     if stock:
         return Redis.from_pool(BlockingConnectionPool.from_url(url, **kwargs))
     if url.startswith("redis://"):
@@ -251,7 +262,7 @@ def pooled_redis(
     # RESP3 can push messages (invalidations, maintenance notices) between replies: those take the pooled path
     resp2 = str(pool.connection_kwargs.get("protocol") or 2) == "2"
     if pipelined and resp2 and url.startswith("redis://"):
-        return PipelinedRedis.from_pool(pool)
+        return _eager(PipelinedRedis.from_pool(pool), eager_writes)
     return LeanRedis.from_pool(pool)
 
 

@@ -147,6 +147,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         max_connections=spec.concurrency + 6,
         stock=settings.MA_STOCK_CLIENTS,
         autopipeline=settings.MA_REDIS_AUTOPIPELINE,
+        eager_writes=max(1, spec.concurrency // 2),  # Redis works on the first half while the rest run
     )
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)

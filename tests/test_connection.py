@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, ResponseError
@@ -167,6 +169,34 @@ async def test_a_blocking_command_takes_its_own_connection_and_holds_nobody_up(
         await client.aclose()
 
 
+@pytest.mark.parametrize("eager", [0, 2])
+async def test_eager_writes_send_the_first_commands_of_a_turn_at_once_and_batch_the_rest(
+    valkey: Any, redis: Any, eager: int
+) -> None:
+    """While fewer than `eager` commands are in flight, a command is written when it is made; the rest of the
+    turn's go out together at its end. Seen from Valkey while this event loop is held (blocking sleep), so only
+    what was written during the turn can have arrived."""
+    client = pooled_redis(valkey.url, max_connections=4, autopipeline=True, eager_writes=eager)
+    assert isinstance(client, PipelinedRedis)
+    probe = SyncRedis.from_url(valkey.url, decode_responses=True)
+    try:
+        await client.ping()  # connected: the commands below run to their write without waiting
+        for turn in range(2):  # in flight again once the first turn's replies are read
+            calls = [asyncio.create_task(client.incr(f"mux:eager{turn}")) for _ in range(5)]
+            await asyncio.sleep(
+                0
+            )  # the five tasks run up to their replies, this one resumes in the same turn
+            time.sleep(0.3)  # the loop held: the end-of-turn write cannot happen
+            arrived = int(probe.get(f"mux:eager{turn}") or 0)
+            assert arrived == eager, (
+                f"turn {turn}: {arrived} of 5 reached Valkey during the turn, not {eager}"
+            )
+            assert sorted(await asyncio.gather(*calls)) == [1, 2, 3, 4, 5]
+    finally:
+        probe.close()
+        await client.aclose()
+
+
 async def test_a_cancelled_pipelined_caller_leaves_the_connection_and_the_others_replies_intact(
     valkey: Any, redis: Any
 ) -> None:
@@ -262,7 +292,7 @@ async def _named_one(redis: Any, name: str) -> bool:
 
 
 async def _no_shared_connection(client: Any) -> bool:
-    return client._mux._conn is None
+    return client.autopipeline._conn is None
 
 
 async def test_an_undecodable_reply_fails_its_own_caller_only(valkey: Any, redis: Any) -> None:
