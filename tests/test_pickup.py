@@ -16,6 +16,7 @@ from bullmq import Queue
 from pool import connection
 from pool.pickup import WAKE_S
 from pool.worker import PoolWorker, drain_locks_on_close
+from tests.support.monitor import calls, watching
 from tests.support.waits import completed_count_is, wait_for
 
 DRAIN_S = 30
@@ -72,18 +73,12 @@ async def test_the_job_that_wakes_the_wait_is_fetched_by_the_command_sent_with_i
     async with idle_worker(valkey.url, name, noop) as (worker, queue):
         await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
         sha = worker._pickup.sha
-        seen: list[tuple[str, list[str]]] = []
-        monitor_client = connection.pooled_redis(valkey.url, max_connections=2)
-        async with monitor_client.monitor() as monitor:
-            reading = asyncio.ensure_future(_collect(monitor, seen))
-            await asyncio.sleep(0.2)  # MONITOR is on before the jobs are added
+        async with watching(valkey.url) as seen:
             await queue.add("one", {"n": 1})
             await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the first job completed")
             await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the wait after it")
             job = await queue.add("two", {"n": 2})
             await wait_for(lambda: completed_count_is(queue, 2), timeout=10, what="the second job completed")
-            reading.cancel()
-        await monitor_client.aclose()
         pairs = [
             (cmd, nxt[:2])
             for who in {w for w, _ in seen}
@@ -95,11 +90,6 @@ async def test_the_job_that_wakes_the_wait_is_fetched_by_the_command_sent_with_i
         hash_ = await redis.hgetall(f"bull:{name}:{job.id}")
         # the producer rounds its ms, the script floors Valkey's: 1 ms apart at most when both are the same ms
         assert int(hash_["timestamp"]) - 1 <= int(hash_["processedOn"]) <= int(hash_["finishedOn"]), hash_
-
-
-async def _collect(monitor: Any, seen: list[tuple[str, list[str]]]) -> None:
-    async for item in monitor.listen():
-        seen.append((f"{item['client_address']}:{item['client_port']}", item["command"].split(" ")))
 
 
 async def test_a_delayed_job_starts_when_due_not_when_the_wait_returns(valkey, redis):
@@ -207,12 +197,11 @@ async def test_a_forced_close_during_the_wait_leaves_no_wait_behind(valkey, redi
         await queue.add("one", {"n": 1})
         await wait_for(lambda: completed_count_is(queue, 1), timeout=10, what="the job completed")
         await wait_for(lambda: blocked_on(redis, worker), timeout=10, what="the idle worker's wait")
-        await redis.config_resetstat()
-        await asyncio.wait_for(worker.close(force=True), timeout=DRAIN_S / 3)
-    await asyncio.sleep(2)  # redis-py's retries of a dropped command come within this
+        async with watching(valkey.url) as seen:
+            await asyncio.wait_for(worker.close(force=True), timeout=DRAIN_S / 3)
+            await asyncio.sleep(2)  # redis-py's retries of a dropped command come within this
     assert not await any_wait(redis), "a wait of the closed worker"
-    stats = await redis.info("commandstats")
-    assert stats.get("cmdstat_bzpopmin", {}).get("calls", 0) == 0, "a wait was sent after the close"
+    assert not calls(seen, "BZPOPMIN", f"bull:{name}:marker"), "a wait was sent after the close"
 
 
 async def test_a_job_the_closing_wake_up_fetches_is_processed_when_another_lane_ends_first(valkey, redis):
