@@ -145,6 +145,7 @@ async def test_a_job_running_past_the_threshold_is_long_running_on_the_first_scr
     )
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_one_signature_failing_again_and_again_is_failure_growing_until_it_ages_out_of_the_window(
     redis, valkey, start_pool, tmp_path
 ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -22,6 +23,7 @@ Q = "identity-events"
 SLOT = f"{Q}:{Q}_00"
 
 
+@pytest.mark.slow  # a staged incident on the full stack: CI runs it in its own step
 async def test_a_report_during_a_failure_storm_holds_the_finding_the_group_with_a_trace_the_requeue_and_restarts(
     redis, valkey, db_urls, tmp_path: Path
 ):
