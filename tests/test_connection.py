@@ -186,7 +186,10 @@ async def test_eager_writes_send_the_first_commands_of_a_turn_at_once_and_batch_
             await asyncio.sleep(
                 0
             )  # the five tasks run up to their replies, this one resumes in the same turn
-            time.sleep(0.3)  # the loop held: the end-of-turn write cannot happen
+            held_until = time.monotonic() + 5  # the loop held: the end-of-turn write cannot happen
+            while int(probe.get(f"mux:eager{turn}") or 0) < eager and time.monotonic() < held_until:
+                time.sleep(0.01)  # what was written during the turn reaches Valkey (a busy machine: slowly)
+            time.sleep(0.2)  # and nothing more comes
             arrived = int(probe.get(f"mux:eager{turn}") or 0)
             assert arrived == eager, (
                 f"turn {turn}: {arrived} of 5 reached Valkey during the turn, not {eager}"
