@@ -54,9 +54,10 @@ class AutoPipeline:
     the next command connects afresh.
     """
 
-    def __init__(self, pool: ConnectionPool, eager: int = 0) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self.eager = eager
+        self.eager = 0
+        """Set by `pooled_redis(eager_writes=)`."""
         self._conn: Any = None
         """The shared connection; `_out` and `_pending` always belong to it (`_fail` clears all three)."""
         self._connecting: asyncio.Future[None] | None = None

@@ -183,9 +183,8 @@ async def test_eager_writes_send_the_first_commands_of_a_turn_at_once_and_batch_
         await client.ping()  # connected: the commands below run to their write without waiting
         for turn in range(2):  # in flight again once the first turn's replies are read
             calls = [asyncio.create_task(client.incr(f"mux:eager{turn}")) for _ in range(5)]
-            await asyncio.sleep(
-                0
-            )  # the five tasks run up to their replies, this one resumes in the same turn
+            # the five tasks run up to their replies, this one resumes in the same turn
+            await asyncio.sleep(0)
             held_until = time.monotonic() + 5  # the loop held: the end-of-turn write cannot happen
             while int(probe.get(f"mux:eager{turn}") or 0) < eager and time.monotonic() < held_until:
                 time.sleep(0.01)  # what was written during the turn reaches Valkey (a busy machine: slowly)
