@@ -46,6 +46,8 @@ class AutoPipeline:
     Node workers. With half the lanes (PipelinedRedis, `pooled_redis(eager_writes=)`), one process at
     concurrency 10 went from 0.62-0.70x to 0.93-1.09x Node BullMQ's jobs/s (one process each, alternating rounds
     of 20,000 no-op jobs), at the cost of a write for each of those commands. 0: only the end-of-turn write.
+    A worker turns them off while its host's CPUs are all taken, where those writes cost more than they overlap
+    (pool/contention.py).
 
     Redis answers a connection's commands in the order they were sent, so the replies' order is the futures'.
     A caller cancelled while its command is in flight does not disturb the others: its reply is read and dropped

@@ -231,7 +231,8 @@ def pooled_redis(
     """A pooled client (one connection per bullmq concurrency lane) without a read timeout.
 
     `eager_writes`: with auto-pipelining, commands are written at once while fewer than this many are in flight
-    (`AutoPipeline.eager`; a worker passes half its lanes).
+    (`AutoPipeline.eager`; a worker passes half its lanes, and pool/contention.py turns them off while the
+    host's CPUs are all taken).
 
     `stock=True` (`MA_STOCK_CLIENTS=1`): redis-py's own pool, client and connection classes, for when an
     upgrade is suspected. The client owns its pool (`from_pool`): `aclose()` disconnects every connection.

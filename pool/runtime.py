@@ -27,7 +27,8 @@ from handlers.clients.identity import IdentityClient
 from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
 from pool import fastjson
-from pool.connection import plain_redis, pooled_redis
+from pool.connection import PipelinedRedis, plain_redis, pooled_redis
+from pool.contention import adapt_eager
 from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
@@ -142,12 +143,13 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or settings.OTEL_EXPORTER_OTLP_ENDPOINT
     )
     redis_url = str(settings.REDIS_URL)
+    eager = max(1, spec.concurrency // 2)  # Redis works on the first half while the rest run
     redis = pooled_redis(
         redis_url,
         max_connections=spec.concurrency + 6,
         stock=settings.MA_STOCK_CLIENTS,
         autopipeline=settings.MA_REDIS_AUTOPIPELINE,
-        eager_writes=max(1, spec.concurrency // 2),  # Redis works on the first half while the rest run
+        eager_writes=eager,
     )
     probe = plain_redis(redis_url)  # no retries: telemetry and health checks see an outage at once
     identity_db = make_engine(settings.DATABASE_URL, read_only=True)
@@ -212,6 +214,12 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         "error", lambda error, *_: on_worker_error(telemetry, error, lambda job_id: _running(worker, job_id))
     )
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
+    # eager writes while the host has a CPU to spare (pool/contention.py)
+    adapting = (
+        asyncio.ensure_future(adapt_eager(redis.autopipeline, eager))
+        if isinstance(redis, PipelinedRedis)
+        else None
+    )
     log.info(
         "consuming %s: concurrency=%d handlers=%s loop=%s",
         spec.name,
@@ -225,6 +233,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         schedules.cancel()
     await _shutdown(worker, telemetry, settings.MA_SHUTDOWN_GRACE)
     beats.cancel()
+    if adapting is not None:
+        adapting.cancel()
     await telemetry.retire(probe)
     await _dispose(redis, probe, identity_db, tasks_db)
     await identity_http.aclose()

@@ -1,0 +1,88 @@
+"""Eager writes only while the host has a CPU to spare (`AutoPipeline.eager`, pool/autopipeline.py).
+
+Eager writes send a turn's first commands at once, so Redis works on them while the lanes still run. That overlap
+is worth its extra write(2)s while there is a free CPU for Redis and for us. On a host whose CPUs are all taken
+(more busy processes than cores), each early write is one more wake-up competing for the CPUs everyone waits
+for, and the end-of-turn write alone is faster.
+
+Measured on 2 cores with Valkey on the same host, alternating rounds of 20,000 no-op jobs (medians):
+- two pool processes x concurrency 10: 9,893 jobs/s without eager writes, against 8,754 with half the lanes;
+  each worker waited 0.32-0.41 s for a CPU per second it ran, and Valkey 0.26 s per second of wall time with
+  eager writes (0.13 without);
+- one process: 9,691 jobs/s with them, against 5,927 without; the worker waited 0.04-0.10 s per second it ran.
+
+The kernel says which case we are in. /proc/thread-self/schedstat gives how long the event loop's thread ran on
+a CPU and how long it waited, runnable, for one. `adapt_eager` reads it four times a second. It turns eager writes off
+while the thread waits more than BUSY seconds per second it runs, and back on below FREE. Between the two it
+leaves the setting as it is, so a process near the line does not flip at every reading. A nearly idle process
+(running under IDLE of the window) keeps them on: its CPUs are free, and early writes are what keep a lone job's
+latency low. Without the file (not Linux, an old kernel), the setting stays as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+SCHEDSTAT = "/proc/thread-self/schedstat"
+BUSY = 0.25
+"""Seconds waited for a CPU per second run, above which eager writes stop."""
+FREE = 0.15
+"""... and below which they resume."""
+IDLE = 0.05
+"""Share of the window the thread ran, below which the process counts as idle (eager writes on)."""
+EVERY_S = 0.25
+
+
+def eager_for(ran_s: float, waited_s: float, window_s: float, current: int, configured: int) -> int:
+    """The eager-write threshold for the next window, from the last window's scheduler times."""
+    if ran_s < IDLE * window_s:
+        return configured
+    ratio = waited_s / ran_s
+    if ratio > BUSY:
+        return 0
+    if ratio < FREE:
+        return configured
+    return current
+
+
+class CpuWait:
+    """The calling thread's time on a CPU and time waiting for one, in seconds since the previous `since_last`
+    (the first call counts from construction). Read it from the thread it is about: the event loop's."""
+
+    def __init__(self, path: str = SCHEDSTAT) -> None:
+        self.path = path
+        self._last = self._read()
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            with open(self.path, "rb") as stats:
+                ran, waited = stats.read().split()[:2]
+            return int(ran), int(waited)
+        except (OSError, ValueError):
+            return None
+
+    def since_last(self) -> tuple[float, float] | None:
+        """(ran, waited) in seconds; None when the kernel does not say."""
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None:
+            return None
+        return (now[0] - last[0]) / 1e9, (now[1] - last[1]) / 1e9
+
+
+async def adapt_eager(pipeline: Any, configured: int, every_s: float = EVERY_S) -> None:
+    """Keep `pipeline.eager` (an AutoPipeline) at `configured` while CPUs are free and at 0 while they are not,
+    until cancelled. Runs on the pipeline's event loop."""
+    loop = asyncio.get_running_loop()
+    wait = CpuWait()
+    started = loop.time()
+    while True:
+        await asyncio.sleep(every_s)
+        sample = wait.since_last()
+        now = loop.time()
+        window, started = now - started, now
+        if sample is None:
+            pipeline.eager = configured
+            return
+        pipeline.eager = eager_for(*sample, window, pipeline.eager, configured)

@@ -1,0 +1,123 @@
+"""Eager writes follow the host's CPUs (pool/contention.py), read from the real kernel's scheduler statistics.
+
+The event loop's thread is pinned to one CPU, and a child process spinning on that same CPU makes it wait for it:
+the contention a worker sees on a host whose CPUs are all taken, without needing such a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio.connection import ConnectionPool
+
+from pool.autopipeline import AutoPipeline
+from pool.contention import BUSY, FREE, SCHEDSTAT, CpuWait, adapt_eager, eager_for
+
+pytestmark = pytest.mark.skipif(
+    not Path(SCHEDSTAT).exists() or not hasattr(os, "sched_setaffinity"),
+    reason="needs Linux scheduler statistics and CPU affinity",
+)
+
+
+@contextlib.contextmanager
+def on_one_cpu() -> Iterator[int]:
+    """Pin the calling thread to one of its CPUs for the block; yields that CPU."""
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+@contextlib.contextmanager
+def spinning_on(cpu: int) -> Iterator[None]:
+    """A child process burning `cpu` for the block."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nprint(flush=True)\nwhile True: pass",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # pinned: from here on it competes for our CPU
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def spin_on_the_loop(seconds: float) -> None:
+    """Keep the loop's thread busy, handing the loop a turn every few milliseconds (as a busy worker does)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        spin(0.005)
+        await asyncio.sleep(0)
+
+
+def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_once_free() -> None:
+    window = 1.0
+    assert eager_for(0.5, 0.2, window, current=5, configured=5) == 0  # waited 0.4 s per second run
+    assert eager_for(0.5, 0.1, window, current=0, configured=5) == 0  # 0.2: between the lines, unchanged
+    assert eager_for(0.5, 0.1, window, current=5, configured=5) == 5
+    assert eager_for(0.5, 0.05, window, current=0, configured=5) == 5  # 0.1: free again
+    assert eager_for(0.01, 0.02, window, current=0, configured=5) == 5  # nearly idle: CPUs are free for it
+    assert FREE < BUSY
+
+
+def test_cpu_wait_counts_the_time_the_thread_waited_for_a_shared_cpu() -> None:
+    with on_one_cpu() as cpu:
+        wait = CpuWait()
+        spin(0.3)
+        alone = wait.since_last()
+        with spinning_on(cpu):
+            wait.since_last()
+            spin(0.6)
+            shared = wait.since_last()
+    assert alone is not None and shared is not None
+    ran, waited = alone
+    assert ran > 0.2 and waited / ran < BUSY, alone
+    ran, waited = shared
+    # Two threads spinning on one CPU: the kernel shares it about evenly, so ours waits about as long as it runs.
+    assert ran > 0.1 and waited / ran > 0.6, shared
+
+
+async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_when_it_is_free() -> None:
+    pipeline = AutoPipeline(ConnectionPool())  # never connects: only its eager setting is followed
+    pipeline.eager = 5
+    with on_one_cpu() as cpu:
+        adapting = asyncio.ensure_future(adapt_eager(pipeline, 5, every_s=0.1))
+        try:
+            with spinning_on(cpu):
+                deadline = time.monotonic() + 5
+                while pipeline.eager != 0:
+                    assert time.monotonic() < deadline, "eager writes kept on a CPU shared with a spinner"
+                    await spin_on_the_loop(0.1)
+            deadline = time.monotonic() + 5
+            while pipeline.eager != 5:
+                assert time.monotonic() < deadline, "eager writes stayed off with the CPU free again"
+                await spin_on_the_loop(0.1)
+            await asyncio.sleep(0.5)  # idle: a lone job's latency is what counts, and the CPUs are free
+            assert pipeline.eager == 5
+        finally:
+            adapting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adapting
