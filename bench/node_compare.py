@@ -4,7 +4,11 @@ Throughput: N no-op jobs are added to a paused queue, two worker processes of on
 each), the queue is resumed and the clock runs until wait and active are empty. Kinds: `node` (npm bullmq, as
 the platform's Node workers), `raw` (bullmq-python as its README shows it), `pool` (`ma-worker run`: the full
 dispatch with validation, telemetry and the per-job log line) and `pooled` (the pool without auto-pipelining,
-MA_REDIS_AUTOPIPELINE=0: what that change is worth). Rounds alternate kinds; medians are reported.
+MA_REDIS_AUTOPIPELINE=0: what that change is worth). In each round `node` and `pool` run back to back, in
+alternating order (this machine's speed drifts by tens of percent within a minute, and raw bullmq-python's rounds
+are four times as long), then the other two; the ratio is the median of per-round pool/node ratios, and their
+quartiles are reported with it (one round's ratio spreads about 0.75-1.2 here: five rounds could not tell 0.95
+from 1.0, hence nine by default).
 
 The same with one process of `node` and of `pool` (information): a process's lanes then overlap their work with
 Redis's only within it (pool/autopipeline.py, `eager`), as most queues run (numprocs 1).
@@ -16,7 +20,7 @@ where p99 is reported for both kinds (information, no budget).
 
 Budgets (issue 18): pool >= 1.0x node throughput; pool pickup p50 <= 1.0x raw, p99 <= 1.0x raw at 200 jobs/s.
 
-    .venv/bin/python bench/node_compare.py [--jobs 20000] [--rounds 5] [--rate 200] [--rate-high 2000] [--seconds 40]
+    .venv/bin/python bench/node_compare.py [--jobs 20000] [--rounds 9] [--rate 200] [--rate-high 2000] [--seconds 40]
 """
 
 from __future__ import annotations
@@ -174,7 +178,8 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
     rates: dict[str, list[float]] = {"node": [], "raw": [], "pool": [], "pooled": []}
     try:
         for n in range(rounds):
-            for kind in rates:
+            pair = ["node", "pool"] if n % 2 == 0 else ["pool", "node"]
+            for kind in [*pair, "raw", "pooled"]:
                 rates[kind].append(await throughput(redis, valkey.url, kind, jobs, work))
             print(
                 f"  round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items()),
@@ -196,7 +201,9 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
         await redis.aclose()
         valkey.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = statistics.median(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
+    per_round = sorted(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
+    ratio = statistics.median(per_round)
+    quartiles = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [ratio] * 3
     p50, p99 = statistics.median(ratios["p50"]), statistics.median(ratios["p99"])
     one = statistics.median(p / nd for p, nd in zip(single["pool"], single["node"], strict=True))
     return {
@@ -208,6 +215,9 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
         "raw_jobs_per_s": round(med["raw"]),
         "pool_jobs_per_s": round(med["pool"]),
         "ratio_vs_node": round(ratio, 3),
+        "ratio_vs_node_q1": round(quartiles[0], 3),
+        "ratio_vs_node_q3": round(quartiles[2], 3),
+        "ratio_vs_node_rounds": [round(r, 3) for r in per_round],
         "pooled_jobs_per_s": round(med["pooled"]),
         "pooled_vs_node": round(med["pooled"] / med["node"], 3),
         "raw_vs_node": round(med["raw"] / med["node"], 3),
@@ -236,7 +246,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--rate-high", type=float, default=2000.0)
     parser.add_argument(

@@ -132,8 +132,14 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             (
                 "#8",
                 "pool vs Node BullMQ, 2 processes x concurrency 10, no-op jobs",
-                f"{n['ratio_vs_node']:.3f}x ({n['pool_jobs_per_s']} vs {n['node_jobs_per_s']} jobs/s; raw "
-                f"bullmq-python {n['raw_vs_node']:.3f}x"
+                f"{n['ratio_vs_node']:.3f}x ({n['pool_jobs_per_s']} vs {n['node_jobs_per_s']} jobs/s"
+                + (
+                    f"; per-round ratios {n['ratio_vs_node_q1']:.2f}-{n['ratio_vs_node_q3']:.2f} between quartiles"
+                    f" over {len(n['ratio_vs_node_rounds'])} rounds"
+                    if "ratio_vs_node_q1" in n
+                    else ""
+                )
+                + f"; raw bullmq-python {n['raw_vs_node']:.3f}x"
                 + (
                     f"; pool without auto-pipelining {n['pooled_vs_node']:.3f}x)"
                     if "pooled_vs_node" in n
