@@ -201,9 +201,11 @@ async def main(jobs: int, rounds: int, rate: float, rate_high: float, seconds: f
         await redis.aclose()
         valkey.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    per_round = sorted(p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True))
+    per_round = [p / nd for p, nd in zip(rates["pool"], rates["node"], strict=True)]  # in the order run
     ratio = statistics.median(per_round)
-    quartiles = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [ratio] * 3
+    quartiles = (
+        statistics.quantiles(per_round, n=4, method="inclusive") if len(per_round) > 1 else [ratio] * 3
+    )
     p50, p99 = statistics.median(ratios["p50"]), statistics.median(ratios["p99"])
     one = statistics.median(p / nd for p, nd in zip(single["pool"], single["node"], strict=True))
     return {

@@ -134,8 +134,8 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "pool vs Node BullMQ, 2 processes x concurrency 10, no-op jobs",
                 f"{n['ratio_vs_node']:.3f}x ({n['pool_jobs_per_s']} vs {n['node_jobs_per_s']} jobs/s"
                 + (
-                    f"; per-round ratios {n['ratio_vs_node_q1']:.2f}-{n['ratio_vs_node_q3']:.2f} between quartiles"
-                    f" over {len(n['ratio_vs_node_rounds'])} rounds"
+                    f"; the median of {len(n['ratio_vs_node_rounds'])} per-round ratios, whose quartiles are "
+                    f"{n['ratio_vs_node_q1']:.2f}-{n['ratio_vs_node_q3']:.2f}; the jobs/s are the medians of each kind"
                     if "ratio_vs_node_q1" in n
                     else ""
                 )

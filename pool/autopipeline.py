@@ -59,7 +59,7 @@ class AutoPipeline:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self.eager = 0
-        """Set by `pooled_redis(eager_writes=)`."""
+        """Set by `pooled_redis(eager_writes=)`; a worker's follows its host's CPUs (pool/contention.py)."""
         self._conn: Any = None
         """The shared connection; `_out` and `_pending` always belong to it (`_fail` clears all three)."""
         self._connecting: asyncio.Future[None] | None = None

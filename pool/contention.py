@@ -6,23 +6,34 @@ is worth its extra write(2)s while there is a free CPU for Redis and for us. On 
 for, and the end-of-turn write alone is faster.
 
 Measured on 2 cores with Valkey on the same host, alternating rounds of 20,000 no-op jobs (medians):
-- two pool processes x concurrency 10: 9,893 jobs/s without eager writes, against 8,754 with half the lanes;
-  each worker waited 0.32-0.41 s for a CPU per second it ran, and Valkey 0.26 s per second of wall time with
-  eager writes (0.13 without);
-- one process: 9,691 jobs/s with them, against 5,927 without; the worker waited 0.04-0.10 s per second it ran.
+- two pool processes x concurrency 10: 9,663-9,893 jobs/s without eager writes, against 8,754-8,981 with half
+  the lanes (Node BullMQ 9,335-10,192 in the same rounds); each worker waited for a CPU 0.32-0.42 s per second it
+  ran with eager writes and 0.37-0.41 s without them (so turning them off does not bring the ratio under FREE),
+  and Valkey waited 0.26-0.28 s per second of wall time with them, 0.12-0.13 without;
+- one process: 9,487-9,691 jobs/s with them, against 5,862-5,927 without; the worker waited 0.04-0.10 s per
+  second it ran.
 
 The kernel says which case we are in. /proc/thread-self/schedstat gives how long the event loop's thread ran on
 a CPU and how long it waited, runnable, for one. `adapt_eager` reads it four times a second. It turns eager writes off
 while the thread waits more than BUSY seconds per second it runs, and back on below FREE. Between the two it
 leaves the setting as it is, so a process near the line does not flip at every reading. A nearly idle process
 (running under IDLE of the window) keeps them on: its CPUs are free, and early writes are what keep a lone job's
-latency low. Without the file (not Linux, an old kernel), the setting stays as configured.
+latency low. Without the file (not Linux, a kernel without scheduler statistics), the setting stays as
+configured. In a container with a CPU quota, time throttled by the quota counts as waiting too: a worker at its
+quota also stops writing early, which is what it should do there as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+from redis.asyncio import Redis
+
+from pool.connection import PipelinedRedis
+
+log = logging.getLogger(__name__)
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
 BUSY = 0.25
@@ -53,6 +64,8 @@ class CpuWait:
     def __init__(self, path: str = SCHEDSTAT) -> None:
         self.path = path
         self._last = self._read()
+        self.available = self._last is not None
+        """The kernel gave the figures at construction (False: not Linux, no scheduler statistics)."""
 
     def _read(self) -> tuple[int, int] | None:
         try:
@@ -63,7 +76,7 @@ class CpuWait:
             return None
 
     def since_last(self) -> tuple[float, float] | None:
-        """(ran, waited) in seconds; None when the kernel does not say."""
+        """(ran, waited) in seconds; None when a read failed (this one or the previous)."""
         now = self._read()
         last, self._last = self._last, now
         if now is None or last is None:
@@ -73,9 +86,13 @@ class CpuWait:
 
 async def adapt_eager(pipeline: Any, configured: int, every_s: float = EVERY_S) -> None:
     """Keep `pipeline.eager` (an AutoPipeline) at `configured` while CPUs are free and at 0 while they are not,
-    until cancelled. Runs on the pipeline's event loop."""
+    until cancelled. Runs on the pipeline's event loop. Without the kernel's figures it leaves `configured` and
+    returns; a read failing later (a file descriptor short, say) skips that window."""
     loop = asyncio.get_running_loop()
     wait = CpuWait()
+    pipeline.eager = configured
+    if not wait.available:
+        return
     started = loop.time()
     while True:
         await asyncio.sleep(every_s)
@@ -83,6 +100,18 @@ async def adapt_eager(pipeline: Any, configured: int, every_s: float = EVERY_S) 
         now = loop.time()
         window, started = now - started, now
         if sample is None:
-            pipeline.eager = configured
-            return
-        pipeline.eager = eager_for(*sample, window, pipeline.eager, configured)
+            continue
+        eager = eager_for(*sample, window, pipeline.eager, configured)
+        if eager != pipeline.eager:
+            ran, waited = sample
+            log.debug("eager writes %s: waited %.3fs for a CPU in %.3fs run", eager or "off", waited, ran)
+            pipeline.eager = eager
+
+
+def start_adapting(redis: Redis, configured: int, every_s: float = EVERY_S) -> asyncio.Task[None] | None:
+    """`adapt_eager` for a worker's pooled client, when it auto-pipelines (a PipelinedRedis, sentinel or not;
+    MA_REDIS_AUTOPIPELINE=0 and MA_STOCK_CLIENTS=1 give other clients, with nothing to adapt). Cancel the task
+    when the worker stops."""
+    if not isinstance(redis, PipelinedRedis):
+        return None
+    return asyncio.ensure_future(adapt_eager(redis.autopipeline, configured, every_s))

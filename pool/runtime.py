@@ -27,8 +27,8 @@ from handlers.clients.identity import IdentityClient
 from handlers.clients.supabase import SupabaseAdmin
 from handlers.context import Resources
 from pool import fastjson
-from pool.connection import PipelinedRedis, plain_redis, pooled_redis
-from pool.contention import adapt_eager
+from pool.connection import plain_redis, pooled_redis
+from pool.contention import start_adapting
 from pool.contracts import bull_key
 from pool.dispatch import Dispatcher
 from pool.downstream import DownstreamCounts, http_client, stripe_http_client, watch_engine
@@ -214,12 +214,7 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         "error", lambda error, *_: on_worker_error(telemetry, error, lambda job_id: _running(worker, job_id))
     )
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
-    # eager writes while the host has a CPU to spare (pool/contention.py)
-    adapting = (
-        asyncio.ensure_future(adapt_eager(redis.autopipeline, eager))
-        if isinstance(redis, PipelinedRedis)
-        else None
-    )
+    adapting = start_adapting(redis, eager)  # eager writes while the host has a CPU to spare
     log.info(
         "consuming %s: concurrency=%d handlers=%s loop=%s",
         spec.name,
