@@ -18,7 +18,17 @@ a CPU and how long it waited, runnable, for one. `adapt_eager` reads it four tim
 while the thread waits more than BUSY seconds per second it runs, and back on below FREE. Between the two it
 leaves the setting as it is, so a process near the line does not flip at every reading. A nearly idle process
 (running under IDLE of the window) keeps them on: its CPUs are free, and early writes are what keep a lone job's
-latency low. Without the file (not Linux, a kernel without scheduler statistics), the setting stays as
+latency low.
+
+A process that is on a CPU under LIGHT of the time (I/O-bound jobs: lanes awaiting their downstreams) writes
+every command at once (`light`: all its lanes), as ioredis does: nothing is saved by holding a command for the
+end of a turn that has few, and Redis answers each sooner. Measured with one process of 20 ms jobs against
+Little's law's bound, alternating rounds (medians of 4), half the lanes against all of them: concurrency 10
+0.918x / 0.923x, 20 0.886-0.892x / 0.892-0.907x, 50 0.885x / 0.891x. A busier process keeps half its lanes
+(no-op jobs, one process: half the lanes did better than all of them, 1.58x against 1.46x the end-of-turn
+write alone).
+
+Without the file (not Linux, a kernel without scheduler statistics), the setting stays as
 configured. In a container with a CPU quota, time throttled by the quota counts as waiting too: a worker at its
 quota also stops writing early, which is what it should do there as well.
 """
@@ -42,19 +52,25 @@ FREE = 0.15
 """... and below which they resume."""
 IDLE = 0.05
 """Share of the window the thread ran, below which the process counts as idle (eager writes on)."""
+LIGHT = 0.5
+"""Share of the window the thread ran, below which the `light` setting applies instead of `configured`."""
 EVERY_S = 0.25
 
 
-def eager_for(ran_s: float, waited_s: float, window_s: float, current: int, configured: int) -> int:
-    """The eager-write threshold for the next window, from the last window's scheduler times."""
+def eager_for(
+    ran_s: float, waited_s: float, window_s: float, current: int, configured: int, light: int | None = None
+) -> int:
+    """The eager-write threshold for the next window, from the last window's scheduler times: 0 while CPUs are
+    scarce; otherwise `configured`, or `light` (when given) while the thread ran under LIGHT of the window."""
+    on = configured if light is None or ran_s >= LIGHT * window_s else light
     if ran_s < IDLE * window_s:
-        return configured
+        return on
     ratio = waited_s / ran_s
     if ratio > BUSY:
         return 0
-    if ratio < FREE:
-        return configured
-    return current
+    if ratio < FREE or current != 0:
+        return on
+    return 0  # between the lines, and off: stays off
 
 
 class CpuWait:
@@ -84,10 +100,13 @@ class CpuWait:
         return (now[0] - last[0]) / 1e9, (now[1] - last[1]) / 1e9
 
 
-async def adapt_eager(pipeline: Any, configured: int, every_s: float = EVERY_S) -> None:
-    """Keep `pipeline.eager` (an AutoPipeline) at `configured` while CPUs are free and at 0 while they are not,
-    until cancelled. Runs on the pipeline's event loop. Without the kernel's figures it leaves `configured` and
-    returns; a read failing later (a file descriptor short, say) skips that window."""
+async def adapt_eager(
+    pipeline: Any, configured: int, every_s: float = EVERY_S, light: int | None = None
+) -> None:
+    """Keep `pipeline.eager` (an AutoPipeline) at `configured` (or `light`, see eager_for) while CPUs are free
+    and at 0 while they are not, until cancelled. Runs on the pipeline's event loop. Without the kernel's
+    figures it leaves `configured` and returns; a read failing later (a file descriptor short, say) skips that
+    window."""
     loop = asyncio.get_running_loop()
     wait = CpuWait()
     pipeline.eager = configured
@@ -101,17 +120,19 @@ async def adapt_eager(pipeline: Any, configured: int, every_s: float = EVERY_S) 
         window, started = now - started, now
         if sample is None:
             continue
-        eager = eager_for(*sample, window, pipeline.eager, configured)
+        eager = eager_for(*sample, window, pipeline.eager, configured, light)
         if eager != pipeline.eager:
             ran, waited = sample
             log.debug("eager writes %s: waited %.3fs for a CPU in %.3fs run", eager or "off", waited, ran)
             pipeline.eager = eager
 
 
-def start_adapting(redis: Redis, configured: int, every_s: float = EVERY_S) -> asyncio.Task[None] | None:
+def start_adapting(
+    redis: Redis, configured: int, light: int | None = None, every_s: float = EVERY_S
+) -> asyncio.Task[None] | None:
     """`adapt_eager` for a worker's pooled client, when it auto-pipelines (a PipelinedRedis, sentinel or not;
     MA_REDIS_AUTOPIPELINE=0 and MA_STOCK_CLIENTS=1 give other clients, with nothing to adapt). Cancel the task
     when the worker stops."""
     if not isinstance(redis, PipelinedRedis):
         return None
-    return asyncio.ensure_future(adapt_eager(redis.autopipeline, configured, every_s))
+    return asyncio.ensure_future(adapt_eager(redis.autopipeline, configured, every_s, light))

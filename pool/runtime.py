@@ -214,7 +214,8 @@ async def serve(spec: QueueSpec, settings: Settings) -> int:
         "error", lambda error, *_: on_worker_error(telemetry, error, lambda job_id: _running(worker, job_id))
     )
     beats = asyncio.ensure_future(telemetry.run(probe, settings.MA_HEARTBEAT_INTERVAL))
-    adapting = start_adapting(redis, eager)  # eager writes while the host has a CPU to spare
+    # eager writes while the host has a CPU to spare, every lane's while the process is lightly loaded
+    adapting = start_adapting(redis, eager, light=spec.concurrency)
     log.info(
         "consuming %s: concurrency=%d handlers=%s loop=%s",
         spec.name,

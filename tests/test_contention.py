@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pool.connection import PipelinedRedis, pooled_redis
-from pool.contention import BUSY, FREE, SCHEDSTAT, CpuWait, eager_for, start_adapting
+from pool.contention import BUSY, FREE, LIGHT, SCHEDSTAT, CpuWait, eager_for, start_adapting
 
 pytestmark = pytest.mark.skipif(
     not Path(SCHEDSTAT).exists() or not hasattr(os, "sched_setaffinity"),
@@ -81,6 +81,13 @@ def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_on
     assert eager_for(0.5, 0.05, window, current=0, configured=5) == 5  # 0.1: free again
     assert eager_for(0.01, 0.02, window, current=0, configured=5) == 5  # nearly idle: CPUs are free for it
     assert FREE < BUSY
+    # With a `light` setting: every lane's command at once while the thread runs under LIGHT of the window.
+    assert eager_for(0.2, 0.01, window, current=5, configured=5, light=10) == 10
+    assert eager_for(0.01, 0.0, window, current=0, configured=5, light=10) == 10
+    assert eager_for(0.7, 0.01, window, current=10, configured=5, light=10) == 5  # busier: half the lanes
+    assert eager_for(0.2, 0.1, window, current=0, configured=5, light=10) == 0  # scarce CPUs win
+    assert eager_for(0.6, 0.12, window, current=10, configured=5, light=10) == 5  # between the lines, on
+    assert LIGHT * window > 0.2 and LIGHT * window <= 0.6
 
 
 def test_cpu_wait_counts_the_time_the_thread_waited_for_a_shared_cpu() -> None:
@@ -115,7 +122,7 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
     await client.delete("contention:n")
     try:
         with on_a_quiet_cpu() as cpu:
-            adapting = start_adapting(client, 5, every_s=0.1)
+            adapting = start_adapting(client, 5, light=10, every_s=0.1)
             assert adapting is not None
             try:
                 with spinning_on(cpu):
@@ -125,11 +132,17 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
                         await spin_on_the_loop(0.1)
                     assert await client.incr("contention:n") == 1  # the client works as ever meanwhile
                 deadline = time.monotonic() + 5
-                while pipeline.eager != 5:
-                    assert time.monotonic() < deadline, "eager writes stayed off with the CPU free again"
+                while pipeline.eager != 5:  # the CPU free again, the loop's thread busy: half the lanes
+                    assert time.monotonic() < deadline, (
+                        f"eager writes at {pipeline.eager} with the CPU free again"
+                    )
                     await spin_on_the_loop(0.1)
-                await asyncio.sleep(0.5)  # idle: a lone job's latency is what counts, and the CPUs are free
-                assert pipeline.eager == 5
+                deadline = time.monotonic() + 5
+                while (
+                    pipeline.eager != 10
+                ):  # idle: a lone job's latency is what counts, and the CPUs are free
+                    assert time.monotonic() < deadline, f"eager writes at {pipeline.eager} on an idle loop"
+                    await asyncio.sleep(0.1)
             finally:
                 adapting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
