@@ -20,13 +20,15 @@ leaves the setting as it is, so a process near the line does not flip at every r
 (running under IDLE of the window) keeps them on: its CPUs are free, and early writes are what keep a lone job's
 latency low.
 
-A process that is on a CPU under LIGHT of the time (I/O-bound jobs: lanes awaiting their downstreams) writes
-every command at once (`light`: all its lanes), as ioredis does: nothing is saved by holding a command for the
-end of a turn that has few, and Redis answers each sooner. Measured with one process of 20 ms jobs against
-Little's law's bound, alternating rounds (medians of 4), half the lanes against all of them: concurrency 10
-0.918x / 0.923x, 20 0.886-0.892x / 0.892-0.907x, 50 0.885x / 0.891x. A busier process keeps half its lanes
-(no-op jobs, one process: half the lanes did better than all of them, 1.58x against 1.46x the end-of-turn
-write alone).
+A worker whose event loop's thread is on a CPU under LIGHT of the time (I/O-bound jobs: lanes awaiting their
+downstreams) writes every command at once (`light`: all its lanes), as ioredis does: little is saved by holding
+a command for the end of a turn that has few. Once there it keeps them up to LIGHT_KEPT, so that its own extra
+writes do not flip it back at every reading. Measured with one process of 20 ms jobs against Little's law's
+bound, alternating rounds (medians of 4), half the lanes against all of them: concurrency 10 0.918x / 0.923x,
+20 0.886-0.892x / 0.892-0.907x, 50 0.885x / 0.891x: a small gain, within one bench/io_bound.py run's noise
+(its REPORT rows moved by -0.009 to 0.000 between the runs just before and after). A busier thread keeps half
+its lanes (no-op jobs, one process: half the lanes did better than all of them, 1.58x against 1.46x the
+end-of-turn write alone).
 
 Without the file (not Linux, a kernel without scheduler statistics), the setting stays as
 configured. In a container with a CPU quota, time throttled by the quota counts as waiting too: a worker at its
@@ -53,7 +55,9 @@ FREE = 0.15
 IDLE = 0.05
 """Share of the window the thread ran, below which the process counts as idle (eager writes on)."""
 LIGHT = 0.5
-"""Share of the window the thread ran, below which the `light` setting applies instead of `configured`."""
+"""Share of the window the thread ran, below which the `light` setting applies instead of `configured` ..."""
+LIGHT_KEPT = 0.6
+"""... and below which a thread already at `light` keeps it (its own extra writes do not flip it back)."""
 EVERY_S = 0.25
 
 
@@ -62,7 +66,8 @@ def eager_for(
 ) -> int:
     """The eager-write threshold for the next window, from the last window's scheduler times: 0 while CPUs are
     scarce; otherwise `configured`, or `light` (when given) while the thread ran under LIGHT of the window."""
-    on = configured if light is None or ran_s >= LIGHT * window_s else light
+    kept = LIGHT_KEPT if current == light else LIGHT
+    on = configured if light is None or ran_s >= kept * window_s else light
     if ran_s < IDLE * window_s:
         return on
     ratio = waited_s / ran_s
@@ -101,7 +106,7 @@ class CpuWait:
 
 
 async def adapt_eager(
-    pipeline: Any, configured: int, every_s: float = EVERY_S, light: int | None = None
+    pipeline: Any, configured: int, *, light: int | None = None, every_s: float = EVERY_S
 ) -> None:
     """Keep `pipeline.eager` (an AutoPipeline) at `configured` (or `light`, see eager_for) while CPUs are free
     and at 0 while they are not, until cancelled. Runs on the pipeline's event loop. Without the kernel's
@@ -128,11 +133,11 @@ async def adapt_eager(
 
 
 def start_adapting(
-    redis: Redis, configured: int, light: int | None = None, every_s: float = EVERY_S
+    redis: Redis, configured: int, *, light: int | None = None, every_s: float = EVERY_S
 ) -> asyncio.Task[None] | None:
     """`adapt_eager` for a worker's pooled client, when it auto-pipelines (a PipelinedRedis, sentinel or not;
     MA_REDIS_AUTOPIPELINE=0 and MA_STOCK_CLIENTS=1 give other clients, with nothing to adapt). Cancel the task
     when the worker stops."""
     if not isinstance(redis, PipelinedRedis):
         return None
-    return asyncio.ensure_future(adapt_eager(redis.autopipeline, configured, every_s, light))
+    return asyncio.ensure_future(adapt_eager(redis.autopipeline, configured, light=light, every_s=every_s))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pool.connection import PipelinedRedis, pooled_redis
-from pool.contention import BUSY, FREE, LIGHT, SCHEDSTAT, CpuWait, eager_for, start_adapting
+from pool.contention import BUSY, FREE, LIGHT, LIGHT_KEPT, SCHEDSTAT, CpuWait, eager_for, start_adapting
 
 pytestmark = pytest.mark.skipif(
     not Path(SCHEDSTAT).exists() or not hasattr(os, "sched_setaffinity"),
@@ -86,8 +86,13 @@ def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_on
     assert eager_for(0.01, 0.0, window, current=0, configured=5, light=10) == 10
     assert eager_for(0.7, 0.01, window, current=10, configured=5, light=10) == 5  # busier: half the lanes
     assert eager_for(0.2, 0.1, window, current=0, configured=5, light=10) == 0  # scarce CPUs win
-    assert eager_for(0.6, 0.12, window, current=10, configured=5, light=10) == 5  # between the lines, on
-    assert LIGHT * window > 0.2 and LIGHT * window <= 0.6
+    assert eager_for(0.65, 0.13, window, current=10, configured=5, light=10) == 5  # between the lines, on
+    assert eager_for(0.4, 0.08, window, current=5, configured=5, light=10) == 10  # between the lines, light
+    assert eager_for(0.4, 0.08, window, current=0, configured=5, light=10) == 0  # between the lines, off
+    # At `light` already, it is kept up to LIGHT_KEPT: its own extra writes do not flip it back.
+    assert eager_for(0.55, 0.01, window, current=10, configured=5, light=10) == 10
+    assert eager_for(0.55, 0.01, window, current=5, configured=5, light=10) == 5
+    assert LIGHT * window > 0.4 and LIGHT * window <= 0.55 < LIGHT_KEPT * window <= 0.65
 
 
 def test_cpu_wait_counts_the_time_the_thread_waited_for_a_shared_cpu() -> None:
