@@ -16,7 +16,7 @@ Measured on 2 cores with Valkey on the same host, alternating rounds of 20,000 n
 The kernel says which case we are in. /proc/thread-self/schedstat gives how long the event loop's thread ran on
 a CPU and how long it waited, runnable, for one. `adapt_eager` reads it four times a second. It turns eager writes off
 while the thread waits more than BUSY seconds per second it runs, and back on below FREE. Between the two it
-leaves the setting as it is, so a process near the line does not flip at every reading. A nearly idle process
+leaves them off if they are off, so a process near the line does not flip at every reading. A nearly idle process
 (running under IDLE of the window) keeps them on: its CPUs are free, and early writes are what keep a lone job's
 latency low.
 

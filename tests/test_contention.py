@@ -20,6 +20,7 @@ import pytest
 
 from pool.connection import PipelinedRedis, pooled_redis
 from pool.contention import BUSY, FREE, LIGHT, LIGHT_KEPT, SCHEDSTAT, CpuWait, eager_for, start_adapting
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.skipif(
     not Path(SCHEDSTAT).exists() or not hasattr(os, "sched_setaffinity"),
@@ -39,6 +40,12 @@ async def spin_on_the_loop(seconds: float) -> None:
     while time.perf_counter() < end:
         spin(0.005)
         await asyncio.sleep(0)
+
+
+async def spun_then(pipeline: Any, eager: int) -> bool:
+    """Whether `pipeline.eager` is `eager` after keeping the loop's thread busy for 0.1 s."""
+    await spin_on_the_loop(0.1)
+    return bool(pipeline.eager == eager)
 
 
 @contextlib.contextmanager
@@ -131,23 +138,19 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
             assert adapting is not None
             try:
                 with spinning_on(cpu):
-                    deadline = time.monotonic() + 5
-                    while pipeline.eager != 0:
-                        assert time.monotonic() < deadline, "eager writes kept on a CPU shared with a spinner"
-                        await spin_on_the_loop(0.1)
-                    assert await client.incr("contention:n") == 1  # the client works as ever meanwhile
-                deadline = time.monotonic() + 5
-                while pipeline.eager != 5:  # the CPU free again, the loop's thread busy: half the lanes
-                    assert time.monotonic() < deadline, (
-                        f"eager writes at {pipeline.eager} with the CPU free again"
+                    await wait_for(
+                        lambda: spun_then(pipeline, 0),
+                        timeout=5,
+                        every=0,
+                        what="eager writes off, a spinner on the CPU",
                     )
-                    await spin_on_the_loop(0.1)
-                deadline = time.monotonic() + 5
-                while (
-                    pipeline.eager != 10
-                ):  # idle: a lone job's latency is what counts, and the CPUs are free
-                    assert time.monotonic() < deadline, f"eager writes at {pipeline.eager} on an idle loop"
-                    await asyncio.sleep(0.1)
+                    assert await client.incr("contention:n") == 1  # the client works as ever meanwhile
+                # the CPU free again, the loop's thread busy: half the lanes
+                await wait_for(
+                    lambda: spun_then(pipeline, 5), timeout=5, every=0, what="half the lanes, CPU free"
+                )
+                # idle: a lone job's latency is what counts, and the CPUs are free
+                await wait_for(lambda: pipeline.eager == 10, timeout=5, what="every lane on an idle loop")
             finally:
                 adapting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
