@@ -17,7 +17,7 @@ job's start, the way from the await's end to that call).
 Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds) at each concurrency measured:
 10 (the queue table's default lanes per process), 20 (its largest) and 50; the rest is information.
 
-    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 3]
+    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -227,7 +227,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--seconds", type=float, default=4.0, help="jobs per round: the bound's jobs/s x this"
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="5: each kind runs once in each place of the rotating order (3 left the median to one noisy round)",
+    )
     args = parser.parse_args()
     sweep = [asyncio.run(main(int(c), args.seconds, args.rounds)) for c in args.concurrency.split(",")]
     report = {**sweep[-1], "sweep": sweep, "ok": all(r["ok"] for r in sweep)}

@@ -178,7 +178,7 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 (
                     "#18",
                     f"pickup latency at {n['pickup_high_rate']:.0f} jobs/s, pool vs raw bullmq-python",
-                    f"p99 {n['pickup_high_p99_ratio']:.2f}x ({n['pickup_high_pool_p99_ms']} vs "
+                    f"p99 {n['pickup_high_p99_ratio']:.3g}x ({n['pickup_high_pool_p99_ms']} vs "
                     f"{n['pickup_high_raw_p99_ms']} ms)",
                     "information",
                     "n/a",
