@@ -19,7 +19,17 @@ from typing import Any
 import pytest
 
 from pool.connection import PipelinedRedis, pooled_redis
-from pool.contention import BUSY, FREE, LIGHT, LIGHT_KEPT, SCHEDSTAT, CpuWait, eager_for, start_adapting
+from pool.contention import (
+    BUSY,
+    FREE,
+    LIGHT,
+    LIGHT_KEPT,
+    QUIET,
+    SCHEDSTAT,
+    CpuWait,
+    eager_for,
+    start_adapting,
+)
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -87,12 +97,17 @@ def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_on
     assert eager_for(0.5, 0.1, window, current=5, configured=5) == 5
     assert eager_for(0.5, 0.05, window, current=0, configured=5) == 5  # 0.1: free again
     assert eager_for(0.01, 0.02, window, current=0, configured=5) == 5  # nearly idle: CPUs are free for it
+    # Quiet (I/O-bound lanes): its waits are wake-ups, not scarce CPUs, however they compare with its short runs.
+    assert eager_for(0.15, 0.06, window, current=0, configured=5, light=10) == 10
+    assert eager_for(0.15, 0.06, window, current=10, configured=5, light=10) == 10
+    assert QUIET * window > 0.15 and QUIET < LIGHT
     assert FREE < BUSY
     # With a `light` setting: every lane's command at once while the thread runs under LIGHT of the window.
     assert eager_for(0.2, 0.01, window, current=5, configured=5, light=10) == 10
     assert eager_for(0.01, 0.0, window, current=0, configured=5, light=10) == 10
     assert eager_for(0.7, 0.01, window, current=10, configured=5, light=10) == 5  # busier: half the lanes
-    assert eager_for(0.2, 0.1, window, current=0, configured=5, light=10) == 0  # scarce CPUs win
+    assert eager_for(0.3, 0.15, window, current=0, configured=5, light=10) == 0  # scarce CPUs win
+    assert eager_for(0.3, 0.15, window, current=10, configured=5, light=10) == 0
     assert eager_for(0.65, 0.13, window, current=10, configured=5, light=10) == 5  # between the lines, on
     assert eager_for(0.4, 0.08, window, current=5, configured=5, light=10) == 10  # between the lines, light
     assert eager_for(0.4, 0.08, window, current=0, configured=5, light=10) == 0  # between the lines, off
@@ -158,6 +173,41 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
     finally:
         await client.delete("contention:n")
         await client.aclose()
+
+
+async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_wait_for_a_busy_cpu(
+    valkey: Any,
+) -> None:
+    # I/O-bound lanes: short runs between awaits. Each wake-up waits for the CPU a spinner holds, a lot per
+    # second run, but the thread is on a CPU a small share of the time: its writes stay eager (all the lanes).
+    client = pooled_redis(valkey.url, max_connections=4, autopipeline=True, eager_writes=5)
+    assert isinstance(client, PipelinedRedis)
+    pipeline = client.autopipeline
+    try:
+        with on_a_quiet_cpu() as cpu:
+            adapting = start_adapting(client, 5, light=10, every_s=0.1)
+            assert adapting is not None
+            try:
+                await wait_for(lambda: pipeline.eager == 10, timeout=5, what="every lane on an idle loop")
+                with spinning_on(cpu):
+                    wait, seen = CpuWait(), set()
+                    started = time.perf_counter()
+                    for _ in range(100):  # about 1 s of a lane's rhythm: 1 ms on the CPU, then a 9 ms await
+                        spin(0.001)
+                        await asyncio.sleep(0.009)
+                        seen.add(pipeline.eager)
+                    sample, elapsed = wait.since_last(), time.perf_counter() - started
+            finally:
+                adapting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await adapting
+    finally:
+        await client.aclose()
+    assert sample is not None
+    ran, waited = sample
+    assert ran < QUIET * elapsed, sample  # quiet ...
+    assert waited > BUSY * ran, sample  # ... though its waits alone would read as scarce CPUs
+    assert seen == {10}
 
 
 @pytest.mark.parametrize("kind", ["stock", "no-autopipeline"])
