@@ -97,10 +97,14 @@ def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_on
     assert eager_for(0.5, 0.1, window, current=5, configured=5) == 5
     assert eager_for(0.5, 0.05, window, current=0, configured=5) == 5  # 0.1: free again
     assert eager_for(0.01, 0.02, window, current=0, configured=5) == 5  # nearly idle: CPUs are free for it
-    # Quiet (I/O-bound lanes): its waits are wake-ups, not scarce CPUs, however they compare with its short runs.
+    # Quiet (ran and waited under QUIET): its waits are wake-ups, not scarce CPUs, whatever the ratio to its runs.
     assert eager_for(0.15, 0.06, window, current=0, configured=5, light=10) == 10
     assert eager_for(0.15, 0.06, window, current=10, configured=5, light=10) == 10
-    assert QUIET * window > 0.15 and QUIET < LIGHT
+    assert eager_for(0.0336, 0.0075, 0.25, current=0, configured=10, light=20) == 20  # traced: io_bound, C=20
+    # Starved (a busy host, a CPU quota): it runs little because it waits, which is no quiet.
+    assert eager_for(0.15, 0.6, window, current=10, configured=5, light=10) == 0
+    assert eager_for(0.04, 0.2, 0.25, current=20, configured=10, light=20) == 0
+    assert 0.21 < QUIET * window < LIGHT * window
     assert FREE < BUSY
     # With a `light` setting: every lane's command at once while the thread runs under LIGHT of the window.
     assert eager_for(0.2, 0.01, window, current=5, configured=5, light=10) == 10
@@ -178,8 +182,8 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
 async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_wait_for_a_busy_cpu(
     valkey: Any,
 ) -> None:
-    # I/O-bound lanes: short runs between awaits. Each wake-up waits for the CPU a spinner holds, a lot per
-    # second run, but the thread is on a CPU a small share of the time: its writes stay eager (all the lanes).
+    # I/O-bound lanes: short runs between awaits. Each wake-up waits for the CPU a spinner holds, more per second
+    # run than BUSY, but the thread ran and waited a small share of the time: its writes stay eager (every lane).
     client = pooled_redis(valkey.url, max_connections=4, autopipeline=True, eager_writes=5)
     assert isinstance(client, PipelinedRedis)
     pipeline = client.autopipeline
@@ -192,7 +196,8 @@ async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_w
                 with spinning_on(cpu):
                     wait, seen = CpuWait(), set()
                     started = time.perf_counter()
-                    for _ in range(100):  # about 1 s of a lane's rhythm: 1 ms on the CPU, then a 9 ms await
+                    # about 1 s of a lane's rhythm: 1 ms on the CPU, then a 9 ms await
+                    for _ in range(100):
                         spin(0.001)
                         await asyncio.sleep(0.009)
                         seen.add(pipeline.eager)
@@ -205,9 +210,10 @@ async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_w
         await client.aclose()
     assert sample is not None
     ran, waited = sample
-    assert ran < QUIET * elapsed, sample  # quiet ...
-    assert waited > BUSY * ran, sample  # ... though its waits alone would read as scarce CPUs
-    assert seen == {10}
+    if waited <= BUSY * ran or ran + waited >= QUIET * elapsed:
+        # the scheduler decides how long a woken thread waits for a spinner's CPU (older CFS: hardly at all)
+        pytest.skip(f"this kernel's wake-ups did not make the case: ran {ran:.3f} s, waited {waited:.3f} s")
+    assert seen == {10}, sample
 
 
 @pytest.mark.parametrize("kind", ["stock", "no-autopipeline"])
