@@ -80,6 +80,8 @@ def eager_for(
     on = configured if light is None or ran_s >= kept * window_s else light
     if ran_s + waited_s < QUIET * window_s:
         return on
+    if ran_s <= 0:  # waited the window through without a turn on a CPU (a quota's throttling, say)
+        return 0
     ratio = waited_s / ran_s
     if ratio > BUSY:
         return 0
