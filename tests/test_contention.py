@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,20 @@ def spinning_on(cpu: int) -> Iterator[None]:
             child.kill()
 
 
+@contextlib.asynccontextmanager
+async def adapting(client: Any) -> AsyncIterator[Any]:
+    """`client`'s eager writes adapting for the block, started as pool/runtime.py starts them (half of 10 lanes,
+    every lane while light), read every 0.1 s; yields its AutoPipeline."""
+    task = start_adapting(client, 5, light=10, every_s=0.1)
+    assert task is not None
+    try:
+        yield client.autopipeline
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_once_free() -> None:
     window = 1.0
     assert eager_for(0.5, 0.2, window, current=5, configured=5) == 0  # waited 0.4 s per second run
@@ -152,13 +166,10 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
 ) -> None:
     client = pooled_redis(valkey.url, max_connections=4, autopipeline=True, eager_writes=5)
     assert isinstance(client, PipelinedRedis)
-    pipeline = client.autopipeline  # the worker's client, started as pool/runtime.py starts it
     await client.delete("contention:n")
     try:
         with on_a_quiet_cpu() as cpu:
-            adapting = start_adapting(client, 5, light=10, every_s=0.1)
-            assert adapting is not None
-            try:
+            async with adapting(client) as pipeline:  # the worker's client, adapting as in pool/runtime.py
                 with spinning_on(cpu):
                     await wait_for(
                         lambda: spun_then(pipeline, 0),
@@ -173,10 +184,6 @@ async def test_eager_writes_stop_while_the_loop_waits_for_its_cpu_and_resume_whe
                 )
                 # idle: a lone job's latency is what counts, and the CPUs are free
                 await wait_for(lambda: pipeline.eager == 10, timeout=5, what="every lane on an idle loop")
-            finally:
-                adapting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await adapting
     finally:
         await client.delete("contention:n")
         await client.aclose()
@@ -189,12 +196,9 @@ async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_w
     # run than BUSY, but the thread ran and waited a small share of the time: its writes stay eager (every lane).
     client = pooled_redis(valkey.url, max_connections=4, autopipeline=True, eager_writes=5)
     assert isinstance(client, PipelinedRedis)
-    pipeline = client.autopipeline
     try:
         with on_a_quiet_cpu() as cpu:
-            adapting = start_adapting(client, 5, light=10, every_s=0.1)
-            assert adapting is not None
-            try:
+            async with adapting(client) as pipeline:
                 await wait_for(lambda: pipeline.eager == 10, timeout=5, what="every lane on an idle loop")
                 with spinning_on(cpu):
                     wait, seen = CpuWait(), set()
@@ -205,10 +209,6 @@ async def test_a_quiet_loop_keeps_every_lanes_eager_writes_though_its_wake_ups_w
                         await asyncio.sleep(0.009)
                         seen.add(pipeline.eager)
                     sample, elapsed = wait.since_last(), time.perf_counter() - started
-            finally:
-                adapting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await adapting
     finally:
         await client.aclose()
     assert sample is not None
