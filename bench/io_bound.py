@@ -11,8 +11,9 @@ concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platfo
 in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
 same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
 CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself), and
-one traced round takes a lane's cycle apart (`cycle_ms`: the await, the completing call's round trip to the next
-job's start, the way from the await's end to that call).
+Valkey's time in the scripts per job; one traced round takes a lane's cycle apart (`cycle_ms`: the await, the
+completing call's round trip to the next job's start, the way from the await's end to that call, and how many
+lanes move together and what they wait for in each other: `cycle`).
 
 Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds) at each concurrency measured:
 10 (the queue table's default lanes per process), 20 (its largest) and 50; the rest is information.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -46,6 +48,8 @@ from devstack import engines
 
 Q = "bench"
 BUDGET = 0.9
+BURST_GAP_MS = 1.0
+"""Job starts closer than this belong to one burst (`cycle`): they share uvloop's millisecond timer tick."""
 
 BARE = """
 import asyncio, sys, time
@@ -61,12 +65,20 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """The bare reference: a fresh interpreter, as the pool's is, on the standard loop."""
 
 
+async def script_us(redis: Redis) -> tuple[int, int]:
+    """Valkey's (EVALSHA calls, microseconds spent in them) so far: bullmq's scripts, the commands they run
+    included."""
+    stats = (await redis.info("commandstats")).get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
 async def pool_round(
     redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path, trace: bool = False
-) -> tuple[float, float]:
-    """(jobs/s, the pool process's CPU microseconds per job) for `kind`: an event loop, or `pooled` (the default
-    loop with a pooled Redis connection per command instead of auto-pipelining). `trace`: the jobs return when
-    their await began and ended and are kept, for `cycle` (not timed with the rounds: that is more work)."""
+) -> tuple[float, float, float]:
+    """(jobs/s, the pool process's CPU microseconds per job, Valkey's microseconds of scripts per job) for `kind`:
+    an event loop, or `pooled` (the default loop with a pooled Redis connection per command instead of
+    auto-pipelining). `trace`: the jobs return when their await began and ended and are kept, for `cycle` (not
+    timed with the rounds: that is more work)."""
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
@@ -106,12 +118,18 @@ async def pool_round(
             await asyncio.sleep(0.5)
             cpu = psutil.Process(proc.pid)
             cpu_before = sum(cpu.cpu_times()[:2])
+            _, valkey_before = await script_us(redis)
             started = time.perf_counter()
             await queue.resume()
             while await redis.llen(f"bull:{Q}:wait") or await redis.llen(f"bull:{Q}:active"):
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - started
-            return jobs / elapsed, (sum(cpu.cpu_times()[:2]) - cpu_before) / jobs * 1e6
+            _, valkey_after = await script_us(redis)
+            return (
+                jobs / elapsed,
+                (sum(cpu.cpu_times()[:2]) - cpu_before) / jobs * 1e6,
+                (valkey_after - valkey_before) / jobs,
+            )
         finally:
             proc.terminate()
             proc.wait(30)
@@ -134,8 +152,17 @@ async def cycle(redis: Redis, url: str, concurrency: int, jobs: int, work: Path)
       timestamp becomes the next job's `processedOn`) to the next job's handler starting: the Redis round trip
       with the scripts of every lane that completed in the same turn, the reply's decoding and the dispatch;
     - `end_to_completion`: from the await's end to that completing call (the result, the log line, telemetry).
-    Their sum is the lane's cycle (C / jobs/s of that round)."""
-    await pool_round(redis, url, "uvloop", concurrency, jobs, work, trace=True)
+    Their sum is the lane's cycle (C / jobs/s of that round).
+
+    And why the round trip grows with C: lanes whose awaits end in the same turn complete together, their
+    next jobs start together and their 20 ms timers (whole milliseconds on uvloop) fire together again, so the
+    lanes move in bursts (`lanes_per_burst`: the mean size of the burst a job started in, starts less than
+    BURST_GAP_MS apart counting as one). Valkey runs one script at a time and the worker one job's work at a
+    time: the job k-th to start in its burst waited for about k scripts (`valkey_script_us`: Valkey's mean time
+    in a completing call's script, measured in the same round) and about k jobs' worth of the worker's CPU
+    (`worker_cpu_us`). `valkey_queue_ms` and `worker_queue_ms` are those waits on average; the two run at the
+    same time on two CPUs, so they overlap in the round trip rather than add up."""
+    _, worker, script = await pool_round(redis, url, "uvloop", concurrency, jobs, work, trace=True)
     keys = [key async for key in redis.scan_iter(f"bull:{Q}:[0-9]*", count=1000)]
     pipe = redis.pipeline()
     for key in keys:
@@ -145,11 +172,26 @@ async def cycle(redis: Redis, url: str, concurrency: int, jobs: int, work: Path)
         if processed and finished and value and value != "null":
             stamps = json.loads(value)
             rows.append((int(processed), int(finished), stamps["began"], stamps["ended"]))
+    starts = sorted(began for _, _, began, _ in rows)
+    bursts = [1]
+    for before, after in itertools.pairwise(starts):
+        if after - before < BURST_GAP_MS:
+            bursts[-1] += 1
+        else:
+            bursts.append(1)
+    mean_place = sum(n * (n + 1) / 2 for n in bursts) / len(
+        starts
+    )  # mean over jobs of their place in a burst
     return {
         "jobs": len(rows),
         "await_ms": round(statistics.mean(e - b for _, _, b, e in rows), 2),
         "completion_to_next_start_ms": round(statistics.mean(b - p for p, _, b, _ in rows), 2),
         "end_to_completion_ms": round(statistics.mean(f - e for _, f, _, e in rows), 2),
+        "lanes_per_burst": round(sum(n * n for n in bursts) / len(starts), 1),
+        "valkey_script_us": round(script, 1),
+        "valkey_queue_ms": round(mean_place * script / 1000, 2),
+        "worker_cpu_us": round(worker, 1),
+        "worker_queue_ms": round(mean_place * worker / 1000, 2),
     }
 
 
@@ -162,15 +204,18 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     kinds = ["uvloop", "asyncio", "pooled", "node", "bare"]
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:4]}
+    scripts: list[float] = []
     try:
         for n in range(rounds):
             for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:  # rotating order
                 if kind == "bare":
                     rates[kind].append(bare_round(concurrency, jobs))
                     continue
-                rate, us = await pool_round(redis, valkey.url, kind, concurrency, jobs, work)
+                rate, us, script = await pool_round(redis, valkey.url, kind, concurrency, jobs, work)
                 rates[kind].append(rate)
                 cpu[kind].append(us)
+                if kind == "uvloop":
+                    scripts.append(script)
             print(
                 f"  round {n + 1}: "
                 + ", ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items())
@@ -197,6 +242,7 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "asyncio_jobs_per_s": round(stock),
         "asyncio_vs_bound": round(stock / bound, 3),
         "pool_cpu_us_per_job": round(statistics.median(cpu["uvloop"]), 1),
+        "valkey_script_us_per_job": round(statistics.median(scripts), 1),
         "asyncio_cpu_us_per_job": round(statistics.median(cpu["asyncio"]), 1),
         "pooled_jobs_per_s": round(statistics.median(rates["pooled"])),
         "pooled_vs_bound": round(statistics.median(rates["pooled"]) / bound, 3),

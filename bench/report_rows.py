@@ -6,6 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def _bursts(lane: dict) -> str:
+    """io_bound's traced round: how many lanes move together and what each waits for in those ahead of it."""
+    if "lanes_per_burst" not in lane:
+        return ""
+    return (
+        f"; lanes start in bursts of {lane['lanes_per_burst']} on average, and in that round trip a lane waited "
+        f"about {lane['valkey_queue_ms']} ms for Valkey to run the scripts of the lanes ahead of it in its burst "
+        f"({lane['valkey_script_us']} us each) and about {lane['worker_queue_ms']} ms for the worker's CPU for them "
+        f"({lane['worker_cpu_us']} us a job; the two overlap)"
+    )
+
+
 def _ok(value: bool | None) -> str:
     return "n/a" if value is None else ("within" if value else "**OVER**")
 
@@ -214,7 +226,8 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"
                     if "cycle_ms" in one
                     else ""
-                ),
+                )
+                + _bursts(one.get("cycle_ms", {})),
                 f">= {one['budget']}x",
                 _ok(one["ratio_vs_bound"] >= one["budget"]),
             )
