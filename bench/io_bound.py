@@ -5,8 +5,10 @@ what a pool loses below that bound is its own time between jobs (fetch, dispatch
 to a paused queue, the process starts (the full dispatch: validation, telemetry, the per-job log line), the queue
 is resumed and the clock runs until wait and active are empty.
 
-The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio), and once without
-auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0). For comparison, one Node BullMQ worker process at the same
+The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio), once without
+auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0), and once with awaits of 20 ms +- up to 2 ms (`spread`,
+uniform, against C / their mean): identical awaits keep lanes that finished together in step, all completing,
+waiting on Redis and starting at once, while awaits that vary, as real I/O does, spread them out. For comparison, one Node BullMQ worker process at the same
 concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
 in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
 same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
@@ -18,7 +20,7 @@ lanes move together and what they wait for in each other: `cycle`).
 Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds) at each concurrency measured:
 10 (the queue table's default lanes per process), 20 (its largest) and 50; the rest is information.
 
-    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 5]
+    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,6 +51,10 @@ from devstack import engines
 
 Q = "bench"
 BUDGET = 0.9
+SPREAD_S = 0.002
+SPREAD_SEED = 18
+"""The spread round: each job awaits 20 ms +- up to 2 ms (uniform, drawn with this seed), so lanes do not stay
+in step; its bound is C / the mean of those awaits."""
 BURST_GAP_MS = 1.0
 """Job starts closer than this belong to one burst (`cycle`): they share uvloop's millisecond timer tick."""
 
@@ -65,6 +72,12 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """The bare reference: a fresh interpreter, as the pool's is, on the standard loop."""
 
 
+def spread_awaits(jobs: int) -> list[float]:
+    """The spread round's awaits in seconds, one a job: the same list in every round of a run."""
+    draw = random.Random(SPREAD_SEED)
+    return [IO_SECONDS + draw.uniform(-SPREAD_S, SPREAD_S) for _ in range(jobs)]
+
+
 async def script_us(redis: Redis) -> tuple[int, int]:
     """Valkey's (EVALSHA calls, microseconds spent in them) so far: bullmq's scripts, the commands they run
     included."""
@@ -76,17 +89,19 @@ async def pool_round(
     redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path, trace: bool = False
 ) -> tuple[float, float, float]:
     """(jobs/s, the pool process's CPU microseconds per job, Valkey's microseconds of scripts per job) for `kind`:
-    an event loop, or `pooled` (the default loop with a pooled Redis connection per command instead of
-    auto-pipelining). `trace`: the jobs return when their await began and ended and are kept, for `cycle` (not
+    an event loop, `pooled` (the default loop with a pooled Redis connection per command instead of
+    auto-pipelining) or `spread` (the default loop, each job's await from `spread_awaits`). `trace`: the jobs return when their await began and ended and are kept, for `cycle` (not
     timed with the rounds: that is more work)."""
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
     job = {"opts": {"removeOnComplete": False}, "data": {"trace": True}} if trace else {"data": {}}
+    data = [{**job["data"], "i": i} for i in range(jobs)]
+    if kind == "spread":
+        for one, seconds in zip(data, spread_awaits(jobs), strict=True):
+            one["s"] = seconds
     for at in range(0, jobs, 5000):
-        await queue.addBulk(
-            [{"name": "io", **job, "data": {**job["data"], "i": i}} for i in range(at, min(jobs, at + 5000))]
-        )
+        await queue.addBulk([{"name": "io", **job, "data": one} for one in data[at : at + 5000]])
     log = work / "pool.log"
     log.write_text("")
     env = {
@@ -98,7 +113,7 @@ async def pool_round(
         "SUPABASE_SERVICE_ROLE_KEY": "bench-service-role-key-0000",
         "MA_QUEUE_TABLE": "bench.tables:IO",
         "BENCH_CONCURRENCY": str(concurrency),
-        "MA_EVENT_LOOP": "uvloop" if kind == "pooled" else kind,
+        "MA_EVENT_LOOP": "uvloop" if kind in ("pooled", "spread") else kind,
         "MA_REDIS_AUTOPIPELINE": "0" if kind == "pooled" else "1",
         "PYTHONPATH": str(ROOT),
     }
@@ -201,9 +216,9 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ma-bench-io-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     redis = Redis.from_url(valkey.url, decode_responses=True)
-    kinds = ["uvloop", "asyncio", "pooled", "node", "bare"]
+    kinds = ["uvloop", "asyncio", "pooled", "node", "spread", "bare"]
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:4]}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:5]}
     scripts: list[float] = []
     try:
         for n in range(rounds):
@@ -228,6 +243,7 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     finally:
         await redis.aclose()
         valkey.stop()
+    spread_bound = concurrency / statistics.mean(spread_awaits(jobs))
     pool, bare = statistics.median(rates["uvloop"]), statistics.median(rates["bare"])
     stock = statistics.median(rates["asyncio"])
     ratio = pool / bound
@@ -250,6 +266,9 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "node_jobs_per_s": round(statistics.median(rates["node"])),
         "node_vs_bound": round(statistics.median(rates["node"]) / bound, 3),
         "node_cpu_us_per_job": round(statistics.median(cpu["node"]), 1),
+        "spread_jobs_per_s": round(statistics.median(rates["spread"])),
+        "spread_vs_bound": round(statistics.median(rates["spread"]) / spread_bound, 3),
+        "spread_ms": SPREAD_S * 1000,
         "ratio_vs_bound": round(ratio, 3),
         "bare_vs_bound": round(bare / bound, 3),
         "pool_vs_bare": round(
@@ -276,8 +295,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rounds",
         type=int,
-        default=5,
-        help="5: each kind runs once in each place of the rotating order (3 left the median to one noisy round)",
+        default=6,
+        help="6: each kind runs once in each place of the rotating order (3 left the median to one noisy round)",
     )
     args = parser.parse_args()
     sweep = [asyncio.run(main(int(c), args.seconds, args.rounds)) for c in args.concurrency.split(",")]

@@ -221,6 +221,12 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     else ")"
                 )
                 + (
+                    f"; with awaits of 20 ms +- up to {one['spread_ms']:g} ms (uniform; against C / their mean), "
+                    f"which keep lanes from moving in step: {one['spread_vs_bound']:.3f}x"
+                    if "spread_vs_bound" in one
+                    else ""
+                )
+                + (
                     f"; a lane's cycle: the await {one['cycle_ms']['await_ms']} ms, completing call to the next "
                     f"job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, await's end to the "
                     f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"

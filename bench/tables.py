@@ -29,10 +29,11 @@ IO_SECONDS = 0.02
 
 
 async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> dict[str, float] | None:
-    """An I/O-bound job: one 20 ms await (bench/io_bound.py). A traced job (`{"trace": true}`, the breakdown
-    round) returns when its await began and ended (epoch ms), so the lane's cycle can be taken apart."""
+    """An I/O-bound job: one 20 ms await (bench/io_bound.py), or as many seconds as its `s` says (the spread
+    round). A traced job (`{"trace": true}`, the breakdown round) returns when its await began and ended (epoch
+    ms), so the lane's cycle can be taken apart."""
     if not payload.get("trace"):
-        await asyncio.sleep(IO_SECONDS)
+        await asyncio.sleep(payload.get("s", IO_SECONDS))
         return None
     began = time.time() * 1000
     await asyncio.sleep(IO_SECONDS)
