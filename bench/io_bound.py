@@ -6,21 +6,19 @@ to a paused queue, the process starts (the full dispatch: validation, telemetry,
 is resumed and the clock runs until wait and active are empty.
 
 The pool runs on each event loop in turn (MA_EVENT_LOOP uvloop, the default, and asyncio), once without
-auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0), and once with awaits of 20 ms +- up to 2 ms (`spread`,
-uniform, against C / their mean): identical awaits keep lanes that finished together in step, all completing,
-waiting on Redis and starting at once, while awaits that vary, as real I/O does, spread them out. For comparison, one Node BullMQ worker process at the same
-concurrency awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
+auto-pipelining (`pooled`, MA_REDIS_AUTOPIPELINE=0), and once with awaits that vary as real I/O does (`spread`,
+against C / their mean; information). For comparison, one Node BullMQ worker process at the same concurrency
+awaits the same 20 ms (tests/node/bench_worker.mjs): what the platform's own workers reach. The bare reference,
 in the same run and interleaved with the pool's rounds: C asyncio tasks in one process doing nothing but the
 same 20 ms await N / C times each: what this machine's timers and scheduler allow at all. The pool process's
 CPU per job is reported too (a pool short of the bound with a core to spare waits on Redis, not on itself), and
-Valkey's time in the scripts per job; one traced round takes a lane's cycle apart (`cycle_ms`: the await, the
-completing call's round trip to the next job's start, the way from the await's end to that call, and how many
-lanes move together and what they wait for in each other: `cycle`).
+Valkey's time in scripts per job. One traced round with identical awaits and one with varied ones take a lane's
+cycle apart (`cycle`).
 
 Budget (issue 18): pool (default loop) >= 0.9x of C / 0.02 s (median of rounds) at each concurrency measured:
 10 (the queue table's default lanes per process), 20 (its largest) and 50; the rest is information.
 
-    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 6]
+    .venv/bin/python bench/io_bound.py [--concurrency 10,20,50] [--seconds 4] [--rounds 6 (the kinds)]
 """
 
 from __future__ import annotations
@@ -51,12 +49,15 @@ from devstack import engines
 
 Q = "bench"
 BUDGET = 0.9
-SPREAD_S = 0.002
+KINDS = ["uvloop", "asyncio", "pooled", "node", "spread", "bare"]
+"""Each round runs every kind once, in an order that rotates from round to round."""
+SPREAD_MS = (18, 22)
 SPREAD_SEED = 18
-"""The spread round: each job awaits 20 ms +- up to 2 ms (uniform, drawn with this seed), so lanes do not stay
-in step; its bound is C / the mean of those awaits."""
+"""The spread round: each job awaits a whole number of milliseconds in SPREAD_MS (uniform, drawn with this seed,
+the same in every round; uvloop runs timers in whole milliseconds anyway); its bound is C / their mean."""
 BURST_GAP_MS = 1.0
-"""Job starts closer than this belong to one burst (`cycle`): they share uvloop's millisecond timer tick."""
+"""Job starts with less than this between one and the next belong to one burst (`cycle`): a run of starts
+without a pause, in which each lane waited for those before it."""
 
 BARE = """
 import asyncio, sys, time
@@ -73,33 +74,40 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 
 
 def spread_awaits(jobs: int) -> list[float]:
-    """The spread round's awaits in seconds, one a job: the same list in every round of a run."""
+    """The spread round's awaits in seconds, one a job."""
     draw = random.Random(SPREAD_SEED)
-    return [IO_SECONDS + draw.uniform(-SPREAD_S, SPREAD_S) for _ in range(jobs)]
+    return [draw.randint(*SPREAD_MS) / 1000 for _ in range(jobs)]
 
 
-async def script_us(redis: Redis) -> tuple[int, int]:
-    """Valkey's (EVALSHA calls, microseconds spent in them) so far: bullmq's scripts, the commands they run
-    included."""
+async def script_us(redis: Redis) -> int:
+    """Valkey's microseconds in scripts so far (EVALSHA: bullmq's, and the pool's telemetry one; the commands
+    they run included)."""
     stats = (await redis.info("commandstats")).get("cmdstat_evalsha", {})
-    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+    return int(stats.get("usec", 0))
 
 
 async def pool_round(
-    redis: Redis, url: str, kind: str, concurrency: int, jobs: int, work: Path, trace: bool = False
+    redis: Redis,
+    url: str,
+    kind: str,
+    concurrency: int,
+    jobs: int,
+    work: Path,
+    trace: bool = False,
+    awaits: list[float] | None = None,
 ) -> tuple[float, float, float]:
-    """(jobs/s, the pool process's CPU microseconds per job, Valkey's microseconds of scripts per job) for `kind`:
+    """(jobs/s, the pool process's CPU microseconds per job, Valkey's microseconds in scripts per job) for `kind`:
     an event loop, `pooled` (the default loop with a pooled Redis connection per command instead of
-    auto-pipelining) or `spread` (the default loop, each job's await from `spread_awaits`). `trace`: the jobs return when their await began and ended and are kept, for `cycle` (not
-    timed with the rounds: that is more work)."""
+    auto-pipelining) or `spread` (the default loop). `awaits`: each job's await in seconds (else 20 ms).
+    `trace`: the jobs return when their await began and ended and are kept, for `cycle` (not timed with the
+    rounds: that is more work)."""
     await redis.flushdb()
     queue = Queue(Q, {"connection": redis})
     await queue.pause()
     job = {"opts": {"removeOnComplete": False}, "data": {"trace": True}} if trace else {"data": {}}
     data = [{**job["data"], "i": i} for i in range(jobs)]
-    if kind == "spread":
-        for one, seconds in zip(data, spread_awaits(jobs), strict=True):
-            one["s"] = seconds
+    for one, seconds in zip(data, awaits or (), strict=False):
+        one["s"] = seconds
     for at in range(0, jobs, 5000):
         await queue.addBulk([{"name": "io", **job, "data": one} for one in data[at : at + 5000]])
     log = work / "pool.log"
@@ -133,13 +141,13 @@ async def pool_round(
             await asyncio.sleep(0.5)
             cpu = psutil.Process(proc.pid)
             cpu_before = sum(cpu.cpu_times()[:2])
-            _, valkey_before = await script_us(redis)
+            valkey_before = await script_us(redis)
             started = time.perf_counter()
             await queue.resume()
             while await redis.llen(f"bull:{Q}:wait") or await redis.llen(f"bull:{Q}:active"):
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - started
-            _, valkey_after = await script_us(redis)
+            valkey_after = await script_us(redis)
             return (
                 jobs / elapsed,
                 (sum(cpu.cpu_times()[:2]) - cpu_before) / jobs * 1e6,
@@ -160,24 +168,30 @@ def bare_round(concurrency: int, jobs: int) -> float:
     return float(out.stdout.strip())
 
 
-async def cycle(redis: Redis, url: str, concurrency: int, jobs: int, work: Path) -> dict[str, float]:
-    """Where a lane's time goes between two jobs, from one traced round of the pool (default loop): mean ms of
-    - `await`: the job's own 20 ms await as the event loop ran it (its timer's lateness included);
+async def cycle(
+    redis: Redis, url: str, concurrency: int, jobs: int, work: Path, awaits: list[float] | None = None
+) -> dict[str, float]:
+    """Where a lane's time goes between two jobs, from one traced round of the pool (default loop; `awaits` as
+    `pool_round`'s): mean ms of
+    - `await`: the job's own await as the event loop ran it (its timer's lateness included);
     - `completion_to_next_start`: from the completing call (`moveToFinished`, which fetches the next job; its
       timestamp becomes the next job's `processedOn`) to the next job's handler starting: the Redis round trip
       with the scripts of every lane that completed in the same turn, the reply's decoding and the dispatch;
     - `end_to_completion`: from the await's end to that completing call (the result, the log line, telemetry).
     Their sum is the lane's cycle (C / jobs/s of that round).
 
-    And why the round trip grows with C: lanes whose awaits end in the same turn complete together, their
-    next jobs start together and their 20 ms timers (whole milliseconds on uvloop) fire together again, so the
-    lanes move in bursts (`lanes_per_burst`: the mean size of the burst a job started in, starts less than
-    BURST_GAP_MS apart counting as one). Valkey runs one script at a time and the worker one job's work at a
-    time: the job k-th to start in its burst waited for about k scripts (`valkey_script_us`: Valkey's mean time
-    in a completing call's script, measured in the same round) and about k jobs' worth of the worker's CPU
-    (`worker_cpu_us`). `valkey_queue_ms` and `worker_queue_ms` are those waits on average; the two run at the
-    same time on two CPUs, so they overlap in the round trip rather than add up."""
-    _, worker, script = await pool_round(redis, url, "uvloop", concurrency, jobs, work, trace=True)
+    And why the round trip grows with C. Lanes whose awaits end in the same turn complete one after another,
+    wait for Redis together and start their next jobs one after another; with identical awaits, lanes started
+    in the same millisecond (uvloop's timers are whole milliseconds) time out in the same turn again, and
+    nothing splits them up. So lanes move in bursts (`lanes_per_burst`: the mean size of the burst a job
+    started in; see BURST_GAP_MS). Valkey runs one script at a time and the worker one job's work at a time:
+    the job k-th to start in its burst waited for about k jobs' scripts, its own included (`valkey_script_us`:
+    Valkey's time in scripts per job in this round), and about k jobs' worth of the worker's CPU
+    (`worker_cpu_us`, this round's). `valkey_queue_ms` and `worker_queue_ms` are those waits on average; the two
+    run at the same time on two CPUs, so they overlap in the round trip rather than add up."""
+    _, worker, script = await pool_round(
+        redis, url, "spread" if awaits else "uvloop", concurrency, jobs, work, trace=True, awaits=awaits
+    )
     keys = [key async for key in redis.scan_iter(f"bull:{Q}:[0-9]*", count=1000)]
     pipe = redis.pipeline()
     for key in keys:
@@ -194,15 +208,14 @@ async def cycle(redis: Redis, url: str, concurrency: int, jobs: int, work: Path)
             bursts[-1] += 1
         else:
             bursts.append(1)
-    mean_place = sum(n * (n + 1) / 2 for n in bursts) / len(
-        starts
-    )  # mean over jobs of their place in a burst
+    lanes_per_burst = sum(n * n for n in bursts) / len(starts)
+    mean_place = (lanes_per_burst + 1) / 2  # a job's mean place in its burst: sum of n(n+1)/2, over the jobs
     return {
         "jobs": len(rows),
         "await_ms": round(statistics.mean(e - b for _, _, b, e in rows), 2),
         "completion_to_next_start_ms": round(statistics.mean(b - p for p, _, b, _ in rows), 2),
         "end_to_completion_ms": round(statistics.mean(f - e for _, f, _, e in rows), 2),
-        "lanes_per_burst": round(sum(n * n for n in bursts) / len(starts), 1),
+        "lanes_per_burst": round(lanes_per_burst, 1),
         "valkey_script_us": round(script, 1),
         "valkey_queue_ms": round(mean_place * script / 1000, 2),
         "worker_cpu_us": round(worker, 1),
@@ -216,17 +229,25 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ma-bench-io-"))
     valkey = engines.valkey(work / "valkey", persistent=False).start()
     redis = Redis.from_url(valkey.url, decode_responses=True)
-    kinds = ["uvloop", "asyncio", "pooled", "node", "spread", "bare"]
-    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    cpu: dict[str, list[float]] = {kind: [] for kind in kinds[:5]}
+    awaits = spread_awaits(jobs)
+    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cpu: dict[str, list[float]] = {kind: [] for kind in KINDS if kind != "bare"}
     scripts: list[float] = []
     try:
         for n in range(rounds):
-            for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:  # rotating order
+            for kind in KINDS[n % len(KINDS) :] + KINDS[: n % len(KINDS)]:  # rotating order
                 if kind == "bare":
                     rates[kind].append(bare_round(concurrency, jobs))
                     continue
-                rate, us, script = await pool_round(redis, valkey.url, kind, concurrency, jobs, work)
+                rate, us, script = await pool_round(
+                    redis,
+                    valkey.url,
+                    kind,
+                    concurrency,
+                    jobs,
+                    work,
+                    awaits=awaits if kind == "spread" else None,
+                )
                 rates[kind].append(rate)
                 cpu[kind].append(us)
                 if kind == "uvloop":
@@ -235,15 +256,18 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
                 f"  round {n + 1}: "
                 + ", ".join(f"{k} {v[-1]:.0f} jobs/s" for k, v in rates.items())
                 + f" (bound {bound:.0f}/s); pool CPU "
-                + ", ".join(f"{k} {v[-1]:.0f} us/job" for k, v in cpu.items()),
+                + ", ".join(f"{k} {v[-1]:.0f} us/job" for k, v in cpu.items())
+                + f"; Valkey's scripts {scripts[-1]:.0f} us/job (uvloop)",
                 file=sys.stderr,
             )
         lane = await cycle(redis, valkey.url, concurrency, jobs, work)
         print(f"  a lane's cycle (ms, one traced round): {lane}", file=sys.stderr)
+        spread_lane = await cycle(redis, valkey.url, concurrency, jobs, work, awaits)
+        print(f"  the same with varied awaits: {spread_lane}", file=sys.stderr)
     finally:
         await redis.aclose()
         valkey.stop()
-    spread_bound = concurrency / statistics.mean(spread_awaits(jobs))
+    spread_bound = concurrency / statistics.mean(awaits)
     pool, bare = statistics.median(rates["uvloop"]), statistics.median(rates["bare"])
     stock = statistics.median(rates["asyncio"])
     ratio = pool / bound
@@ -268,7 +292,8 @@ async def main(concurrency: int, seconds: float, rounds: int) -> dict:
         "node_cpu_us_per_job": round(statistics.median(cpu["node"]), 1),
         "spread_jobs_per_s": round(statistics.median(rates["spread"])),
         "spread_vs_bound": round(statistics.median(rates["spread"]) / spread_bound, 3),
-        "spread_ms": SPREAD_S * 1000,
+        "spread_ms": list(SPREAD_MS),
+        "spread_cycle_ms": spread_lane,
         "ratio_vs_bound": round(ratio, 3),
         "bare_vs_bound": round(bare / bound, 3),
         "pool_vs_bare": round(
@@ -295,8 +320,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rounds",
         type=int,
-        default=6,
-        help="6: each kind runs once in each place of the rotating order (3 left the median to one noisy round)",
+        default=len(KINDS),
+        help="each kind runs once in each place of the rotating order (3 rounds left the median to one noisy round)",
     )
     args = parser.parse_args()
     sweep = [asyncio.run(main(int(c), args.seconds, args.rounds)) for c in args.concurrency.split(",")]

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def _bursts(lane: dict) -> str:
-    """io_bound's traced round: how many lanes move together and what each waits for in those ahead of it."""
+def _bursts(lane: dict[str, Any]) -> str:
+    """io_bound's traced round: how many lanes move together and what each waits for in its burst."""
     if "lanes_per_burst" not in lane:
         return ""
     return (
-        f"; lanes start in bursts of {lane['lanes_per_burst']} on average, and in that round trip a lane waited "
-        f"about {lane['valkey_queue_ms']} ms for Valkey to run the scripts of the lanes ahead of it in its burst "
-        f"({lane['valkey_script_us']} us each) and about {lane['worker_queue_ms']} ms for the worker's CPU for them "
-        f"({lane['worker_cpu_us']} us a job; the two overlap)"
+        f"; lanes start in bursts of {lane['lanes_per_burst']} on average (starts less than 1 ms apart), and in "
+        f"that round trip a lane waited about {lane['valkey_queue_ms']} ms for Valkey to run its own script and "
+        f"those of the lanes ahead of it in its burst ({lane['valkey_script_us']} us of scripts a job in that "
+        f"round) and about {lane['worker_queue_ms']} ms for the worker's CPU for them ({lane['worker_cpu_us']} us "
+        f"a job; the two overlap)"
     )
 
 
@@ -221,9 +222,10 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     else ")"
                 )
                 + (
-                    f"; with awaits of 20 ms +- up to {one['spread_ms']:g} ms (uniform; against C / their mean), "
-                    f"which keep lanes from moving in step: {one['spread_vs_bound']:.3f}x"
-                    if "spread_vs_bound" in one
+                    f"; with awaits of {one['spread_ms'][0]}-{one['spread_ms'][1]} ms (whole ms, uniform; against "
+                    f"C / their mean) instead: {one['spread_vs_bound']:.3f}x, lanes in bursts of "
+                    f"{one['spread_cycle_ms']['lanes_per_burst']}"
+                    if "spread_cycle_ms" in one
                     else ""
                 )
                 + (

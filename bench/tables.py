@@ -36,7 +36,7 @@ async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> dict[str, float] 
         await asyncio.sleep(payload.get("s", IO_SECONDS))
         return None
     began = time.time() * 1000
-    await asyncio.sleep(IO_SECONDS)
+    await asyncio.sleep(payload.get("s", IO_SECONDS))
     return {"began": began, "ended": time.time() * 1000}
 
 
