@@ -32,11 +32,12 @@ async def io_wait(ctx: JobContext, payload: dict[str, Any]) -> dict[str, float] 
     """An I/O-bound job: one 20 ms await (bench/io_bound.py), or as many seconds as its `s` says (the spread
     round). A traced job (`{"trace": true}`, the breakdown round) returns when its await began and ended (epoch
     ms), so the lane's cycle can be taken apart."""
+    seconds = payload.get("s", IO_SECONDS)
     if not payload.get("trace"):
-        await asyncio.sleep(payload.get("s", IO_SECONDS))
+        await asyncio.sleep(seconds)
         return None
     began = time.time() * 1000
-    await asyncio.sleep(payload.get("s", IO_SECONDS))
+    await asyncio.sleep(seconds)
     return {"began": began, "ended": time.time() * 1000}
 
 

@@ -118,9 +118,8 @@ def test_the_policy_stops_eager_writes_while_cpus_are_scarce_and_resumes_them_on
     # Starved (a busy host, a CPU quota): it runs little because it waits, which is no quiet.
     assert eager_for(0.15, 0.6, window, current=10, configured=5, light=10) == 0
     assert eager_for(0.04, 0.2, 0.25, current=20, configured=10, light=20) == 0
-    assert (
-        eager_for(0.0, 0.25, 0.25, current=20, configured=10, light=20) == 0
-    )  # no turn at all: no dividing by it
+    # no turn on a CPU at all: scarce, and no dividing by its run time
+    assert eager_for(0.0, 0.25, 0.25, current=20, configured=10, light=20) == 0
     assert 0.21 < QUIET * window < LIGHT * window
     assert FREE < BUSY
     # With a `light` setting: every lane's command at once while the thread runs under LIGHT of the window.
