@@ -33,6 +33,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def valkey_loaded(port: int, host: str = "127.0.0.1") -> bool:
+    """Valkey answers PING with +PONG only once its dataset is loaded: while it replays the AOF after a restart it
+    answers -LOADING to every command, so an open port alone is not ready (a client's first write would fail)."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            reply += chunk
+        return reply.startswith(b"+PONG")
+    return False
+
+
 def _wait(check, what: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,7 +130,10 @@ class Engine:
 
     def ready(self) -> bool:
         """Accepting work: PostgreSQL opens its port before it accepts connections ("the database system is
-        starting up"), so for it ask pg_isready; Valkey answers once its port is open."""
+        starting up"), so for it ask pg_isready; Valkey opens its port before it has replayed its AOF, so ask it
+        for PONG."""
+        if self.name == "valkey":
+            return valkey_loaded(self.port)
         if not port_open(self.port):
             return False
         if self.name != "postgres":

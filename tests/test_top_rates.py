@@ -160,7 +160,10 @@ async def server_ms(redis) -> int:
 async def test_bullmq_s_own_metrics_read_back_on_the_minutes_the_jobs_finished(redis):
     q = f"ma-test-metrics-{uuid.uuid4().hex[:8]}"  # its own queue: others' jobs in the session roll no figure here
     now = await server_ms(redis)
-    finished = [now - 15 * MINUTE] * 7 + [now - 12 * MINUTE] * 4 + [now - 8 * MINUTE - 2_000] * 10
+    # The last ten land 2 s into the minute 8 back, whatever second of its minute `now` is (now - 8 min - 2 s is
+    # 9 minutes back in the first 2 s of a minute).
+    eight_back = (now // MINUTE - 8) * MINUTE + 2_000
+    finished = [now - 15 * MINUTE] * 7 + [now - 12 * MINUTE] * 4 + [eight_back] * 10
     script = redis.register_script(bullmq_collect_metrics_lua())
     for t in finished:
         await script(keys=[bull_key(q, "metrics", "failed")], args=[10_080, t])
