@@ -222,20 +222,20 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     else ")"
                 )
                 + (
+                    f"; a lane's cycle with these identical awaits: the await {one['cycle_ms']['await_ms']} ms, "
+                    f"completing call to the next job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, await's end to the "
+                    f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"
+                    if "cycle_ms" in one
+                    else ""
+                )
+                + _bursts(one.get("cycle_ms", {}))
+                + (
                     f"; with awaits of {one['spread_ms'][0]}-{one['spread_ms'][1]} ms (whole ms, uniform; against "
                     f"C / their mean) instead: {one['spread_vs_bound']:.3f}x, lanes in bursts of "
                     f"{one['spread_cycle_ms']['lanes_per_burst']}"
                     if "spread_cycle_ms" in one
                     else ""
-                )
-                + (
-                    f"; a lane's cycle: the await {one['cycle_ms']['await_ms']} ms, completing call to the next "
-                    f"job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, await's end to the "
-                    f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"
-                    if "cycle_ms" in one
-                    else ""
-                )
-                + _bursts(one.get("cycle_ms", {})),
+                ),
                 f">= {one['budget']}x",
                 _ok(one["ratio_vs_bound"] >= one["budget"]),
             )
