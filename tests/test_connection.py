@@ -48,7 +48,7 @@ async def test_callers_waiting_for_the_only_connection_are_woken_when_it_is_rele
     client = pooled_redis(valkey.url, max_connections=1, name="ma-test-waiters")
     try:
         await client.delete("fast:list")
-        blocked = asyncio.create_task(client.blpop(["fast:list"], timeout=1))  # holds the one connection
+        blocked = asyncio.create_task(client.blpop(["fast:list"], timeout=3))  # holds the one connection
         await wait_for(
             lambda: blocked_at_server(redis, "ma-test-waiters"),
             every=0.01,

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from bullmq import Queue
+from bullmq import Job, Queue
 
 from devstack import engines
 from tests.support.paths import BIN, ROOT
@@ -64,14 +64,15 @@ async def test_sigterm_during_a_3_second_job_lets_it_complete_and_exits_0(redis,
         lambda: tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'"),
         what="the handler is running",
     )
-    started = time.monotonic()
+    sent_ms = time.time() * 1000
     pool.proc.send_signal(signal.SIGTERM)
     code = await wait_for(
         lambda: pool.proc.poll() is not None and (pool.proc.returncode,), timeout=30, what="process exit"
     )
     assert code == (0,)
-    assert time.monotonic() - started >= 2.0, "it waited for the job"
     assert await queue.getJobState(job.id) == "completed"
+    finished = (await Job.fromId(queue, job.id)).finishedOn
+    assert finished >= sent_ms, "it waited for the job: the job finished after the SIGTERM"
     assert "shutting down: 1 job(s) in flight" in pool.text()
     assert "stopped identity-events: processed=1 failed=0" in pool.text()
     assert await tasks_db.fetchval("SELECT count(*) FROM test_attempts WHERE key = 'sigterm'") == 1
@@ -117,7 +118,8 @@ async def test_a_job_outliving_the_grace_is_force_closed_and_rerun_later(redis, 
 
 
 async def test_heartbeat_record_names_host_pid_queue_process_and_in_flight_jobs(redis, start_pool):
-    pool = start_pool(Q, MA_PROCESS_NAME="identity-events:identity-events_07")
+    # Beats 1 s apart, so the 6 s job is listed by several, even if one beat is late on a busy machine.
+    pool = start_pool(Q, MA_PROCESS_NAME="identity-events:identity-events_07", MA_HEARTBEAT_INTERVAL="1")
     queue = Queue(Q, {"connection": redis})
     job = await queue.add("test.sleep", {"seconds": 6})
     key = f"ma:worker:{__import__('socket').gethostname()}:{pool.proc.pid}"

@@ -227,7 +227,9 @@ async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(
     redis, start_pool, users, identity, identity_db
 ):
     tag, ids = await users(60)
-    identity.hook("POST", "/__latency", {"path": "/v1/admin/users", "seconds": 0.15})
+    # 0.4 s an item, 8 at a time: the job takes ~3 s, so the kill after 15 items lands mid-job even when this test
+    # process lags a second or two behind on a busy machine.
+    identity.hook("POST", "/__latency", {"path": "/v1/admin/users", "seconds": 0.4})
     env = {"MA_QUEUE_TABLE": "tests.support.table:REAL_FAST", "IDENTITY_BASE_URL": identity.url}
     first = start_pool(Q, **env)
     bulk = f"bulk_{uuid.uuid4().hex[:8]}"
@@ -253,7 +255,8 @@ async def test_sigkill_mid_job_then_every_item_is_applied_exactly_once(
     assert set((await statuses(identity_db, ids)).values()) == {"suspended"}
     stats = identity.stats()
     assert stats["bulk suspend applied"] == 60
-    # Only the items in flight at the kill are sent again (and identity answers them from the idempotency key).
+    # Only the items in flight at the kill (applied or not, their progress not saved yet) are sent again, and
+    # identity answers them from the idempotency key: at most MA_BULK_ITEM_CONCURRENCY.
     assert stats.get("idempotent replays", 0) <= 8
     assert not await redis.exists(bulk_items_key(added.id))
 

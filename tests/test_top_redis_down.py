@@ -133,8 +133,8 @@ async def test_no_false_no_workers_once_redis_is_back_and_jobs_run(start_pool, t
         await client.aclose()
         client = Redis.from_url(own.url, decode_responses=True)
         queue = Queue(Q, {"connection": client})
-        for _ in range(60):
-            await queue.add("test.sleep", {"seconds": 1})
+        for _ in range(60):  # 10 lanes: ~18 s of jobs waiting, for several --once runs of 2-3 s each
+            await queue.add("test.sleep", {"seconds": 3})
         back = time.monotonic()
 
         def fine() -> dict[str, Any] | None:

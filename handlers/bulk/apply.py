@@ -64,8 +64,9 @@ async def apply_one(ctx: JobContext, payload: BulkChange, operation: Operation, 
 async def apply_all(
     ctx: JobContext, payload: BulkChange, operation: Operation, items: list[str], progress: Progress
 ) -> list[Stop]:
-    """Apply the items not done yet, in order, at most MA_BULK_ITEM_CONCURRENCY in flight, marking each in
-    `progress` and saving it. Returns why the run stopped launching items (empty: every item was tried)."""
+    """Apply the items not done yet, in order, at most MA_BULK_ITEM_CONCURRENCY in flight (an item is in flight
+    until its progress is saved), marking each in `progress` and saving it. Returns why the run stopped launching
+    items (empty: every item was tried)."""
     slots = asyncio.Semaphore(ctx.settings.MA_BULK_ITEM_CONCURRENCY)
     checkpoint_lock = asyncio.Lock()
     stop: list[Stop] = []
@@ -76,16 +77,7 @@ async def apply_all(
             if ctx.save_progress is not None:
                 await ctx.save_progress(progress.dump())
 
-    async def run(index: int, item_id: str) -> None:
-        try:
-            if stop:
-                return
-            reason = await apply_one(ctx, payload, operation, item_id)
-        except Stop as error:
-            stop.append(error)
-            return
-        finally:
-            slots.release()
+    def record(index: int, item_id: str, reason: str | None) -> None:
         failure: Failure | None = None
         if reason is not None:
             failure = {"id": item_id, "reason": reason}
@@ -100,7 +92,22 @@ async def apply_all(
         progress.mark(index, failure)
         if reason is not None:
             failure_events.failed(item_id, reason, progress.failed)
-        await checkpoint()
+
+    async def run(index: int, item_id: str) -> None:
+        # The slot is held until the item is saved, so a kill at any moment leaves at most
+        # MA_BULK_ITEM_CONCURRENCY items applied but not saved: the only ones the rerun sends again.
+        try:
+            if stop:
+                return
+            try:
+                reason = await apply_one(ctx, payload, operation, item_id)
+            except Stop as error:
+                stop.append(error)
+                return
+            record(index, item_id, reason)
+            await checkpoint()
+        finally:
+            slots.release()
 
     sender = asyncio.create_task(failure_events.run())
     try:
