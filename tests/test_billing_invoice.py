@@ -207,7 +207,8 @@ async def test_an_invoice_pdf_on_a_full_disk_fails_naming_enospc_leaves_no_file_
             return job if job is not None and job.attemptsMade >= 1 else None
 
         job = await wait_for(first_attempt_failed, what="the first attempt failed")
-        assert await queue.getJobState(added.id) in ("delayed", "wait")  # retried later, not failed for good
+        # retried later, not failed for good ("active": its 2 s backoff already over on a busy machine)
+        assert await queue.getJobState(added.id) in ("delayed", "wait", "active")
         assert "disk full (ENOSPC: No space left on device) writing" in job.failedReason
         assert str(disk) in job.failedReason
         assert sorted(p.name for p in disk.iterdir()) == [".filler"]  # no partial PDF, nothing under its name
