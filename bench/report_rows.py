@@ -223,8 +223,8 @@ def bench_rows(b: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 )
                 + (
                     f"; a lane's cycle with these identical awaits: the await {one['cycle_ms']['await_ms']} ms, "
-                    f"completing call to the next job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, await's end to the "
-                    f"completing call {one['cycle_ms']['end_to_completion_ms']} ms"
+                    f"completing call to the next job's start {one['cycle_ms']['completion_to_next_start_ms']} ms, "
+                    f"await's end to the completing call {one['cycle_ms']['end_to_completion_ms']} ms"
                     if "cycle_ms" in one
                     else ""
                 )

@@ -211,7 +211,13 @@ async def test_an_invoice_pdf_on_a_full_disk_fails_naming_enospc_leaves_no_file_
         assert await queue.getJobState(added.id) in ("delayed", "wait", "active")
         assert "disk full (ENOSPC: No space left on device) writing" in job.failedReason
         assert str(disk) in job.failedReason
-        assert sorted(p.name for p in disk.iterdir()) == [".filler"]  # no partial PDF, nothing under its name
+        # No partial PDF, nothing under its name. Waited for: a retry running now has its temporary file open
+        # until ENOSPC ends it; a file the failure left behind never goes and fails this wait.
+        await wait_for(
+            lambda: sorted(p.name for p in disk.iterdir()) == [".filler"],
+            timeout=15,
+            what="only the filler left",
+        )
 
         free()
         done = await settle(redis, INVOICE, added.id, timeout=90)

@@ -39,14 +39,15 @@ class Exporter:
             return engines.port_open(self.port)
 
         poll(listening, timeout=20, what=f"the exporter listening on {self.port}")
+
         # Its first sample is taken before it listens, within a 1 s bound at the tests' 0.3 s interval: on a
         # busy machine a cold first read can miss it and that sample says Redis is down. Wait for one that
         # reached Redis, so a test's first scrape is of a sample that did.
-        poll(
-            lambda: value(self.scrape(), "ma_exporter_source_up", source="redis") == 1,
-            timeout=20,
-            what="the exporter's first sample that reached Redis",
-        )
+        def reached_redis() -> bool:
+            assert self.proc.poll() is None, f"the exporter exited:\n{log.read_text()}"
+            return value(self.scrape(), "ma_exporter_source_up", source="redis") == 1
+
+        poll(reached_redis, timeout=20, what="the exporter's first sample that reached Redis")
 
     def scrape(self) -> Metrics:
         response = httpx.get(self.url + "/metrics", timeout=5)
