@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_OS_USER = "ma_postgres"
+VALKEY_LOAD_S = 300.0
+"""How long a started Valkey may take to load its data once its port is open."""
 
 
 def free_port() -> int:
@@ -125,7 +127,15 @@ class Engine:
             group=self.group,
         )
         logf.close()
-        _wait(self.ready, self.name, timeout, self.proc, self.log)
+        if self.name == "valkey":
+            _wait(lambda: port_open(self.port), self.name, timeout, self.proc, self.log)
+            # Replaying a large AOF (a long-lived dev Valkey's) can outlast `timeout`; it answers -LOADING
+            # meanwhile, so loading gets its own, longer bound.
+            _wait(
+                self.ready, f"{self.name} loading its data", max(timeout, VALKEY_LOAD_S), self.proc, self.log
+            )
+        else:
+            _wait(self.ready, self.name, timeout, self.proc, self.log)
         return self
 
     def ready(self) -> bool:

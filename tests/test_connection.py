@@ -156,7 +156,7 @@ async def test_a_blocking_command_takes_its_own_connection_and_holds_nobody_up(
     client = pipelined(valkey.url, "ma-test-mux-block")
     try:
         await redis.delete("mux:q")
-        blocked = asyncio.create_task(client.blpop(["mux:q"], timeout=5))
+        blocked = asyncio.create_task(client.blpop(["mux:q"], timeout=10))  # ended by the RPUSH below
         await wait_for(
             lambda: blocked_at_server(redis, "ma-test-mux-block"), every=0.01, what="BLPOP blocked"
         )
@@ -353,7 +353,7 @@ async def test_resp3_clients_and_odd_spellings_of_blocking_commands_take_the_poo
     client = pipelined(valkey.url, "ma-test-mux-spelling")
     try:
         await client.delete("sp:q")
-        blocked = asyncio.create_task(client.execute_command("blpop", "sp:q", 3))
+        blocked = asyncio.create_task(client.execute_command("blpop", "sp:q", 10))  # ended by the RPUSH below
         await asyncio.sleep(0.2)
         assert await asyncio.wait_for(client.incr("sp:n"), timeout=2), "not stuck behind the lower-case BLPOP"
         assert not blocked.done()
